@@ -1,0 +1,1 @@
+//! nook-newuidmap / nook-newgidmap: not built yet (issue 3).
