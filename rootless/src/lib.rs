@@ -1,0 +1,36 @@
+//! nook's runtime: executes an OCI runtime `Spec` as an unprivileged user.
+//!
+//! The user namespace comes first and owns every other namespace, so no step needs
+//! host privilege. The data path of one run:
+//!
+//! ```text
+//! run()  ── block signals, pipes ──► clone(NEWUSER|NEWNS|NEWPID|...)   (spawn.rs)
+//!   parent: write ID maps (idmap.rs) ─► release child ─► collect setup/exec result
+//!           ─► supervise: signals, pty, exit status (supervise.rs, tty.rs)
+//!   child : mounts + pivot_root (mounts.rs) ─► hostname, lo ─► pty (tty.rs)
+//!           ─► user, capabilities, no_new_privs (capabilities.rs) ─► exec (exec.rs)
+//!           or, under --init, a reaper as pid 1 that execs the command as pid 2 (init.rs)
+//! ```
+//!
+//! Everything the container runs with comes from the `Spec`; the few things that are
+//! not container configuration but I/O wiring of this invocation (stdin attached or
+//! not, the reaper) come in [`RunOptions`].
+
+pub mod capabilities;
+mod child;
+pub mod error;
+mod exec;
+pub mod idmap;
+mod init;
+pub mod mounts;
+mod netns;
+pub mod probe;
+pub mod secure_path;
+mod spawn;
+pub mod state;
+mod supervise;
+mod sync;
+mod tty;
+
+pub use error::{Error, Result};
+pub use spawn::{run, ExitStatus, RunOptions, StdinMode};

@@ -1,0 +1,386 @@
+//! `nook run` flags + the chosen root → one `oci_spec::runtime::Spec`.
+//!
+//! The Spec is the single contract with the rootless crate: whatever a flag changes in
+//! the container is expressed here, so the OCI-runtime commands (which receive a Spec
+//! from podman or Slurm) run through exactly the same code.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
+};
+
+use nook_fs::host_image;
+use nook_rootless::capabilities::DEFAULT_CAPABILITIES;
+
+use crate::flags::RunArgs;
+use crate::users::{self, Identity};
+
+/// Where the container's root comes from.
+pub enum Root {
+    /// The built-in `host` image, staged on this (empty) directory.
+    Host { mount_point: PathBuf },
+    /// A root filesystem directory used in place (`--rootfs`).
+    Dir(PathBuf),
+}
+
+impl Root {
+    fn path(&self) -> &Path {
+        match self {
+            Root::Host { mount_point } => mount_point,
+            Root::Dir(dir) => dir,
+        }
+    }
+
+    /// The root as files can be read before the container starts (for /etc/passwd).
+    fn readable_path(&self) -> &Path {
+        match self {
+            Root::Host { .. } => Path::new("/"),
+            Root::Dir(dir) => dir,
+        }
+    }
+}
+
+/// The user namespace layout of this run.
+pub struct IdMaps {
+    /// The host uid/gid that container root (or, keep-id, the same id) maps to.
+    pub host_uid: u32,
+    pub host_gid: u32,
+    pub keep_id: bool,
+}
+
+impl IdMaps {
+    pub fn inside_uid(&self) -> u32 {
+        if self.keep_id {
+            self.host_uid
+        } else {
+            0
+        }
+    }
+
+    pub fn inside_gid(&self) -> u32 {
+        if self.keep_id {
+            self.host_gid
+        } else {
+            0
+        }
+    }
+}
+
+/// Files the container gets from its own directory (`/etc/hosts`, `/etc/hostname`).
+pub struct GeneratedFiles {
+    pub hosts: Option<PathBuf>,
+    pub hostname: PathBuf,
+}
+
+pub struct SpecInput<'a> {
+    pub args: &'a RunArgs,
+    pub root: &'a Root,
+    pub ids: &'a IdMaps,
+    pub hostname: &'a str,
+    pub files: &'a GeneratedFiles,
+    pub host_network: bool,
+}
+
+pub fn build(input: &SpecInput) -> Result<Spec> {
+    let process = build_process(input)?;
+    let mounts = build_mounts(input)?;
+    let linux = build_linux(input)?;
+    let root = RootBuilder::default()
+        .path(input.root.path())
+        .readonly(input.args.read_only)
+        .build()?;
+    Ok(SpecBuilder::default()
+        .version("1.2.0")
+        .root(root)
+        .hostname(input.hostname)
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?)
+}
+
+fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
+    let args = input.args;
+    let identity = match &args.user {
+        Some(spec) => users::resolve(spec, input.root.readable_path())?,
+        None => Identity::for_uid(
+            input.ids.inside_uid(),
+            Some(input.ids.inside_gid()),
+            input.root.readable_path(),
+        ),
+    };
+    let command = if args.command.is_empty() {
+        vec!["/bin/sh".to_string()]
+    } else {
+        args.command.clone()
+    };
+    let caps: HashSet<Capability> = capabilities(&args.cap_add, &args.cap_drop)?;
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
+        .build()?;
+    let user = UserBuilder::default()
+        .uid(identity.uid)
+        .gid(identity.gid)
+        .build()?;
+    Ok(ProcessBuilder::default()
+        .terminal(args.tty)
+        .user(user)
+        .args(command)
+        .env(crate::env::build(args, &identity.home, input.hostname)?)
+        .cwd(args.workdir.clone().unwrap_or_else(|| PathBuf::from("/")))
+        .capabilities(capabilities)
+        .no_new_privileges(no_new_privileges(&args.security_opt)?)
+        .build()?)
+}
+
+/// podman's default set, plus `--cap-add`, minus `--cap-drop` (ALL allowed in both).
+fn capabilities(add: &[String], drop: &[String]) -> Result<HashSet<Capability>> {
+    let parse = |name: &str| -> Result<Capability> {
+        let short = name.to_ascii_uppercase();
+        let short = short.trim_start_matches("CAP_");
+        short
+            .parse()
+            .with_context(|| format!("unknown capability {name:?} (e.g. NET_RAW, SYS_ADMIN)"))
+    };
+    let mut set: HashSet<Capability> = DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| parse(c))
+        .collect::<Result<_>>()?;
+    if drop.iter().any(|d| d.eq_ignore_ascii_case("all")) {
+        set.clear();
+    }
+    for name in add {
+        if name.eq_ignore_ascii_case("all") {
+            set.extend(all_capabilities());
+        } else {
+            set.insert(parse(name)?);
+        }
+    }
+    for name in drop.iter().filter(|d| !d.eq_ignore_ascii_case("all")) {
+        set.remove(&parse(name)?);
+    }
+    Ok(set)
+}
+
+/// Every capability this kernel knows, named as the spec names them.
+fn all_capabilities() -> impl Iterator<Item = Capability> {
+    caps::runtime::thread_all_supported()
+        .into_iter()
+        .filter_map(|c| c.to_string().trim_start_matches("CAP_").parse().ok())
+}
+
+fn no_new_privileges(options: &[String]) -> Result<bool> {
+    let mut enabled = true;
+    for opt in options {
+        let (key, value) = opt
+            .split_once(['=', ':'])
+            .map_or((opt.as_str(), "true"), |(k, v)| (k, v));
+        match (key, value) {
+            ("no-new-privileges", "true") => enabled = true,
+            ("no-new-privileges", "false") => enabled = false,
+            _ => bail!(
+                "unsupported --security-opt {opt:?}: nook supports no-new-privileges[=true|false]"
+            ),
+        }
+    }
+    Ok(enabled)
+}
+
+fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
+    let mut mounts = Vec::new();
+    let scratch = |dir: &str, mode: u32| {
+        mount(
+            dir,
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", &format!("mode={mode:o}")],
+        )
+    };
+    match input.root {
+        Root::Host { .. } => {
+            mounts.push(mount("/", "tmpfs", "tmpfs", &["mode=755"])?);
+            for dir in host_image::shared_dirs() {
+                let dir = dir.to_string_lossy().into_owned();
+                mounts.push(mount(&dir, &dir, "bind", &["rbind", "ro"])?);
+            }
+            for s in &host_image::SCRATCH_DIRS {
+                mounts.push(scratch(s.path, s.mode)?);
+            }
+        }
+        Root::Dir(_) if input.args.read_only => {
+            // podman's --read-only-tmpfs: the places programs must write stay writable.
+            for s in &host_image::SCRATCH_DIRS {
+                mounts.push(scratch(s.path, s.mode)?);
+            }
+        }
+        Root::Dir(_) => {}
+    }
+    mounts.extend(system_mounts(input)?);
+    mounts.push(bind_file(&input.files.hostname, "/etc/hostname")?);
+    if let Some(hosts) = &input.files.hosts {
+        mounts.push(bind_file(hosts, "/etc/hosts")?);
+    }
+    for tmpfs in &input.args.tmpfs {
+        mounts.push(tmpfs_mount(tmpfs)?);
+    }
+    for volume in &input.args.volumes {
+        mounts.push(volume_mount(volume)?);
+    }
+    Ok(mounts)
+}
+
+/// /proc, /dev and /sys, as the runtime-spec's defaults have them.
+fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
+    let mut devpts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
+    // The tty group: only when gid 5 exists inside, or the mount fails.
+    if input.ids.inside_gid() == 5 {
+        devpts.push("gid=5");
+    }
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount("/dev/pts", "devpts", "devpts", &devpts)?,
+        mount(
+            "/dev/shm",
+            "shm",
+            "tmpfs",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+    ])
+}
+
+fn mount(dest: &str, source: &str, typ: &str, options: &[&str]) -> Result<Mount> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .source(source)
+        .typ(typ)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn bind_file(source: &Path, dest: &str) -> Result<Mount> {
+    mount(dest, &source.to_string_lossy(), "bind", &["bind", "nosuid", "nodev"])
+}
+
+/// `-v HOST:CTR[:ro|rw]`.
+fn volume_mount(spec: &str) -> Result<Mount> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, ctr, opts) = match parts.as_slice() {
+        [host, ctr] => (*host, *ctr, ""),
+        [host, ctr, opts] => (*host, *ctr, *opts),
+        _ => bail!("bad volume {spec:?}: expected HOST-PATH:CONTAINER-PATH[:ro|rw]"),
+    };
+    if !host.starts_with('/') || !ctr.starts_with('/') {
+        bail!("bad volume {spec:?}: both paths must be absolute (named volumes come later)");
+    }
+    let source = std::fs::canonicalize(host)
+        .with_context(|| format!("volume {spec:?}: host path {host} does not exist"))?;
+    let mut options = vec!["rbind"];
+    for opt in opts.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" | "rw" => options.push(opt),
+            other => bail!("bad volume {spec:?}: unknown option {other:?} (use ro or rw)"),
+        }
+    }
+    mount(ctr, &source.to_string_lossy(), "bind", &options)
+}
+
+/// `--tmpfs DIR[:size=..,mode=..]`.
+fn tmpfs_mount(spec: &str) -> Result<Mount> {
+    let (dir, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    if !dir.starts_with('/') {
+        bail!("bad --tmpfs {spec:?}: the container path must be absolute");
+    }
+    let mut options = vec!["nosuid", "nodev"];
+    options.extend(opts.split(',').filter(|o| !o.is_empty()));
+    mount(dir, "tmpfs", "tmpfs", &options)
+}
+
+fn build_linux(input: &SpecInput) -> Result<oci_spec::runtime::Linux> {
+    let mut namespaces = Vec::new();
+    for typ in [
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Cgroup,
+        LinuxNamespaceType::Network,
+    ] {
+        if typ == LinuxNamespaceType::Network && input.host_network {
+            continue;
+        }
+        namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
+    }
+    let ids = input.ids;
+    let uid_map = LinuxIdMappingBuilder::default()
+        .container_id(ids.inside_uid())
+        .host_id(ids.host_uid)
+        .size(1u32)
+        .build()?;
+    let gid_map = LinuxIdMappingBuilder::default()
+        .container_id(ids.inside_gid())
+        .host_id(ids.host_gid)
+        .size(1u32)
+        .build()?;
+    let mut masked = oci_spec::runtime::get_default_maskedpaths();
+    masked.push("/sys/devices/virtual/powercap".into());
+    Ok(LinuxBuilder::default()
+        .namespaces(namespaces)
+        .uid_mappings(vec![uid_map])
+        .gid_mappings(vec![gid_map])
+        .masked_paths(masked)
+        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_and_modified_capabilities() {
+        let default = capabilities(&[], &[]).unwrap();
+        assert_eq!(default.len(), DEFAULT_CAPABILITIES.len());
+        let set = capabilities(&["net_raw".into()], &["CAP_CHOWN".into()]).unwrap();
+        assert!(set.contains(&Capability::NetRaw));
+        assert!(!set.contains(&Capability::Chown));
+        let none = capabilities(&[], &["ALL".into()]).unwrap();
+        assert!(none.is_empty());
+        assert!(capabilities(&["NOT_A_CAP".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn volume_specs() {
+        let m = volume_mount("/tmp:/data:ro").unwrap();
+        assert_eq!(m.destination(), Path::new("/data"));
+        assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert!(volume_mount("/tmp").is_err());
+        assert!(volume_mount("relative:/x").is_err());
+        assert!(volume_mount("/tmp:/x:bogus").is_err());
+        assert!(volume_mount("/no/such/dir:/x").is_err());
+    }
+
+    #[test]
+    fn security_options() {
+        assert!(no_new_privileges(&[]).unwrap());
+        assert!(!no_new_privileges(&["no-new-privileges=false".into()]).unwrap());
+        assert!(no_new_privileges(&["seccomp=unconfined".into()]).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! `--user USER[:GROUP]` and the container's HOME, read from the container's own
+//! /etc/passwd and /etc/group (the host's for the `host` image).
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+/// Who the container's process runs as.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+impl Identity {
+    /// `uid`, with its group and home from passwd when listed there.
+    pub fn for_uid(uid: u32, gid: Option<u32>, root: &Path) -> Identity {
+        let entry = read(root, "etc/passwd")
+            .lines()
+            .filter_map(parse_passwd)
+            .find(|e| e.uid == uid);
+        Identity {
+            uid,
+            gid: gid.or(entry.as_ref().map(|e| e.gid)).unwrap_or(0),
+            home: entry
+                .map(|e| e.home)
+                .unwrap_or_else(|| if uid == 0 { "/root" } else { "/" }.to_string()),
+        }
+    }
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+fn read(root: &Path, file: &str) -> String {
+    std::fs::read_to_string(root.join(file)).unwrap_or_default()
+}
+
+fn parse_passwd(line: &str) -> Option<PasswdEntry> {
+    let f: Vec<&str> = line.split(':').collect();
+    if f.len() < 7 {
+        return None;
+    }
+    Some(PasswdEntry {
+        name: f[0].to_string(),
+        uid: f[2].parse().ok()?,
+        gid: f[3].parse().ok()?,
+        home: f[5].to_string(),
+    })
+}
+
+/// Resolves `USER[:GROUP]` (names or numbers) in the container's files.
+pub fn resolve(spec: &str, root: &Path) -> Result<Identity> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let uid = match user.parse::<u32>() {
+        Ok(uid) => uid,
+        Err(_) => match read(root, "etc/passwd")
+            .lines()
+            .filter_map(parse_passwd)
+            .find(|e| e.name == user)
+        {
+            Some(e) => e.uid,
+            None => bail!("--user {spec:?}: no user {user:?} in the container's /etc/passwd"),
+        },
+    };
+    let gid = match group {
+        None | Some("") => None,
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group_id(root, g).ok_or_else(|| {
+                anyhow::anyhow!("--user {spec:?}: no group {g:?} in the container's /etc/group")
+            })?,
+        }),
+    };
+    Ok(Identity::for_uid(uid, gid, root))
+}
+
+fn group_id(root: &Path, name: &str) -> Option<u32> {
+    read(root, "etc/group").lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 3 && f[0] == name).then(|| f[2].parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_and_named_users() {
+        let root = std::env::temp_dir().join(format!("nook-users-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1001::/home/alice:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(
+            resolve("alice", &root).unwrap(),
+            Identity {
+                uid: 1000,
+                gid: 1001,
+                home: "/home/alice".into()
+            }
+        );
+        assert_eq!(resolve("0:staff", &root).unwrap().gid, 50);
+        assert_eq!(resolve("4242", &root).unwrap().home, "/");
+        assert!(resolve("bob", &root).is_err());
+        assert!(resolve("0:nogroup", &root).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,262 @@
+//! `run`: one container from an OCI `Spec`, start to exit status.
+//!
+//! The supervisor (this process) must be single-threaded when it clones: the child
+//! continues on a copy of this process and may allocate, which is only safe when no
+//! other thread could have held a lock at the moment of the clone. Signals that will
+//! be forwarded are blocked before the clone so none is lost between clone and the
+//! signalfd the supervisor reads them from.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{Pid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::child::Child;
+use crate::error::{Context, Error, Result};
+use crate::idmap::{write_maps, IdRange};
+use crate::sync::{self, Report};
+use crate::{supervise, tty};
+
+/// How the container's stdin is wired (not part of the OCI configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdinMode {
+    /// The container reads nook's own stdin (`-i`).
+    Inherit,
+    /// The container's stdin is /dev/null (podman without `-i`).
+    Null,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub stdin: StdinMode,
+    /// Run a reaper as pid 1 and the command as its child (`--init`).
+    pub init: bool,
+}
+
+/// How the container ended, as the shell reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the status, or 128+N for signal N.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(sig) => 128 + sig,
+        }
+    }
+}
+
+/// Signals sent to nook that the container receives.
+pub(crate) const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Runs the container described by `spec` and returns how its command ended.
+///
+/// A command that cannot be executed is `Error::Exec` (the caller maps it to 126/127).
+pub fn run(spec: &Spec, options: &RunOptions) -> Result<ExitStatus> {
+    let plan = Plan::from_spec(spec)?;
+    let mut handled = SigSet::empty();
+    for sig in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
+        handled.add(*sig);
+    }
+    let previous_mask = handled
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .context(|| "blocking signals".into())?;
+    let result = run_blocked(spec, options, &plan, &handled);
+    let _ = previous_mask.thread_set_mask();
+    result
+}
+
+fn run_blocked(
+    spec: &Spec,
+    options: &RunOptions,
+    plan: &Plan,
+    handled: &SigSet,
+) -> Result<ExitStatus> {
+    let go = sync::pipe()?;
+    let report = sync::pipe()?;
+    let console = match plan.terminal {
+        true => Some(UnixStream::pair().context(|| "socketpair for the pty".into())?),
+        false => None,
+    };
+    let window = plan
+        .terminal
+        .then(|| tty::window_size(0).or_else(|| tty::window_size(1)))
+        .flatten();
+
+    let pid = clone_process(plan.clone_flags)?;
+    if pid == Pid::from_raw(0) {
+        Child {
+            spec,
+            options,
+            rootfs: plan.rootfs.clone(),
+            go: go.read,
+            report: report.write,
+            console: console.map(|(_, child_end)| child_end),
+            window,
+            new_netns: plan.clone_flags.contains(CloneFlags::CLONE_NEWNET),
+            new_utsns: plan.clone_flags.contains(CloneFlags::CLONE_NEWUTS),
+            setgroups_allowed: !plan.deny_setgroups,
+        }
+        .main();
+    }
+    drop(go.read);
+    drop(report.write);
+    let console = console.map(|(parent_end, _child_end)| parent_end);
+
+    if let Err(e) = write_maps(pid, &plan.uid_map, &plan.gid_map, plan.deny_setgroups) {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(e);
+    }
+    sync::send_go(go.write)?;
+
+    let master = match &console {
+        Some(sock) => tty::receive_master(sock)?,
+        None => None,
+    };
+    match sync::read_report(report.read)? {
+        Report::Started => supervise::supervise(pid, handled, master),
+        Report::SetupFailed(msg) => {
+            let _ = waitpid(pid, None);
+            Err(Error::Setup(msg))
+        }
+        Report::ExecFailed { errno, command } => {
+            let _ = waitpid(pid, None);
+            Err(Error::Exec { command, errno })
+        }
+    }
+}
+
+/// What the spec asks of the process creation, checked before anything is created.
+struct Plan {
+    clone_flags: CloneFlags,
+    rootfs: PathBuf,
+    terminal: bool,
+    uid_map: Vec<IdRange>,
+    gid_map: Vec<IdRange>,
+    deny_setgroups: bool,
+}
+
+impl Plan {
+    fn from_spec(spec: &Spec) -> Result<Plan> {
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::Spec("no process".into()))?;
+        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(Error::Spec("process.args is empty".into()));
+        }
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .ok_or_else(|| Error::Spec("no root".into()))?;
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| Error::Spec("no linux section".into()))?;
+        let mut clone_flags = CloneFlags::empty();
+        for ns in linux.namespaces().as_deref().unwrap_or_default() {
+            if ns.path().is_some() {
+                return Err(Error::Spec(format!(
+                    "joining an existing {:?} namespace is not supported yet",
+                    ns.typ()
+                )));
+            }
+            clone_flags |= namespace_flag(ns.typ())?;
+        }
+        if !clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+            return Err(Error::Spec(
+                "nook always creates a user namespace; the spec must list one".into(),
+            ));
+        }
+        let uid_map: Vec<IdRange> = linux
+            .uid_mappings()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(IdRange::from)
+            .collect();
+        let gid_map: Vec<IdRange> = linux
+            .gid_mappings()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(IdRange::from)
+            .collect();
+        if uid_map.is_empty() || gid_map.is_empty() {
+            return Err(Error::Spec("the user namespace needs uid and gid mappings".into()));
+        }
+        Ok(Plan {
+            clone_flags,
+            rootfs,
+            terminal: process.terminal() == Some(true),
+            uid_map,
+            gid_map,
+            // Root may write any gid map; an unprivileged single-ID gid map is refused
+            // by the kernel unless setgroups is denied first.
+            deny_setgroups: !Uid::effective().is_root(),
+        })
+    }
+}
+
+fn namespace_flag(typ: LinuxNamespaceType) -> Result<CloneFlags> {
+    Ok(match typ {
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Time => {
+            return Err(Error::Spec("time namespaces are not supported yet".into()))
+        }
+    })
+}
+
+/// clone(2) with fork semantics: the child continues here on a copy of the stack.
+fn clone_process(flags: CloneFlags) -> Result<Pid> {
+    let raw_flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: a NULL stack makes clone behave as fork (the child runs on a copy of our
+    // stack); the caller is single-threaded (module doc), so the copy is consistent.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            raw_flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    if ret < 0 {
+        return Err(Error::Clone(nix::errno::Errno::last()));
+    }
+    Ok(Pid::from_raw(ret as i32))
+}
+
+/// Reaps `pid` and converts its wait status.
+pub(crate) fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(ExitStatus::Exited(code)),
+        WaitStatus::Signaled(_, sig, _) => Some(ExitStatus::Signaled(sig as i32)),
+        _ => None,
+    }
+}
