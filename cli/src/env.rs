@@ -36,7 +36,8 @@ struct Environment {
 
 impl Environment {
     fn set(&mut self, key: &str, value: &str) {
-        self.vars.retain(|v| v.split_once('=').map(|(k, _)| k) != Some(key));
+        self.vars
+            .retain(|v| v.split_once('=').map(|(k, _)| k) != Some(key));
         self.vars.push(format!("{key}={value}"));
     }
 

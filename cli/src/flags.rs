@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a command in a new container
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what this machine offers nook, and how to fix what is missing
     Info(InfoArgs),
 }
@@ -102,7 +102,12 @@ pub struct RunArgs {
     pub userns: Option<String>,
 
     /// Network: none (isolated, loopback only; the default for now) or host
-    #[arg(long = "network", alias = "net", value_name = "MODE", default_value = "none")]
+    #[arg(
+        long = "network",
+        alias = "net",
+        value_name = "MODE",
+        default_value = "none"
+    )]
     pub network: String,
 
     /// Run a tiny init as pid 1 that forwards signals and reaps zombies

@@ -26,7 +26,7 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Info(args) => {
             let report = nook_rootless::probe::probe_all();
             info::print(&report, args.format == Format::Json).map(|()| 0)

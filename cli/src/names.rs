@@ -18,7 +18,10 @@ impl NameReservation {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
         if !valid {
             bail!("invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*");
         }

@@ -26,7 +26,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     let runtime_dir = state::runtime_dir()?;
     let id = new_container_id()?;
-    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_string());
     let _name = args
         .name
         .as_deref()
@@ -119,11 +122,7 @@ fn new_container_id() -> Result<String> {
     while filled < bytes.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
         let n = unsafe {
-            libc::getrandom(
-                bytes[filled..].as_mut_ptr().cast(),
-                bytes.len() - filled,
-                0,
-            )
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
         };
         if n < 0 {
             return Err(std::io::Error::last_os_error()).context("getrandom");

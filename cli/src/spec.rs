@@ -240,7 +240,13 @@ fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
 
 /// /proc, /dev and /sys, as the runtime-spec's defaults have them.
 fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
-    let mut devpts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
+    let mut devpts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
     // The tty group: only when gid 5 exists inside, or the mount fails.
     if input.ids.inside_gid() == 5 {
         devpts.push("gid=5");
@@ -260,8 +266,18 @@ fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
             "tmpfs",
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         )?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
     ])
 }
 
@@ -275,7 +291,12 @@ fn mount(dest: &str, source: &str, typ: &str, options: &[&str]) -> Result<Mount>
 }
 
 fn bind_file(source: &Path, dest: &str) -> Result<Mount> {
-    mount(dest, &source.to_string_lossy(), "bind", &["bind", "nosuid", "nodev"])
+    mount(
+        dest,
+        &source.to_string_lossy(),
+        "bind",
+        &["bind", "nosuid", "nodev"],
+    )
 }
 
 /// `-v HOST:CTR[:ro|rw]`.

@@ -63,9 +63,18 @@ pub(crate) fn apply(process: &Process, setgroups_allowed: bool) -> Result<()> {
             .map_err(|e| Error::Setup(format!("setting {which:?} capabilities: {e}")))
     };
     // Effective first: each capset call must leave effective a subset of permitted.
-    set(CapSet::Effective, spec_caps.and_then(|c| c.effective().as_ref()))?;
-    set(CapSet::Permitted, spec_caps.and_then(|c| c.permitted().as_ref()))?;
-    set(CapSet::Inheritable, spec_caps.and_then(|c| c.inheritable().as_ref()))?;
+    set(
+        CapSet::Effective,
+        spec_caps.and_then(|c| c.effective().as_ref()),
+    )?;
+    set(
+        CapSet::Permitted,
+        spec_caps.and_then(|c| c.permitted().as_ref()),
+    )?;
+    set(
+        CapSet::Inheritable,
+        spec_caps.and_then(|c| c.inheritable().as_ref()),
+    )?;
     // The ambient set requires Linux 4.3; an empty one needs no call.
     let ambient = to_caps(spec_caps.and_then(|c| c.ambient().as_ref()))?;
     if !ambient.is_empty() {
@@ -73,8 +82,7 @@ pub(crate) fn apply(process: &Process, setgroups_allowed: bool) -> Result<()> {
             .map_err(|e| Error::Setup(format!("setting ambient capabilities: {e}")))?;
     }
     if process.no_new_privileges() == Some(true) {
-        nix::sys::prctl::set_no_new_privs()
-            .map_err(|e| Error::sys("setting no_new_privs", e))?;
+        nix::sys::prctl::set_no_new_privs().map_err(|e| Error::sys("setting no_new_privs", e))?;
     }
     Ok(())
 }

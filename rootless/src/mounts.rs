@@ -165,7 +165,13 @@ fn mount_entry(dest: &Path, m: &Mount) -> Result<()> {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("none");
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-    let what = || format!("mounting {} on {}", source.display(), m.destination().display());
+    let what = || {
+        format!(
+            "mounting {} on {}",
+            source.display(),
+            m.destination().display()
+        )
+    };
     if opts.bind {
         create_mount_point(dest, source.is_dir()).context(what)?;
         bind(&source, dest, opts.recursive).map_err(|e| with_hint(e, what()))?;
@@ -177,13 +183,7 @@ fn mount_entry(dest: &Path, m: &Mount) -> Result<()> {
         create_mount_point(dest, true).context(what)?;
         let data = opts.data.join(",");
         let data = (!data.is_empty()).then_some(data);
-        let result = mount(
-            Some(&source),
-            dest,
-            Some(typ),
-            opts.flags,
-            data.as_deref(),
-        );
+        let result = mount(Some(&source), dest, Some(typ), opts.flags, data.as_deref());
         match result {
             // sysfs can be mounted only by the owner of the current network namespace:
             // with the host's network, show the host's /sys read-only instead.
@@ -195,7 +195,14 @@ fn mount_entry(dest: &Path, m: &Mount) -> Result<()> {
         }
     }
     if !opts.propagation.is_empty() {
-        mount(None::<&str>, dest, None::<&str>, opts.propagation, None::<&str>).context(what)?;
+        mount(
+            None::<&str>,
+            dest,
+            None::<&str>,
+            opts.propagation,
+            None::<&str>,
+        )
+        .context(what)?;
     }
     Ok(())
 }
@@ -215,13 +222,8 @@ fn bind(source: &Path, dest: &Path, recursive: bool) -> Result<()> {
     if recursive {
         flags |= MsFlags::MS_REC;
     }
-    mount(Some(source), dest, None::<&str>, flags, None::<&str>).context(|| {
-        format!(
-            "bind mounting {} on {}",
-            source.display(),
-            dest.display()
-        )
-    })
+    mount(Some(source), dest, None::<&str>, flags, None::<&str>)
+        .context(|| format!("bind mounting {} on {}", source.display(), dest.display()))
 }
 
 /// Applies `flags` (typically MS_RDONLY) to an existing bind mount, keeping locked flags.
@@ -320,7 +322,11 @@ pub(crate) fn pivot_into(rootfs: &Path) -> Result<()> {
 /// Step 6, inside the new root.
 pub(crate) fn finish_root(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    for path in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+    for path in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         mask(Path::new(path))?;
     }
     for path in linux

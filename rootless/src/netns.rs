@@ -22,7 +22,10 @@ pub(crate) fn bring_up_loopback() -> Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_flags of our ifreq.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(Error::sys("reading lo flags", std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            "reading lo flags",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS filled in.
     unsafe {
@@ -30,7 +33,10 @@ pub(crate) fn bring_up_loopback() -> Result<()> {
     }
     // SAFETY: SIOCSIFFLAGS reads our initialised ifreq.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(Error::sys("bringing lo up", std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            "bringing lo up",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

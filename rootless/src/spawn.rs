@@ -201,7 +201,9 @@ impl Plan {
             .map(IdRange::from)
             .collect();
         if uid_map.is_empty() || gid_map.is_empty() {
-            return Err(Error::Spec("the user namespace needs uid and gid mappings".into()));
+            return Err(Error::Spec(
+                "the user namespace needs uid and gid mappings".into(),
+            ));
         }
         Ok(Plan {
             clone_flags,

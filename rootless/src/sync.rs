@@ -82,7 +82,8 @@ pub(crate) fn wait_for_go(pipe: &mut File) -> bool {
 }
 
 pub(crate) fn send_go(mut pipe: File) -> Result<()> {
-    pipe.write_all(b"G").context(|| "releasing the container".into())
+    pipe.write_all(b"G")
+        .context(|| "releasing the container".into())
 }
 
 #[cfg(test)]
