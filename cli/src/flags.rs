@@ -24,6 +24,15 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Show what this machine offers nook, and how to fix what is missing
     Info(InfoArgs),
+    /// Run a command in a user namespace with your container ID map (as podman unshare)
+    Unshare(UnshareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UnshareArgs {
+    /// Command and arguments (default: $SHELL, else /bin/sh)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +109,15 @@ pub struct RunArgs {
     /// User namespace mode: keep-id keeps your uid and gid inside
     #[arg(long, value_name = "MODE")]
     pub userns: Option<String>,
+
+    /// Map container IDs: CONTAINER-ID:HOST-ID:COUNT, HOST-ID counted as in podman
+    /// rootless (0 is you, 1.. your /etc/subuid range); repeatable
+    #[arg(long, value_name = "TRIPLE")]
+    pub uidmap: Vec<String>,
+
+    /// Map container group IDs, as --uidmap with /etc/subgid
+    #[arg(long, value_name = "TRIPLE")]
+    pub gidmap: Vec<String>,
 
     /// Network: none (isolated, loopback only; the default for now) or host
     #[arg(

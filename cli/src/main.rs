@@ -8,6 +8,7 @@ mod info;
 mod names;
 mod run;
 mod spec;
+mod unshare;
 mod users;
 
 use clap::Parser;
@@ -27,6 +28,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Unshare(args) => unshare::run(args),
         Command::Info(args) => {
             let report = nook_rootless::probe::probe_all();
             info::print(&report, args.format == Format::Json).map(|()| 0)

@@ -6,13 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::unistd::{getgid, getuid};
+use nook_rootless::idmap::{self, HostIds, IdRange, UsernsMode};
 use nook_rootless::state::{self, ContainerDir};
 use nook_rootless::{RunOptions, StdinMode};
 
 use crate::flags::RunArgs;
 use crate::names::NameReservation;
-use crate::spec::{self, GeneratedFiles, IdMaps, Root, SpecInput};
+use crate::spec::{self, GeneratedFiles, Root, SpecInput};
 
 enum ImageChoice {
     Host,
@@ -22,7 +22,7 @@ enum ImageChoice {
 pub fn run(args: RunArgs) -> Result<i32> {
     let image = choose_image(&args)?;
     let host_network = network_is_host(&args.network)?;
-    let keep_id = keep_id(args.userns.as_deref())?;
+    let userns = userns_mode(&args)?;
 
     let runtime_dir = state::runtime_dir()?;
     let id = new_container_id()?;
@@ -48,11 +48,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         }
         ImageChoice::Dir(path) => Root::Dir(path),
     };
-    let ids = IdMaps {
-        host_uid: getuid().as_raw(),
-        host_gid: getgid().as_raw(),
-        keep_id,
-    };
+    let ids = idmap::plan(&userns, &HostIds::current())?;
     let files = write_etc_files(&dir.path, &hostname, host_network)?;
     let spec = spec::build(&SpecInput {
         args: &args,
@@ -70,6 +66,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
         },
         init: args.init,
     };
+    if let Some(notice) = &ids.notice {
+        eprintln!("nook: {notice}");
+    }
     let status = nook_rootless::run(&spec, &options)?;
     Ok(status.code())
 }
@@ -107,10 +106,26 @@ fn network_is_host(mode: &str) -> Result<bool> {
     }
 }
 
-fn keep_id(userns: Option<&str>) -> Result<bool> {
-    match userns {
-        None | Some("") | Some("auto") => Ok(false),
-        Some("keep-id") => Ok(true),
+fn userns_mode(args: &RunArgs) -> Result<UsernsMode> {
+    let explicit = !args.uidmap.is_empty() || !args.gidmap.is_empty();
+    match args.userns.as_deref() {
+        None | Some("") | Some("auto") if explicit => {
+            let parse = |list: &[String]| -> Result<Vec<IdRange>> {
+                list.iter()
+                    .map(|t| idmap::parse_triple(t).map_err(anyhow::Error::msg))
+                    .collect()
+            };
+            if args.uidmap.is_empty() || args.gidmap.is_empty() {
+                bail!("--uidmap and --gidmap go together: give both");
+            }
+            Ok(UsernsMode::Explicit {
+                uid: parse(&args.uidmap)?,
+                gid: parse(&args.gidmap)?,
+            })
+        }
+        None | Some("") | Some("auto") => Ok(UsernsMode::Default),
+        Some("keep-id") if !explicit => Ok(UsernsMode::KeepId),
+        Some("keep-id") => bail!("--userns=keep-id and --uidmap/--gidmap exclude each other"),
         Some(other) => bail!("unsupported --userns {other:?}: use keep-id, or leave it out"),
     }
 }

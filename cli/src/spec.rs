@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder,
     Spec, SpecBuilder, UserBuilder,
 };
 
 use nook_fs::host_image;
 use nook_rootless::capabilities::DEFAULT_CAPABILITIES;
+use nook_rootless::idmap::{self, IdRange, Mapping};
 
 use crate::flags::RunArgs;
 use crate::users::{self, Identity};
@@ -45,32 +46,6 @@ impl Root {
     }
 }
 
-/// The user namespace layout of this run.
-pub struct IdMaps {
-    /// The host uid/gid that container root (or, keep-id, the same id) maps to.
-    pub host_uid: u32,
-    pub host_gid: u32,
-    pub keep_id: bool,
-}
-
-impl IdMaps {
-    pub fn inside_uid(&self) -> u32 {
-        if self.keep_id {
-            self.host_uid
-        } else {
-            0
-        }
-    }
-
-    pub fn inside_gid(&self) -> u32 {
-        if self.keep_id {
-            self.host_gid
-        } else {
-            0
-        }
-    }
-}
-
 /// Files the container gets from its own directory (`/etc/hosts`, `/etc/hostname`).
 pub struct GeneratedFiles {
     pub hosts: Option<PathBuf>,
@@ -80,7 +55,7 @@ pub struct GeneratedFiles {
 pub struct SpecInput<'a> {
     pub args: &'a RunArgs,
     pub root: &'a Root,
-    pub ids: &'a IdMaps,
+    pub ids: &'a Mapping,
     pub hostname: &'a str,
     pub files: &'a GeneratedFiles,
     pub host_network: bool,
@@ -109,8 +84,8 @@ fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
     let identity = match &args.user {
         Some(spec) => users::resolve(spec, input.root.readable_path())?,
         None => Identity::for_uid(
-            input.ids.inside_uid(),
-            Some(input.ids.inside_gid()),
+            input.ids.default_uid(),
+            Some(input.ids.default_gid()),
             input.root.readable_path(),
         ),
     };
@@ -248,7 +223,7 @@ fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
         "mode=0620",
     ];
     // The tty group: only when gid 5 exists inside, or the mount fails.
-    if input.ids.inside_gid() == 5 {
+    if idmap::is_mapped(&input.ids.gid_map, 5) {
         devpts.push("gid=5");
     }
     Ok(vec![
@@ -349,23 +324,24 @@ fn build_linux(input: &SpecInput) -> Result<oci_spec::runtime::Linux> {
         }
         namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
     }
-    let ids = input.ids;
-    let uid_map = LinuxIdMappingBuilder::default()
-        .container_id(ids.inside_uid())
-        .host_id(ids.host_uid)
-        .size(1u32)
-        .build()?;
-    let gid_map = LinuxIdMappingBuilder::default()
-        .container_id(ids.inside_gid())
-        .host_id(ids.host_gid)
-        .size(1u32)
-        .build()?;
+    let to_oci = |ranges: &[IdRange]| -> Result<Vec<LinuxIdMapping>> {
+        ranges
+            .iter()
+            .map(|r| {
+                Ok(LinuxIdMappingBuilder::default()
+                    .container_id(r.inside)
+                    .host_id(r.outside)
+                    .size(r.count)
+                    .build()?)
+            })
+            .collect()
+    };
     let mut masked = oci_spec::runtime::get_default_maskedpaths();
     masked.push("/sys/devices/virtual/powercap".into());
     Ok(LinuxBuilder::default()
         .namespaces(namespaces)
-        .uid_mappings(vec![uid_map])
-        .gid_mappings(vec![gid_map])
+        .uid_mappings(to_oci(&input.ids.uid_map)?)
+        .gid_mappings(to_oci(&input.ids.gid_map)?)
         .masked_paths(masked)
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
         .build()?)

@@ -43,7 +43,7 @@ fn to_caps(set: Option<&Capabilities>) -> Result<CapsHashSet> {
 
 /// Applies user, groups and capabilities of `process`. Runs in the child, last thing
 /// before exec.
-pub(crate) fn apply(process: &Process, setgroups_allowed: bool) -> Result<()> {
+pub(crate) fn apply(process: &Process) -> Result<()> {
     let spec_caps = process.capabilities().as_ref();
     let bounding = to_caps(spec_caps.and_then(|c| c.bounding().as_ref()))?;
     drop_bounding_except(&bounding)?;
@@ -54,7 +54,6 @@ pub(crate) fn apply(process: &Process, setgroups_allowed: bool) -> Result<()> {
         user.uid(),
         user.gid(),
         user.additional_gids().as_deref().unwrap_or_default(),
-        setgroups_allowed,
     )?;
     set_keepcaps(false)?;
 
@@ -101,7 +100,13 @@ fn set_keepcaps(on: bool) -> Result<()> {
     nix::sys::prctl::set_keepcaps(on).map_err(|e| Error::sys("PR_SET_KEEPCAPS", e))
 }
 
-fn switch_user(uid: u32, gid: u32, extra_gids: &[u32], setgroups_allowed: bool) -> Result<()> {
+/// Whether this user namespace allows setgroups (denied under an unprivileged
+/// single-ID gid map).
+fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow")
+}
+
+fn switch_user(uid: u32, gid: u32, extra_gids: &[u32]) -> Result<()> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     let unmapped = |kind: &str, id: u32| {
         Error::Setup(format!(
@@ -109,7 +114,7 @@ fn switch_user(uid: u32, gid: u32, extra_gids: &[u32], setgroups_allowed: bool) 
              (--userns=keep-id, or a subordinate ID range) or choose a mapped one"
         ))
     };
-    if setgroups_allowed {
+    if setgroups_allowed() {
         let groups: Vec<Gid> = extra_gids.iter().map(|g| Gid::from_raw(*g)).collect();
         setgroups(&groups).map_err(|e| Error::sys("setgroups", e))?;
     } else if !extra_gids.is_empty() {

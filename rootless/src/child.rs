@@ -31,7 +31,6 @@ pub(crate) struct Child<'a> {
     pub window: Option<Winsize>,
     pub new_netns: bool,
     pub new_utsns: bool,
-    pub setgroups_allowed: bool,
 }
 
 impl Child<'_> {
@@ -45,7 +44,7 @@ impl Child<'_> {
             self.fail(&e);
         }
         let process = process_of(self.spec);
-        if let Err(e) = capabilities::apply(process, self.setgroups_allowed) {
+        if let Err(e) = capabilities::apply(process) {
             self.fail(&e);
         }
         if self.options.init {
@@ -97,6 +96,19 @@ impl Child<'_> {
     }
 }
 
+/// The child of `nook unshare`: once mapped, exec the command with nook's environment.
+pub(crate) fn unshare_main(command: &[String], mut go: File, report: File) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if !wait_for_go(&mut go) {
+        exit(125);
+    }
+    let env: Vec<String> = std::env::vars()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(["NOOK_UNSHARED=1".to_string()])
+        .collect();
+    exec_args(command, &env, report)
+}
+
 fn process_of(spec: &Spec) -> &Process {
     spec.process()
         .as_ref()
@@ -113,6 +125,11 @@ fn exec_command(process: &Process, mut report: File) -> ! {
     }
     let args = process.args().as_deref().unwrap_or_default();
     let env = process.env().as_deref().unwrap_or_default();
+    exec_args(args, env, report)
+}
+
+/// Finds `args[0]` in the PATH of `env` and execs it; reports why not otherwise.
+fn exec_args(args: &[String], env: &[String], mut report: File) -> ! {
     let command = args.first().cloned().unwrap_or_default();
     let errno = match exec::find_command(&command, env) {
         Ok(program) => {

@@ -1,17 +1,27 @@
 //! User and group ID maps of the container's user namespace.
 //!
-//! An unprivileged user may write only a single-ID map of its own uid and gid, and for
-//! the gid map only after setgroups has been denied (CVE-2014-8989). Root may write any
-//! map. Larger maps for unprivileged users go through the setuid helper (issue 3).
+//! The default is podman's: container root is the user, 1..N the user's first
+//! subordinate range. Writing anything beyond the user's own id needs privilege, which
+//! the setuid helper (nook's, or shadow's newuidmap) supplies after checking
+//! /etc/subuid. Without a helper or a range, the container gets a single-ID map (the
+//! user as root, or keep-id) and the user is told once why and how to get more.
+//!
+//! An unprivileged user may write a single-ID map of its own uid and gid itself, the
+//! gid map only after setgroups has been denied (CVE-2014-8989). Root may write any map.
 
-use std::fs::OpenOptions;
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid, User};
 use oci_spec::runtime::LinuxIdMapping;
 
 use crate::error::{Error, Result};
+use crate::subid::{self, SubIdRange};
 
 /// One line of uid_map / gid_map: `inside outside count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,20 +64,300 @@ pub fn is_mapped(ranges: &[IdRange], inside: u32) -> bool {
         .any(|r| inside >= r.inside && inside - r.inside < r.count)
 }
 
-/// Writes the maps of `pid`'s user namespace from the supervisor (its owner).
-///
-/// `deny_setgroups` is required for an unprivileged single-ID gid map.
-pub fn write_maps(
-    pid: Pid,
-    uid_map: &[IdRange],
-    gid_map: &[IdRange],
-    deny_setgroups: bool,
-) -> Result<()> {
-    if deny_setgroups {
-        write_proc(pid, "setgroups", "deny")?;
+/// How the container's IDs are laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsernsMode {
+    /// podman's default: root inside is the user.
+    Default,
+    /// The user's own uid and gid are the same inside (`--userns=keep-id`).
+    KeepId,
+    /// Explicit `--uidmap`/`--gidmap` triples, podman's rootless meaning: `inside:outside:count`
+    /// where outside counts in the default map (0 is the user, 1.. its subordinate IDs).
+    Explicit {
+        uid: Vec<IdRange>,
+        gid: Vec<IdRange>,
+    },
+}
+
+/// The maps of one container, and the notice to print when they are less than asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub uid_map: Vec<IdRange>,
+    pub gid_map: Vec<IdRange>,
+    /// One line for the user when nook fell back to a single-ID map.
+    pub notice: Option<String>,
+}
+
+impl Mapping {
+    /// The id the container's default process runs as (root, or the user under keep-id).
+    pub fn default_uid(&self) -> u32 {
+        inside_id(&self.uid_map, Uid::current().as_raw()).unwrap_or(0)
     }
-    write_proc(pid, "uid_map", &format_map(uid_map))?;
-    write_proc(pid, "gid_map", &format_map(gid_map))
+
+    pub fn default_gid(&self) -> u32 {
+        inside_id(&self.gid_map, Gid::current().as_raw()).unwrap_or(0)
+    }
+}
+
+/// The host facts a mapping is computed from; gathered by [`HostIds::current`].
+#[derive(Debug, Clone)]
+pub struct HostIds {
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub subuids: Vec<SubIdRange>,
+    pub subgids: Vec<SubIdRange>,
+    /// Why subordinate IDs cannot be used, if they cannot.
+    pub unavailable: Option<String>,
+}
+
+impl HostIds {
+    pub fn current() -> HostIds {
+        let uid = Uid::current().as_raw();
+        let gid = Gid::current().as_raw();
+        let user = User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        let subuids = subid::ranges_in(Path::new(subid::SUBUID_FILE), &user, uid);
+        let subgids = subid::ranges_in(Path::new(subid::SUBGID_FILE), &user, uid);
+        let unavailable = if uid == 0 {
+            None
+        } else if subuids.is_empty() || subgids.is_empty() {
+            Some(format!(
+                "no /etc/subuid and /etc/subgid entries for {user}: running with a single-ID \
+                 map; an administrator can add them with `usermod --add-subuids \
+                 100000-165535 --add-subgids 100000-165535 {user}`"
+            ))
+        } else if find_helper("uid").is_none() || find_helper("gid").is_none() {
+            Some(
+                "no newuidmap/newgidmap helper found (nook-newuidmap next to nook or on PATH, \
+                 or shadow's newuidmap): running with a single-ID map; an administrator can \
+                 install nook's with `install -m 4755 -o root nook-newuidmap nook-newgidmap \
+                 /usr/local/bin/`"
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        HostIds {
+            uid,
+            gid,
+            user,
+            subuids,
+            subgids,
+            unavailable,
+        }
+    }
+}
+
+/// Computes the container's maps for `mode` on a host described by `host`.
+pub fn plan(mode: &UsernsMode, host: &HostIds) -> Result<Mapping> {
+    let full = host.unavailable.is_none();
+    let first = |ranges: &[SubIdRange]| ranges.first().copied().filter(|_| full);
+    let uid_default = default_map(host.uid, first(&host.subuids));
+    let gid_default = default_map(host.gid, first(&host.subgids));
+    let notice = host.unavailable.clone();
+    let (uid_map, gid_map) = match mode {
+        UsernsMode::Default => (uid_default, gid_default),
+        UsernsMode::KeepId => (
+            keep_id_map(host.uid, first(&host.subuids)),
+            keep_id_map(host.gid, first(&host.subgids)),
+        ),
+        UsernsMode::Explicit { uid, gid } => (
+            translate(uid, &uid_default, "--uidmap")?,
+            translate(gid, &gid_default, "--gidmap")?,
+        ),
+    };
+    // The container's first process is the user itself: unmapped, it could not even
+    // mount (the kernel answers EOVERFLOW for an unmapped owner).
+    if inside_id(&uid_map, host.uid).is_none() || inside_id(&gid_map, host.gid).is_none() {
+        return Err(Error::Spec(
+            "--uidmap/--gidmap must map your own uid and gid (HOST-ID 0), e.g. \
+             --uidmap 0:0:1 --uidmap 1:1:65536"
+                .into(),
+        ));
+    }
+    Ok(Mapping {
+        uid_map,
+        gid_map,
+        notice,
+    })
+}
+
+/// 0 → `own`, then 1..=N → the subordinate range.
+fn default_map(own: u32, sub: Option<SubIdRange>) -> Vec<IdRange> {
+    let mut map = vec![IdRange {
+        inside: 0,
+        outside: own,
+        count: 1,
+    }];
+    if let Some(r) = sub.and_then(clamp) {
+        map.push(IdRange {
+            inside: 1,
+            outside: r.0,
+            count: r.1.min(u32::MAX - 1),
+        });
+    }
+    map
+}
+
+/// `own` → `own`; the subordinate range fills the ids below and above it.
+fn keep_id_map(own: u32, sub: Option<SubIdRange>) -> Vec<IdRange> {
+    let mut map = vec![IdRange {
+        inside: own,
+        outside: own,
+        count: 1,
+    }];
+    if let Some((start, count)) = sub.and_then(clamp) {
+        let below = count.min(own);
+        if below > 0 {
+            map.push(IdRange {
+                inside: 0,
+                outside: start,
+                count: below,
+            });
+        }
+        let above = (count - below).min(u32::MAX - own);
+        if above > 0 {
+            map.push(IdRange {
+                inside: own + 1,
+                outside: start + below,
+                count: above,
+            });
+        }
+    }
+    map
+}
+
+/// A subordinate range as u32 start and count, if it fits the kernel's id space.
+fn clamp(r: SubIdRange) -> Option<(u32, u32)> {
+    let start = u32::try_from(r.start).ok()?;
+    let count = u32::try_from(r.count.min(u64::from(u32::MAX - start))).ok()?;
+    (count > 0).then_some((start, count))
+}
+
+/// Maps podman-style triples (outside ids counted in `base`'s inside ids) to host ids.
+fn translate(requested: &[IdRange], base: &[IdRange], flag: &str) -> Result<Vec<IdRange>> {
+    let mut out = Vec::new();
+    for req in requested {
+        let mut offset = 0u32;
+        while offset < req.count {
+            let via = req.outside + offset;
+            let piece = base
+                .iter()
+                .find(|b| via >= b.inside && via - b.inside < b.count)
+                .ok_or_else(|| {
+                    Error::Spec(format!(
+                        "{flag} {}:{}:{}: id {via} is not among your mapped ids (0 is you, 1.. \
+                         your /etc/subuid range); see `nook info`",
+                        req.inside, req.outside, req.count
+                    ))
+                })?;
+            let len = (piece.count - (via - piece.inside)).min(req.count - offset);
+            out.push(IdRange {
+                inside: req.inside + offset,
+                outside: piece.outside + (via - piece.inside),
+                count: len,
+            });
+            offset += len;
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `inside:outside:count` (podman's --uidmap syntax).
+pub fn parse_triple(text: &str) -> std::result::Result<IdRange, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let nums: Option<Vec<u32>> = parts.iter().map(|p| p.parse().ok()).collect();
+    match nums.as_deref() {
+        Some([inside, outside, count]) if *count > 0 => Ok(IdRange {
+            inside: *inside,
+            outside: *outside,
+            count: *count,
+        }),
+        _ => Err(format!(
+            "bad ID map {text:?}: expected CONTAINER-ID:HOST-ID:COUNT with COUNT > 0"
+        )),
+    }
+}
+
+/// Writes the maps of `pid`'s user namespace from the supervisor (its owner): directly
+/// when the kernel lets us (root, or a single own-id map), else through the helpers.
+pub fn write_maps(pid: Pid, uid_map: &[IdRange], gid_map: &[IdRange]) -> Result<()> {
+    let uid = Uid::current().as_raw();
+    let gid = Gid::current().as_raw();
+    if Uid::effective().is_root() {
+        write_proc(pid, "uid_map", &format_map(uid_map))?;
+        return write_proc(pid, "gid_map", &format_map(gid_map));
+    }
+    if is_own_single(uid_map, uid) && is_own_single(gid_map, gid) {
+        write_proc(pid, "setgroups", "deny")?;
+        write_proc(pid, "uid_map", &format_map(uid_map))?;
+        return write_proc(pid, "gid_map", &format_map(gid_map));
+    }
+    let helper = |which: &str| {
+        find_helper(which).ok_or_else(|| {
+            Error::Spec(format!(
+                "this ID map needs the new{which}map helper, and none was found: install \
+                 nook-new{which}map setuid root next to nook, or shadow's uidmap package"
+            ))
+        })
+    };
+    // Both helpers run at once: each is a fork+exec of a setuid binary, the slowest
+    // part of starting a container with a full map.
+    let uid_helper = spawn_helper(&helper("uid")?, pid, uid_map)?;
+    let gid_helper = spawn_helper(&helper("gid")?, pid, gid_map)?;
+    let uid_result = finish_helper(uid_helper);
+    let gid_result = finish_helper(gid_helper);
+    uid_result.and(gid_result)
+}
+
+fn is_own_single(map: &[IdRange], own: u32) -> bool {
+    matches!(map, [r] if r.outside == own && r.count == 1)
+}
+
+struct RunningHelper {
+    path: PathBuf,
+    child: std::process::Child,
+}
+
+fn spawn_helper(path: &Path, pid: Pid, map: &[IdRange]) -> Result<RunningHelper> {
+    let mut cmd = Command::new(path);
+    cmd.arg(pid.to_string());
+    for r in map {
+        cmd.args([
+            r.inside.to_string(),
+            r.outside.to_string(),
+            r.count.to_string(),
+        ]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::sys(format!("running {}", path.display()), e))?;
+    Ok(RunningHelper {
+        path: path.to_path_buf(),
+        child,
+    })
+}
+
+fn finish_helper(helper: RunningHelper) -> Result<()> {
+    let output = helper
+        .child
+        .wait_with_output()
+        .map_err(|e| Error::sys(format!("waiting for {}", helper.path.display()), e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&output.stderr);
+    Err(Error::Setup(format!(
+        "{} refused the container's ID map: {}",
+        helper.path.display(),
+        said.trim()
+    )))
 }
 
 fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
@@ -77,6 +367,99 @@ fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
         .open(&path)
         .and_then(|mut f| f.write_all(content.as_bytes()))
         .map_err(|source| Error::IdMap { path, source })
+}
+
+/// A newuidmap/newgidmap binary and how it is privileged.
+pub struct Helper {
+    pub path: PathBuf,
+    setuid_root: bool,
+    file_caps: bool,
+    /// On a `nosuid` mount neither setuid nor file capabilities take effect.
+    pub nosuid_mount: bool,
+}
+
+impl Helper {
+    pub fn inspect(path: PathBuf) -> Option<Helper> {
+        let meta = fs::metadata(&path).ok()?;
+        let setuid_root = meta.mode() & 0o4000 != 0 && meta.uid() == 0;
+        let cpath = CString::new(path.as_os_str().as_bytes()).ok()?;
+        // SAFETY: both strings are NUL-terminated; a null buffer of size 0 asks for the size.
+        let caps = unsafe {
+            libc::getxattr(
+                cpath.as_ptr(),
+                c"security.capability".as_ptr(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        // SAFETY: statvfs is plain old data, so all-zero is a valid value to fill.
+        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `cpath` is NUL-terminated and `vfs` writable.
+        let nosuid_mount = unsafe { libc::statvfs(cpath.as_ptr(), &mut vfs) } == 0
+            && vfs.f_flag & libc::ST_NOSUID != 0;
+        Some(Helper {
+            path,
+            setuid_root,
+            file_caps: caps > 0,
+            nosuid_mount,
+        })
+    }
+
+    pub fn privileged(&self) -> bool {
+        (self.setuid_root || self.file_caps) && !self.nosuid_mount
+    }
+
+    pub fn describe(&self) -> String {
+        let how = match (self.setuid_root, self.file_caps) {
+            (true, _) => "setuid root",
+            (false, true) => "file capabilities",
+            (false, false) => "not setuid, no file capabilities",
+        };
+        let mount = if self.nosuid_mount {
+            ", on a nosuid mount"
+        } else {
+            ""
+        };
+        format!("{} ({how}{mount})", self.path.display())
+    }
+}
+
+pub(crate) fn is_executable_file(p: &Path) -> bool {
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    // Without PATH, search what execvp(3) would: the C library's default path.
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| is_executable_file(p))
+}
+
+/// Every newuidmap (`which` = "uid") or newgidmap candidate, in order of preference:
+/// nook's own next to the nook binary, then on PATH, then shadow's on PATH.
+pub fn helper_candidates(which: &str) -> Vec<PathBuf> {
+    let ours = format!("nook-new{which}map");
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    exe_dir
+        .into_iter()
+        .map(|d| d.join(&ours))
+        .filter(|p| is_executable_file(p))
+        .chain(find_on_path(&ours))
+        .chain(find_on_path(&format!("new{which}map")))
+        .collect()
+}
+
+/// The first candidate that can actually write a map (setuid root or file capabilities,
+/// not on a nosuid mount). A freshly built, unprivileged `nook-newuidmap` next to a
+/// development build of nook is skipped rather than tried and failed.
+pub fn find_helper(which: &str) -> Option<PathBuf> {
+    helper_candidates(which)
+        .into_iter()
+        .find(|p| Helper::inspect(p.clone()).is_some_and(|h| h.privileged()))
 }
 
 #[cfg(test)]

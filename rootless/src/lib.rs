@@ -28,9 +28,10 @@ pub mod probe;
 pub mod secure_path;
 mod spawn;
 pub mod state;
+pub mod subid;
 mod supervise;
 mod sync;
 mod tty;
 
 pub use error::{Error, Result};
-pub use spawn::{run, ExitStatus, RunOptions, StdinMode};
+pub use spawn::{run, unshare, ExitStatus, RunOptions, StdinMode};

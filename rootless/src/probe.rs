@@ -21,10 +21,13 @@ use std::ffi::{CStr, CString};
 use std::fmt;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{access, AccessFlags, Uid, User};
+
+use crate::idmap::{find_helper, helper_candidates, Helper};
+use crate::subid::parse_subid;
 
 /// Outcome of one probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,36 +398,6 @@ fn userns_child(wfd: libc::c_int, writes: &[(&CStr, &[u8]); 3]) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // subuid / subgid
 
-/// One subordinate ID range: `start .. start + count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SubIdRange {
-    pub start: u64,
-    pub count: u64,
-}
-
-/// The ranges of `/etc/subuid`-format text that belong to `user` or to `uid` in decimal
-/// (shadow accepts both). Comments, blank lines and malformed lines are skipped.
-pub fn parse_subid(contents: &str, user: &str, uid: u32) -> Vec<SubIdRange> {
-    let uid = uid.to_string();
-    contents
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let (name, start, count) = (f.next()?, f.next()?, f.next()?);
-            if f.next().is_some() || (name != user && name != uid) {
-                return None;
-            }
-            let range = SubIdRange {
-                start: start.trim().parse().ok()?,
-                count: count.trim().parse().ok()?,
-            };
-            (range.count > 0).then_some(range)
-        })
-        .collect()
-}
-
 fn probe_subid(
     name: &'static str,
     file: &str,
@@ -487,99 +460,19 @@ fn nss_subid_source() -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // helper
 
-/// A newuidmap/newgidmap binary and how it is privileged.
-struct Helper {
-    path: PathBuf,
-    setuid_root: bool,
-    file_caps: bool,
-    /// On a `nosuid` mount neither setuid nor file capabilities take effect.
-    nosuid_mount: bool,
-}
-
-impl Helper {
-    fn inspect(path: PathBuf) -> Option<Helper> {
-        let meta = fs::metadata(&path).ok()?;
-        let setuid_root = meta.mode() & 0o4000 != 0 && meta.uid() == 0;
-        let cpath = CString::new(path.as_os_str().as_bytes()).ok()?;
-        // SAFETY: both strings are NUL-terminated; a null buffer of size 0 asks for the size.
-        let caps = unsafe {
-            libc::getxattr(
-                cpath.as_ptr(),
-                c"security.capability".as_ptr(),
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        // SAFETY: statvfs is plain old data, so all-zero is a valid value to fill.
-        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `cpath` is NUL-terminated and `vfs` writable.
-        let nosuid_mount = unsafe { libc::statvfs(cpath.as_ptr(), &mut vfs) } == 0
-            && vfs.f_flag & libc::ST_NOSUID != 0;
-        Some(Helper {
-            path,
-            setuid_root,
-            file_caps: caps > 0,
-            nosuid_mount,
-        })
-    }
-
-    fn privileged(&self) -> bool {
-        (self.setuid_root || self.file_caps) && !self.nosuid_mount
-    }
-
-    fn describe(&self) -> String {
-        let how = match (self.setuid_root, self.file_caps) {
-            (true, _) => "setuid root",
-            (false, true) => "file capabilities",
-            (false, false) => "not setuid, no file capabilities",
-        };
-        let mount = if self.nosuid_mount {
-            ", on a nosuid mount"
-        } else {
-            ""
-        };
-        format!("{} ({how}{mount})", self.path.display())
-    }
-}
-
-fn is_executable_file(p: &Path) -> bool {
-    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    // Without PATH, search what execvp(3) would: the C library's default path.
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .filter(|d| d.is_absolute())
-        .map(|d| d.join(name))
-        .find(|p| is_executable_file(p))
-}
-
-/// nook's own helper next to the nook binary or in the libexec directory its crate documents,
-/// then on PATH, then shadow's on PATH.
-fn find_helper(which: &str) -> Option<PathBuf> {
-    let ours = format!("nook-new{which}map");
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf));
-    exe_dir
-        .into_iter()
-        .chain(["/usr/local/libexec/nook", "/usr/libexec/nook"].map(PathBuf::from))
-        .map(|d| d.join(&ours))
-        .find(|p| is_executable_file(p))
-        .or_else(|| find_on_path(&ours))
-        .or_else(|| find_on_path(&format!("new{which}map")))
-}
-
 fn probe_helper(is_root: bool) -> Probe {
-    // Honest about today's state: runs use a single-ID map, the helper is for a later change.
-    const NOT_USED: &str = "not used yet: single-ID map";
     let fix = "install nook's helper: install -m 4755 -o root nook-newuidmap nook-newgidmap /usr/local/bin/ (or apt-get install uidmap)";
-    let uid = find_helper("uid").and_then(Helper::inspect);
-    let gid = find_helper("gid").and_then(Helper::inspect);
+    // The helper nook would use, else the first one found, to say why it is unusable.
+    let pick = |which: &str| {
+        find_helper(which)
+            .or_else(|| helper_candidates(which).into_iter().next())
+            .and_then(Helper::inspect)
+    };
+    let uid = pick("uid");
+    let gid = pick("gid");
     match (uid, gid) {
         (Some(u), Some(g)) => {
-            let detail = format!("found {}, {} ({NOT_USED})", u.describe(), g.describe());
+            let detail = format!("found {}, {}", u.describe(), g.describe());
             if is_root || (u.privileged() && g.privileged()) {
                 Probe::ok("helper", detail)
             } else if u.nosuid_mount || g.nosuid_mount {
@@ -595,15 +488,18 @@ fn probe_helper(is_root: bool) -> Probe {
                 (None, _) => "no newuidmap",
                 _ => "no newgidmap",
             };
-            let mut detail =
-                format!("{lacking} next to nook, in /usr/local/libexec/nook or on PATH");
+            let mut detail = format!("{lacking} next to nook or on PATH");
             if !found.is_empty() {
                 detail.push_str(&format!("; found {}", found.join(", ")));
             }
             if is_root {
                 Probe::ok("helper", format!("{detail} (not needed as root)"))
             } else {
-                Probe::missing("helper", format!("{detail} ({NOT_USED})"), fix)
+                Probe::missing(
+                    "helper",
+                    format!("{detail}: containers get a single-ID map"),
+                    fix,
+                )
             }
         }
     }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{Pid, Uid};
+use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::child::Child;
@@ -111,7 +111,6 @@ fn run_blocked(
             window,
             new_netns: plan.clone_flags.contains(CloneFlags::CLONE_NEWNET),
             new_utsns: plan.clone_flags.contains(CloneFlags::CLONE_NEWUTS),
-            setgroups_allowed: !plan.deny_setgroups,
         }
         .main();
     }
@@ -119,7 +118,7 @@ fn run_blocked(
     drop(report.write);
     let console = console.map(|(parent_end, _child_end)| parent_end);
 
-    if let Err(e) = write_maps(pid, &plan.uid_map, &plan.gid_map, plan.deny_setgroups) {
+    if let Err(e) = write_maps(pid, &plan.uid_map, &plan.gid_map) {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(e);
@@ -130,7 +129,49 @@ fn run_blocked(
         Some(sock) => tty::receive_master(sock)?,
         None => None,
     };
-    match sync::read_report(report.read)? {
+    finish_start(pid, report.read, handled, master)
+}
+
+/// `nook unshare`: runs `command` in a new user and mount namespace with these maps,
+/// on the host's filesystem, as `podman unshare` does (to inspect or remove files that a
+/// container's subordinate IDs own).
+pub fn unshare(command: &[String], uid_map: &[IdRange], gid_map: &[IdRange]) -> Result<ExitStatus> {
+    let mut handled = SigSet::empty();
+    for sig in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
+        handled.add(*sig);
+    }
+    let previous_mask = handled
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .context(|| "blocking signals".into())?;
+    let result = (|| {
+        let go = sync::pipe()?;
+        let report = sync::pipe()?;
+        let pid = clone_process(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)?;
+        if pid == Pid::from_raw(0) {
+            crate::child::unshare_main(command, go.read, report.write);
+        }
+        drop(go.read);
+        drop(report.write);
+        if let Err(e) = write_maps(pid, uid_map, gid_map) {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e);
+        }
+        sync::send_go(go.write)?;
+        finish_start(pid, report.read, &handled, None)
+    })();
+    let _ = previous_mask.thread_set_mask();
+    result
+}
+
+/// Waits for the child's start report, then supervises it to the end.
+fn finish_start(
+    pid: Pid,
+    report: std::fs::File,
+    handled: &SigSet,
+    master: Option<std::os::fd::OwnedFd>,
+) -> Result<ExitStatus> {
+    match sync::read_report(report)? {
         Report::Started => supervise::supervise(pid, handled, master),
         Report::SetupFailed(msg) => {
             let _ = waitpid(pid, None);
@@ -150,7 +191,6 @@ struct Plan {
     terminal: bool,
     uid_map: Vec<IdRange>,
     gid_map: Vec<IdRange>,
-    deny_setgroups: bool,
 }
 
 impl Plan {
@@ -211,9 +251,6 @@ impl Plan {
             terminal: process.terminal() == Some(true),
             uid_map,
             gid_map,
-            // Root may write any gid map; an unprivileged single-ID gid map is refused
-            // by the kernel unless setgroups is denied first.
-            deny_setgroups: !Uid::effective().is_root(),
         })
     }
 }

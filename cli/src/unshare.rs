@@ -1,0 +1,21 @@
+//! `nook unshare CMD`: a shell (or CMD) in a user namespace with the same ID map a
+//! container gets, so files that container IDs own can be read, changed or removed.
+
+use anyhow::Result;
+use nook_rootless::idmap::{self, HostIds, UsernsMode};
+
+use crate::flags::UnshareArgs;
+
+pub fn run(args: UnshareArgs) -> Result<i32> {
+    let mapping = idmap::plan(&UsernsMode::Default, &HostIds::current())?;
+    if let Some(notice) = &mapping.notice {
+        eprintln!("nook: {notice}");
+    }
+    let command = if args.command.is_empty() {
+        vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())]
+    } else {
+        args.command
+    };
+    let status = nook_rootless::unshare(&command, &mapping.uid_map, &mapping.gid_map)?;
+    Ok(status.code())
+}
