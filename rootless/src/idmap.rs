@@ -477,6 +477,95 @@ mod tests {
         assert_eq!(format_map(&SINGLE), "0 1000 1\n");
     }
 
+    fn host(unavailable: Option<&str>) -> HostIds {
+        HostIds {
+            uid: 1000,
+            gid: 1000,
+            user: "alice".into(),
+            subuids: vec![SubIdRange {
+                start: 100000,
+                count: 65536,
+            }],
+            subgids: vec![SubIdRange {
+                start: 200000,
+                count: 65536,
+            }],
+            unavailable: unavailable.map(str::to_string),
+        }
+    }
+
+    fn r(inside: u32, outside: u32, count: u32) -> IdRange {
+        IdRange {
+            inside,
+            outside,
+            count,
+        }
+    }
+
+    #[test]
+    fn default_map_is_podmans() {
+        let m = plan(&UsernsMode::Default, &host(None)).unwrap();
+        assert_eq!(m.uid_map, vec![r(0, 1000, 1), r(1, 100000, 65536)]);
+        assert_eq!(m.gid_map, vec![r(0, 1000, 1), r(1, 200000, 65536)]);
+        assert_eq!(m.notice, None);
+    }
+
+    #[test]
+    fn falls_back_to_single_id_with_a_notice() {
+        let m = plan(&UsernsMode::Default, &host(Some("no helper"))).unwrap();
+        assert_eq!(m.uid_map, vec![r(0, 1000, 1)]);
+        assert_eq!(m.notice.as_deref(), Some("no helper"));
+        let k = plan(&UsernsMode::KeepId, &host(Some("no helper"))).unwrap();
+        assert_eq!(k.uid_map, vec![r(1000, 1000, 1)]);
+    }
+
+    #[test]
+    fn keep_id_surrounds_the_users_id() {
+        let m = plan(&UsernsMode::KeepId, &host(None)).unwrap();
+        assert_eq!(
+            m.uid_map,
+            vec![r(1000, 1000, 1), r(0, 100000, 1000), r(1001, 101000, 64536)]
+        );
+    }
+
+    #[test]
+    fn explicit_maps_count_in_the_default_map() {
+        let mode = UsernsMode::Explicit {
+            uid: vec![r(0, 0, 1), r(1, 1, 10)],
+            gid: vec![r(0, 0, 1), r(5, 3, 2)],
+        };
+        let m = plan(&mode, &host(None)).unwrap();
+        assert_eq!(m.uid_map, vec![r(0, 1000, 1), r(1, 100000, 10)]);
+        assert_eq!(m.gid_map, vec![r(0, 1000, 1), r(5, 200002, 2)]);
+        // A range that crosses from the user into the subordinate ids is split.
+        let split = UsernsMode::Explicit {
+            uid: vec![r(0, 0, 3)],
+            gid: vec![r(0, 0, 1)],
+        };
+        assert_eq!(
+            plan(&split, &host(None)).unwrap().uid_map,
+            vec![r(0, 1000, 1), r(1, 100000, 2)]
+        );
+    }
+
+    #[test]
+    fn explicit_maps_must_map_the_user_and_stay_in_range() {
+        let unmapped_user = UsernsMode::Explicit {
+            uid: vec![r(0, 1, 10)],
+            gid: vec![r(0, 0, 1)],
+        };
+        assert!(plan(&unmapped_user, &host(None)).is_err());
+        let too_far = UsernsMode::Explicit {
+            uid: vec![r(0, 0, 70000)],
+            gid: vec![r(0, 0, 1)],
+        };
+        assert!(plan(&too_far, &host(None)).is_err());
+        assert_eq!(parse_triple("0:1:65536"), Ok(r(0, 1, 65536)));
+        assert!(parse_triple("0:1").is_err());
+        assert!(parse_triple("0:1:0").is_err());
+        assert!(parse_triple("a:b:c").is_err());
+    }
+
     #[test]
     fn translates_ids() {
         assert_eq!(inside_id(&SINGLE, 1000), Some(0));

@@ -42,3 +42,50 @@ pub fn ranges_in(path: &Path, user: &str, uid: u32) -> Vec<SubIdRange> {
         .map(|text| parse_subid(&text, user, uid))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subid_by_name_and_uid() {
+        let text = "# comment\n\
+                    alice:100000:65536\n\
+                    bob:165536:65536\n\
+                    \n\
+                    1001:300000:1000\n\
+                    alice:500000:10\n\
+                    broken line\n\
+                    alice:notanumber:5\n\
+                    alice:1:2:3\n\
+                    alice:600000:0\n";
+        assert_eq!(
+            parse_subid(text, "alice", 1001),
+            vec![
+                SubIdRange {
+                    start: 100000,
+                    count: 65536
+                },
+                SubIdRange {
+                    start: 300000,
+                    count: 1000
+                },
+                SubIdRange {
+                    start: 500000,
+                    count: 10
+                },
+            ]
+        );
+        assert_eq!(
+            parse_subid(text, "bob", 2000),
+            vec![SubIdRange {
+                start: 165536,
+                count: 65536
+            }]
+        );
+        assert!(parse_subid(text, "carol", 3000).is_empty());
+        assert!(parse_subid("", "alice", 1001).is_empty());
+        // A name that merely starts with the user's must not match.
+        assert!(parse_subid("alice2:1:2\n", "alice", 1001).is_empty());
+    }
+}
