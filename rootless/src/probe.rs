@@ -956,39 +956,8 @@ fn existing_ancestor(p: &Path) -> Option<&Path> {
 /// The runtime directory nook uses: `$XDG_RUNTIME_DIR/nook` when that directory belongs to the
 /// caller (an inherited one, e.g. after `su`, belongs to someone else), else `/tmp/nook-UID`.
 /// Also returns why XDG_RUNTIME_DIR was passed over, if it was.
-fn runtime_dir(uid: u32) -> (PathBuf, Option<String>) {
-    let fallback = PathBuf::from(format!("/tmp/nook-{uid}"));
-    let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) else {
-        return (fallback, None);
-    };
-    let xdg = PathBuf::from(xdg);
-    match fs::metadata(&xdg) {
-        // The same test as state::runtime_dir, so the probe shows the directory a run uses.
-        Ok(m) if m.is_dir() && m.uid() == uid => (xdg.join("nook"), None),
-        Ok(m) if m.uid() != uid => {
-            let why = format!(
-                "XDG_RUNTIME_DIR={} belongs to uid {}",
-                xdg.display(),
-                m.uid()
-            );
-            (fallback, Some(why))
-        }
-        Ok(_) => (
-            fallback,
-            Some(format!(
-                "XDG_RUNTIME_DIR={} is not a directory",
-                xdg.display()
-            )),
-        ),
-        Err(e) => (
-            fallback,
-            Some(format!("XDG_RUNTIME_DIR={}: {}", xdg.display(), plain(&e))),
-        ),
-    }
-}
-
 fn probe_runtime_dir(uid: u32) -> Probe {
-    let (dir, skipped) = runtime_dir(uid);
+    let (dir, skipped) = crate::state::runtime_dir_for(uid);
     let note = skipped.map(|s| format!(" ({s})")).unwrap_or_default();
     let fs_name = existing_ancestor(&dir)
         .and_then(statfs_magic)

@@ -15,17 +15,42 @@ use crate::error::{Error, Result};
 /// The runtime directory nook uses for this user, created if missing.
 pub fn runtime_dir() -> Result<PathBuf> {
     let uid = Uid::current().as_raw();
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(xdg) if owned_by(&xdg, uid) => xdg.join("nook"),
-        _ => PathBuf::from(format!("/tmp/nook-{uid}")),
-    };
+    let (dir, _) = runtime_dir_for(uid);
     ensure_private_dir(&dir, uid)?;
     Ok(dir)
 }
 
-fn owned_by(path: &Path, uid: u32) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+/// The runtime directory for `uid`, and why `$XDG_RUNTIME_DIR` was passed over if it was.
+pub fn runtime_dir_for(uid: u32) -> (PathBuf, Option<String>) {
+    let fallback = PathBuf::from(format!("/tmp/nook-{uid}"));
+    let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) else {
+        return (fallback, None);
+    };
+    let xdg = PathBuf::from(xdg);
+    match fs::metadata(&xdg) {
+        Ok(m) if m.is_dir() && m.uid() == uid => (xdg.join("nook"), None),
+        Ok(m) if m.uid() != uid => {
+            let why = format!(
+                "XDG_RUNTIME_DIR={} belongs to uid {}",
+                xdg.display(),
+                m.uid()
+            );
+            (fallback, Some(why))
+        }
+        Ok(_) => (
+            fallback,
+            Some(format!(
+                "XDG_RUNTIME_DIR={} is not a directory",
+                xdg.display()
+            )),
+        ),
+        Err(e) => (
+            fallback,
+            Some(format!("XDG_RUNTIME_DIR={}: {}", xdg.display(), e)),
+        ),
+    }
 }
+
 
 /// Creates `dir` 0700 or checks that an existing one is ours and private.
 pub fn ensure_private_dir(dir: &Path, uid: u32) -> Result<()> {
