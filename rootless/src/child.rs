@@ -96,12 +96,8 @@ impl Child<'_> {
     }
 }
 
-/// The child of `nook unshare`: once mapped, exec the command with nook's environment.
-pub(crate) fn unshare_main(command: &[String], mut go: File, report: File) -> ! {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    if !wait_for_go(&mut go) {
-        exit(125);
-    }
+/// The child of `nook unshare`, once mapped: exec the command with nook's environment.
+pub(crate) fn exec_with_own_env(command: &[String], report: File) -> std::convert::Infallible {
     let env: Vec<String> = std::env::vars()
         .map(|(k, v)| format!("{k}={v}"))
         .chain(["NOOK_UNSHARED=1".to_string()])

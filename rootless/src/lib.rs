@@ -34,4 +34,4 @@ mod sync;
 mod tty;
 
 pub use error::{Error, Result};
-pub use spawn::{run, unshare, ExitStatus, RunOptions, StdinMode};
+pub use spawn::{run, run_in_user_namespace, unshare, ExitStatus, RunOptions, StdinMode};

@@ -136,6 +136,35 @@ fn run_blocked(
 /// on the host's filesystem, as `podman unshare` does (to inspect or remove files that a
 /// container's subordinate IDs own).
 pub fn unshare(command: &[String], uid_map: &[IdRange], gid_map: &[IdRange]) -> Result<ExitStatus> {
+    in_user_namespace(uid_map, gid_map, |report| {
+        crate::child::exec_with_own_env(command, report)
+    })
+}
+
+/// Runs `work` in a child process inside a new user and mount namespace with these maps
+/// and returns its status (`work`'s return value as exit code). For work that must see
+/// files with the container's owners, such as unpacking an image layer.
+///
+/// The calling process must be single-threaded (see the module doc).
+pub fn run_in_user_namespace(
+    uid_map: &[IdRange],
+    gid_map: &[IdRange],
+    work: impl FnOnce() -> i32,
+) -> Result<ExitStatus> {
+    in_user_namespace(uid_map, gid_map, |report| {
+        // Closing the report pipe tells the parent the work is under way.
+        drop(report);
+        let code = work();
+        // SAFETY: _exit ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) }
+    })
+}
+
+fn in_user_namespace(
+    uid_map: &[IdRange],
+    gid_map: &[IdRange],
+    child: impl FnOnce(std::fs::File) -> std::convert::Infallible,
+) -> Result<ExitStatus> {
     let mut handled = SigSet::empty();
     for sig in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
         handled.add(*sig);
@@ -148,7 +177,14 @@ pub fn unshare(command: &[String], uid_map: &[IdRange], gid_map: &[IdRange]) -> 
         let report = sync::pipe()?;
         let pid = clone_process(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)?;
         if pid == Pid::from_raw(0) {
-            crate::child::unshare_main(command, go.read, report.write);
+            let mut go_read = go.read;
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            if !sync::wait_for_go(&mut go_read) {
+                // SAFETY: _exit ends the child without running the parent's exit handlers.
+                unsafe { libc::_exit(125) }
+            }
+            let _ = previous_mask.thread_set_mask();
+            match child(report.write) {}
         }
         drop(go.read);
         drop(report.write);

@@ -51,7 +51,6 @@ pub fn runtime_dir_for(uid: u32) -> (PathBuf, Option<String>) {
     }
 }
 
-
 /// Creates `dir` 0700 or checks that an existing one is ours and private.
 pub fn ensure_private_dir(dir: &Path, uid: u32) -> Result<()> {
     match DirBuilder::new().mode(0o700).create(dir) {
