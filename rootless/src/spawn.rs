@@ -70,6 +70,12 @@ pub(crate) const FORWARDED: [Signal; 7] = [
 /// A command that cannot be executed is `Error::Exec` (the caller maps it to 126/127).
 pub fn run(spec: &Spec, options: &RunOptions) -> Result<ExitStatus> {
     let plan = Plan::from_spec(spec)?;
+    with_signals_blocked(|handled| run_blocked(spec, options, &plan, handled))
+}
+
+/// Runs `f` with the forwarded signals and SIGCHLD blocked (so none is lost between the
+/// clone and the supervisor's signalfd), restoring the previous mask afterwards.
+fn with_signals_blocked<T>(f: impl FnOnce(&SigSet) -> Result<T>) -> Result<T> {
     let mut handled = SigSet::empty();
     for sig in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
         handled.add(*sig);
@@ -77,9 +83,24 @@ pub fn run(spec: &Spec, options: &RunOptions) -> Result<ExitStatus> {
     let previous_mask = handled
         .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
         .context(|| "blocking signals".into())?;
-    let result = run_blocked(spec, options, &plan, &handled);
+    let result = f(&handled);
     let _ = previous_mask.thread_set_mask();
     result
+}
+
+/// Writes the child's ID maps and lets it go on; kills it if the maps cannot be written.
+fn map_and_release(
+    pid: Pid,
+    uid_map: &[IdRange],
+    gid_map: &[IdRange],
+    go: std::fs::File,
+) -> Result<()> {
+    if let Err(e) = write_maps(pid, uid_map, gid_map) {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(e);
+    }
+    sync::send_go(go)
 }
 
 fn run_blocked(
@@ -118,12 +139,7 @@ fn run_blocked(
     drop(report.write);
     let console = console.map(|(parent_end, _child_end)| parent_end);
 
-    if let Err(e) = write_maps(pid, &plan.uid_map, &plan.gid_map) {
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        return Err(e);
-    }
-    sync::send_go(go.write)?;
+    map_and_release(pid, &plan.uid_map, &plan.gid_map, go.write)?;
 
     let master = match &console {
         Some(sock) => tty::receive_master(sock)?,
@@ -165,14 +181,7 @@ fn in_user_namespace(
     gid_map: &[IdRange],
     child: impl FnOnce(std::fs::File) -> std::convert::Infallible,
 ) -> Result<ExitStatus> {
-    let mut handled = SigSet::empty();
-    for sig in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
-        handled.add(*sig);
-    }
-    let previous_mask = handled
-        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .context(|| "blocking signals".into())?;
-    let result = (|| {
+    with_signals_blocked(|handled| {
         let go = sync::pipe()?;
         let report = sync::pipe()?;
         let pid = clone_process(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)?;
@@ -183,21 +192,14 @@ fn in_user_namespace(
                 // SAFETY: _exit ends the child without running the parent's exit handlers.
                 unsafe { libc::_exit(125) }
             }
-            let _ = previous_mask.thread_set_mask();
+            let _ = SigSet::all().thread_unblock();
             match child(report.write) {}
         }
         drop(go.read);
         drop(report.write);
-        if let Err(e) = write_maps(pid, uid_map, gid_map) {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            return Err(e);
-        }
-        sync::send_go(go.write)?;
-        finish_start(pid, report.read, &handled, None)
-    })();
-    let _ = previous_mask.thread_set_mask();
-    result
+        map_and_release(pid, uid_map, gid_map, go.write)?;
+        finish_start(pid, report.read, handled, None)
+    })
 }
 
 /// Waits for the child's start report, then supervises it to the end.
