@@ -48,8 +48,7 @@ impl Child<'_> {
             self.fail(&e);
         }
         if self.options.init {
-            let report = self.report;
-            init::reap_and_forward(move || exec_command(process, report))
+            init::reap_and_forward(self.report, |report| exec_command(process, report))
         }
         exec_command(process, self.report)
     }

@@ -7,24 +7,30 @@
 //! forwards them to the command, reaps whatever exits, and leaves with the command's
 //! status, 128+N for a signal, as a shell would.
 
+use std::fs::File;
+
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-/// Forks; the child runs `command` (which execs or exits), this process becomes the
-/// reaper and never returns.
-pub(crate) fn reap_and_forward(command: impl FnOnce()) -> ! {
+/// Forks; the child runs `command` with the report pipe (it execs or exits), this process
+/// becomes the reaper and never returns. The reaper closes its copy of the report pipe
+/// at once: the supervisor reads it to EOF before it starts forwarding signals.
+pub(crate) fn reap_and_forward(report: File, command: impl FnOnce(File)) -> ! {
     let all = SigSet::all();
     let _ = all.thread_block();
     // SAFETY: the container's first process is single-threaded (it was cloned from a
     // single-threaded supervisor and started no thread).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            command();
+            command(report);
             // SAFETY: _exit is always safe to call.
             unsafe { libc::_exit(125) }
         }
-        Ok(ForkResult::Parent { child }) => reaper_loop(child, &all),
+        Ok(ForkResult::Parent { child }) => {
+            drop(report);
+            reaper_loop(child, &all)
+        }
         Err(e) => {
             eprintln!("nook init: fork: {e}");
             // SAFETY: _exit is always safe to call.

@@ -1,0 +1,632 @@
+//! Helpers for nook's integration tests (the `tests/tests/*.rs` files of this crate).
+//!
+//! The tests drive the real `nook` binary as an unprivileged user, with real kernel
+//! namespaces and real processes. `tests/run.sh` builds everything and, when started by
+//! root, prepares the account `nooktest` and runs every test executable as that user with
+//! `NOOK_BIN` pointing at a copy of the binary.
+//!
+//! Rules every test here follows:
+//! - no sleeps for synchronisation: a test that must act while the container runs waits for
+//!   a line the container prints ([`Proc::wait_for`]);
+//! - every wait has a deadline: a hang kills nook's process group (and the container) and
+//!   fails the test instead of blocking the suite;
+//! - nothing is skipped silently: a test that cannot run here calls [`skip`], which prints
+//!   `SKIP: test: why` straight to stderr (past libtest's capture) for the runner to count;
+//! - a container test calls [`assert_unprivileged`] first: run as root it would prove
+//!   nothing about the rootless path, so it fails.
+
+use std::fmt;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use nix::sys::signal::Signal;
+
+/// Deadline for one container run. Generous: CI has two cores and runs tests in parallel.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The nook binary under test: `$NOOK_BIN`, else `target/debug/nook` beside the test
+/// executable (`target/debug/deps/<test>-<hash>`), else `<workspace>/target/debug/nook`.
+pub fn nook_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NOOK_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent().and_then(Path::parent) {
+            let candidate = dir.join("nook");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nook")
+}
+
+/// A `Command` for the nook binary: stdin `/dev/null`, stdout and stderr piped.
+pub fn nook() -> Command {
+    let bin = nook_bin();
+    assert!(
+        bin.is_file(),
+        "nook binary not found at {} (build it with `cargo build -p nook-cli`, or set NOOK_BIN)",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// `nook run <args>`, run to completion with [`TIMEOUT`].
+pub fn run(args: &[&str]) -> Output {
+    let mut cmd = nook();
+    cmd.arg("run").args(args);
+    spawn(&mut cmd).wait(TIMEOUT)
+}
+
+/// Fails the test when it runs as root: the container tests prove the rootless path.
+pub fn assert_unprivileged() {
+    let euid = nix::unistd::geteuid();
+    assert!(
+        !euid.is_root(),
+        "this test must run as an unprivileged user, not root: run `bash tests/run.sh`, which \
+         runs the integration tests as the account `nooktest` when started as root"
+    );
+}
+
+/// Says loudly that a test could not run here, and why. The line goes straight to fd 2,
+/// past libtest's output capture, so it shows in every run; tests/run.sh counts them.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "SKIP: {test}: {why}");
+}
+
+/// The runtime state directory nook uses: `$XDG_RUNTIME_DIR/nook` or `/tmp/nook-$UID`.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("nook"),
+        _ => PathBuf::from(format!("/tmp/nook-{}", nix::unistd::getuid())),
+    }
+}
+
+pub fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+pub fn gid() -> u32 {
+    nix::unistd::getgid().as_raw()
+}
+
+/// The inode link of one of this process's namespaces, e.g. `ipc:[4026531839]`.
+pub fn host_ns(kind: &str) -> String {
+    fs::read_link(format!("/proc/self/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("readlink /proc/self/ns/{kind}: {e}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A short random hex token (for unique names and markers), from the kernel's RNG.
+pub fn token() -> String {
+    let mut b = [0u8; 8];
+    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).expect("read /dev/urandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `n` pseudo-random bytes (xorshift seeded from /dev/urandom): all 256 byte values, fast.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut seed = [0u8; 8];
+    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).expect("read /dev/urandom");
+    let mut x = u64::from_le_bytes(seed) | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+// ---------------------------------------------------------------------------------------
+// Running nook
+
+/// What a finished nook run left: its status and everything it wrote.
+pub struct Output {
+    pub desc: String,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// The exit code as a shell reports it: the status, or 128+N when nook itself died of
+    /// signal N.
+    pub fn code(&self) -> i32 {
+        match (self.status.code(), self.status.signal()) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            _ => -1,
+        }
+    }
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    /// stdout without the trailing newline(s).
+    pub fn line(&self) -> String {
+        self.out().trim_end_matches(['\n', '\r']).to_string()
+    }
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), code, "unexpected exit status\n{self}");
+        self
+    }
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.assert_code(0)
+    }
+    /// Asserts nook failed with `code` and said why in exactly one line on stderr that
+    /// starts with `nook: ` or `Error: ` and contains every one of `mentions`.
+    #[track_caller]
+    pub fn assert_error_line(&self, code: i32, mentions: &[&str]) -> &Self {
+        self.assert_code(code);
+        let err = self.err();
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "expected exactly one line on stderr\n{self}");
+        let line = lines[0];
+        assert!(
+            line.starts_with("nook: ") || line.starts_with("Error: "),
+            "the error line should start with `nook: ` or `Error: `\n{self}"
+        );
+        for m in mentions {
+            assert!(line.contains(m), "the error line should mention {m:?}\n{self}");
+        }
+        self
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "command: {}", self.desc)?;
+        writeln!(f, "exit: {} ({:?})", self.code(), self.status)?;
+        writeln!(f, "--- stdout ({} bytes) ---\n{}", self.stdout.len(), clip(&self.stdout))?;
+        write!(f, "--- stderr ({} bytes) ---\n{}", self.stderr.len(), clip(&self.stderr))
+    }
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+fn clip(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(4000)]).into_owned();
+    if b.len() > 4000 {
+        s + "\n[... clipped]"
+    } else {
+        s
+    }
+}
+
+/// A running nook process. stdout and stderr are drained by threads; the process has its
+/// own process group, so a timeout can kill it with everything it started.
+pub struct Proc {
+    pub pid: i32,
+    desc: String,
+    stdin: Option<ChildStdin>,
+    writer: Option<thread::JoinHandle<()>>,
+    out_rx: Receiver<Vec<u8>>,
+    out: Vec<u8>,
+    out_eof: bool,
+    /// How much of `out` `wait_for` has consumed.
+    seen: usize,
+    err_rx: Receiver<Vec<u8>>,
+    status_rx: Receiver<ExitStatus>,
+    status: Option<ExitStatus>,
+}
+
+fn reader(mut r: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    });
+    rx
+}
+
+/// Spawns `cmd` in a new process group. stdout and stderr must be piped (as [`nook`] sets
+/// them); stdin is whatever `cmd` says.
+pub fn spawn(cmd: &mut Command) -> Proc {
+    cmd.process_group(0);
+    spawn_raw(cmd)
+}
+
+/// Spawns `cmd` as it is (the caller arranged its process group or session).
+pub fn spawn_raw(cmd: &mut Command) -> Proc {
+    let desc = describe(cmd);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    let pid = child.id() as i32;
+    let out_rx = reader(child.stdout.take().expect("stdout must be piped"));
+    let err_rx = reader(child.stderr.take().expect("stderr must be piped"));
+    let stdin = child.stdin.take();
+    let (tx, status_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let st = child.wait().expect("wait for nook");
+        let _ = tx.send(st);
+    });
+    Proc {
+        pid,
+        desc,
+        stdin,
+        writer: None,
+        out_rx,
+        out: Vec::new(),
+        out_eof: false,
+        seen: 0,
+        err_rx,
+        status_rx,
+        status: None,
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$;&|<>()`\\".contains(c)) {
+            s += &format!(" '{}'", a.replace('\'', "'\\''"));
+        } else {
+            s += &format!(" {a}");
+        }
+    }
+    s
+}
+
+impl Proc {
+    /// Writes `data` to the process's stdin from a thread, then closes it (EOF).
+    pub fn feed_stdin(&mut self, data: Vec<u8>) {
+        let mut stdin = self.stdin.take().expect("stdin must be piped to feed it");
+        self.writer = Some(thread::spawn(move || {
+            // EPIPE is fine: the container may stop reading early (that is its business).
+            let _ = stdin.write_all(&data);
+        }));
+    }
+
+    /// Writes `data` to stdin and keeps it open.
+    pub fn write_stdin(&mut self, data: &[u8]) {
+        self.stdin
+            .as_mut()
+            .expect("stdin must be piped to write to it")
+            .write_all(data)
+            .expect("write to nook's stdin");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits until stdout holds a line containing `needle` (after what earlier calls
+    /// consumed) and returns that line. Fails the test on EOF or at the deadline.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(nl) = self.out[self.seen..].iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&self.out[self.seen..self.seen + nl]).into_owned();
+                self.seen += nl + 1;
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            if self.out_eof {
+                self.fail(&format!("stdout closed before a line containing {needle:?}"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out_rx.recv_timeout(left) {
+                Ok(chunk) => self.out.extend_from_slice(&chunk),
+                Err(RecvTimeoutError::Disconnected) => self.out_eof = true,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no line containing {needle:?} on stdout within {timeout:?}"))
+                }
+            }
+        }
+    }
+
+    /// Sends `sig` to the nook process itself (not its group).
+    pub fn signal(&self, sig: Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig)
+            .unwrap_or_else(|e| panic!("kill({}, {sig}): {e}", self.pid));
+    }
+
+    /// Kills nook's process group and every descendant (they may have left the group).
+    pub fn kill_all(&self) {
+        let victims = descendants(self.pid);
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pid), Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), Signal::SIGKILL);
+        for p in victims {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        self.kill_all();
+        let status = self.status.or_else(|| self.status_rx.recv_timeout(Duration::from_secs(10)).ok());
+        let mut err = Vec::new();
+        while let Ok(c) = self.err_rx.recv_timeout(Duration::from_millis(500)) {
+            err.extend(c);
+        }
+        while let Ok(c) = self.out_rx.try_recv() {
+            self.out.extend(c);
+        }
+        panic!(
+            "{why}\ncommand: {}\nstatus: {status:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.desc,
+            clip(&self.out),
+            clip(&err)
+        );
+    }
+
+    /// Waits for nook to exit and for its stdout and stderr to close, all within `timeout`;
+    /// at the deadline kills everything and fails the test.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        if self.status.is_none() {
+            match self.status_rx.recv_timeout(timeout) {
+                Ok(st) => self.status = Some(st),
+                Err(_) => self.fail(&format!("nook did not exit within {timeout:?}")),
+            }
+        }
+        while !self.out_eof {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out_rx.recv_timeout(left) {
+                Ok(c) => self.out.extend(c),
+                Err(RecvTimeoutError::Disconnected) => self.out_eof = true,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail("nook exited but its stdout stayed open: a container process outlived it")
+                }
+            }
+        }
+        let mut err = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err_rx.recv_timeout(left) {
+                Ok(c) => err.extend(c),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail("nook exited but its stderr stayed open: a container process outlived it")
+                }
+            }
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        Output {
+            desc: std::mem::take(&mut self.desc),
+            status: self.status.unwrap(),
+            stdout: std::mem::take(&mut self.out),
+            stderr: err,
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            // A test failed (panicked) while nook ran: leave no container behind.
+            self.kill_all();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn children(pid: i32) -> Vec<i32> {
+    // /proc/PID/task/TID/children needs CONFIG_PROC_CHILDREN; scanning /proc always works.
+    let mut kids = Vec::new();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+                if ppid(p) == Some(pid) {
+                    kids.push(p);
+                }
+            }
+        }
+    }
+    kids
+}
+
+/// Every live descendant of `pid` (host pids).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut all = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            all.push(c);
+            todo.push(c);
+        }
+    }
+    all
+}
+
+/// The host pid of the container's pid 1 (the descendant of `nook_pid` whose pid in its
+/// innermost pid namespace is 1).
+pub fn container_init(nook_pid: i32) -> Option<i32> {
+    descendants(nook_pid).into_iter().find(|&p| {
+        fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("NSpid:"))
+                    .map(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.len() >= 3 && f[f.len() - 1] == "1"
+                    })
+            })
+            .unwrap_or(false)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Root filesystems
+
+/// The static busybox to build a root filesystem from, or why there is none.
+pub fn static_busybox() -> Result<PathBuf, String> {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        let p = Path::new(p);
+        if p.is_file() {
+            return if is_static_elf(p) {
+                Ok(p.to_path_buf())
+            } else {
+                Err(format!("{} is dynamically linked: install busybox-static", p.display()))
+            };
+        }
+    }
+    Err("no /bin/busybox: install busybox-static".into())
+}
+
+/// True when the ELF file has no PT_INTERP program header (needs no dynamic loader).
+fn is_static_elf(p: &Path) -> bool {
+    let Ok(b) = fs::read(p) else { return false };
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+        return false; // only ELF64 here
+    }
+    let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        o + 4 <= b.len() && u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) != 3
+    })
+}
+
+/// A busybox root filesystem in a fresh temporary directory: /bin/busybox with a symlink
+/// per applet, minimal /etc, empty /proc /dev /sys /tmp /root, and a marker file
+/// `/etc/nook-rootfs-marker` holding the returned token.
+pub struct Rootfs {
+    pub dir: tempfile::TempDir,
+    pub marker: String,
+}
+
+impl Rootfs {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn path_str(&self) -> &str {
+        self.dir.path().to_str().expect("utf-8 temp path")
+    }
+}
+
+pub fn busybox_rootfs() -> Result<Rootfs, String> {
+    let bb = static_busybox()?;
+    let dir = tempfile::Builder::new().prefix("nook-rootfs-").tempdir().map_err(|e| e.to_string())?;
+    let root = dir.path();
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "dev", "sys", "tmp", "root", "run", "var/tmp"] {
+        fs::create_dir_all(root.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).map_err(|e| e.to_string())?;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    fs::copy(&bb, root.join("bin/busybox")).map_err(|e| format!("copy busybox: {e}"))?;
+    let list = Command::new(&bb).arg("--list-full").output().map_err(|e| format!("busybox --list-full: {e}"))?;
+    let mut n = 0;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim().trim_start_matches('/');
+        if applet.is_empty() || applet == "bin/busybox" {
+            continue;
+        }
+        let link = root.join(applet);
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        if !link.exists() {
+            symlink("/bin/busybox", &link).map_err(|e| format!("symlink {applet}: {e}"))?;
+            n += 1;
+        }
+    }
+    if n < 50 || !root.join("bin/sh").exists() {
+        return Err(format!("busybox --list-full gave only {n} applets"));
+    }
+    let marker = token();
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").map_err(|e| e.to_string())?;
+    fs::write(root.join("etc/group"), "root:x:0:\n").map_err(|e| e.to_string())?;
+    fs::write(root.join("etc/nook-rootfs-marker"), &marker).map_err(|e| e.to_string())?;
+    Ok(Rootfs { dir, marker })
+}
+
+/// A fresh temporary directory (for volumes, env files ...), world-readable so a mapped
+/// user inside can read it.
+pub fn tempdir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix("nook-test-").tempdir().expect("create a temp dir");
+    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+    d
+}
+
+/// Parses `/proc/self/mountinfo`-format text into (mount point, fstype, mount options,
+/// super options, major:minor, root) per mount.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            Some(Mount {
+                dev: pre.get(2)?.to_string(),
+                root: unescape(pre.get(3)?),
+                point: unescape(pre.get(4)?),
+                opts: pre.get(5)?.to_string(),
+                fstype: post.first()?.to_string(),
+                source: post.get(1).map(|s| unescape(s)).unwrap_or_default(),
+                super_opts: post.get(2).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub dev: String,
+    pub root: String,
+    pub point: String,
+    pub opts: String,
+    pub fstype: String,
+    pub source: String,
+    pub super_opts: String,
+}
+
+impl Mount {
+    pub fn read_only(&self) -> bool {
+        self.opts.split(',').any(|o| o == "ro")
+    }
+}
+
+/// The topmost mount at `point` in a mount table (the last one listed).
+pub fn mount_at<'a>(mounts: &'a [Mount], point: &str) -> Option<&'a Mount> {
+    mounts.iter().rev().find(|m| m.point == point)
+}
