@@ -1,0 +1,107 @@
+//! `--network`, `-p` and `-P` → what the container's network is.
+//!
+//! `nook` (the default) is the userspace network of the net crate: the container gets
+//! its own namespace with tap0, and the supervisor runs the netstack (`RunOptions::network`);
+//! `none` leaves the new namespace with `lo` only; `host` shares the host's. Options
+//! after `nook:` and the `-p` syntax are parsed by `nook_net::config`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nook_net::{Config, PortMapping, Proto};
+
+use crate::flags::RunArgs;
+
+pub struct NetworkChoice {
+    /// Share the host's network namespace.
+    pub host: bool,
+    /// The userspace network, with its published ports.
+    pub nook: Option<Config>,
+}
+
+pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
+    let (mode, options) = args.network.split_once(':').unwrap_or((&args.network, ""));
+    let mut choice = match (mode, options) {
+        ("none", "") => NetworkChoice {
+            host: false,
+            nook: None,
+        },
+        ("host", "") => NetworkChoice {
+            host: true,
+            nook: None,
+        },
+        ("nook" | "slirp4netns" | "pasta", _) => NetworkChoice {
+            host: false,
+            nook: Some(Config::parse_options(options)?),
+        },
+        _ => bail!(
+            "unsupported --network {:?}: use nook[:allow_host_loopback=true,mtu=N,ipv6=false,\
+             dns=IP[:PORT]] (the default: a private network with outbound access), none \
+             (loopback only) or host (the host's network)",
+            args.network
+        ),
+    };
+    if args.publish.is_empty() && !args.publish_all {
+        return Ok(choice);
+    }
+    match &mut choice.nook {
+        Some(cfg) => {
+            for spec in &args.publish {
+                cfg.publish.extend(PortMapping::parse(spec)?);
+            }
+        }
+        None if choice.host => {
+            eprintln!(
+                "nook: -p/-P are ignored with --network=host: the container uses the host's ports"
+            );
+        }
+        None => {
+            bail!("-p/-P need --network=nook: with --network=none nothing can reach the container")
+        }
+    }
+    Ok(choice)
+}
+
+impl NetworkChoice {
+    /// `-P`: every port the image exposes, on a free host port each (reported on stderr).
+    pub fn publish_all(&mut self, args: &RunArgs, exposed: Option<Vec<String>>) -> Result<()> {
+        let Some(cfg) = self.nook.as_mut().filter(|_| args.publish_all) else {
+            return Ok(());
+        };
+        let Some(exposed) = exposed.filter(|e| !e.is_empty()) else {
+            eprintln!("nook: -P: the image exposes no ports (it declares no ExposedPorts)");
+            return Ok(());
+        };
+        for port in exposed {
+            let (num, proto) = port.split_once('/').unwrap_or((&port, "tcp"));
+            let proto = match proto {
+                "udp" => Proto::Udp,
+                "tcp" => Proto::Tcp,
+                _ => continue,
+            };
+            let ctr_port: u16 = num
+                .parse()
+                .with_context(|| format!("the image exposes a bad port {port:?}"))?;
+            // Port 0: the kernel picks a free one when the listener is bound.
+            cfg.publish.push(PortMapping {
+                host: "0.0.0.0:0".parse().expect("a valid address"),
+                ctr_port,
+                proto,
+            });
+        }
+        Ok(())
+    }
+
+    /// The container's /etc/resolv.conf for the userspace network (the netstack's DNS
+    /// address, with the host's search domains and options); None for none and host.
+    pub fn write_resolv_conf(&self, dir: &Path) -> Result<Option<PathBuf>> {
+        if self.nook.is_none() {
+            return Ok(None);
+        }
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let path = dir.join("resolv.conf");
+        std::fs::write(&path, nook_net::config::container_resolv_conf(&host))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Some(path))
+    }
+}

@@ -1,0 +1,221 @@
+//! Port forwarding (`-p`) and the network's lifetime: a client on the host's loopback
+//! reaches a server in the container over TCP and UDP, and the container sees the
+//! client's real loopback address and port; a port that is taken fails the run before
+//! the container starts; when the container exits, the netstack leaves no process and
+//! no socket behind.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+
+use nook_tests::*;
+
+fn tun_usable(test: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            skip(
+                test,
+                &format!(
+                    "/dev/net/tun is not usable ({e}): tests/run.sh makes it 0666 when run as root"
+                ),
+            );
+            false
+        }
+    }
+}
+
+fn has(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A free TCP (or UDP) port on 127.0.0.1, released for nook to bind.
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+/// `ADDR:PORT` as /proc/net/tcp{,6} writes it (hex, the address in host byte order per
+/// 32-bit word; a v4-mapped v6 address ends with the v4 word) → SocketAddr.
+fn parse_proc_addr(s: &str) -> SocketAddr {
+    let (a, p) = s.split_once(':').unwrap();
+    let a = u32::from_str_radix(&a[a.len() - 8..], 16).unwrap();
+    let ip = Ipv4Addr::from(a.swap_bytes());
+    SocketAddr::new(ip.into(), u16::from_str_radix(p, 16).unwrap())
+}
+
+#[test]
+fn tcp_port_forward_shows_the_client_address() {
+    assert_unprivileged();
+    if !tun_usable("tcp_port_forward_shows_the_client_address") {
+        return;
+    }
+    let hport = free_port(false);
+    // The server prints its peer as the kernel has it (the /proc/net/tcp line of the
+    // socket on its stdin), then echoes one line back.
+    let serve = "ino=$(readlink /proc/self/fd/0 | tr -dc 0-9); \
+                 cat /proc/net/tcp /proc/net/tcp6 | grep \" $ino \" | awk \"{print \\$3}\" > /tmp/peer; \
+                 read line; echo \"got:$line\"";
+    let script = format!(
+        "busybox nc -l -p 8000 -e sh -c '{serve}' &
+         until cat /proc/net/tcp /proc/net/tcp6 | grep -q ':1F40 0*:0000 0A'; do :; done
+         echo ready
+         wait
+         cat /tmp/peer"
+    );
+    let publish = format!("127.0.0.1:{hport}:8000");
+    let mut p = spawn(nook().args(["run", "--rm", "-p", &publish, "host", "sh", "-c", &script]));
+    p.wait_for("ready", TIMEOUT);
+    let mut c = TcpStream::connect(("127.0.0.1", hport)).expect("connect to the published port");
+    let me = c.local_addr().unwrap();
+    c.write_all(b"hello-forward\n").unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "got:hello-forward\n");
+    let o = p.wait(TIMEOUT);
+    o.success();
+    let peer = o
+        .out()
+        .lines()
+        .last()
+        .map(parse_proc_addr)
+        .expect("the peer line");
+    assert_eq!(
+        peer, me,
+        "the container sees the client's own address and port\n{o}"
+    );
+}
+
+#[test]
+fn udp_port_forward_both_ways() {
+    assert_unprivileged();
+    if !tun_usable("udp_port_forward_both_ways") {
+        return;
+    }
+    if !has("python3") {
+        skip(
+            "udp_port_forward_both_ways",
+            "no python3 on the host (the container's UDP server)",
+        );
+        return;
+    }
+    let hport = free_port(true);
+    let server = "import socket\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.bind(('0.0.0.0', 9000))\n\
+                  print('ready', flush=True)\n\
+                  d, a = s.recvfrom(2048)\n\
+                  s.sendto(b'reply:' + d, a)\n\
+                  print('peer %s:%d' % a, flush=True)\n";
+    let publish = format!("127.0.0.1:{hport}:9000/udp");
+    let mut p = spawn(nook().args([
+        "run", "--rm", "-p", &publish, "host", "python3", "-c", server,
+    ]));
+    p.wait_for("ready", TIMEOUT);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.send_to(b"dgram", ("127.0.0.1", hport)).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reply:dgram");
+    assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], hport)));
+    let o = p.wait(TIMEOUT);
+    o.success();
+    let me = c.local_addr().unwrap();
+    assert!(
+        o.out().contains(&format!("peer {}:{}", me.ip(), me.port())),
+        "the container sees the client address {me}\n{o}"
+    );
+}
+
+#[test]
+fn a_published_port_in_use_fails_before_the_container_starts() {
+    assert_unprivileged();
+    if !tun_usable("a_published_port_in_use_fails_before_the_container_starts") {
+        return;
+    }
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let o = run(&["--rm", "-p", &publish, "host", "echo", "started"]);
+    o.assert_error_line(125, &[&port.to_string(), "in use"]);
+    assert_eq!(o.out(), "", "the container must not have run\n{o}");
+}
+
+#[test]
+fn bad_network_flags_are_explained() {
+    assert_unprivileged();
+    let o = run(&["--rm", "--network=nook:bogus=1", "host", "true"]);
+    o.assert_error_line(125, &["bogus"]);
+    let o = run(&["--rm", "-p", "80:80:80:80", "host", "true"]);
+    o.assert_error_line(125, &["-p"]);
+    let o = run(&["--rm", "--network=none", "-p", "8080:80", "host", "true"]);
+    o.assert_error_line(125, &["--network=nook"]);
+}
+
+#[test]
+fn the_network_goes_away_with_the_container() {
+    assert_unprivileged();
+    if !tun_usable("the_network_goes_away_with_the_container") {
+        return;
+    }
+    let hport = free_port(false);
+    let publish = format!("127.0.0.1:{hport}:8000");
+    let mut cmd = nook();
+    cmd.args([
+        "run",
+        "--rm",
+        "-i",
+        "-p",
+        &publish,
+        "host",
+        "sh",
+        "-c",
+        "echo ready; read x; echo bye",
+    ])
+    .stdin(std::process::Stdio::piped());
+    let mut p = spawn(&mut cmd);
+    p.wait_for("ready", TIMEOUT);
+    let pids = descendants(p.pid);
+    assert!(
+        pids.len() >= 2,
+        "expected the container and the netns agent under nook: {pids:?}"
+    );
+    // The published port is held while the container runs.
+    assert!(
+        TcpListener::bind(("127.0.0.1", hport)).is_err(),
+        "the published port is not bound"
+    );
+    let nook_pid = p.pid;
+    p.write_stdin(b"go\n");
+    p.close_stdin();
+    let o = p.wait(TIMEOUT);
+    o.success();
+    assert_eq!(o.out(), "ready\nbye\n", "{o}");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} (started by nook {nook_pid}) outlived the container\n{o}"
+        );
+    }
+    TcpListener::bind(("127.0.0.1", hport)).expect("the published port is free again");
+}

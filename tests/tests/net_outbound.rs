@@ -1,0 +1,427 @@
+//! `--network=nook` (the default), from the container outwards: HTTP and raw TCP to
+//! servers the test runs on the host's loopback (reached as 10.0.2.2 with
+//! allow_host_loopback) and in a network namespace the test made, large transfers
+//! checksummed both ways, 200 concurrent connections, UDP echo, DNS through the
+//! netstack's forwarder to a test resolver, isolation of the host's loopback by default.
+//!
+//! Addresses: only 127.0.0.1 on the host, the container's virtual 10.0.2.x (which exist
+//! only inside the netstack: nothing of 10.0.2.0/24 leaves it), and 192.0.2.1 (TEST-NET)
+//! on the loopback of a namespace this test creates with `unshare -rn`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::thread;
+use std::time::Duration;
+
+use nook_tests::*;
+use sha2::{Digest, Sha256};
+
+const LOOPBACK_NET: &str = "--network=nook:allow_host_loopback=true";
+
+/// The network tests need /dev/net/tun usable; without it they say so and stop.
+fn tun_usable(test: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            skip(
+                test,
+                &format!(
+                    "/dev/net/tun is not usable ({e}): tests/run.sh makes it 0666 when run as root"
+                ),
+            );
+            false
+        }
+    }
+}
+
+fn has(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback listener");
+    let p = l.local_addr().unwrap().port();
+    (l, p)
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn http_and_raw_tcp_to_the_hosts_loopback() {
+    assert_unprivileged();
+    if !tun_usable("http_and_raw_tcp_to_the_hosts_loopback") {
+        return;
+    }
+    let (l, port) = listener();
+    let server = thread::spawn(move || {
+        // First connection: HTTP. Second: a raw line echoed back upper-cased.
+        let (mut c, _) = l.accept().unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "EOF before the end of the HTTP request");
+            req.extend_from_slice(&buf[..n]);
+        }
+        let body = "nook-http-ok\n";
+        write!(
+            c,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        drop(c);
+        let (c, peer) = l.accept().unwrap();
+        assert!(
+            peer.ip().is_loopback(),
+            "the netstack connects from the host's loopback"
+        );
+        let mut line = String::new();
+        BufReader::new(&c).read_line(&mut line).unwrap();
+        (&c).write_all(line.to_uppercase().as_bytes()).unwrap();
+        String::from_utf8_lossy(&req).into_owned()
+    });
+    let script = format!(
+        "busybox wget -q -O - http://10.0.2.2:{port}/index.html && \
+         echo raw-line | busybox nc 10.0.2.2 {port}"
+    );
+    let o = run(&["--rm", LOOPBACK_NET, "host", "sh", "-c", &script]);
+    o.success();
+    assert_eq!(o.out(), "nook-http-ok\nRAW-LINE\n", "{o}");
+    let req = server.join().unwrap();
+    assert!(
+        req.starts_with("GET /index.html HTTP/1."),
+        "request seen by the host: {req:?}"
+    );
+}
+
+#[test]
+fn large_transfers_arrive_intact_both_ways() {
+    assert_unprivileged();
+    if !tun_usable("large_transfers_arrive_intact_both_ways") {
+        return;
+    }
+    const SIZE: usize = 64 << 20;
+    let data = random_bytes(SIZE);
+    let sum = hex(&Sha256::digest(&data));
+    let dir = tempdir();
+    std::fs::write(dir.path().join("blob"), &data).unwrap();
+
+    // Host → container: the server sends SIZE bytes and closes; the container hashes them.
+    let (l, down_port) = listener();
+    let payload = data.clone();
+    let down = thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.write_all(&payload).unwrap();
+    });
+    // Container → host: the container sends the blob; the server hashes what it reads.
+    let (l2, up_port) = listener();
+    let up = thread::spawn(move || {
+        let (mut c, _) = l2.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut got = vec![0u8; SIZE];
+        c.read_exact(&mut got).unwrap();
+        c.write_all(b"done\n").unwrap();
+        hex(&Sha256::digest(&got))
+    });
+    let vol = format!("{}:/data:ro", dir.path().display());
+    let script = format!(
+        "busybox nc 10.0.2.2 {down_port} </dev/null | sha256sum | cut -d' ' -f1
+         busybox nc 10.0.2.2 {up_port} </data/blob"
+    );
+    let o = run(&[
+        "--rm",
+        LOOPBACK_NET,
+        "-v",
+        &vol,
+        "host",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    o.success();
+    down.join().unwrap();
+    assert_eq!(
+        o.out(),
+        format!("{sum}\ndone\n"),
+        "host → container data differs\n{o}"
+    );
+    assert_eq!(up.join().unwrap(), sum, "container → host data differs");
+}
+
+#[test]
+fn two_hundred_concurrent_connections() {
+    assert_unprivileged();
+    if !tun_usable("two_hundred_concurrent_connections") {
+        return;
+    }
+    const N: usize = 200;
+    let (l, port) = listener();
+    // The server answers only once all N connections are open at the same time.
+    let server = thread::spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..N {
+            let (c, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut id = String::new();
+            BufReader::new(&c).read_line(&mut id).unwrap();
+            conns.push((c, id));
+        }
+        for (mut c, id) in conns {
+            c.write_all(format!("ok {id}").as_bytes()).unwrap();
+        }
+    });
+    let script = format!(
+        "for i in $(seq {N}); do echo $i | busybox nc 10.0.2.2 {port} > /tmp/out.$i & done; wait
+         cat /tmp/out.* | sort | uniq | wc -l"
+    );
+    let o = run(&["--rm", LOOPBACK_NET, "host", "sh", "-c", &script]);
+    o.success();
+    server.join().unwrap();
+    assert_eq!(
+        o.line().trim(),
+        N.to_string(),
+        "every connection got its own answer\n{o}"
+    );
+}
+
+#[test]
+fn udp_echo_through_the_netstack() {
+    assert_unprivileged();
+    if !tun_usable("udp_echo_through_the_netstack") {
+        return;
+    }
+    if !has("python3") {
+        skip(
+            "udp_echo_through_the_netstack",
+            "no python3 on the host (the container's UDP client)",
+        );
+        return;
+    }
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        echo.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        for _ in 0..3 {
+            let (n, from) = echo.recv_from(&mut buf).unwrap();
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            echo.send_to(&reply, from).unwrap();
+        }
+    });
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(10)\n\
+         for i in range(3):\n    s.sendto(b'dgram%d' % i, ('10.0.2.2', {port}))\n    \
+         d, a = s.recvfrom(2048)\n    print(d.decode(), a[0], a[1])\n"
+    );
+    let o = run(&["--rm", LOOPBACK_NET, "host", "python3", "-c", &script]);
+    o.success();
+    server.join().unwrap();
+    let expect: String = (0..3)
+        .map(|i| format!("echo:dgram{i} 10.0.2.2 {port}\n"))
+        .collect();
+    assert_eq!(o.out(), expect, "{o}");
+}
+
+/// A DNS server for one name: A queries for `name` get `addr`, everything else an empty
+/// NOERROR answer. Answers `count` queries, then returns them.
+fn dns_server(
+    sock: UdpSocket,
+    name: &'static str,
+    addr: [u8; 4],
+) -> thread::JoinHandle<Vec<String>> {
+    thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let q = &buf[..n];
+            // Question: labels from offset 12, then QTYPE, QCLASS.
+            let mut i = 12;
+            let mut labels = Vec::new();
+            while i < n && q[i] != 0 {
+                let len = q[i] as usize;
+                labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + len]).into_owned());
+                i += 1 + len;
+            }
+            let qname = labels.join(".");
+            let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+            let qend = i + 5;
+            let answer = qname == name && qtype == 1;
+            let mut r = q[..qend].to_vec();
+            r[2] = 0x81; // QR, RD
+            r[3] = 0x80; // RA, NOERROR
+            r[6..8].copy_from_slice(&(answer as u16).to_be_bytes()); // ANCOUNT
+            r[8..12].fill(0);
+            if answer {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend_from_slice(&addr);
+            }
+            sock.send_to(&r, from).unwrap();
+            seen.push(format!("{qname}/{qtype}"));
+            if answer {
+                break;
+            }
+        }
+        seen
+    })
+}
+
+#[test]
+fn dns_names_resolve_through_the_forwarder() {
+    assert_unprivileged();
+    if !tun_usable("dns_names_resolve_through_the_forwarder") {
+        return;
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = sock.local_addr().unwrap();
+    let server = dns_server(sock, "nook-test.example", [192, 0, 2, 55]);
+    // Without allow_host_loopback: the resolver is reachable anyway, as the DNS service.
+    let net = format!("--network=nook:dns={dns}");
+    let o = run(&[
+        "--rm",
+        &net,
+        "host",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; busybox nslookup -type=a nook-test.example",
+    ]);
+    let seen = server.join().unwrap();
+    o.success();
+    assert!(o.out().starts_with("nameserver 10.0.2.3\n"), "{o}");
+    assert!(
+        o.out().contains("192.0.2.55"),
+        "the name did not resolve\n{o}"
+    );
+    assert!(
+        seen.iter().any(|q| q == "nook-test.example/1"),
+        "queries seen: {seen:?}"
+    );
+}
+
+#[test]
+fn host_loopback_is_unreachable_by_default() {
+    assert_unprivileged();
+    if !tun_usable("host_loopback_is_unreachable_by_default") {
+        return;
+    }
+    let (l, port) = listener();
+    l.set_nonblocking(true).unwrap();
+    let script = format!(
+        "busybox nc 10.0.2.2 {port} </dev/null && echo connected || echo refused
+         busybox nc 10.0.2.77 {port} </dev/null && echo connected || echo refused"
+    );
+    let o = run(&["--rm", "host", "sh", "-c", &script]);
+    o.success();
+    assert_eq!(o.out(), "refused\nrefused\n", "{o}");
+    assert!(
+        l.accept().is_err(),
+        "a connection reached the host's loopback"
+    );
+}
+
+#[test]
+fn tcp_to_a_server_in_a_namespace_the_test_made() {
+    assert_unprivileged();
+    if !tun_usable("tcp_to_a_server_in_a_namespace_the_test_made") {
+        return;
+    }
+    // unshare -rn: a user and network namespace of our own; 192.0.2.1 on its loopback is
+    // the "remote" server. nook runs inside it, so its host sockets live there too.
+    let probe = std::process::Command::new("unshare")
+        .args(["-rn", "true"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        skip(
+            "tcp_to_a_server_in_a_namespace_the_test_made",
+            "`unshare -rn` is not permitted here",
+        );
+        return;
+    }
+    let www = tempdir();
+    std::fs::write(www.path().join("index.html"), "served-from-netns\n").unwrap();
+    let runtime = tempdir();
+    let nook = nook_bin();
+    let script = format!(
+        "set -e
+         ip link set lo up
+         ip addr add 192.0.2.1/32 dev lo
+         busybox httpd -f -p 192.0.2.1:8080 -h {www} & httpd=$!
+         busybox nc -ll -p 8081 -e busybox echo raw-from-netns & nc=$!
+         until cat /proc/net/tcp /proc/net/tcp6 | grep -q ':1F90 0*:0000 0A' &&
+               cat /proc/net/tcp /proc/net/tcp6 | grep -q ':1F91 0*:0000 0A'; do :; done
+         XDG_RUNTIME_DIR={runtime} {nook} run --rm host sh -c \
+           'busybox wget -q -O - http://192.0.2.1:8080/index.html; busybox nc 192.0.2.1 8081 </dev/null'
+         kill $httpd $nc",
+        www = www.path().display(),
+        runtime = runtime.path().display(),
+        nook = nook.display(),
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-rn", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let o = spawn(&mut cmd).wait(TIMEOUT);
+    o.success();
+    assert_eq!(o.out(), "served-from-netns\nraw-from-netns\n", "{o}");
+}
+
+#[test]
+fn connection_to_a_closed_port_is_refused_quickly() {
+    assert_unprivileged();
+    if !tun_usable("connection_to_a_closed_port_is_refused_quickly") {
+        return;
+    }
+    let (l, port) = listener();
+    drop(l);
+    let script = format!("busybox nc 10.0.2.2 {port} </dev/null; echo status=$?");
+    let started = std::time::Instant::now();
+    let o = run(&["--rm", LOOPBACK_NET, "host", "sh", "-c", &script]);
+    o.success();
+    assert!(o.out().contains("status=1"), "{o}");
+    assert!(
+        o.err().to_lowercase().contains("refused"),
+        "the container sees ECONNREFUSED\n{o}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn ipv6_tcp_to_the_hosts_loopback() {
+    assert_unprivileged();
+    if !tun_usable("ipv6_tcp_to_the_hosts_loopback") {
+        return;
+    }
+    let Ok(l) = TcpListener::bind("[::1]:0") else {
+        skip(
+            "ipv6_tcp_to_the_hosts_loopback",
+            "the host has no IPv6 loopback (::1)",
+        );
+        return;
+    };
+    let port = l.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut c, peer) = l.accept().unwrap();
+        c.write_all(b"v6-ok\n").unwrap();
+        peer
+    });
+    let script = format!("busybox nc fd00::2 {port} </dev/null");
+    let o = run(&["--rm", LOOPBACK_NET, "host", "sh", "-c", &script]);
+    o.success();
+    assert_eq!(o.out(), "v6-ok\n", "{o}");
+    assert!(server.join().unwrap().ip().is_loopback());
+}
