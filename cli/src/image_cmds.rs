@@ -1,0 +1,811 @@
+//! The image commands: pull, images, rmi, inspect, tag, import, login/logout, system
+//! check, and the part of `nook run` that turns IMAGE into a root filesystem.
+//!
+//! Each command is: open the store (sweeping a killed pull's leftovers) → the fs crate
+//! does the work (download, verify, records) → what needs the user namespace (unpack,
+//! copy, delete) goes to the store helper process (store_helper.rs). Progress bars
+//! (indicatif) go to stderr when it is a terminal; results go to stdout.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use nook_fs::auth::{self, Credentials};
+use nook_fs::digest::Digest;
+use nook_fs::manifest::Platform;
+use nook_fs::pull::{self, BlobProgress, Progress, PullOptions};
+use nook_fs::reference::{self, RegistriesConfig};
+use nook_fs::registry::{ClientOptions, RegistryError};
+use nook_fs::store::{ImageRecord, Store};
+
+use crate::flags::{
+    CheckArgs, Format, ImagesArgs, ImportArgs, InspectArgs, LoginArgs, LogoutArgs, PullArgs,
+    RegistryArgs, RmiArgs, TagArgs,
+};
+use crate::store_helper::{self, Job, UnpackJob};
+
+/// The store, with the leftovers of killed commands removed.
+pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
+    let root = nook_fs::paths::store_root(root).ok_or_else(|| {
+        anyhow!("no place for the image store: set HOME, XDG_DATA_HOME or --root")
+    })?;
+    let store = Store::open(&root)?;
+    let stale = store.stale_temps();
+    if !stale.is_empty() {
+        // Best effort: a failure here must not stop the command the user asked for.
+        if let Err(e) = store_helper::run(&Job::Remove(stale)) {
+            eprintln!("nook: warning: could not clean the store's tmp/: {e:#}");
+        }
+    }
+    Ok(store)
+}
+
+fn registries() -> Result<RegistriesConfig> {
+    Ok(RegistriesConfig::load()?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress
+
+struct Bars {
+    multi: MultiProgress,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Option<Bars> {
+        (!quiet && std::io::stderr().is_terminal()).then(|| Bars {
+            multi: MultiProgress::new(),
+        })
+    }
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bars {
+    fn start(&self, digest: &Digest, size: u64) -> Box<dyn BlobProgress + '_> {
+        let bar = self.multi.add(ProgressBar::new(size));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("Copying blob {}", digest.short()));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Box::new(Bar(bar))
+    }
+    fn note(&self, msg: &str) {
+        let _ = self.multi.println(msg);
+    }
+}
+
+impl BlobProgress for Bar {
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn restart(&self) {
+        self.0.set_position(0);
+    }
+    fn finish(&self, msg: &str) {
+        self.0.finish_with_message(msg.to_string());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Pull
+
+fn client_options(
+    reg: &RegistryArgs,
+    cfg: &RegistriesConfig,
+    registry: &str,
+) -> Result<ClientOptions> {
+    let credentials = reg.creds.as_deref().map(|c| {
+        let (u, p) = c.split_once(':').unwrap_or((c, ""));
+        Credentials {
+            username: u.into(),
+            password: p.into(),
+        }
+    });
+    Ok(ClientOptions {
+        insecure: reg.tls_verify == Some(false) || cfg.is_insecure(registry),
+        credentials,
+    })
+}
+
+fn platform(reg: &RegistryArgs) -> Result<Platform> {
+    match &reg.platform {
+        None => Ok(Platform::host()),
+        Some(p) => Platform::parse(p).ok_or_else(|| {
+            anyhow!("bad --platform {p:?}: use OS/ARCH[/VARIANT], e.g. linux/arm64")
+        }),
+    }
+}
+
+/// Pulls `name` (trying each search registry for a short name) into the store.
+pub fn pull_image(
+    store: &Store,
+    name: &str,
+    reg: &RegistryArgs,
+    quiet: bool,
+) -> Result<ImageRecord> {
+    let cfg = registries()?;
+    let parsed = reference::parse(name)?;
+    let candidates = cfg.candidates(&parsed);
+    if candidates.is_empty() {
+        bail!("{name:?} is a short name and no search registries are configured: write it in full (e.g. docker.io/library/{name}) or set unqualified-search-registries in ~/.config/nook/registries.conf");
+    }
+    let bars = Bars::new(quiet);
+    let progress: &dyn Progress = match &bars {
+        Some(b) => b,
+        None => &pull::Quiet,
+    };
+    let mut errors = Vec::new();
+    for r in &candidates {
+        let opts = PullOptions {
+            platform: platform(reg)?,
+            client: client_options(reg, &cfg, &r.registry)?,
+            jobs: 6,
+        };
+        if bars.is_some() {
+            progress.note(&format!("Trying to pull {r}..."));
+        }
+        match pull::fetch(store, r, &opts, progress) {
+            Ok(record) => {
+                ensure_layers(store, &record)?;
+                store.add_image(record.clone())?;
+                return Ok(record);
+            }
+            // A short name goes on to the next registry when this one lacks it.
+            Err(pull::PullError::Registry(
+                e @ (RegistryError::NotFound { .. } | RegistryError::Denied { .. }),
+            )) if candidates.len() > 1 => {
+                errors.push(format!("{r}: {e}"));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("pulling {r}"))),
+        }
+    }
+    bail!(
+        "pulling {name}: no search registry has it ({})",
+        errors.join("; ")
+    )
+}
+
+/// Unpacks the image's layers that are not in the store yet.
+pub fn ensure_layers(store: &Store, record: &ImageRecord) -> Result<()> {
+    let mut jobs: Vec<UnpackJob> = Vec::new();
+    for l in &record.layers {
+        if !store.has_layer(&l.diff_id)
+            && !jobs.iter().any(|j| j.diff_id.as_ref() == Some(&l.diff_id))
+        {
+            jobs.push(UnpackJob {
+                blob: store.blob_path(&l.blob),
+                diff_id: Some(l.diff_id.clone()),
+                dest: store.temp_path("layer"),
+            });
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let pending: Vec<(PathBuf, Digest)> = jobs
+        .iter()
+        .map(|j| (j.dest.clone(), j.diff_id.clone().expect("set above")))
+        .collect();
+    let result = store_helper::run(&Job::Unpack(jobs)).context("unpacking the image's layers");
+    let mut trash = Vec::new();
+    match result {
+        Ok(outcome) => {
+            for s in &outcome.stats {
+                if s.devices_skipped > 0 {
+                    eprintln!(
+                        "nook: skipped {} device node(s) an unprivileged user cannot create",
+                        s.devices_skipped
+                    );
+                }
+            }
+            for (tmp, diff_id) in &pending {
+                if let Some(lost) = store.commit_layer(tmp, diff_id)? {
+                    trash.push(lost);
+                }
+            }
+        }
+        Err(e) => {
+            let _ = store_helper::run(&Job::Remove(
+                pending
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .filter(|p| p.exists())
+                    .collect(),
+            ));
+            return Err(e);
+        }
+    }
+    if !trash.is_empty() {
+        store_helper::run(&Job::Remove(trash))?;
+    }
+    Ok(())
+}
+
+pub fn pull_cmd(root: Option<PathBuf>, args: PullArgs) -> Result<i32> {
+    let store = open_store(root)?;
+    let record = pull_image(&store, &args.image, &args.registry, args.quiet)?;
+    println!("{}", record.id.hex());
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding images, and `nook run IMAGE`
+
+/// The image `name` names in the store, or a clear error.
+pub fn find(store: &Store, name: &str) -> Result<ImageRecord> {
+    store.find(name, &registries()?)?.ok_or_else(|| {
+        anyhow!("image {name:?} not found in the store ({}): `nook images` lists what is there, `nook pull {name}` fetches it", store.root().display())
+    })
+}
+
+/// What `nook run IMAGE` needs: the record and the layer directories, lowest first.
+pub struct RunImage {
+    pub record: ImageRecord,
+    pub layers: Vec<PathBuf>,
+    pub store: Store,
+}
+
+pub fn image_for_run(
+    root: Option<PathBuf>,
+    name: &str,
+    policy: &str,
+    reg: &RegistryArgs,
+) -> Result<RunImage> {
+    let store = open_store(root)?;
+    let existing = store.find(name, &registries()?)?;
+    let record = match (policy, existing) {
+        ("never", Some(r)) | ("missing", Some(r)) => r,
+        ("never", None) => bail!(
+            "image {name:?} is not in the store and --pull=never: run `nook pull {name}` first"
+        ),
+        ("missing", None) | ("always", _) | ("newer", _) => pull_image(&store, name, reg, false)?,
+        (other, _) => bail!("bad --pull {other:?}: use missing, always or never"),
+    };
+    // A layer removed by hand (or a store repaired) is unpacked again from its blob.
+    ensure_layers(&store, &record)?;
+    let layers = record
+        .layers
+        .iter()
+        .map(|l| store.layer_dir(&l.diff_id))
+        .collect();
+    Ok(RunImage {
+        record,
+        layers,
+        store,
+    })
+}
+
+/// The container's copy of the image (copy driver), removed when dropped.
+pub struct ContainerRoot {
+    pub path: PathBuf,
+}
+
+impl ContainerRoot {
+    /// Records the image as in use by this process, then builds the root under the
+    /// store's shared lock (so `rmi` cannot take the layers away mid-copy).
+    pub fn create(image: &RunImage, container_dir: &Path) -> Result<ContainerRoot> {
+        let _lock = image.store.lock_shared()?;
+        std::fs::write(
+            container_dir.join("image"),
+            format!("{}\n{}\n", image.record.id.hex(), std::process::id()),
+        )
+        .context("recording the container's image")?;
+        let path = container_dir.join("rootfs");
+        store_helper::run(&Job::Flatten {
+            layers: image.layers.clone(),
+            dest: path.clone(),
+        })?;
+        Ok(ContainerRoot { path })
+    }
+}
+
+impl Drop for ContainerRoot {
+    fn drop(&mut self) {
+        if let Err(e) = store_helper::run(&Job::Remove(vec![self.path.clone()])) {
+            eprintln!(
+                "nook: warning: could not remove the container's root {}: {e:#}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// IDs of images that running containers use (their nook process still lives).
+fn images_in_use() -> Vec<String> {
+    let Ok(runtime) = nook_rootless::state::runtime_dir() else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir(runtime.join("containers")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("image")).ok())
+        .filter_map(|t| {
+            let mut lines = t.lines();
+            let id = lines.next()?.to_string();
+            let pid: i32 = lines.next()?.parse().ok()?;
+            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+            alive.then_some(id)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// images, rmi, inspect, tag
+
+pub fn images_cmd(root: Option<PathBuf>, args: ImagesArgs) -> Result<i32> {
+    let store = open_store(root)?;
+    let images = store.images()?;
+    if args.format == Format::Json {
+        let list: Vec<serde_json::Value> = images
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "Id": i.id.hex(),
+                    "Names": i.names,
+                    "Digest": i.manifest.to_string(),
+                    "RepoDigests": i.repo_digests,
+                    "Created": i.config.created,
+                    "Size": i.size(),
+                    "Stored": i.stored,
+                    "Layers": i.layers.len(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    if args.quiet {
+        for i in &images {
+            println!(
+                "{}",
+                if args.no_trunc {
+                    i.id.hex()
+                } else {
+                    i.id.short()
+                }
+            );
+        }
+        return Ok(0);
+    }
+    println!(
+        "{:<45} {:<15} {:<14} {:<22} {:>10}",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+    );
+    for i in &images {
+        let id = if args.no_trunc {
+            i.id.hex()
+        } else {
+            i.id.short()
+        };
+        let created = i
+            .config
+            .created
+            .as_deref()
+            .map(|c| c.get(..19).unwrap_or(c).replace('T', " "))
+            .unwrap_or_default();
+        let names: Vec<(String, String)> = if i.names.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            i.names
+                .iter()
+                .map(
+                    |n| match n.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                        Some((r, t)) => (r.to_string(), t.to_string()),
+                        None => (n.clone(), "<none>".into()),
+                    },
+                )
+                .collect()
+        };
+        for (repo, tag) in names {
+            println!(
+                "{repo:<45} {tag:<15} {id:<14} {created:<22} {:>10}",
+                human_size(i.size())
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.3} {}", units[u]).replace(".000", "")
+    }
+}
+
+pub fn rmi_cmd(root: Option<PathBuf>, args: RmiArgs) -> Result<i32> {
+    let store = open_store(root)?;
+    if args.images.is_empty() && !args.all {
+        bail!("nothing to remove: name an image (or --all)");
+    }
+    let targets: Vec<(String, ImageRecord)> = if args.all {
+        store
+            .images()?
+            .into_iter()
+            .map(|i| (i.id.hex().to_string(), i))
+            .collect()
+    } else {
+        args.images
+            .iter()
+            .map(|n| Ok((n.clone(), find(&store, n)?)))
+            .collect::<Result<_>>()?
+    };
+    let in_use = images_in_use();
+    for (name, _) in &targets {
+        let _ = name;
+    }
+    for (wanted, image) in targets {
+        let is_id = image
+            .id
+            .hex()
+            .starts_with(wanted.trim_start_matches("sha256:"));
+        let name = if is_id {
+            None
+        } else {
+            image
+                .names
+                .iter()
+                .find(|n| name_matches(n, &wanted))
+                .cloned()
+        };
+        let whole = is_id || args.all || image.names.len() <= 1;
+        if whole && in_use.iter().any(|id| id == image.id.hex()) && !args.force {
+            bail!(
+                "image {wanted} ({}) is in use by a running container: stop it first, or use --force (the container keeps its own copy)",
+                image.id.short()
+            );
+        }
+        let removal = store.remove(&image.id, name.as_deref(), is_id || args.all)?;
+        for u in &removal.untagged {
+            println!("Untagged: {u}");
+        }
+        if let Some(d) = &removal.deleted {
+            for n in &d.names {
+                println!("Untagged: {n}");
+            }
+            println!("Deleted: {}", d.id.hex());
+        }
+        if !removal.trash.is_empty() {
+            store_helper::run(&Job::Remove(removal.trash))
+                .context("deleting the image's layers")?;
+        }
+    }
+    Ok(0)
+}
+
+/// Whether a stored name is what the user typed (a short name matches any registry).
+fn name_matches(stored: &str, typed: &str) -> bool {
+    let Ok(cfg) = registries() else {
+        return stored == typed;
+    };
+    let Ok(parsed) = reference::parse(typed) else {
+        return false;
+    };
+    let mut cands = cfg.candidates(&parsed);
+    if let reference::Parsed::Short {
+        repository,
+        tag,
+        digest,
+    } = &parsed
+    {
+        cands.push(reference::Reference {
+            registry: "localhost".into(),
+            repository: repository.clone(),
+            tag: tag.clone(),
+            digest: digest.clone(),
+        });
+    }
+    cands
+        .iter()
+        .any(|c| c.tagged_name().as_deref() == Some(stored))
+}
+
+pub fn inspect_cmd(root: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
+    let store = open_store(root)?;
+    let mut out = Vec::new();
+    for name in &args.images {
+        let i = find(&store, name)?;
+        out.push(serde_json::json!({
+            "Id": i.id.hex(),
+            "Digest": i.manifest.to_string(),
+            "RepoTags": i.names,
+            "RepoDigests": i.repo_digests,
+            "Created": i.config.created,
+            "Author": i.config.author,
+            "Architecture": i.config.architecture,
+            "Os": i.config.os,
+            "Variant": i.config.variant,
+            "Size": i.size(),
+            "Config": i.config.config,
+            "RootFS": { "Type": "layers", "Layers": i.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
+            "Layers": i.layers,
+            "ManifestType": i.manifest_media_type,
+            "History": i.config.history,
+            "Store": {
+                "Root": store.root(),
+                "LayerDirs": i.layers.iter().map(|l| store.layer_dir(&l.diff_id)).collect::<Vec<_>>(),
+            },
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+/// The stored form of a name the user gives for tag/import: qualified, with a tag.
+pub fn qualify(name: &str) -> Result<String> {
+    match reference::parse(name)? {
+        reference::Parsed::Qualified(r) => r
+            .tagged_name()
+            .ok_or_else(|| anyhow!("{name:?}: a name for an image needs a tag, not a digest")),
+        reference::Parsed::Short {
+            repository, tag, ..
+        } => Ok(format!(
+            "localhost/{repository}:{}",
+            tag.ok_or_else(|| anyhow!("{name:?}: use a tag, not a digest"))?
+        )),
+    }
+}
+
+pub fn tag_cmd(root: Option<PathBuf>, args: TagArgs) -> Result<i32> {
+    let store = open_store(root)?;
+    let mut image = find(&store, &args.image)?;
+    for n in &args.names {
+        let q = qualify(n)?;
+        if !image.names.contains(&q) {
+            image.names.push(q);
+        }
+    }
+    store.add_image(image)?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// import
+
+pub fn import_cmd(root: Option<PathBuf>, args: ImportArgs) -> Result<i32> {
+    let store = open_store(root)?;
+    let name = args.name.as_deref().map(qualify).transpose()?;
+    let src: Box<dyn std::io::Read> = if args.tarball == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&args.tarball).with_context(|| {
+            format!(
+                "opening {}: give a root filesystem tarball",
+                args.tarball.display()
+            )
+        })?)
+    };
+    let (blob, size) = store.put_blob(src, None, None, "the tarball", |_| {})?;
+    let record = nook_fs::archive::record_from_rootfs_blob(&store, &blob, size, name)?;
+    ensure_layers(&store, &record).context("importing the tarball")?;
+    store.add_image(record.clone())?;
+    println!("{}", record.id.hex());
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// login, logout
+
+pub fn login_cmd(args: LoginArgs) -> Result<i32> {
+    let registry = normalise_registry(&args.registry);
+    let username = match args.username {
+        Some(u) => u,
+        None => bail!("give the user name with --username (and the password with --password or --password-stdin)"),
+    };
+    let password = match (args.password, args.password_stdin) {
+        (Some(p), false) => p,
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (Some(_), true) => bail!("--password and --password-stdin exclude each other"),
+        (None, false) => bail!("give the password with --password-stdin (or --password)"),
+    };
+    let creds = Credentials { username, password };
+    let cfg = registries()?;
+    let opts = ClientOptions {
+        insecure: args.tls_verify == Some(false) || cfg.is_insecure(&registry),
+        credentials: Some(creds.clone()),
+    };
+    let client = nook_fs::registry::Client::new(&registry, "", opts)?;
+    client
+        .check_login()
+        .with_context(|| format!("logging in to {registry}"))?;
+    auth::save(&registry, Some(&creds))?;
+    println!("Login Succeeded!");
+    Ok(0)
+}
+
+pub fn logout_cmd(args: LogoutArgs) -> Result<i32> {
+    let registry = normalise_registry(&args.registry);
+    if !auth::save(&registry, None)? {
+        bail!("not logged in to {registry}");
+    }
+    println!("Removed login credentials for {registry}");
+    Ok(0)
+}
+
+fn normalise_registry(r: &str) -> String {
+    let r = r
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    match r {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// system check
+
+pub fn check_cmd(root: Option<PathBuf>, args: CheckArgs) -> Result<i32> {
+    let store = open_store(root)?;
+    let _lock = store.lock_exclusive()?;
+    let mut problems = 0;
+    let blobs_dir = store.root().join("blobs/sha256");
+    let mut bad_blobs = Vec::new();
+    for e in std::fs::read_dir(&blobs_dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ok = Digest::from_hex(&name).ok().and_then(|d| {
+            let f = std::fs::File::open(e.path()).ok()?;
+            let mut r = nook_fs::digest::HashingReader::new(f);
+            std::io::copy(&mut r, &mut std::io::sink()).ok()?;
+            Some(r.finish().0 == d)
+        });
+        if ok != Some(true) {
+            problems += 1;
+            println!("corrupt blob: {}", e.path().display());
+            bad_blobs.push(e.path());
+        }
+    }
+    let images = store.images()?;
+    let mut broken = Vec::new();
+    for i in &images {
+        let mut missing = Vec::new();
+        for d in std::iter::once(&i.manifest)
+            .chain([&i.id])
+            .chain(i.layers.iter().map(|l| &l.blob))
+        {
+            let p = store.blob_path(d);
+            if !p.is_file() || bad_blobs.contains(&p) {
+                missing.push(format!("blob {d}"));
+            }
+        }
+        for l in &i.layers {
+            if !store.has_layer(&l.diff_id) {
+                missing.push(format!("layer {}", l.diff_id));
+            }
+        }
+        if !missing.is_empty() {
+            problems += 1;
+            println!(
+                "image {} ({}): missing or corrupt: {}",
+                i.id.short(),
+                i.names.join(", "),
+                missing.join(", ")
+            );
+            broken.push(i.clone());
+        }
+    }
+    if args.repair {
+        for b in &bad_blobs {
+            std::fs::remove_file(b).with_context(|| format!("removing {}", b.display()))?;
+        }
+        drop(_lock);
+        for i in &broken {
+            let blobs_ok = std::iter::once(&i.manifest)
+                .chain([&i.id])
+                .chain(i.layers.iter().map(|l| &l.blob))
+                .all(|d| store.has_blob(d));
+            if blobs_ok {
+                ensure_layers(&store, i)?;
+                println!("repaired image {}: layers unpacked again", i.id.short());
+            } else {
+                let removal = store.remove(&i.id, None, true)?;
+                if !removal.trash.is_empty() {
+                    store_helper::run(&Job::Remove(removal.trash))?;
+                }
+                println!(
+                    "removed image {} ({}): pull it again",
+                    i.id.short(),
+                    i.names.join(", ")
+                );
+            }
+        }
+    }
+    if problems == 0 {
+        println!(
+            "store {}: {} images, all blobs verified",
+            store.root().display(),
+            images.len()
+        );
+        Ok(0)
+    } else if args.repair {
+        Ok(0)
+    } else {
+        eprintln!("nook: {problems} problem(s) in the store: run `nook system check --repair`");
+        Ok(1)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// load, save
+
+pub fn load_cmd(root: Option<PathBuf>, args: crate::flags::LoadArgs) -> Result<i32> {
+    let store = open_store(root)?;
+    let input = args.input.clone().unwrap_or_else(|| PathBuf::from("-"));
+    if input == Path::new("-") && std::io::stdin().is_terminal() {
+        bail!("no archive given: use --input FILE, or pipe one in (`nook load < image.tar`)");
+    }
+    let records = nook_fs::archive::load(&store, &input, &Platform::host())
+        .with_context(|| format!("loading {}", input.display()))?;
+    for record in records {
+        ensure_layers(&store, &record)?;
+        store.add_image(record.clone())?;
+        if record.names.is_empty() {
+            println!("Loaded image: {}", record.id.hex());
+        }
+        for n in &record.names {
+            println!("Loaded image: {n}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn save_cmd(root: Option<PathBuf>, args: crate::flags::SaveArgs) -> Result<i32> {
+    if args.format != "oci-archive" {
+        bail!("unsupported --format {:?}: nook saves oci-archive (podman, skopeo and docker 25+ load it)", args.format);
+    }
+    let store = open_store(root)?;
+    let image = find(&store, &args.image)?;
+    let name = image
+        .names
+        .iter()
+        .find(|n| name_matches(n, &args.image))
+        .cloned();
+    let _lock = store.lock_shared()?;
+    match &args.output {
+        Some(p) => {
+            let tmp = p.with_extension(format!("nook-tmp{}", std::process::id()));
+            let f = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            let r = nook_fs::archive::save_oci(
+                &store,
+                &image,
+                name.as_deref(),
+                std::io::BufWriter::new(f),
+            );
+            if let Err(e) = r {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+            std::fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write an archive to a terminal: use --output FILE or redirect stdout");
+            }
+            nook_fs::archive::save_oci(&store, &image, name.as_deref(), std::io::stdout().lock())?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,183 @@
+//! The store's work that needs the container's user namespace: unpacking layers (so
+//! owners come out as the image says), copying layers into a container root, and
+//! deleting trees owned by subordinate IDs.
+//!
+//! Creating a user namespace needs a single-threaded process, and `nook pull` has
+//! download threads. So the work runs in a fresh process: nook re-executes itself as
+//! the hidden `nook __store-helper`, sends the job as JSON on stdin, and reads the
+//! result as JSON from stdout. The helper is single-threaded until it has forked into
+//! the namespace (nook_rootless::run_in_user_namespace, with the default ID map podman
+//! uses: 0 → you, 1.. → your subordinate range, or a single-ID map); inside, it may use
+//! threads again (layers unpack in parallel).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use nook_fs::digest::Digest;
+use nook_fs::unpack::UnpackStats;
+use nook_rootless::idmap::{self, HostIds, UsernsMode};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub enum Job {
+    /// Unpack each blob into `dest/diff` (dest is created).
+    Unpack(Vec<UnpackJob>),
+    /// Copy layer directories, lowest first, into `dest` (created).
+    Flatten { layers: Vec<PathBuf>, dest: PathBuf },
+    /// Delete these trees.
+    Remove(Vec<PathBuf>),
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct UnpackJob {
+    pub blob: PathBuf,
+    pub diff_id: Option<Digest>,
+    pub dest: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+pub struct Outcome {
+    pub error: Option<String>,
+    pub stats: Vec<UnpackStats>,
+}
+
+/// Runs `job` in the helper and returns its outcome (an error when the job failed).
+pub fn run(job: &Job) -> Result<Outcome> {
+    let exe = std::env::current_exe().context("finding nook's own executable")?;
+    let mut child = Command::new(exe)
+        .arg("__store-helper")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting nook's store helper")?;
+    let input = serde_json::to_vec(job).expect("jobs serialise");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(&input)
+        .context("sending the job to the store helper")?;
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_end(&mut out)
+        .context("reading the store helper's answer")?;
+    let status = child.wait().context("waiting for the store helper")?;
+    let outcome: Outcome = match serde_json::from_slice(&out) {
+        Ok(o) => o,
+        Err(_) => bail!("nook's store helper failed ({status}) without saying why"),
+    };
+    if let Some(e) = &outcome.error {
+        bail!("{e}");
+    }
+    Ok(outcome)
+}
+
+/// `nook __store-helper`: the process side. Returns the exit code.
+pub fn main() -> Result<i32> {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .context("reading the job")?;
+    let job: Job = serde_json::from_slice(&input).context("parsing the job")?;
+    let ids = idmap::plan(&UsernsMode::Default, &HostIds::current())?;
+    let status = nook_rootless::run_in_user_namespace(&ids.uid_map, &ids.gid_map, move || {
+        let outcome = match work(job) {
+            Ok(stats) => Outcome { error: None, stats },
+            Err(e) => Outcome {
+                error: Some(format!("{e:#}")),
+                stats: Vec::new(),
+            },
+        };
+        let failed = outcome.error.is_some();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&serde_json::to_vec(&outcome).expect("outcomes serialise"));
+        let _ = out.flush();
+        i32::from(failed)
+    })?;
+    Ok(status.code())
+}
+
+fn work(job: Job) -> Result<Vec<UnpackStats>> {
+    match job {
+        Job::Unpack(jobs) => {
+            // Layers unpack in parallel: each is its own directory. Two at a time per
+            // core is plenty: decompression is the cost, and disks like fewer streams.
+            let workers = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(jobs.len())
+                .max(1);
+            let queue = std::sync::Mutex::new(jobs.iter().enumerate().collect::<Vec<_>>());
+            let results = std::sync::Mutex::new(vec![None; jobs.len()]);
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(|| loop {
+                        let Some((i, j)) = queue.lock().expect("not poisoned").pop() else {
+                            return;
+                        };
+                        let r = unpack_one(j);
+                        let failed = r.is_err();
+                        results.lock().expect("not poisoned")[i] =
+                            Some(r.map_err(|e| format!("{e:#}")));
+                        if failed {
+                            queue.lock().expect("not poisoned").clear();
+                        }
+                    });
+                }
+            });
+            let mut stats = Vec::new();
+            for r in results
+                .into_inner()
+                .expect("not poisoned")
+                .into_iter()
+                .flatten()
+            {
+                match r {
+                    Ok(s) => stats.push(s),
+                    Err(e) => bail!("{e}"),
+                }
+            }
+            Ok(stats)
+        }
+        Job::Flatten { layers, dest } => {
+            std::fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?;
+            nook_fs::flatten::flatten(&layers, &dest)
+                .context("building the container's root filesystem")?;
+            Ok(Vec::new())
+        }
+        Job::Remove(paths) => {
+            for p in paths {
+                remove_tree(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+            Ok(Vec::new())
+        }
+    }
+}
+
+fn unpack_one(j: &UnpackJob) -> Result<UnpackStats> {
+    std::fs::create_dir(&j.dest).with_context(|| format!("creating {}", j.dest.display()))?;
+    let diff = j.dest.join("diff");
+    std::fs::create_dir(&diff).with_context(|| format!("creating {}", diff.display()))?;
+    let stats = nook_fs::unpack::unpack_layer(&j.blob, j.diff_id.as_ref(), &diff)?;
+    let meta = serde_json::to_vec_pretty(&stats).expect("stats serialise");
+    std::fs::write(j.dest.join("stats.json"), meta).context("writing the layer's stats")?;
+    Ok(stats)
+}
+
+fn remove_tree(p: &std::path::Path) -> std::io::Result<()> {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        return Ok(());
+    };
+    let dir = nook_fs::at::open_dir(parent)?;
+    // Directories without write permission (0555 in images) need it back to be emptied:
+    // remove_all_at runs as the namespace's root, whose CAP_DAC_OVERRIDE covers that.
+    nook_fs::at::remove_all_at(
+        std::os::fd::AsRawFd::as_raw_fd(&dir),
+        &nook_fs::at::cstr(name)?,
+    )
+}
