@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Union root filesystems side by side: nook's FUSE driver, nook's overlay driver,
+# fuse-overlayfs (Debian), kernel overlayfs mounted by hand, and a plain host directory.
+#
+#   bench/unionfs.sh [RUNS]        (as an unprivileged user; needs: fuse-overlayfs,
+#                                   hyperfine, busybox-static, util-linux; /dev/fuse 0666)
+#
+# Cases, each on a fresh writable layer over the same read-only busybox layer:
+#   untar  extract a 20 000-file tarball (20 dirs x 1000 files of 1 KiB) into the root
+#   stat   find | xargs stat over those files (on an upper layer that already holds them)
+#   write  sequential write of $MIB MiB (dd bs=1M, then fsync)
+#   read   sequential read of that file in a fresh mount (cold FUSE cache)
+# Writes bench/results/unionfs.json (hyperfine) and prints mean seconds per variant and
+# the ratio to nook-fuse (> 1.0: that variant is slower than nook's FUSE driver).
+set -uo pipefail
+RUNS=${1:-3}
+MIB=${MIB:-1024}
+HERE=$(cd "$(dirname "$0")" && pwd)
+NOOK=${NOOK:-$HERE/../target/release/nook}
+[ -x "$NOOK" ] || NOOK=$HERE/../target/debug/nook
+for c in hyperfine fuse-overlayfs busybox unshare; do
+    command -v "$c" >/dev/null || { echo "missing $c (apt-get install hyperfine fuse-overlayfs busybox-static util-linux)" >&2; exit 2; }
+done
+[ "$(id -u)" != 0 ] || { echo "run as an unprivileged user" >&2; exit 2; }
+W=$(mktemp -d /tmp/nook-unionbench.XXXXXX)
+chmod 755 "$W"
+trap '"$NOOK" unshare rm -rf "$W"' EXIT
+
+# The read-only layer: busybox with its applets, plus the tarball to extract.
+L=$W/lower
+mkdir -p "$L"/{bin,etc,proc,dev,sys,tmp,data}
+cp "$(command -v busybox)" "$L/bin/busybox"
+for a in sh tar find xargs stat dd sync cat rm mkdir sha256sum true; do ln -s busybox "$L/bin/$a"; done
+echo 'root:x:0:0:root:/root:/bin/sh' >"$L/etc/passwd"
+T=$W/tree
+for d in $(seq 1 20); do
+    mkdir -p "$T/d$d"
+    head -c 1024 /dev/urandom >"$T/d$d/seed"
+    for f in $(seq 1 1000); do cp "$T/d$d/seed" "$T/d$d/f$f"; done
+    rm "$T/d$d/seed"
+done
+tar -C "$T" -cf "$L/data/files.tar" .
+rm -rf "$T"
+
+# run VARIANT CTR CMD: CMD in a root of $L + writable layer CTR/{diff,work,merged}.
+cat >"$W/run" <<EOS
+#!/bin/bash
+v=\$1; c=\$2; shift 2
+mkdir -p \$c/diff \$c/work \$c/merged
+case \$v in
+nook-fuse|nook-overlay)
+    exec "$NOOK" run --storage-driver \${v#nook-} --layer "$L" --rootfs \$c /bin/sh -c "\$1" ;;
+kernel-overlay)
+    exec unshare -Urm /bin/sh -c 'mount -t overlay overlay -o lowerdir=$L,upperdir=\$1/diff,workdir=\$1/work,userxattr \$1/merged && mount --rbind /dev \$1/merged/dev && exec chroot \$1/merged /bin/sh -c "\$2"' - \$c "\$1" ;;
+fuse-overlayfs)
+    exec unshare -Urm /bin/sh -c 'fuse-overlayfs -f -o lowerdir=$L,upperdir=\$1/diff,workdir=\$1/work \$1/merged & while ! mountpoint -q \$1/merged; do sleep 0.01; done; mount --rbind /dev \$1/merged/dev; chroot \$1/merged /bin/sh -c "\$2"; r=\$?; umount -l \$1/merged/dev; umount \$1/merged; wait; exit \$r' - \$c "\$1" ;;
+host-dir)
+    [ -e \$c/diff/bin ] || cp -a "$L"/. \$c/diff/
+    exec unshare -Urm /bin/sh -c 'mount --rbind /dev \$1/diff/dev && exec chroot \$1/diff /bin/sh -c "\$2"' - \$c "\$1" ;;
+esac
+EOS
+chmod 755 "$W/run"
+VARIANTS="nook-fuse fuse-overlayfs kernel-overlay nook-overlay host-dir"
+fresh() { echo "\"$NOOK\" unshare rm -rf $W/c-$1; mkdir -p $W/c-$1"; }
+
+args=()
+for v in $VARIANTS; do
+    args+=(--command-name "untar/$v" --prepare "$(fresh "$v")" "$W/run $v $W/c-$v 'mkdir /x && tar -xf /data/files.tar -C /x && sync'")
+done
+for v in $VARIANTS; do
+    "$W/run" "$v" "$W/s-$v" 'mkdir /x && tar -xf /data/files.tar -C /x' >/dev/null
+    args+=(--command-name "stat/$v" --prepare true "$W/run $v $W/s-$v 'find /x | xargs stat >/dev/null'")
+done
+for v in $VARIANTS; do
+    args+=(--command-name "write/$v" --prepare "$(fresh "$v")" "$W/run $v $W/c-$v 'dd if=/dev/zero of=/big bs=1M count=$MIB conv=fsync 2>/dev/null'")
+    args+=(--command-name "read/$v" --prepare true "$W/run $v $W/c-$v 'dd if=/big of=/dev/null bs=1M 2>/dev/null'")
+done
+mkdir -p "$HERE/results"
+hyperfine --runs "$RUNS" --warmup 1 --export-json "$HERE/results/unionfs.json" "${args[@]}" >"$W/hyperfine.log" 2>&1 \
+    || { cat "$W/hyperfine.log"; exit 1; }
+python3 - "$HERE/results/unionfs.json" <<'PY'
+import json, sys
+r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
+cases = ["untar", "stat", "write", "read"]
+variants = ["nook-fuse", "fuse-overlayfs", "kernel-overlay", "nook-overlay", "host-dir"]
+print("%-6s" % "case" + "".join("%22s" % v for v in variants))
+for c in cases:
+    base = r.get(f"{c}/nook-fuse")
+    row = "%-6s" % c
+    for v in variants:
+        m = r.get(f"{c}/{v}")
+        row += "%22s" % (f"{m:.3f}s ({m/base:.2f}x)" if m and base else "-")
+    print(row)
+print("(ratio = variant time / nook-fuse time: > 1 means nook-fuse is faster)")
+PY
