@@ -1,0 +1,492 @@
+//! Resource flags (podman's spelling) → the OCI Spec's `linux.resources`, and the
+//! cgroup part of `nook run` around `rootless::run_in_cgroup`.
+//!
+//! Flag values are converted here exactly as podman does before they reach the runtime:
+//! `--cpus 1.5` is a CFS quota of 150000 µs per 100000 µs period, `--memory 512m` is
+//! 536870912 bytes (binary units, as docker's go-units), `--memory-swap` is the limit of
+//! memory *plus* swap. `--cpu-weight` (cgroup v2's own knob) and `--cgroup-conf` go to
+//! `linux.resources.unified`. Applying them is the rootless crate's job, from the Spec
+//! alone, so the OCI-runtime commands share it.
+//!
+//! Where the host offers no delegated cgroup v2 (this CI host is hybrid), a run without
+//! limits goes on without a cgroup and says so once, on a terminal, per runtime
+//! directory; a limit that cannot be enforced fails the run with 125.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use nook_rootless::cgroups::{self, Cgroup, Mode, Setup};
+use oci_spec::runtime::{
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, LinuxThrottleDevice, LinuxThrottleDeviceBuilder, Spec,
+};
+
+use crate::flags::ResourceArgs;
+
+/// podman refuses memory limits below this ("minimum memory limit allowed is 6MB").
+const MIN_MEMORY: i64 = 6 << 20;
+
+/// The Spec's `linux.resources` for these flags; `None` when no flag asks for a limit.
+pub fn build(args: &ResourceArgs) -> Result<Option<LinuxResources>> {
+    let mut any = false;
+    let mut r = LinuxResourcesBuilder::default();
+
+    let limit = args
+        .memory
+        .as_deref()
+        .map(|m| parse_limit("--memory", m))
+        .transpose()?;
+    let reservation = args
+        .memory_reservation
+        .as_deref()
+        .map(|m| parse_limit("--memory-reservation", m))
+        .transpose()?;
+    let swap = match args.memory_swap.as_deref() {
+        Some("-1") => Some(-1),
+        Some(m) => Some(parse_bytes(m).with_context(|| format!("--memory-swap {m:?}"))?),
+        None => None,
+    };
+    if let (Some(s), None) = (swap, limit) {
+        if s != -1 {
+            bail!("--memory-swap needs --memory: it limits memory plus swap");
+        }
+    }
+    if let (Some(s), Some(l)) = (swap, limit) {
+        if s != -1 && s < l {
+            bail!("--memory-swap ({s} bytes) must be at least --memory ({l} bytes): it counts memory plus swap");
+        }
+    }
+    if let (Some(res), Some(l)) = (reservation, limit) {
+        if res > l {
+            bail!("--memory-reservation ({res} bytes) must not exceed --memory ({l} bytes)");
+        }
+    }
+    if limit.is_some() || reservation.is_some() || swap.is_some() {
+        let mut m = LinuxMemoryBuilder::default();
+        if let Some(l) = limit {
+            m = m.limit(l);
+        }
+        if let Some(res) = reservation {
+            m = m.reservation(res);
+        }
+        if let Some(s) = swap {
+            m = m.swap(s);
+        }
+        r = r.memory(m.build()?);
+        any = true;
+    }
+
+    let quota_period = cpu_quota(args)?;
+    let shares = args.cpu_shares.filter(|&s| s != 0);
+    let cpus = args.cpuset_cpus.clone().filter(|s| !s.is_empty());
+    let mems = args.cpuset_mems.clone().filter(|s| !s.is_empty());
+    if quota_period.is_some() || shares.is_some() || cpus.is_some() || mems.is_some() {
+        let mut c = LinuxCpuBuilder::default();
+        if let Some((quota, period)) = quota_period {
+            if let Some(q) = quota {
+                c = c.quota(q);
+            }
+            c = c.period(period);
+        }
+        if let Some(s) = shares {
+            c = c.shares(s);
+        }
+        if let Some(list) = cpus {
+            check_list("--cpuset-cpus", &list)?;
+            c = c.cpus(list);
+        }
+        if let Some(list) = mems {
+            check_list("--cpuset-mems", &list)?;
+            c = c.mems(list);
+        }
+        r = r.cpu(c.build()?);
+        any = true;
+    }
+
+    if let Some(p) = args.pids_limit.filter(|&p| p > 0) {
+        r = r.pids(LinuxPidsBuilder::default().limit(p).build()?);
+        any = true;
+    }
+
+    let block = block_io(args)?;
+    if let Some(b) = block {
+        r = r.block_io(b);
+        any = true;
+    }
+
+    let mut unified = HashMap::new();
+    if let Some(w) = args.cpu_weight {
+        if !(1..=10_000).contains(&w) {
+            bail!(
+                "--cpu-weight {w} is outside 1..10000 (cgroup v2's cpu.weight; 100 is the default)"
+            );
+        }
+        if shares.is_some() {
+            bail!("--cpu-shares and --cpu-weight set the same thing: give one");
+        }
+        unified.insert("cpu.weight".to_string(), w.to_string());
+    }
+    for kv in &args.cgroup_conf {
+        let (k, v) = kv.split_once('=').with_context(|| {
+            format!("--cgroup-conf {kv:?}: expected KEY=VALUE, e.g. memory.high=1G")
+        })?;
+        unified.insert(k.to_string(), v.to_string());
+    }
+    if !unified.is_empty() {
+        r = r.unified(unified);
+        any = true;
+    }
+    Ok(if any { Some(r.build()?) } else { None })
+}
+
+/// `--cgroups`: enabled (the default) or disabled.
+pub fn mode(args: &ResourceArgs) -> Result<Mode> {
+    match args.cgroups.as_str() {
+        "enabled" => Ok(Mode::Enabled),
+        "disabled" => Ok(Mode::Disabled),
+        other => bail!("unsupported --cgroups {other:?}: use enabled or disabled"),
+    }
+}
+
+/// (quota, period) of `--cpus` or `--cpu-quota`/`--cpu-period`.
+fn cpu_quota(args: &ResourceArgs) -> Result<Option<(Option<i64>, u64)>> {
+    let period_default = cgroups::cpu::DEFAULT_PERIOD_US;
+    if let Some(cpus) = args.cpus.as_deref() {
+        if args.cpu_quota.is_some() || args.cpu_period.is_some() {
+            bail!("--cpus and --cpu-quota/--cpu-period set the same limit: give one");
+        }
+        let (quota, period) = cpus_to_quota(cpus)?;
+        return Ok((quota != 0).then_some((Some(quota), period)));
+    }
+    if args.cpu_quota.is_none() && args.cpu_period.is_none() {
+        return Ok(None);
+    }
+    let period = args.cpu_period.unwrap_or(period_default);
+    if !(1_000..=1_000_000).contains(&period) {
+        bail!("--cpu-period {period} is outside 1000..1000000 microseconds");
+    }
+    let quota = match args.cpu_quota {
+        Some(q) if q > 0 && q < 1_000 => bail!("--cpu-quota {q} is below 1000 microseconds"),
+        Some(q) if q > 0 => Some(q),
+        _ => None,
+    };
+    Ok(Some((quota, period)))
+}
+
+/// `--cpus N` → (quota, period) in microseconds, as podman: period 100000, quota N×period.
+pub fn cpus_to_quota(cpus: &str) -> Result<(i64, u64)> {
+    let n: f64 = cpus
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .with_context(|| format!("--cpus {cpus:?}: expected a number of CPUs such as 1.5"))?;
+    let period = cgroups::cpu::DEFAULT_PERIOD_US;
+    let quota = (n * period as f64).round() as i64;
+    if n > 0.0 && quota < 1_000 {
+        bail!("--cpus {cpus} is below the smallest quota the kernel takes (0.01)");
+    }
+    Ok((quota, period))
+}
+
+fn check_list(flag: &str, list: &str) -> Result<()> {
+    if !cgroups::cpuset::valid_list(list) {
+        bail!("{flag} {list:?}: expected a list such as 0-3,6");
+    }
+    Ok(())
+}
+
+fn parse_limit(flag: &str, text: &str) -> Result<i64> {
+    let v = parse_bytes(text).with_context(|| format!("{flag} {text:?}"))?;
+    if v < MIN_MEMORY {
+        bail!("{flag} {text:?} is below the smallest memory limit nook allows (6MB)");
+    }
+    Ok(v)
+}
+
+/// A size as podman and docker read it: a number (decimals allowed) and an optional
+/// binary unit b, k, m, g, t, p (case-insensitive, with an optional `b`/`ib`):
+/// "512m", "1.5G", "64MiB", "1048576".
+pub fn parse_bytes(text: &str) -> Result<i64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || anyhow::anyhow!("expected a size such as 512m, 1.5g or 1048576");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return Err(bad()),
+    };
+    let bytes = n * (1u64 << shift) as f64;
+    if !(0.0..9.0e18).contains(&bytes) {
+        return Err(bad());
+    }
+    Ok(bytes as i64)
+}
+
+fn block_io(args: &ResourceArgs) -> Result<Option<oci_spec::runtime::LinuxBlockIo>> {
+    let weight = args.blkio_weight.filter(|&w| w != 0);
+    if let Some(w) = weight {
+        if !(10..=1000).contains(&w) {
+            bail!("--blkio-weight {w} is outside 10..1000");
+        }
+    }
+    let list = |flag: &str, specs: &[String], bytes: bool| -> Result<Vec<LinuxThrottleDevice>> {
+        specs
+            .iter()
+            .map(|s| throttle_device(flag, s, bytes))
+            .collect()
+    };
+    let rbps = list("--device-read-bps", &args.device_read_bps, true)?;
+    let wbps = list("--device-write-bps", &args.device_write_bps, true)?;
+    let riops = list("--device-read-iops", &args.device_read_iops, false)?;
+    let wiops = list("--device-write-iops", &args.device_write_iops, false)?;
+    if weight.is_none()
+        && rbps.is_empty()
+        && wbps.is_empty()
+        && riops.is_empty()
+        && wiops.is_empty()
+    {
+        return Ok(None);
+    }
+    let mut b = LinuxBlockIoBuilder::default();
+    if let Some(w) = weight {
+        b = b.weight(w);
+    }
+    if !rbps.is_empty() {
+        b = b.throttle_read_bps_device(rbps);
+    }
+    if !wbps.is_empty() {
+        b = b.throttle_write_bps_device(wbps);
+    }
+    if !riops.is_empty() {
+        b = b.throttle_read_iops_device(riops);
+    }
+    if !wiops.is_empty() {
+        b = b.throttle_write_iops_device(wiops);
+    }
+    Ok(Some(b.build()?))
+}
+
+/// `DEVICE:RATE` → the device's major:minor and the rate (bytes with units, or IOPS).
+fn throttle_device(flag: &str, spec: &str, bytes: bool) -> Result<LinuxThrottleDevice> {
+    let (path, rate) = spec
+        .rsplit_once(':')
+        .with_context(|| format!("{flag} {spec:?}: expected DEVICE:RATE, e.g. /dev/sda:10mb"))?;
+    let rate: u64 = if bytes {
+        parse_bytes(rate).with_context(|| format!("{flag} {spec:?}"))? as u64
+    } else {
+        rate.parse().with_context(|| {
+            format!("{flag} {spec:?}: the rate must be a whole number of operations per second")
+        })?
+    };
+    let meta = std::fs::metadata(path).with_context(|| format!("{flag} {spec:?}: {path}"))?;
+    if !meta.file_type().is_block_device() {
+        bail!("{flag} {spec:?}: {path} is not a block device");
+    }
+    let rdev = meta.rdev();
+    Ok(LinuxThrottleDeviceBuilder::default()
+        .major(libc::major(rdev) as i64)
+        .minor(libc::minor(rdev) as i64)
+        .rate(rate)
+        .build()?)
+}
+
+/// Gives the container its cgroup (or says why there is none): sets the Spec's
+/// `cgroupsPath`, asks the rootless crate for the cgroup, adds the cgroup2 mount the
+/// container sees at /sys/fs/cgroup, and records the cgroup for `nook stats`/`pause`.
+pub fn prepare(
+    spec: &mut Spec,
+    args: &ResourceArgs,
+    id: &str,
+    runtime_dir: &Path,
+    container_dir: &Path,
+) -> Result<Option<Cgroup>> {
+    let mode = mode(args)?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(format!("nook-{id}").into()));
+    }
+    match cgroups::prepare(spec, mode)? {
+        Setup::Cgroup(cgroup) => {
+            crate::spec::add_cgroup_mount(spec)?;
+            cgroups::record(container_dir, &cgroup)?;
+            Ok(Some(cgroup))
+        }
+        Setup::None { notice } => {
+            if let Some(notice) = notice {
+                notice_once(runtime_dir, &notice);
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Shows `notice` on a terminal, once per runtime directory (it is the same on every
+/// run on this host; `nook info` always shows it). Scripts and pipes get clean stderr.
+fn notice_once(runtime_dir: &Path, notice: &str) {
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    let marker = runtime_dir.join("cgroups-notice");
+    if std::fs::read_to_string(&marker).is_ok_and(|seen| seen == notice) {
+        return;
+    }
+    eprintln!("nook: {notice}");
+    let _ = std::fs::write(&marker, notice);
+}
+
+/// After the container exited: the OOM report (memory.events says who the kernel killed).
+pub fn report_exit(cgroup: Option<&Cgroup>) {
+    if let Some(n) = cgroup.map(Cgroup::oom_kills).filter(|&n| n > 0) {
+        let who = if n == 1 { "a process" } else { "processes" };
+        eprintln!(
+            "nook: container was OOM-killed: the kernel killed {who} at its memory limit \
+             (memory.events oom_kill {n})"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        r: ResourceArgs,
+    }
+
+    fn args(list: &[&str]) -> ResourceArgs {
+        T::try_parse_from(std::iter::once("t").chain(list.iter().copied()))
+            .unwrap()
+            .r
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("64mb").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("10k").unwrap(), 10240);
+        for bad in ["", "m", "12x", "-5m", "1.2.3g"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpus_become_quota() {
+        assert_eq!(cpus_to_quota("1.5").unwrap(), (150_000, 100_000));
+        assert_eq!(cpus_to_quota("0.5").unwrap(), (50_000, 100_000));
+        assert_eq!(cpus_to_quota("2").unwrap(), (200_000, 100_000));
+        assert!(cpus_to_quota("-1").is_err());
+        assert!(cpus_to_quota("0.001").is_err());
+        assert!(cpus_to_quota("lots").is_err());
+        // And through the rootless crate's file format.
+        let r = build(&args(&["--cpus", "1.5"])).unwrap().unwrap();
+        let cpu = r.cpu().as_ref().unwrap();
+        assert_eq!(
+            cgroups::cpu::cpu_max(cpu.quota(), cpu.period()),
+            "150000 100000"
+        );
+    }
+
+    #[test]
+    fn memory_flags() {
+        let r = build(&args(&[
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "128m",
+            "--memory-reservation",
+            "32m",
+        ]))
+        .unwrap()
+        .unwrap();
+        let m = r.memory().as_ref().unwrap();
+        assert_eq!(m.limit(), Some(64 << 20));
+        assert_eq!(m.swap(), Some(128 << 20));
+        assert_eq!(m.reservation(), Some(32 << 20));
+        assert!(build(&args(&["-m", "1m"])).is_err(), "below 6MB");
+        assert!(
+            build(&args(&["--memory-swap", "1g"])).is_err(),
+            "swap without memory"
+        );
+        assert!(build(&args(&["-m", "1g", "--memory-swap", "512m"])).is_err());
+        assert!(build(&args(&["-m", "1g", "--memory-reservation", "2g"])).is_err());
+        let unlimited = build(&args(&["-m", "1g", "--memory-swap=-1"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(unlimited.memory().as_ref().unwrap().swap(), Some(-1));
+    }
+
+    #[test]
+    fn no_flags_no_resources() {
+        assert!(build(&args(&[])).unwrap().is_none());
+        assert!(build(&args(&["--pids-limit", "0"])).unwrap().is_none());
+    }
+
+    #[test]
+    fn shares_weight_pids_cpuset() {
+        let r = build(&args(&[
+            "-c",
+            "512",
+            "--pids-limit",
+            "100",
+            "--cpuset-cpus",
+            "0-1",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.cpu().as_ref().unwrap().shares(), Some(512));
+        assert_eq!(r.cpu().as_ref().unwrap().cpus().as_deref(), Some("0-1"));
+        assert_eq!(r.pids().unwrap().limit(), 100);
+        // podman's shares → weight, as the runtime applies it.
+        assert_eq!(cgroups::cpu::shares_to_weight(512), 59);
+        let w = build(&args(&["--cpu-weight", "300"])).unwrap().unwrap();
+        assert_eq!(w.unified().as_ref().unwrap()["cpu.weight"], "300");
+        assert!(build(&args(&["--cpu-weight", "0"])).is_err());
+        assert!(build(&args(&["--cpu-weight", "5", "-c", "10"])).is_err());
+        assert!(build(&args(&["--cpuset-cpus", "3-1"])).is_err());
+        assert!(build(&args(&["--cpus", "1", "--cpu-quota", "50000"])).is_err());
+    }
+
+    #[test]
+    fn block_io_flags() {
+        let r = build(&args(&["--blkio-weight", "500"])).unwrap().unwrap();
+        assert_eq!(r.block_io().as_ref().unwrap().weight(), Some(500));
+        assert!(build(&args(&["--blkio-weight", "5"])).is_err());
+        assert!(
+            build(&args(&["--device-read-bps", "/dev/null:1mb"])).is_err(),
+            "not a block device"
+        );
+        assert!(build(&args(&["--device-read-bps", "nocolon"])).is_err());
+    }
+
+    #[test]
+    fn cgroups_mode_values() {
+        assert_eq!(mode(&args(&[])).unwrap(), Mode::Enabled);
+        assert_eq!(
+            mode(&args(&["--cgroups=disabled"])).unwrap(),
+            Mode::Disabled
+        );
+        assert!(mode(&args(&["--cgroups=split"])).is_err());
+    }
+}
