@@ -1,5 +1,5 @@
-//! The container's environment: defaults as podman sets them, then `--env-file`s, then
-//! `-e` flags, later ones winning.
+//! The container's environment: defaults as podman sets them, then the image's Env,
+//! then `--env-file`s, then `-e` flags, later ones winning.
 
 use std::path::Path;
 
@@ -9,7 +9,12 @@ use crate::flags::RunArgs;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub fn build(args: &RunArgs, home: &str, hostname: &str) -> Result<Vec<String>> {
+pub fn build(
+    args: &RunArgs,
+    home: &str,
+    hostname: &str,
+    image_env: &[String],
+) -> Result<Vec<String>> {
     let mut env = Environment::default();
     env.set("PATH", DEFAULT_PATH);
     env.set("container", "nook");
@@ -17,6 +22,9 @@ pub fn build(args: &RunArgs, home: &str, hostname: &str) -> Result<Vec<String>> 
     env.set("HOSTNAME", hostname);
     if args.tty {
         env.set("TERM", "xterm");
+    }
+    for assignment in image_env.iter().filter(|a| a.contains('=')) {
+        env.assign(assignment);
     }
     for file in &args.env_file {
         for line in read_env_file(file)? {

@@ -22,11 +22,19 @@ use crate::flags::RunArgs;
 use crate::users::{self, Identity};
 
 /// Where the container's root comes from.
+#[derive(Clone)]
 pub enum Root {
     /// The built-in `host` image, staged on this (empty) directory.
     Host { mount_point: PathBuf },
     /// A root filesystem directory used in place (`--rootfs`).
     Dir(PathBuf),
+    /// A union of layers mounted on `mount_point` by the container (overlay, FUSE);
+    /// `readable` shows the image's /etc before the container starts.
+    Union {
+        mount_point: PathBuf,
+        mount: Mount,
+        readable: PathBuf,
+    },
 }
 
 impl Root {
@@ -34,6 +42,7 @@ impl Root {
         match self {
             Root::Host { mount_point } => mount_point,
             Root::Dir(dir) => dir,
+            Root::Union { mount_point, .. } => mount_point,
         }
     }
 
@@ -42,6 +51,7 @@ impl Root {
         match self {
             Root::Host { .. } => Path::new("/"),
             Root::Dir(dir) => dir,
+            Root::Union { readable, .. } => readable,
         }
     }
 }
@@ -50,6 +60,8 @@ impl Root {
 pub struct GeneratedFiles {
     pub hosts: Option<PathBuf>,
     pub hostname: PathBuf,
+    /// `--network=nook`: nameserver 10.0.2.3 (the netstack's DNS forwarder).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 pub struct SpecInput<'a> {
@@ -59,6 +71,9 @@ pub struct SpecInput<'a> {
     pub hostname: &'a str,
     pub files: &'a GeneratedFiles,
     pub host_network: bool,
+    /// The image's run configuration (Entrypoint, Cmd, Env, WorkingDir, User), for
+    /// images from the store.
+    pub image: Option<&'a nook_fs::manifest::RunConfig>,
 }
 
 pub fn build(input: &SpecInput) -> Result<Spec> {
@@ -81,7 +96,11 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
 
 fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
     let args = input.args;
-    let identity = match &args.user {
+    let image_user = input
+        .image
+        .and_then(|i| i.user.as_deref())
+        .filter(|u| !u.is_empty());
+    let identity = match args.user.as_deref().or(image_user) {
         Some(spec) => users::resolve(spec, input.root.readable_path())?,
         None => Identity::for_uid(
             input.ids.default_uid(),
@@ -89,10 +108,10 @@ fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
             input.root.readable_path(),
         ),
     };
-    let command = if args.command.is_empty() {
-        vec!["/bin/sh".to_string()]
-    } else {
-        args.command.clone()
+    let command = match input.image {
+        Some(image) => image_command(args, image)?,
+        None if args.command.is_empty() => vec!["/bin/sh".to_string()],
+        None => args.command.clone(),
     };
     let caps: HashSet<Capability> = capabilities(&args.cap_add, &args.cap_drop)?;
     let capabilities = LinuxCapabilitiesBuilder::default()
@@ -110,11 +129,51 @@ fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
         .terminal(args.tty)
         .user(user)
         .args(command)
-        .env(crate::env::build(args, &identity.home, input.hostname)?)
-        .cwd(args.workdir.clone().unwrap_or_else(|| PathBuf::from("/")))
+        .env(crate::env::build(
+            args,
+            &identity.home,
+            input.hostname,
+            input
+                .image
+                .and_then(|i| i.env.as_deref())
+                .unwrap_or_default(),
+        )?)
+        .cwd(
+            args.workdir
+                .clone()
+                .or_else(|| {
+                    input
+                        .image
+                        .and_then(|i| i.working_dir.clone())
+                        .filter(|w| !w.is_empty())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| PathBuf::from("/")),
+        )
         .capabilities(capabilities)
         .no_new_privileges(no_new_privileges(&args.security_opt)?)
         .build()?)
+}
+
+/// The command as podman builds it from an image: the entrypoint (`--entrypoint`, else
+/// the image's), then the command line's arguments, else the image's Cmd (dropped when
+/// `--entrypoint` replaces the entrypoint).
+fn image_command(args: &RunArgs, image: &nook_fs::manifest::RunConfig) -> Result<Vec<String>> {
+    let mut command: Vec<String> = match &args.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        // A JSON array, as podman accepts, or one program.
+        Some(e) => serde_json::from_str::<Vec<String>>(e).unwrap_or_else(|_| vec![e.clone()]),
+        None => image.entrypoint.clone().unwrap_or_default(),
+    };
+    if !args.command.is_empty() {
+        command.extend(args.command.iter().cloned());
+    } else if args.entrypoint.is_none() {
+        command.extend(image.cmd.clone().unwrap_or_default());
+    }
+    if command.is_empty() {
+        bail!("the image has no command (no Entrypoint or Cmd): give one after the image name");
+    }
+    Ok(command)
 }
 
 /// podman's default set, plus `--cap-add`, minus `--cap-drop` (ALL allowed in both).
@@ -191,18 +250,25 @@ fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
                 mounts.push(scratch(s.path, s.mode)?);
             }
         }
-        Root::Dir(_) if input.args.read_only => {
+        Root::Dir(_) | Root::Union { .. } if input.args.read_only => {
+            if let Root::Union { mount, .. } = input.root {
+                mounts.push(mount.clone());
+            }
             // podman's --read-only-tmpfs: the places programs must write stay writable.
             for s in &host_image::SCRATCH_DIRS {
                 mounts.push(scratch(s.path, s.mode)?);
             }
         }
+        Root::Union { mount, .. } => mounts.push(mount.clone()),
         Root::Dir(_) => {}
     }
     mounts.extend(system_mounts(input)?);
     mounts.push(bind_file(&input.files.hostname, "/etc/hostname")?);
     if let Some(hosts) = &input.files.hosts {
         mounts.push(bind_file(hosts, "/etc/hosts")?);
+    }
+    if let Some(resolv_conf) = &input.files.resolv_conf {
+        mounts.push(bind_file(resolv_conf, "/etc/resolv.conf")?);
     }
     for tmpfs in &input.args.tmpfs {
         mounts.push(tmpfs_mount(tmpfs)?);
@@ -338,13 +404,38 @@ fn build_linux(input: &SpecInput) -> Result<oci_spec::runtime::Linux> {
     };
     let mut masked = oci_spec::runtime::get_default_maskedpaths();
     masked.push("/sys/devices/virtual/powercap".into());
-    Ok(LinuxBuilder::default()
+    let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .uid_mappings(to_oci(&input.ids.uid_map)?)
         .gid_mappings(to_oci(&input.ids.gid_map)?)
         .masked_paths(masked)
-        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
-        .build()?)
+        .readonly_paths(oci_spec::runtime::get_default_readonly_paths());
+    // --memory, --cpus, --pids-limit ... (resources.rs), applied by the rootless crate.
+    let linux = match crate::resources::build(&input.args.resources)? {
+        Some(resources) => linux.resources(resources),
+        None => linux,
+    };
+    Ok(linux.build()?)
+}
+
+/// The container's own cgroup at /sys/fs/cgroup (its cgroup namespace makes it the
+/// root there), read-only as podman mounts it; placed right after /sys. Added only
+/// when the container has a cgroup (see resources.rs).
+pub fn add_cgroup_mount(spec: &mut Spec) -> Result<()> {
+    let cgroup = mount(
+        "/sys/fs/cgroup",
+        "cgroup2",
+        "cgroup2",
+        &["nosuid", "noexec", "nodev", "relatime", "ro"],
+    )?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let at = mounts
+        .iter()
+        .position(|m| m.destination() == Path::new("/sys"))
+        .map_or(mounts.len(), |i| i + 1);
+    mounts.insert(at, cgroup);
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub(crate) struct Child<'a> {
     pub window: Option<Winsize>,
     pub new_netns: bool,
     pub new_utsns: bool,
+    /// Unshare the cgroup namespace after `go`, once in the container's cgroup.
+    pub unshare_cgroupns: bool,
 }
 
 impl Child<'_> {
@@ -39,6 +41,11 @@ impl Child<'_> {
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         if !wait_for_go(&mut self.go) {
             exit(125);
+        }
+        if self.unshare_cgroupns {
+            if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+                self.fail(&Error::sys("unsharing the cgroup namespace", e));
+            }
         }
         if let Err(e) = self.build_container() {
             self.fail(&e);
@@ -67,14 +74,15 @@ impl Child<'_> {
         if self.new_netns {
             netns::bring_up_loopback()?;
         }
-        if self.options.stdin == StdinMode::Null {
-            let null = File::open("/dev/null").context(|| "opening /dev/null".into())?;
-            nix::unistd::dup2(null.as_raw_fd(), 0).context(|| "stdin from /dev/null".into())?;
-        }
-        mounts::prepare_root(self.spec, &self.rootfs)?;
+        mounts::prepare_root(self.spec, &self.rootfs, self.options.fuse_socket)?;
         self.create_workdir()?;
         mounts::pivot_into(&self.rootfs)?;
         mounts::finish_root(self.spec)?;
+        if self.options.stdin == StdinMode::Null {
+            // The container's own /dev/null, so /proc/self/fd/0 reads as it does in podman.
+            let null = File::open("/dev/null").context(|| "opening /dev/null".into())?;
+            nix::unistd::dup2(null.as_raw_fd(), 0).context(|| "stdin from /dev/null".into())?;
+        }
         if let Some(console) = &self.console {
             tty::setup_child_terminal(console, self.window)?;
         }

@@ -28,6 +28,12 @@ pub enum Error {
     Exec { command: String, errno: i32 },
     #[error("invalid container configuration: {0}")]
     Spec(String),
+    /// The container's network (`--network=nook`) could not be set up.
+    #[error("{0}")]
+    Network(#[from] nook_net::Error),
+    /// A resource limit that cannot be applied, or a cgroup operation that failed.
+    #[error("{0}")]
+    Cgroup(String),
     #[error("runtime directory {path}: {why}")]
     RuntimeDir { path: PathBuf, why: String },
 }

@@ -17,6 +17,7 @@
 //! not, the reaper) come in [`RunOptions`].
 
 pub mod capabilities;
+pub mod cgroups;
 mod child;
 pub mod error;
 mod exec;
@@ -34,4 +35,6 @@ mod sync;
 mod tty;
 
 pub use error::{Error, Result};
-pub use spawn::{run, run_in_user_namespace, unshare, ExitStatus, RunOptions, StdinMode};
+pub use spawn::{
+    run, run_in_cgroup, run_in_user_namespace, unshare, ExitStatus, RunOptions, StdinMode,
+};

@@ -133,7 +133,11 @@ fn locked_flags(path: &Path) -> MsFlags {
 }
 
 /// Steps 1 to 4: everything done with host paths, before pivot_root.
-pub(crate) fn prepare_root(spec: &Spec, rootfs: &Path) -> Result<()> {
+pub(crate) fn prepare_root(
+    spec: &Spec,
+    rootfs: &Path,
+    fuse_socket: Option<std::os::fd::RawFd>,
+) -> Result<()> {
     mount(
         None::<&str>,
         "/",
@@ -148,6 +152,9 @@ pub(crate) fn prepare_root(spec: &Spec, rootfs: &Path) -> Result<()> {
         .iter()
         .partition(|m| m.destination() == Path::new("/"));
     match root_mounts.first() {
+        Some(root_mount) if is_fuse(root_mount) => {
+            mount_fuse_root(rootfs, root_mount, fuse_socket)?
+        }
         Some(root_mount) => mount_entry(rootfs, root_mount)?,
         None => bind(rootfs, rootfs, true)?,
     }
@@ -161,9 +168,65 @@ pub(crate) fn prepare_root(spec: &Spec, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
+fn is_fuse(m: &Mount) -> bool {
+    m.typ()
+        .as_deref()
+        .is_some_and(|t| t == "fuse" || t.starts_with("fuse."))
+}
+
+/// A FUSE root (nook's union driver): the connection must be opened here, inside the
+/// container's user namespace, for the kernel to accept it for this mount; the server
+/// (outside) receives the descriptor over `socket`. Mounts made on the root afterwards
+/// wait for the server's answers, so nothing races its start.
+fn mount_fuse_root(rootfs: &Path, m: &Mount, socket: Option<std::os::fd::RawFd>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = socket.ok_or_else(|| {
+        Error::Setup("the root is a FUSE mount but no server socket was given".into())
+    })?;
+    let dev = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .context(|| "opening /dev/fuse in the container's user namespace".into())?;
+    let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
+    let mut data = vec![format!("fd={}", dev.as_raw_fd())];
+    data.extend(opts.data.iter().cloned());
+    let typ = m.typ().as_deref().unwrap_or("fuse");
+    if let Some(sub) = typ.strip_prefix("fuse.") {
+        data.push(format!("subtype={sub}"));
+    }
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from("nook"));
+    mount(
+        Some(&source),
+        rootfs,
+        Some("fuse"),
+        opts.flags,
+        Some(data.join(",").as_str()),
+    )
+    .context(|| format!("mounting the FUSE root on {}", rootfs.display()))?;
+    let fds = [dev.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        socket,
+        &[std::io::IoSlice::new(b"F")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .context(|| "handing the FUSE connection to its server".into())?;
+    // Our copy closes here: the server's is the connection's only reader.
+    drop(dev);
+    let _ = nix::unistd::close(socket);
+    Ok(())
+}
+
 fn mount_entry(dest: &Path, m: &Mount) -> Result<()> {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
-    let typ = m.typ().as_deref().unwrap_or("none");
+    let typ = match m.typ().as_deref().unwrap_or("none") {
+        // Specs written for runc/crun (podman's) say "cgroup"; inside a user namespace
+        // only the unified hierarchy can be mounted.
+        "cgroup" => "cgroup2",
+        other => other,
+    };
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let what = || {
         format!(

@@ -35,6 +35,12 @@ pub struct RunOptions {
     pub stdin: StdinMode,
     /// Run a reaper as pid 1 and the command as its child (`--init`).
     pub init: bool,
+    /// The userspace network (`--network=nook`), when the spec asks for a new network
+    /// namespace; `None` leaves it with only `lo`.
+    pub network: Option<nook_net::Config>,
+    /// With a FUSE root (the Spec's mount at `/` of type `fuse` or `fuse.*`): the socket
+    /// on which the child hands the /dev/fuse descriptor to the filesystem's server.
+    pub fuse_socket: Option<std::os::fd::RawFd>,
 }
 
 /// How the container ended, as the shell reports it.
@@ -69,8 +75,18 @@ pub(crate) const FORWARDED: [Signal; 7] = [
 ///
 /// A command that cannot be executed is `Error::Exec` (the caller maps it to 126/127).
 pub fn run(spec: &Spec, options: &RunOptions) -> Result<ExitStatus> {
+    run_in_cgroup(spec, options, None)
+}
+
+/// [`run`] with the container's first process born in `cgroup` (from
+/// [`crate::cgroups::prepare`]), which the caller removes after the exit.
+pub fn run_in_cgroup(
+    spec: &Spec,
+    options: &RunOptions,
+    cgroup: Option<&crate::cgroups::Cgroup>,
+) -> Result<ExitStatus> {
     let plan = Plan::from_spec(spec)?;
-    with_signals_blocked(|handled| run_blocked(spec, options, &plan, handled))
+    with_signals_blocked(|handled| run_blocked(spec, options, &plan, handled, cgroup))
 }
 
 /// Runs `f` with the forwarded signals and SIGCHLD blocked (so none is lost between the
@@ -88,19 +104,44 @@ fn with_signals_blocked<T>(f: impl FnOnce(&SigSet) -> Result<T>) -> Result<T> {
     result
 }
 
-/// Writes the child's ID maps and lets it go on; kills it if the maps cannot be written.
-fn map_and_release(
+/// Writes the child's ID maps, runs `before_release` (what must exist before the
+/// container's setup goes on, such as its network) and lets it go on; kills it if
+/// either fails.
+fn map_and_release<T>(
     pid: Pid,
     uid_map: &[IdRange],
     gid_map: &[IdRange],
     go: std::fs::File,
-) -> Result<()> {
-    if let Err(e) = write_maps(pid, uid_map, gid_map) {
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        return Err(e);
+    before_release: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let prepared = write_maps(pid, uid_map, gid_map).and_then(|_| before_release());
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e);
+        }
+    };
+    sync::send_go(go)?;
+    Ok(prepared)
+}
+
+/// `--network=nook`: the netns agent joins the new netns and creates tap0, the netstack
+/// threads start (this process is still single-threaded here). The container's network
+/// lives as long as the returned handle, which the caller drops after the container
+/// has exited.
+fn start_network(
+    pid: Pid,
+    options: &RunOptions,
+    plan: &Plan,
+) -> Result<Option<nook_net::Netstack>> {
+    match &options.network {
+        Some(cfg) if plan.clone_flags.contains(CloneFlags::CLONE_NEWNET) => {
+            Ok(Some(nook_net::Netstack::start(pid.as_raw(), cfg)?))
+        }
+        _ => Ok(None),
     }
-    sync::send_go(go)
 }
 
 fn run_blocked(
@@ -108,6 +149,7 @@ fn run_blocked(
     options: &RunOptions,
     plan: &Plan,
     handled: &SigSet,
+    cgroup: Option<&crate::cgroups::Cgroup>,
 ) -> Result<ExitStatus> {
     let go = sync::pipe()?;
     let report = sync::pipe()?;
@@ -120,9 +162,23 @@ fn run_blocked(
         .then(|| tty::window_size(0).or_else(|| tty::window_size(1)))
         .flatten();
 
-    let pid = clone_process(plan.clone_flags)?;
+    // With a cgroup, the child unshares its cgroup namespace once inside it (so the
+    // namespace's root is the container's cgroup, whichever way it got there).
+    let unshare_cgroupns =
+        cgroup.is_some() && plan.clone_flags.contains(CloneFlags::CLONE_NEWCGROUP);
+    let (pid, needs_move) = match cgroup {
+        Some(cg) => {
+            let flags = plan.clone_flags - CloneFlags::CLONE_NEWCGROUP;
+            match crate::cgroups::clone_into(flags, cg)? {
+                Some(pid) => (pid, false),
+                None => (clone_process(flags)?, true),
+            }
+        }
+        None => (clone_process(plan.clone_flags)?, false),
+    };
     if pid == Pid::from_raw(0) {
         Child {
+            unshare_cgroupns,
             spec,
             options,
             rootfs: plan.rootfs.clone(),
@@ -139,7 +195,12 @@ fn run_blocked(
     drop(report.write);
     let console = console.map(|(parent_end, _child_end)| parent_end);
 
-    map_and_release(pid, &plan.uid_map, &plan.gid_map, go.write)?;
+    let _network = map_and_release(pid, &plan.uid_map, &plan.gid_map, go.write, || {
+        if let (Some(cg), true) = (cgroup, needs_move) {
+            cg.add_process(pid.as_raw())?;
+        }
+        start_network(pid, options, plan)
+    })?;
 
     let master = match &console {
         Some(sock) => tty::receive_master(sock)?,
@@ -197,7 +258,7 @@ fn in_user_namespace(
         }
         drop(go.read);
         drop(report.write);
-        map_and_release(pid, uid_map, gid_map, go.write)?;
+        map_and_release(pid, uid_map, gid_map, go.write, || Ok(()))?;
         finish_start(pid, report.read, handled, None)
     })
 }

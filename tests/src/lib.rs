@@ -57,7 +57,9 @@ pub fn nook() -> Command {
         bin.display()
     );
     let mut cmd = Command::new(bin);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
@@ -111,14 +113,18 @@ pub fn host_ns(kind: &str) -> String {
 /// A short random hex token (for unique names and markers), from the kernel's RNG.
 pub fn token() -> String {
     let mut b = [0u8; 8];
-    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).expect("read /dev/urandom");
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("read /dev/urandom");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `n` pseudo-random bytes (xorshift seeded from /dev/urandom): all 256 byte values, fast.
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut seed = [0u8; 8];
-    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).expect("read /dev/urandom");
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .expect("read /dev/urandom");
     let mut x = u64::from_le_bytes(seed) | 1;
     let mut v = Vec::with_capacity(n + 8);
     while v.len() < n {
@@ -178,14 +184,21 @@ impl Output {
         self.assert_code(code);
         let err = self.err();
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "expected exactly one line on stderr\n{self}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected exactly one line on stderr\n{self}"
+        );
         let line = lines[0];
         assert!(
             line.starts_with("nook: ") || line.starts_with("Error: "),
             "the error line should start with `nook: ` or `Error: `\n{self}"
         );
         for m in mentions {
-            assert!(line.contains(m), "the error line should mention {m:?}\n{self}");
+            assert!(
+                line.contains(m),
+                "the error line should mention {m:?}\n{self}"
+            );
         }
         self
     }
@@ -195,8 +208,18 @@ impl fmt::Display for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "command: {}", self.desc)?;
         writeln!(f, "exit: {} ({:?})", self.code(), self.status)?;
-        writeln!(f, "--- stdout ({} bytes) ---\n{}", self.stdout.len(), clip(&self.stdout))?;
-        write!(f, "--- stderr ({} bytes) ---\n{}", self.stderr.len(), clip(&self.stderr))
+        writeln!(
+            f,
+            "--- stdout ({} bytes) ---\n{}",
+            self.stdout.len(),
+            clip(&self.stdout)
+        )?;
+        write!(
+            f,
+            "--- stderr ({} bytes) ---\n{}",
+            self.stderr.len(),
+            clip(&self.stderr)
+        )
     }
 }
 
@@ -329,22 +352,25 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(nl) = self.out[self.seen..].iter().position(|&b| b == b'\n') {
-                let line = String::from_utf8_lossy(&self.out[self.seen..self.seen + nl]).into_owned();
+                let line =
+                    String::from_utf8_lossy(&self.out[self.seen..self.seen + nl]).into_owned();
                 self.seen += nl + 1;
                 if line.contains(needle) {
                     return line;
                 }
             }
             if self.out_eof {
-                self.fail(&format!("stdout closed before a line containing {needle:?}"));
+                self.fail(&format!(
+                    "stdout closed before a line containing {needle:?}"
+                ));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.out_rx.recv_timeout(left) {
                 Ok(chunk) => self.out.extend_from_slice(&chunk),
                 Err(RecvTimeoutError::Disconnected) => self.out_eof = true,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail(&format!("no line containing {needle:?} on stdout within {timeout:?}"))
-                }
+                Err(RecvTimeoutError::Timeout) => self.fail(&format!(
+                    "no line containing {needle:?} on stdout within {timeout:?}"
+                )),
             }
         }
     }
@@ -367,7 +393,9 @@ impl Proc {
 
     fn fail(&mut self, why: &str) -> ! {
         self.kill_all();
-        let status = self.status.or_else(|| self.status_rx.recv_timeout(Duration::from_secs(10)).ok());
+        let status = self
+            .status
+            .or_else(|| self.status_rx.recv_timeout(Duration::from_secs(10)).ok());
         let mut err = Vec::new();
         while let Ok(c) = self.err_rx.recv_timeout(Duration::from_millis(500)) {
             err.extend(c);
@@ -398,9 +426,9 @@ impl Proc {
             match self.out_rx.recv_timeout(left) {
                 Ok(c) => self.out.extend(c),
                 Err(RecvTimeoutError::Disconnected) => self.out_eof = true,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail("nook exited but its stdout stayed open: a container process outlived it")
-                }
+                Err(RecvTimeoutError::Timeout) => self.fail(
+                    "nook exited but its stdout stayed open: a container process outlived it",
+                ),
             }
         }
         let mut err = Vec::new();
@@ -409,9 +437,9 @@ impl Proc {
             match self.err_rx.recv_timeout(left) {
                 Ok(c) => err.extend(c),
                 Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail("nook exited but its stderr stayed open: a container process outlived it")
-                }
+                Err(RecvTimeoutError::Timeout) => self.fail(
+                    "nook exited but its stderr stayed open: a container process outlived it",
+                ),
             }
         }
         if let Some(w) = self.writer.take() {
@@ -479,12 +507,10 @@ pub fn container_init(nook_pid: i32) -> Option<i32> {
         fs::read_to_string(format!("/proc/{p}/status"))
             .ok()
             .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("NSpid:"))
-                    .map(|l| {
-                        let f: Vec<&str> = l.split_whitespace().collect();
-                        f.len() >= 3 && f[f.len() - 1] == "1"
-                    })
+                s.lines().find(|l| l.starts_with("NSpid:")).map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() >= 3 && f[f.len() - 1] == "1"
+                })
             })
             .unwrap_or(false)
     })
@@ -501,7 +527,10 @@ pub fn static_busybox() -> Result<PathBuf, String> {
             return if is_static_elf(p) {
                 Ok(p.to_path_buf())
             } else {
-                Err(format!("{} is dynamically linked: install busybox-static", p.display()))
+                Err(format!(
+                    "{} is dynamically linked: install busybox-static",
+                    p.display()
+                ))
             };
         }
     }
@@ -542,15 +571,25 @@ impl Rootfs {
 
 pub fn busybox_rootfs() -> Result<Rootfs, String> {
     let bb = static_busybox()?;
-    let dir = tempfile::Builder::new().prefix("nook-rootfs-").tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("nook-rootfs-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
     let root = dir.path();
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "dev", "sys", "tmp", "root", "run", "var/tmp"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "dev", "sys", "tmp", "root", "run",
+        "var/tmp",
+    ] {
         fs::create_dir_all(root.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
-    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).map_err(|e| e.to_string())?;
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))
+        .map_err(|e| e.to_string())?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
     fs::copy(&bb, root.join("bin/busybox")).map_err(|e| format!("copy busybox: {e}"))?;
-    let list = Command::new(&bb).arg("--list-full").output().map_err(|e| format!("busybox --list-full: {e}"))?;
+    let list = Command::new(&bb)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| format!("busybox --list-full: {e}"))?;
     let mut n = 0;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let applet = applet.trim().trim_start_matches('/');
@@ -570,7 +609,8 @@ pub fn busybox_rootfs() -> Result<Rootfs, String> {
         return Err(format!("busybox --list-full gave only {n} applets"));
     }
     let marker = token();
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").map_err(|e| e.to_string())?;
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+        .map_err(|e| e.to_string())?;
     fs::write(root.join("etc/group"), "root:x:0:\n").map_err(|e| e.to_string())?;
     fs::write(root.join("etc/nook-rootfs-marker"), &marker).map_err(|e| e.to_string())?;
     Ok(Rootfs { dir, marker })
@@ -579,7 +619,10 @@ pub fn busybox_rootfs() -> Result<Rootfs, String> {
 /// A fresh temporary directory (for volumes, env files ...), world-readable so a mapped
 /// user inside can read it.
 pub fn tempdir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("nook-test-").tempdir().expect("create a temp dir");
+    let d = tempfile::Builder::new()
+        .prefix("nook-test-")
+        .tempdir()
+        .expect("create a temp dir");
     fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
     d
 }
@@ -606,7 +649,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 #[derive(Debug, Clone)]

@@ -10,16 +10,21 @@ use nook_tests::*;
 
 /// The first subordinate range of this user in `file`, as (start, count).
 fn first_range(file: &str) -> Option<(u32, u32)> {
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok()??.name;
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()??
+        .name;
     let uid = uid().to_string();
-    std::fs::read_to_string(file).ok()?.lines().find_map(|line| {
-        let f: Vec<&str> = line.trim().split(':').collect();
-        if f.len() == 3 && (f[0] == user || f[0] == uid) {
-            Some((f[1].parse().ok()?, f[2].parse().ok()?))
-        } else {
-            None
-        }
-    })
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.trim().split(':').collect();
+            if f.len() == 3 && (f[0] == user || f[0] == uid) {
+                Some((f[1].parse().ok()?, f[2].parse().ok()?))
+            } else {
+                None
+            }
+        })
 }
 
 /// Whether `nook info` finds a usable helper and both ranges.
@@ -36,7 +41,11 @@ fn full_map_available(test: &str) -> Option<((u32, u32), (u32, u32))> {
         Some(rest[s..].split('"').next()?.to_string())
     };
     let helper_ok = status_of("helper").as_deref() == Some("ok");
-    match (helper_ok, first_range("/etc/subuid"), first_range("/etc/subgid")) {
+    match (
+        helper_ok,
+        first_range("/etc/subuid"),
+        first_range("/etc/subgid"),
+    ) {
         (true, Some(u), Some(g)) => Some((u, g)),
         _ => {
             skip(
@@ -68,15 +77,30 @@ fn default_map_is_root_then_the_subordinate_range() {
     let text = out.out();
     let lines: Vec<Vec<u64>> = text
         .lines()
-        .map(|l| l.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .collect();
     assert_eq!(lines[0], vec![0], "id -u\n{out}");
     assert_eq!(lines[1], vec![0], "id -g\n{out}");
     assert_eq!(lines[2], vec![0, uid() as u64, 1], "uid_map line 1\n{out}");
-    assert_eq!(lines[3], vec![1, sub_uid as u64, uid_count as u64], "uid_map line 2\n{out}");
+    assert_eq!(
+        lines[3],
+        vec![1, sub_uid as u64, uid_count as u64],
+        "uid_map line 2\n{out}"
+    );
     assert_eq!(lines[4], vec![0, gid() as u64, 1], "gid_map line 1\n{out}");
-    assert_eq!(lines[5], vec![1, sub_gid as u64, gid_count as u64], "gid_map line 2\n{out}");
-    assert!(!out.err().contains("single-ID"), "no fallback notice expected\n{out}");
+    assert_eq!(
+        lines[5],
+        vec![1, sub_gid as u64, gid_count as u64],
+        "gid_map line 2\n{out}"
+    );
+    assert!(
+        !out.err().contains("single-ID"),
+        "no fallback notice expected\n{out}"
+    );
 }
 
 #[test]
@@ -100,8 +124,16 @@ fn chown_inside_shows_as_the_subordinate_id_outside() {
     ])
     .success();
     let meta = std::fs::metadata(dir.path().join("f")).expect("file written in the volume");
-    assert_eq!(meta.uid(), sub_uid + 999, "container uid 1000 is subuid start + 999");
-    assert_eq!(meta.gid(), sub_gid + 999, "container gid 1000 is subgid start + 999");
+    assert_eq!(
+        meta.uid(),
+        sub_uid + 999,
+        "container uid 1000 is subuid start + 999"
+    );
+    assert_eq!(
+        meta.gid(),
+        sub_gid + 999,
+        "container gid 1000 is subgid start + 999"
+    );
 
     // `nook unshare` sees the same owners and can remove what the container left.
     let mut cmd = nook();
@@ -135,9 +167,16 @@ fn keep_id_keeps_the_users_uid_with_a_full_map() {
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some(uid().to_string().as_str()), "{out}");
     let map: Vec<Vec<u32>> = lines
-        .map(|l| l.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .collect();
-    assert!(map.contains(&vec![uid(), uid(), 1]), "own id maps to itself\n{out}");
+    assert!(
+        map.contains(&vec![uid(), uid(), 1]),
+        "own id maps to itself\n{out}"
+    );
     assert!(
         map.iter().any(|r| r[0] == 0 && r[1] == sub_uid),
         "container root is the first subordinate id\n{out}"
@@ -162,7 +201,11 @@ fn without_a_helper_the_single_id_map_runs_and_says_so() {
     let map: Vec<Vec<u32>> = out
         .out()
         .lines()
-        .map(|l| l.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .collect();
     assert_eq!(map, vec![vec![0, uid(), 1]], "single-ID map\n{out}");
     let err = out.err();
@@ -196,8 +239,12 @@ fn explicit_maps_and_bad_ones() {
     let text = out.out();
     assert!(text.contains(&format!(" {sub_uid} ")), "{out}");
     assert!(text.contains(&format!(" {} ", sub_gid + 10)), "{out}");
-    run(&["--rm", "--uidmap", "0:1:10", "--gidmap", "0:0:1", "host", "true"])
-        .assert_error_line(125, &["own uid"]);
-    run(&["--rm", "--uidmap", "0:0", "--gidmap", "0:0:1", "host", "true"])
-        .assert_error_line(125, &["0:0"]);
+    run(&[
+        "--rm", "--uidmap", "0:1:10", "--gidmap", "0:0:1", "host", "true",
+    ])
+    .assert_error_line(125, &["own uid"]);
+    run(&[
+        "--rm", "--uidmap", "0:0", "--gidmap", "0:0:1", "host", "true",
+    ])
+    .assert_error_line(125, &["0:0"]);
 }

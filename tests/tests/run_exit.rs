@@ -26,7 +26,8 @@ fn default_command_is_bin_sh() {
     o.success();
     // With -i the script comes from stdin.
     let mut cmd = nook();
-    cmd.args(["run", "--rm", "-i", "host"]).stdin(std::process::Stdio::piped());
+    cmd.args(["run", "--rm", "-i", "host"])
+        .stdin(std::process::Stdio::piped());
     let mut p = spawn(&mut cmd);
     p.feed_stdin(b"echo from-stdin-sh $$; exit 7\n".to_vec());
     let o = p.wait(TIMEOUT);
@@ -46,12 +47,22 @@ fn killed_by_sigkill_is_137_under_init() {
 fn container_init_killed_from_outside_is_137() {
     assert_unprivileged();
     let mut cmd = nook();
-    cmd.args(["run", "--rm", "host", "sh", "-c", "echo ready; exec sleep 1000"]);
+    cmd.args([
+        "run",
+        "--rm",
+        "host",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 1000",
+    ]);
     let mut p = spawn(&mut cmd);
     p.wait_for("ready", TIMEOUT);
     let init = container_init(p.pid).unwrap_or_else(|| {
         p.kill_all();
-        panic!("found no descendant of nook ({}) that is pid 1 in its pid namespace", p.pid)
+        panic!(
+            "found no descendant of nook ({}) that is pid 1 in its pid namespace",
+            p.pid
+        )
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), Signal::SIGKILL).unwrap();
     let o = p.wait(TIMEOUT);
@@ -109,7 +120,11 @@ fn bad_volume_specs_are_125_with_one_line() {
     ];
     for (spec, mention) in &cases {
         let o = run(&["--rm", "-v", spec, "host", "true"]);
-        let mentions: Vec<&str> = if mention.is_empty() { vec![] } else { vec![mention] };
+        let mentions: Vec<&str> = if mention.is_empty() {
+            vec![]
+        } else {
+            vec![mention]
+        };
         o.assert_error_line(125, &mentions);
     }
 }

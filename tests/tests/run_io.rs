@@ -23,7 +23,10 @@ fn ten_mib_of_random_bytes_through_cat_unchanged() {
     let o = run_with_input(&["--rm", "-i", "host", "cat"], input.clone());
     assert_eq!(o.code(), 0, "stderr: {}", o.err());
     assert_eq!(o.stdout.len(), input.len(), "byte count changed");
-    assert!(o.stdout == input, "the bytes changed on the way through `-i host cat`");
+    assert!(
+        o.stdout == input,
+        "the bytes changed on the way through `-i host cat`"
+    );
     assert!(o.stderr.is_empty(), "unexpected stderr: {}", o.err());
 }
 
@@ -41,17 +44,45 @@ fn ten_mib_of_random_bytes_hash_the_same_inside() {
 fn stderr_is_byte_exact_and_separate_from_stdout() {
     assert_unprivileged();
     let input = random_bytes(1 << 20);
-    let o = run_with_input(&["--rm", "-i", "host", "sh", "-c", "cat >&2; printf 'out\\000\\377\\n'"], input.clone());
+    let o = run_with_input(
+        &[
+            "--rm",
+            "-i",
+            "host",
+            "sh",
+            "-c",
+            "cat >&2; printf 'out\\000\\377\\n'",
+        ],
+        input.clone(),
+    );
     assert_eq!(o.code(), 0, "stdout: {}", o.out());
-    assert!(o.stderr == input, "stderr changed ({} bytes in, {} out)", input.len(), o.stderr.len());
+    assert!(
+        o.stderr == input,
+        "stderr changed ({} bytes in, {} out)",
+        input.len(),
+        o.stderr.len()
+    );
     assert_eq!(o.stdout, b"out\0\xff\n", "stdout");
 }
 
 #[test]
 fn pipes_inside_and_outside_compose() {
     assert_unprivileged();
-    let input: Vec<u8> = (0..100_000).map(|i| format!("line {i}\n")).collect::<String>().into_bytes();
-    let o = run_with_input(&["--rm", "-i", "host", "sh", "-c", "grep -c '7$' | tr -d '\\n'"], input);
+    let input: Vec<u8> = (0..100_000)
+        .map(|i| format!("line {i}\n"))
+        .collect::<String>()
+        .into_bytes();
+    let o = run_with_input(
+        &[
+            "--rm",
+            "-i",
+            "host",
+            "sh",
+            "-c",
+            "grep -c '7$' | tr -d '\\n'",
+        ],
+        input,
+    );
     o.success();
     assert_eq!(o.out(), "10000", "{o}");
 }
@@ -63,7 +94,13 @@ fn without_i_stdin_is_dev_null() {
     // (stdin may be the host's /dev/null opened before pivot_root, so check the device
     // number, 1:3, rather than the path readlink shows.)
     let o = run_with_input(
-        &["--rm", "host", "sh", "-c", "wc -c; stat -L -c %t:%T /proc/self/fd/0"],
+        &[
+            "--rm",
+            "host",
+            "sh",
+            "-c",
+            "wc -c; stat -L -c %t:%T /proc/self/fd/0",
+        ],
         b"not for you\n".to_vec(),
     );
     o.success();
@@ -74,7 +111,17 @@ fn without_i_stdin_is_dev_null() {
 fn stdin_eof_reaches_the_container() {
     assert_unprivileged();
     // `cat` only exits once nook passes on the end of its stdin.
-    let o = run_with_input(&["--rm", "-i", "host", "sh", "-c", "cat >/dev/null; echo eof-seen"], b"abc".to_vec());
+    let o = run_with_input(
+        &[
+            "--rm",
+            "-i",
+            "host",
+            "sh",
+            "-c",
+            "cat >/dev/null; echo eof-seen",
+        ],
+        b"abc".to_vec(),
+    );
     o.success();
     assert_eq!(o.out(), "eof-seen\n", "{o}");
 }
@@ -83,7 +130,15 @@ fn stdin_eof_reaches_the_container() {
 fn interactive_stdin_can_be_driven_line_by_line() {
     assert_unprivileged();
     let mut cmd = nook();
-    cmd.args(["run", "--rm", "-i", "host", "sh", "-c", "echo ready; while read l; do echo \"echo:$l\"; done; echo done"]);
+    cmd.args([
+        "run",
+        "--rm",
+        "-i",
+        "host",
+        "sh",
+        "-c",
+        "echo ready; while read l; do echo \"echo:$l\"; done; echo done",
+    ]);
     cmd.stdin(Stdio::piped());
     let mut p = spawn(&mut cmd);
     p.wait_for("ready", TIMEOUT);
@@ -100,7 +155,13 @@ fn interactive_stdin_can_be_driven_line_by_line() {
 fn large_output_without_input() {
     assert_unprivileged();
     // 10 MiB out of the container with stdin closed: exact count and content.
-    let o = run(&["--rm", "host", "sh", "-c", "head -c 10485760 /dev/zero | tr '\\000' 'z'"]);
+    let o = run(&[
+        "--rm",
+        "host",
+        "sh",
+        "-c",
+        "head -c 10485760 /dev/zero | tr '\\000' 'z'",
+    ]);
     o.success();
     assert_eq!(o.stdout.len(), TEN_MIB, "byte count");
     assert!(o.stdout.iter().all(|&b| b == b'z'), "content changed");

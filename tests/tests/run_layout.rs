@@ -21,16 +21,25 @@ fn dev_holds_exactly_the_safe_devices() {
     o.success();
     let out = o.out();
     let entries: Vec<&str> = out.lines().collect();
-    let required = ["null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue"];
+    let required = [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue",
+    ];
     for r in required {
         assert!(entries.contains(&r), "/dev/{r} missing\n{o}");
     }
     // podman's extras are fine (console with -t, fd/stdin/stdout/stderr links, later
     // issues' fuse and net/tun); any other host device is a leak.
-    let allowed_extra = ["console", "fd", "stdin", "stdout", "stderr", "core", "fuse", "net"];
-    let leaked: Vec<&&str> =
-        entries.iter().filter(|e| !required.contains(e) && !allowed_extra.contains(e)).collect();
-    assert!(leaked.is_empty(), "host devices visible in the container's /dev: {leaked:?}\n{o}");
+    let allowed_extra = [
+        "console", "fd", "stdin", "stdout", "stderr", "core", "fuse", "net",
+    ];
+    let leaked: Vec<&&str> = entries
+        .iter()
+        .filter(|e| !required.contains(e) && !allowed_extra.contains(e))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "host devices visible in the container's /dev: {leaked:?}\n{o}"
+    );
 }
 
 #[test]
@@ -58,17 +67,33 @@ fn devpts_is_a_new_instance_with_a_working_ptmx() {
     assert_eq!(pts.fstype, "devpts", "{o}");
     let host = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
     if let Some(host_pts) = mount_at(&host, "/dev/pts") {
-        assert_ne!(pts.dev, host_pts.dev, "/dev/pts is the host's devpts, not a newinstance\n{o}");
+        assert_ne!(
+            pts.dev, host_pts.dev,
+            "/dev/pts is the host's devpts, not a newinstance\n{o}"
+        );
     }
-    assert!(pts.super_opts.contains("ptmxmode=666"), "devpts should have ptmxmode=0666: {pts:?}\n{o}");
+    assert!(
+        pts.super_opts.contains("ptmxmode=666"),
+        "devpts should have ptmxmode=0666: {pts:?}\n{o}"
+    );
     let shm = mount_at(&mounts, "/dev/shm").unwrap_or_else(|| panic!("no mount at /dev/shm\n{o}"));
     assert_eq!(shm.fstype, "tmpfs", "{o}");
-    let mq = mount_at(&mounts, "/dev/mqueue").unwrap_or_else(|| panic!("no mount at /dev/mqueue\n{o}"));
+    let mq =
+        mount_at(&mounts, "/dev/mqueue").unwrap_or_else(|| panic!("no mount at /dev/mqueue\n{o}"));
     assert_eq!(mq.fstype, "mqueue", "{o}");
     // A pty can be allocated inside (script(1)-free: python-free: just open ptmx).
-    let o = run(&["--rm", "host", "sh", "-c", "exec 3<>/dev/ptmx && ls /dev/pts"]);
+    let o = run(&[
+        "--rm",
+        "host",
+        "sh",
+        "-c",
+        "exec 3<>/dev/ptmx && ls /dev/pts",
+    ]);
     o.success();
-    assert!(o.out().lines().any(|l| l == "0"), "opening /dev/ptmx made no /dev/pts/0\n{o}");
+    assert!(
+        o.out().lines().any(|l| l == "0"),
+        "opening /dev/ptmx made no /dev/pts/0\n{o}"
+    );
 }
 
 #[test]
@@ -85,8 +110,15 @@ fn proc_is_fresh_and_masked_files_read_empty() {
         "/proc/latency_stats",
         "/proc/timer_stats",
     ];
-    let present: Vec<&str> = files.iter().copied().filter(|f| Path::new(f).exists()).collect();
-    assert!(!present.is_empty(), "none of the masked /proc files exists on this kernel?");
+    let present: Vec<&str> = files
+        .iter()
+        .copied()
+        .filter(|f| Path::new(f).exists())
+        .collect();
+    assert!(
+        !present.is_empty(),
+        "none of the masked /proc files exists on this kernel?"
+    );
     let script: String = present
         .iter()
         .map(|f| format!("printf '%s ' {f}; (cat {f} 2>/dev/null || true) | wc -c; "))
@@ -94,17 +126,32 @@ fn proc_is_fresh_and_masked_files_read_empty() {
     let o = run(&["--rm", "host", "sh", "-c", &script]);
     o.success();
     for f in &present {
-        assert!(o.out().lines().any(|l| l == format!("{f} 0")), "{f} should read as empty inside\n{o}");
+        assert!(
+            o.out().lines().any(|l| l == format!("{f} 0")),
+            "{f} should read as empty inside\n{o}"
+        );
     }
 }
 
 #[test]
 fn masked_directories_are_empty_and_read_only() {
     assert_unprivileged();
-    let dirs = ["/proc/acpi", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"];
-    let present: Vec<&str> = dirs.iter().copied().filter(|d| Path::new(d).is_dir()).collect();
+    let dirs = [
+        "/proc/acpi",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ];
+    let present: Vec<&str> = dirs
+        .iter()
+        .copied()
+        .filter(|d| Path::new(d).is_dir())
+        .collect();
     if present.is_empty() {
-        skip("masked_directories_are_empty_and_read_only", "none of the masked directories exists on this kernel");
+        skip(
+            "masked_directories_are_empty_and_read_only",
+            "none of the masked directories exists on this kernel",
+        );
         return;
     }
     let script: String = present
@@ -114,7 +161,10 @@ fn masked_directories_are_empty_and_read_only() {
     let o = run(&["--rm", "host", "sh", "-c", &script]);
     o.success();
     for d in &present {
-        assert!(o.out().lines().any(|l| l == format!("{d} 0 ro")), "{d} should be an empty read-only dir\n{o}");
+        assert!(
+            o.out().lines().any(|l| l == format!("{d} 0 ro")),
+            "{d} should be an empty read-only dir\n{o}"
+        );
     }
 }
 
@@ -122,11 +172,18 @@ fn masked_directories_are_empty_and_read_only() {
 fn proc_sys_and_friends_are_read_only() {
     assert_unprivileged();
     let (mounts, o) = mounts_inside(&[]);
-    for p in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"] {
+    for p in [
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+        "/proc/irq",
+        "/proc/bus",
+        "/proc/fs",
+    ] {
         if !Path::new(p).exists() {
             continue;
         }
-        let m = mount_at(&mounts, p).unwrap_or_else(|| panic!("{p} is not a (read-only) mount\n{o}"));
+        let m =
+            mount_at(&mounts, p).unwrap_or_else(|| panic!("{p} is not a (read-only) mount\n{o}"));
         assert!(m.read_only(), "{p} should be mounted read-only: {m:?}\n{o}");
     }
     // Even with CAP_SYS_ADMIN, which would allow the (uts-namespaced) write otherwise.
@@ -149,7 +206,10 @@ fn sys_is_read_only() {
     let (mounts, o) = mounts_inside(&[]);
     let sys = mount_at(&mounts, "/sys").unwrap_or_else(|| panic!("no mount at /sys\n{o}"));
     assert!(sys.read_only(), "/sys should be read-only: {sys:?}\n{o}");
-    assert!(sys.fstype == "sysfs" || sys.fstype == "tmpfs", "odd /sys: {sys:?}\n{o}");
+    assert!(
+        sys.fstype == "sysfs" || sys.fstype == "tmpfs",
+        "odd /sys: {sys:?}\n{o}"
+    );
     let o = run(&[
         "--rm",
         "--cap-add",
@@ -167,14 +227,23 @@ fn sys_is_read_only() {
 fn root_is_a_fresh_tmpfs_entered_with_pivot_root() {
     assert_unprivileged();
     let (mounts, o) = mounts_inside(&[]);
-    let root = mount_at(&mounts, "/").unwrap_or_else(|| panic!("no mount at / in the container's table\n{o}"));
-    assert_eq!(root.fstype, "tmpfs", "the host image's root is a fresh tmpfs\n{o}");
+    let root = mount_at(&mounts, "/")
+        .unwrap_or_else(|| panic!("no mount at / in the container's table\n{o}"));
+    assert_eq!(
+        root.fstype, "tmpfs",
+        "the host image's root is a fresh tmpfs\n{o}"
+    );
     assert_eq!(root.root, "/", "{o}");
     // After pivot_root the old root is detached: no host mount reappears inside, except
     // the image's binds and what /dev, /proc and /sys are made of.
     let host = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
-    let under = |p: &str, dirs: &[&str]| dirs.iter().any(|d| p == *d || p.starts_with(&format!("{d}/")));
-    let image = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"];
+    let under = |p: &str, dirs: &[&str]| {
+        dirs.iter()
+            .any(|d| p == *d || p.starts_with(&format!("{d}/")))
+    };
+    let image = [
+        "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+    ];
     for m in &mounts {
         if under(&m.point, &["/dev", "/proc", "/sys"]) {
             continue;
@@ -193,7 +262,10 @@ fn root_is_a_fresh_tmpfs_entered_with_pivot_root() {
 #[test]
 fn host_image_binds_system_dirs_read_only_and_makes_fresh_scratch_dirs() {
     assert_unprivileged();
-    let host_marker = tempfile::Builder::new().prefix("nook-host-marker-").tempfile_in("/tmp").unwrap();
+    let host_marker = tempfile::Builder::new()
+        .prefix("nook-host-marker-")
+        .tempfile_in("/tmp")
+        .unwrap();
     let marker_name = host_marker.path().to_str().unwrap().to_string();
     let script = format!(
         "for d in /usr /etc /usr/bin; do if touch $d/nook-x 2>/dev/null; then echo \"$d writable\"; fi; done
@@ -207,10 +279,15 @@ fn host_image_binds_system_dirs_read_only_and_makes_fresh_scratch_dirs() {
     let o = run(&["--rm", "host", "sh", "-c", &script]);
     o.success();
     let host_sum = {
-        let c = std::process::Command::new("sh").args(["-c", "cat /etc/os-release | cksum"]).output().unwrap();
+        let c = std::process::Command::new("sh")
+            .args(["-c", "cat /etc/os-release | cksum"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&c.stdout).into_owned()
     };
-    let expect = format!("root-writable\n/tmp writable\n/run writable\n/var/tmp writable\nf\n{host_sum}bins\n");
+    let expect = format!(
+        "root-writable\n/tmp writable\n/run writable\n/var/tmp writable\nf\n{host_sum}bins\n"
+    );
     assert_eq!(o.out(), expect, "{o}");
     let (mounts, o) = mounts_inside(&[]);
     for p in ["/usr", "/etc"] {
@@ -229,7 +306,10 @@ fn read_only_root_keeps_tmp_run_var_tmp_writable() {
     assert_eq!(o.out(), "root-ro\n/tmp ok\n/run ok\n/var/tmp ok\n", "{o}");
     let (mounts, o) = mounts_inside(&["--read-only"]);
     let root = mount_at(&mounts, "/").unwrap();
-    assert!(root.read_only(), "--read-only root should be mounted ro: {root:?}\n{o}");
+    assert!(
+        root.read_only(),
+        "--read-only root should be mounted ro: {root:?}\n{o}"
+    );
 }
 
 #[test]
@@ -257,6 +337,13 @@ fn tmpfs_option_mounts_a_tmpfs_with_size_and_mode() {
     let mounts = parse_mountinfo(&rest);
     let scratch = mount_at(&mounts, "/scratch").unwrap_or_else(|| panic!("no /scratch mount\n{o}"));
     assert_eq!(scratch.fstype, "tmpfs", "{o}");
-    assert!(scratch.super_opts.contains("size=1024k"), "size=1m not applied: {scratch:?}\n{o}");
-    assert_eq!(mount_at(&mounts, "/plain").map(|m| m.fstype.as_str()), Some("tmpfs"), "{o}");
+    assert!(
+        scratch.super_opts.contains("size=1024k"),
+        "size=1m not applied: {scratch:?}\n{o}"
+    );
+    assert_eq!(
+        mount_at(&mounts, "/plain").map(|m| m.fstype.as_str()),
+        Some("tmpfs"),
+        "{o}"
+    );
 }

@@ -12,16 +12,44 @@ fn rw_volume_writes_reach_the_host_owned_by_the_user() {
     let dir = tempdir();
     fs::write(dir.path().join("in"), "from-host\n").unwrap();
     let spec = format!("{}:/data", dir.path().display());
-    let o = run(&["--rm", "-v", &spec, "host", "sh", "-c", "cat /data/in && echo from-container > /data/out"]);
+    let o = run(&[
+        "--rm",
+        "-v",
+        &spec,
+        "host",
+        "sh",
+        "-c",
+        "cat /data/in && echo from-container > /data/out",
+    ]);
     o.success();
     assert_eq!(o.out(), "from-host\n", "{o}");
     let out = dir.path().join("out");
-    assert_eq!(fs::read_to_string(&out).unwrap_or_default(), "from-container\n", "{o}");
-    assert_eq!(fs::metadata(&out).unwrap().uid(), uid(), "a file written as root inside is the user's outside");
+    assert_eq!(
+        fs::read_to_string(&out).unwrap_or_default(),
+        "from-container\n",
+        "{o}"
+    );
+    assert_eq!(
+        fs::metadata(&out).unwrap().uid(),
+        uid(),
+        "a file written as root inside is the user's outside"
+    );
     // Explicit :rw is the same.
     let spec = format!("{}:/data:rw", dir.path().display());
-    run(&["--rm", "--volume", &spec, "host", "sh", "-c", "echo again > /data/out2"]).success();
-    assert_eq!(fs::read_to_string(dir.path().join("out2")).unwrap_or_default(), "again\n");
+    run(&[
+        "--rm",
+        "--volume",
+        &spec,
+        "host",
+        "sh",
+        "-c",
+        "echo again > /data/out2",
+    ])
+    .success();
+    assert_eq!(
+        fs::read_to_string(dir.path().join("out2")).unwrap_or_default(),
+        "again\n"
+    );
 }
 
 #[test]
@@ -45,8 +73,14 @@ fn ro_volume_is_readable_not_writable() {
     assert_eq!(lines.next(), Some("ro-data"), "{o}");
     assert_eq!(lines.next(), Some("refused"), "{o}");
     let m = parse_mountinfo(lines.next().unwrap_or(""));
-    assert!(m.first().map(|m| m.read_only()).unwrap_or(false), "/data should be mounted ro\n{o}");
-    assert!(!dir.path().join("out").exists(), "a read-only volume was written");
+    assert!(
+        m.first().map(|m| m.read_only()).unwrap_or(false),
+        "/data should be mounted ro\n{o}"
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "a read-only volume was written"
+    );
 }
 
 #[test]
@@ -65,7 +99,8 @@ fn volume_of_a_single_file() {
 fn env_options_set_exactly_what_was_asked() {
     assert_unprivileged();
     let mut cmd = nook();
-    cmd.env("NOOK_TEST_COPIED", "copied value").env("NOOK_TEST_NOT_PASSED", "leak");
+    cmd.env("NOOK_TEST_COPIED", "copied value")
+        .env("NOOK_TEST_NOT_PASSED", "leak");
     cmd.args([
         "run",
         "--rm",
@@ -91,10 +126,20 @@ fn env_options_set_exactly_what_was_asked() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         &lines[..6],
-        ["FOO=bar", "SPACED=a b  c", "EMPTY=", "EQ=x=y", "COPIED=copied value", "LEAK=unset"],
+        [
+            "FOO=bar",
+            "SPACED=a b  c",
+            "EMPTY=",
+            "EQ=x=y",
+            "COPIED=copied value",
+            "LEAK=unset"
+        ],
         "{o}"
     );
-    assert!(lines[6].contains("/usr/bin") && lines[6].contains("/bin"), "a default PATH is set\n{o}");
+    assert!(
+        lines[6].contains("/usr/bin") && lines[6].contains("/bin"),
+        "a default PATH is set\n{o}"
+    );
 }
 
 #[test]
@@ -115,8 +160,20 @@ fn env_file_is_read() {
         "echo \"$A|$B|$C\"",
     ]);
     o.success();
-    assert_eq!(o.line(), "1|overridden|x=y", "-e after --env-file wins\n{o}");
-    let o = run(&["--rm", "--env-file", file.to_str().unwrap(), "host", "sh", "-c", "echo \"$A|$B|$C\""]);
+    assert_eq!(
+        o.line(),
+        "1|overridden|x=y",
+        "-e after --env-file wins\n{o}"
+    );
+    let o = run(&[
+        "--rm",
+        "--env-file",
+        file.to_str().unwrap(),
+        "host",
+        "sh",
+        "-c",
+        "echo \"$A|$B|$C\"",
+    ]);
     o.success();
     assert_eq!(o.line(), "1|two words|x=y", "{o}");
 }
@@ -124,7 +181,13 @@ fn env_file_is_read() {
 #[test]
 fn missing_env_file_is_125() {
     assert_unprivileged();
-    let o = run(&["--rm", "--env-file", "/nonexistent/nook.env", "host", "true"]);
+    let o = run(&[
+        "--rm",
+        "--env-file",
+        "/nonexistent/nook.env",
+        "host",
+        "true",
+    ]);
     o.assert_error_line(125, &["/nonexistent/nook.env"]);
 }
 
@@ -137,7 +200,15 @@ fn workdir() {
     let o = run(&["--rm", "-w", "/usr/share", "host", "pwd"]);
     o.success();
     assert_eq!(o.line(), "/usr/share", "{o}");
-    let o = run(&["--rm", "--workdir", "/tmp", "host", "sh", "-c", "pwd; echo x > rel && cat /tmp/rel"]);
+    let o = run(&[
+        "--rm",
+        "--workdir",
+        "/tmp",
+        "host",
+        "sh",
+        "-c",
+        "pwd; echo x > rel && cat /tmp/rel",
+    ]);
     o.success();
     assert_eq!(o.out(), "/tmp\nx\n", "{o}");
 }
@@ -156,18 +227,42 @@ fn user_0_0() {
 #[test]
 fn userns_keep_id_keeps_the_users_ids() {
     assert_unprivileged();
-    let o = run(&["--rm", "--userns=keep-id", "host", "sh", "-c", "id -u; id -g; head -n1 /proc/self/uid_map"]);
+    let o = run(&[
+        "--rm",
+        "--userns=keep-id",
+        "host",
+        "sh",
+        "-c",
+        "id -u; id -g; head -n1 /proc/self/uid_map",
+    ]);
     o.success();
     let out = o.out();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{o}");
-    assert_eq!(lines[0], uid().to_string(), "id -u inside should be the user's uid\n{o}");
-    assert_eq!(lines[1], gid().to_string(), "id -g inside should be the user's gid\n{o}");
+    assert_eq!(
+        lines[0],
+        uid().to_string(),
+        "id -u inside should be the user's uid\n{o}"
+    );
+    assert_eq!(
+        lines[1],
+        gid().to_string(),
+        "id -g inside should be the user's gid\n{o}"
+    );
     assert_ne!(lines[2], "", "{o}");
     // And files written in a volume stay the user's.
     let dir = tempdir();
     let spec = format!("{}:/data", dir.path().display());
-    run(&["--rm", "--userns=keep-id", "-v", &spec, "host", "touch", "/data/f"]).success();
+    run(&[
+        "--rm",
+        "--userns=keep-id",
+        "-v",
+        &spec,
+        "host",
+        "touch",
+        "/data/f",
+    ])
+    .success();
     assert_eq!(fs::metadata(dir.path().join("f")).unwrap().uid(), uid());
 }
 
@@ -194,38 +289,103 @@ fn has(mask: u64, cap: u32) -> bool {
 #[test]
 fn default_capabilities_are_the_oci_defaults() {
     assert_unprivileged();
-    let o = run(&["--rm", "host", "grep", "-E", "^Cap(Eff|Bnd|Prm)", "/proc/self/status"]);
+    let o = run(&[
+        "--rm",
+        "host",
+        "grep",
+        "-E",
+        "^Cap(Eff|Bnd|Prm)",
+        "/proc/self/status",
+    ]);
     o.success();
     let (eff, bnd) = (caps(&o, "CapEff"), caps(&o, "CapBnd"));
-    assert!(has(eff, CAP_CHOWN) && has(eff, CAP_KILL), "CHOWN and KILL are default caps: {eff:#x}\n{o}");
-    for (cap, name) in [(CAP_SYS_ADMIN, "SYS_ADMIN"), (CAP_NET_ADMIN, "NET_ADMIN"), (CAP_SYS_MODULE, "SYS_MODULE")] {
-        assert!(!has(eff, cap), "{name} must not be effective by default: {eff:#x}\n{o}");
-        assert!(!has(bnd, cap), "{name} must be dropped from the bounding set: {bnd:#x}\n{o}");
+    assert!(
+        has(eff, CAP_CHOWN) && has(eff, CAP_KILL),
+        "CHOWN and KILL are default caps: {eff:#x}\n{o}"
+    );
+    for (cap, name) in [
+        (CAP_SYS_ADMIN, "SYS_ADMIN"),
+        (CAP_NET_ADMIN, "NET_ADMIN"),
+        (CAP_SYS_MODULE, "SYS_MODULE"),
+    ] {
+        assert!(
+            !has(eff, cap),
+            "{name} must not be effective by default: {eff:#x}\n{o}"
+        );
+        assert!(
+            !has(bnd, cap),
+            "{name} must be dropped from the bounding set: {bnd:#x}\n{o}"
+        );
     }
 }
 
 #[test]
 fn cap_add_and_cap_drop() {
     assert_unprivileged();
-    let o = run(&["--rm", "--cap-add", "SYS_ADMIN", "--cap-drop", "CHOWN", "host", "grep", "^Cap", "/proc/self/status"]);
+    let o = run(&[
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-drop",
+        "CHOWN",
+        "host",
+        "grep",
+        "^Cap",
+        "/proc/self/status",
+    ]);
     o.success();
     let eff = caps(&o, "CapEff");
-    assert!(has(eff, CAP_SYS_ADMIN), "--cap-add SYS_ADMIN: {eff:#x}\n{o}");
+    assert!(
+        has(eff, CAP_SYS_ADMIN),
+        "--cap-add SYS_ADMIN: {eff:#x}\n{o}"
+    );
     assert!(!has(eff, CAP_CHOWN), "--cap-drop CHOWN: {eff:#x}\n{o}");
     // podman also accepts the CAP_ prefix and lower case.
-    let o = run(&["--rm", "--cap-add", "cap_net_admin", "host", "grep", "^CapEff", "/proc/self/status"]);
+    let o = run(&[
+        "--rm",
+        "--cap-add",
+        "cap_net_admin",
+        "host",
+        "grep",
+        "^CapEff",
+        "/proc/self/status",
+    ]);
     o.success();
     assert!(has(caps(&o, "CapEff"), CAP_NET_ADMIN), "{o}");
-    let o = run(&["--rm", "--cap-drop", "ALL", "host", "grep", "^Cap", "/proc/self/status"]);
+    let o = run(&[
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "host",
+        "grep",
+        "^Cap",
+        "/proc/self/status",
+    ]);
     o.success();
     assert_eq!(caps(&o, "CapEff"), 0, "--cap-drop ALL\n{o}");
-    assert_eq!(caps(&o, "CapBnd"), 0, "--cap-drop ALL empties the bounding set\n{o}");
+    assert_eq!(
+        caps(&o, "CapBnd"),
+        0,
+        "--cap-drop ALL empties the bounding set\n{o}"
+    );
     // Without CAP_CHOWN root inside cannot chown a file it does not own... but it owns
     // everything it creates, so check a capability's effect instead: with ALL dropped,
     // DAC checks apply to root too.
-    let o = run(&["--rm", "--cap-drop", "ALL", "host", "sh", "-c", "touch /f && chmod 000 /f && if cat /f 2>/dev/null; then echo read; else echo denied; fi"]);
+    let o = run(&[
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "host",
+        "sh",
+        "-c",
+        "touch /f && chmod 000 /f && if cat /f 2>/dev/null; then echo read; else echo denied; fi",
+    ]);
     o.success();
-    assert_eq!(o.line(), "denied", "without CAP_DAC_OVERRIDE a mode-000 file is unreadable\n{o}");
+    assert_eq!(
+        o.line(),
+        "denied",
+        "without CAP_DAC_OVERRIDE a mode-000 file is unreadable\n{o}"
+    );
 }
 
 #[test]
@@ -274,7 +434,10 @@ fn rootfs_runs_a_busybox_root() {
     assert!(lines.len() >= 4, "{o}");
     assert_eq!(lines[0], rootfs.marker, "not the rootfs given\n{o}");
     assert_eq!(lines[1], "1", "{o}");
-    assert_eq!(lines[2], "mounts-ok", "host files visible, or /dev /proc missing\n{o}");
+    assert_eq!(
+        lines[2], "mounts-ok",
+        "host files visible, or /dev /proc missing\n{o}"
+    );
     assert_eq!(lines[3], "0", "{o}");
 }
 
@@ -287,7 +450,8 @@ fn rootfs_default_command_and_path_lookup() {
     };
     // CMD defaults to /bin/sh, fed from stdin with -i.
     let mut cmd = nook();
-    cmd.args(["run", "--rm", "-i", "--rootfs", rootfs.path_str()]).stdin(std::process::Stdio::piped());
+    cmd.args(["run", "--rm", "-i", "--rootfs", rootfs.path_str()])
+        .stdin(std::process::Stdio::piped());
     let mut p = spawn(&mut cmd);
     p.feed_stdin(b"busybox true && echo via-default-sh\n".to_vec());
     let o = p.wait(TIMEOUT);
@@ -338,8 +502,16 @@ fn rm_leaves_nothing_in_the_state_dir() {
     let id = o.line();
     assert_eq!(id.len(), 12, "{o}");
     let state = state_text(&state_dir());
-    assert!(!state.contains(&id), "--rm left container {id} in {}:\n{state}", state_dir().display());
-    assert!(!state.contains(&name), "--rm left {name} in {}:\n{state}", state_dir().display());
+    assert!(
+        !state.contains(&id),
+        "--rm left container {id} in {}:\n{state}",
+        state_dir().display()
+    );
+    assert!(
+        !state.contains(&name),
+        "--rm left {name} in {}:\n{state}",
+        state_dir().display()
+    );
 }
 
 #[test]
@@ -348,6 +520,17 @@ fn state_dir_is_private() {
     run(&["--rm", "host", "true"]).success();
     let dir = state_dir();
     let md = fs::metadata(&dir).unwrap_or_else(|e| panic!("state dir {}: {e}", dir.display()));
-    assert_eq!(md.uid(), uid(), "{} should be owned by the user", dir.display());
-    assert_eq!(md.mode() & 0o077, 0, "{} should be 0700, is {:o}", dir.display(), md.mode() & 0o7777);
+    assert_eq!(
+        md.uid(),
+        uid(),
+        "{} should be owned by the user",
+        dir.display()
+    );
+    assert_eq!(
+        md.mode() & 0o077,
+        0,
+        "{} should be 0700, is {:o}",
+        dir.display(),
+        md.mode() & 0o7777
+    );
 }

@@ -69,7 +69,15 @@ fn init_forwards_sigusr1_to_the_command() {
 fn under_init_an_untrapped_sigterm_kills_the_command_143() {
     assert_unprivileged();
     let mut cmd = nook();
-    cmd.args(["run", "--rm", "--init", "host", "sh", "-c", "echo ready $$; exec sleep 1000"]);
+    cmd.args([
+        "run",
+        "--rm",
+        "--init",
+        "host",
+        "sh",
+        "-c",
+        "echo ready $$; exec sleep 1000",
+    ]);
     let mut p = spawn(&mut cmd);
     let line = p.wait_for("ready", TIMEOUT);
     assert_eq!(line, "ready 2", "under --init the command is pid 2");
@@ -93,5 +101,9 @@ fn init_reaps_orphaned_zombies() {
     let out = o.out();
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("reaped"), "{o}");
-    assert_ne!(lines.next(), Some("sh"), "pid 1 should be nook's init, not the command\n{o}");
+    assert_ne!(
+        lines.next(),
+        Some("sh"),
+        "pid 1 should be nook's init, not the command\n{o}"
+    );
 }

@@ -30,7 +30,12 @@ struct TtyRun {
 }
 
 fn winsize(rows: u16, cols: u16) -> Winsize {
-    Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 }
+    Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
 }
 
 impl TtyRun {
@@ -108,8 +113,15 @@ impl TtyRun {
                 Ok(c) => self.out.extend(c),
                 Err(e) => {
                     self.kill();
-                    let why = if e == RecvTimeoutError::Timeout { "timed out" } else { "terminal closed" };
-                    panic!("{why} waiting for {needle:?}; terminal output so far:\n{}", self.text());
+                    let why = if e == RecvTimeoutError::Timeout {
+                        "timed out"
+                    } else {
+                        "terminal closed"
+                    };
+                    panic!(
+                        "{why} waiting for {needle:?}; terminal output so far:\n{}",
+                        self.text()
+                    );
                 }
             }
         }
@@ -135,7 +147,10 @@ impl TtyRun {
             Ok(st) => st,
             Err(_) => {
                 self.kill();
-                panic!("nook -t did not exit within {timeout:?}; terminal output:\n{}", self.text());
+                panic!(
+                    "nook -t did not exit within {timeout:?}; terminal output:\n{}",
+                    self.text()
+                );
             }
         };
         self.done = true;
@@ -150,7 +165,10 @@ impl TtyRun {
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.kill();
-                    panic!("the terminal stayed open after nook exited; output:\n{}", self.text())
+                    panic!(
+                        "the terminal stayed open after nook exited; output:\n{}",
+                        self.text()
+                    )
                 }
             }
         }
@@ -172,11 +190,26 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn assert_same_termios(before: &Termios, after: &Termios, out: &str) {
-    assert_eq!(before.input_flags, after.input_flags, "c_iflag not restored; output:\n{out}");
-    assert_eq!(before.output_flags, after.output_flags, "c_oflag not restored; output:\n{out}");
-    assert_eq!(before.control_flags, after.control_flags, "c_cflag not restored; output:\n{out}");
-    assert_eq!(before.local_flags, after.local_flags, "c_lflag not restored; output:\n{out}");
-    assert_eq!(before.control_chars, after.control_chars, "c_cc not restored; output:\n{out}");
+    assert_eq!(
+        before.input_flags, after.input_flags,
+        "c_iflag not restored; output:\n{out}"
+    );
+    assert_eq!(
+        before.output_flags, after.output_flags,
+        "c_oflag not restored; output:\n{out}"
+    );
+    assert_eq!(
+        before.control_flags, after.control_flags,
+        "c_cflag not restored; output:\n{out}"
+    );
+    assert_eq!(
+        before.local_flags, after.local_flags,
+        "c_lflag not restored; output:\n{out}"
+    );
+    assert_eq!(
+        before.control_chars, after.control_chars,
+        "c_cc not restored; output:\n{out}"
+    );
 }
 
 #[test]
@@ -199,11 +232,23 @@ fn tty_has_the_outer_window_size_and_restores_the_terminal() {
     let (code, after) = r.finish(TIMEOUT);
     let out = r.text();
     assert_eq!(code, 5, "exit status through -t; output:\n{out}");
-    assert!(out.contains("is-a-tty"), "stdin/stdout inside are not a terminal; output:\n{out}");
-    assert!(out.contains("37 101"), "`stty size` inside should show the outer 37x101; output:\n{out}");
-    assert!(out.contains("/dev/pts/"), "`tty` inside should name a /dev/pts device; output:\n{out}");
+    assert!(
+        out.contains("is-a-tty"),
+        "stdin/stdout inside are not a terminal; output:\n{out}"
+    );
+    assert!(
+        out.contains("37 101"),
+        "`stty size` inside should show the outer 37x101; output:\n{out}"
+    );
+    assert!(
+        out.contains("/dev/pts/"),
+        "`tty` inside should name a /dev/pts device; output:\n{out}"
+    );
     assert!(out.contains("dev="), "no device line; output:\n{out}");
-    assert!(!out.contains(&outer_id), "the container uses the outer terminal itself, not a pty of its own; output:\n{out}");
+    assert!(
+        !out.contains(&outer_id),
+        "the container uses the outer terminal itself, not a pty of its own; output:\n{out}"
+    );
     assert_same_termios(&before, &after, &out);
 }
 
@@ -211,14 +256,23 @@ fn tty_has_the_outer_window_size_and_restores_the_terminal() {
 fn tty_is_raw_while_running_and_input_reaches_the_container() {
     assert_unprivileged();
     let (mut r, before) = TtyRun::start(
-        &["--rm", "-i", "-t", "host", "sh", "-c", "echo ready; read line; echo \"got:$line\""],
+        &[
+            "--rm",
+            "-i",
+            "-t",
+            "host",
+            "sh",
+            "-c",
+            "echo ready; read line; echo \"got:$line\"",
+        ],
         24,
         80,
     );
     r.wait_for("ready", TIMEOUT);
     let during = r.termios();
     assert!(
-        !during.local_flags.contains(LocalFlags::ICANON) && !during.local_flags.contains(LocalFlags::ECHO),
+        !during.local_flags.contains(LocalFlags::ICANON)
+            && !during.local_flags.contains(LocalFlags::ECHO),
         "the outer terminal should be raw (no ICANON, no ECHO) while the container runs: {:?}",
         during.local_flags
     );
@@ -234,7 +288,14 @@ fn tty_is_raw_while_running_and_input_reaches_the_container() {
 fn window_size_change_is_forwarded() {
     assert_unprivileged();
     let (mut r, before) = TtyRun::start(
-        &["--rm", "-t", "host", "sh", "-c", "trap 'stty size; exit 0' WINCH; stty size; echo ready; sleep 1000 & wait"],
+        &[
+            "--rm",
+            "-t",
+            "host",
+            "sh",
+            "-c",
+            "trap 'stty size; exit 0' WINCH; stty size; echo ready; sleep 1000 & wait",
+        ],
         30,
         90,
     );
@@ -253,7 +314,14 @@ fn window_size_change_is_forwarded() {
 fn sigterm_under_tty_reaches_the_container_and_the_terminal_is_restored() {
     assert_unprivileged();
     let (mut r, before) = TtyRun::start(
-        &["--rm", "-t", "host", "sh", "-c", "trap 'echo got-TERM; exit 42' TERM; echo ready; sleep 1000 & wait"],
+        &[
+            "--rm",
+            "-t",
+            "host",
+            "sh",
+            "-c",
+            "trap 'echo got-TERM; exit 42' TERM; echo ready; sleep 1000 & wait",
+        ],
         24,
         80,
     );
@@ -272,7 +340,15 @@ fn ctrl_c_typed_reaches_the_container() {
     // The outer terminal is raw, so ^C is a byte for the container's own terminal, whose
     // line discipline turns it into SIGINT for the container's foreground process group.
     let (mut r, before) = TtyRun::start(
-        &["--rm", "-i", "-t", "host", "sh", "-c", "trap 'echo got-INT; exit 42' INT; echo ready; sleep 1000 & wait"],
+        &[
+            "--rm",
+            "-i",
+            "-t",
+            "host",
+            "sh",
+            "-c",
+            "trap 'echo got-INT; exit 42' INT; echo ready; sleep 1000 & wait",
+        ],
         24,
         80,
     );
@@ -288,7 +364,13 @@ fn ctrl_c_typed_reaches_the_container() {
 #[test]
 fn without_t_the_container_has_no_terminal() {
     assert_unprivileged();
-    let o = run(&["--rm", "host", "sh", "-c", "if test -t 0 || test -t 1; then echo tty; else echo no-tty; fi"]);
+    let o = run(&[
+        "--rm",
+        "host",
+        "sh",
+        "-c",
+        "if test -t 0 || test -t 1; then echo tty; else echo no-tty; fi",
+    ]);
     o.success();
     assert_eq!(o.line(), "no-tty", "{o}");
 }
