@@ -7,7 +7,9 @@
 #   1. (root) installs the peers from Debian packages, idempotently: hyperfine bubblewrap crun
 #      podman uidmap busybox-static fuse-overlayfs slirp4netns jq;
 #      makes sure the unprivileged account ($BENCH_USER, default nooktest) exists and has an
-#      /etc/subuid and /etc/subgid range (podman needs it; nook does not use it).
+#      /etc/subuid and /etc/subgid range (podman needs it; nook maps it through newuidmap when
+#      present, so nook is also measured with `--uidmap 0:0:1 --gidmap 0:0:1`, the single-ID
+#      map an account without a range gets).
 #   2. (as the account) builds a busybox root filesystem from busybox-static, a crun bundle
 #      from `crun spec --rootless` around it, and a local podman image from the same files
 #      (`podman import` of a tarball: no registry, no network).
@@ -246,7 +248,8 @@ if ! id "$BENCH_USER" >/dev/null 2>&1; then
     log "creating account $BENCH_USER"
     useradd -m -s /bin/bash "$BENCH_USER"
 fi
-# podman's rootless mode needs a subordinate range for the account; nook does not use it.
+# podman's rootless mode needs a subordinate range for the account; nook needs none (it uses
+# the range when there is one: see the single-ID rows below).
 for f in /etc/subuid /etc/subgid; do
     if ! grep -q "^$BENCH_USER:" "$f" 2>/dev/null; then
         log "adding $BENCH_USER:100000:65536 to $f"
