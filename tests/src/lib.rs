@@ -676,3 +676,32 @@ impl Mount {
 pub fn mount_at<'a>(mounts: &'a [Mount], point: &str) -> Option<&'a Mount> {
     mounts.iter().rev().find(|m| m.point == point)
 }
+
+/// Whether /dev/net/tun can be opened (the userspace network needs it); says SKIP if not.
+pub fn tun_usable(test: &str) -> bool {
+    match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            skip(
+                test,
+                &format!(
+                    "/dev/net/tun is not usable ({e}): tests/run.sh makes it 0666 when run as root"
+                ),
+            );
+            false
+        }
+    }
+}
+
+/// Whether `cmd` is on PATH.
+pub fn has(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

@@ -9,33 +9,6 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
 use nook_tests::*;
 
-fn tun_usable(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            skip(
-                test,
-                &format!(
-                    "/dev/net/tun is not usable ({e}): tests/run.sh makes it 0666 when run as root"
-                ),
-            );
-            false
-        }
-    }
-}
-
-fn has(cmd: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// A free TCP (or UDP) port on 127.0.0.1, released for nook to bind.
 fn free_port(udp: bool) -> u16 {
     if udp {

@@ -18,34 +18,6 @@ use sha2::{Digest, Sha256};
 
 const LOOPBACK_NET: &str = "--network=nook:allow_host_loopback=true";
 
-/// The network tests need /dev/net/tun usable; without it they say so and stop.
-fn tun_usable(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            skip(
-                test,
-                &format!(
-                    "/dev/net/tun is not usable ({e}): tests/run.sh makes it 0666 when run as root"
-                ),
-            );
-            false
-        }
-    }
-}
-
-fn has(cmd: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback listener");
     let p = l.local_addr().unwrap().port();
