@@ -114,7 +114,8 @@ run_test_exe() {
     result=$(grep -E '^test result: ' "$log" | tail -n1)
     pass=$(printf '%s' "$result" | sed -n 's/.* \([0-9][0-9]*\) passed.*/\1/p')
     fail=$(printf '%s' "$result" | sed -n 's/.* \([0-9][0-9]*\) failed.*/\1/p')
-    skips=$(grep -c '^SKIP: ' "$log")
+    # Anywhere in a line: libtest's "test NAME ... " may precede it on the same line.
+    skips=$(grep -o 'SKIP: [^ ]*: ' "$log" | wc -l)
     if [ -z "$result" ] || [ -z "$pass" ]; then
         echo "tests/run.sh: $name ended (exit $rc) without a test result line"
         pass=0; fail=${fail:-1}
@@ -127,7 +128,7 @@ run_test_exe() {
     TOTAL_FAIL=$((TOTAL_FAIL + ${fail:-0}))
     TOTAL_SKIP=$((TOTAL_SKIP + skips))
     if [ "$skips" -gt 0 ]; then
-        SKIP_LINES="$SKIP_LINES$(grep '^SKIP: ' "$log" | sed "s/^/  [$name] /")"$'\n'
+        SKIP_LINES="$SKIP_LINES$(grep -o 'SKIP: [^ ]*: .*' "$log" | sed "s/^/  [$name] /")"$'\n'
     fi
     [ "$rc" = 0 ] || FAILED_STEPS="$FAILED_STEPS $name"
 }

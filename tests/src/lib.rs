@@ -83,7 +83,9 @@ pub fn assert_unprivileged() {
 /// Says loudly that a test could not run here, and why. The line goes straight to fd 2,
 /// past libtest's output capture, so it shows in every run; tests/run.sh counts them.
 pub fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "SKIP: {test}: {why}");
+    // One write, so the line is not split by libtest's own output on the same pipe.
+    let line = format!("SKIP: {test}: {why}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// The runtime state directory nook uses: `$XDG_RUNTIME_DIR/nook` or `/tmp/nook-$UID`.
