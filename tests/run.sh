@@ -44,8 +44,9 @@ TEST_USER=nooktest
 #   python3-minimal the UDP client/server inside containers (net_outbound, net_forward)
 #   docker-registry skopeo  a real registry on 127.0.0.1 and the tool that pushes to it
 #   apache2-utils   htpasswd, for the registry's basic-auth test
+#   openssl         the key, certificate and JWT signatures of the bearer-token test
 #   gzip zstd tar   building test image layers
-PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils gzip zstd tar"
+PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar"
 
 IS_ROOT=0
 [ "$(id -u)" = 0 ] && IS_ROOT=1

@@ -234,8 +234,11 @@ impl Client {
                 if let Some(s) = c.params.get("service") {
                     req = req.query("service", s);
                 }
-                let scope = format!("repository:{}:pull", self.repository);
-                req = req.query("scope", &scope);
+                // `nook login` has no repository: ask for no scope, not `repository::pull`.
+                if !self.repository.is_empty() {
+                    let scope = format!("repository:{}:pull", self.repository);
+                    req = req.query("scope", &scope);
+                }
                 if let Some(cr) = &self.credentials {
                     req = req.set("Authorization", &cr.basic_header());
                 }
