@@ -15,6 +15,8 @@
 //! - a container test calls [`assert_unprivileged`] first: run as root it would prove
 //!   nothing about the rootless path, so it fails.
 
+pub mod registry;
+
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};

@@ -10,10 +10,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nook_tests::registry::{sha_hex, Auth, Registry, StoreEnv};
 use nook_tests::*;
 use sha2::{Digest as _, Sha256};
 
@@ -38,107 +39,6 @@ fn need(test: &str, cmds: &[&str]) -> bool {
         }
     }
     true
-}
-
-fn sha_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A registry on a free loopback port; stopped on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(htpasswd: Option<&str>) -> Registry {
-        let dir = tempdir();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut conf = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        if let Some(h) = htpasswd {
-            let f = dir.path().join("htpasswd");
-            fs::write(&f, h).unwrap();
-            conf += &format!(
-                "auth:\n  htpasswd:\n    realm: nook-test\n    path: {}\n",
-                f.display()
-            );
-        }
-        fs::write(dir.path().join("config.yml"), conf).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("log")).unwrap())
-            .spawn()
-            .expect("start docker-registry");
-        let r = Registry { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                    return r;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer on port {port}: {}",
-                r.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    /// Pushes the OCI layout `layout` (tag `tag`) as `name:tag`; `all` for an index.
-    fn push(&self, layout: &Path, tag: &str, name: &str, extra: &[&str]) {
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .args(extra)
-            .arg(format!("oci:{}:{tag}", layout.display()))
-            .arg(format!("docker://{}/{name}:{tag}", self.host()))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The file holding blob `hex` in the registry's storage.
-    fn blob_file(&self, hex: &str) -> PathBuf {
-        self.dir.path().join(format!(
-            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
-            &hex[..2]
-        ))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A minimal ustar writer: full control over names, types and links (hostile cases).
@@ -339,30 +239,19 @@ fn app_layer(marker: &str) -> Vec<u8> {
 
 const APP_CONFIG: &str = "\"Env\":[\"PATH=/bin:/usr/bin\",\"GREETING=hi\"],\"Cmd\":[\"sh\",\"-c\",\"echo cmd; id -u; pwd; cat greeting; echo $GREETING; test -e /etc/group || echo nogroup\"],\"WorkingDir\":\"/home/app\",\"User\":\"app\"";
 
-/// A test's own store, HOME and runtime dir.
-struct Env {
-    home: tempfile::TempDir,
+/// A test's own store, HOME and runtime dir, with the queries these tests make of it.
+struct Env(StoreEnv);
+
+impl std::ops::Deref for Env {
+    type Target = StoreEnv;
+    fn deref(&self) -> &StoreEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        Env { home: tempdir() }
-    }
-    fn root(&self) -> PathBuf {
-        self.home.path().join("store")
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = nook();
-        c.env("HOME", self.home.path())
-            .env("NOOK_ROOT", self.root())
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("REGISTRY_AUTH_FILE");
-        c.args(args);
-        c
-    }
-    fn nook(&self, args: &[&str]) -> Output {
-        spawn(&mut self.cmd(args)).wait(Duration::from_secs(120))
+        Env(StoreEnv::default())
     }
     fn entries(&self, sub: &str) -> Vec<String> {
         fs::read_dir(self.root().join(sub))
@@ -412,7 +301,7 @@ fn setup(test: &str) -> Option<(Registry, Env)> {
         skip(test, &why);
         return None;
     }
-    Some((Registry::start(None), Env::new()))
+    Some((Registry::start(Auth::None), Env::new()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -848,7 +737,7 @@ fn registry_auth_and_login() {
         .args(["-Bbn", "tester", "s3cret"])
         .output()
         .unwrap();
-    let reg = Registry::start(Some(&String::from_utf8_lossy(&h.stdout)));
+    let reg = Registry::start(Auth::Htpasswd(&String::from_utf8_lossy(&h.stdout)));
     let layout = tempdir();
     oci_layout(
         layout.path(),

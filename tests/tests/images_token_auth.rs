@@ -9,15 +9,15 @@
 //! without them the test prints `SKIP:` and returns.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nook_tests::registry::{sha_hex, Auth, Registry, StoreEnv};
 use nook_tests::*;
-use sha2::{Digest as _, Sha256};
 
 const USER: &str = "tokenuser";
 const PASS: &str = "t0ken-s3cret";
@@ -74,13 +74,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn sha_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Runs a command to completion (these are all quick) and returns its stdout.
@@ -319,70 +312,6 @@ fn start_token_server(signer: Signer) -> (u16, Requests) {
 // ---------------------------------------------------------------------------------------
 // The registry and the image
 
-/// docker-registry with token auth on a free loopback port; stopped on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(realm_port: u16, cert: &Path) -> Registry {
-        let dir = tempdir();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: http://127.0.0.1:{realm_port}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
-            dir.path().join("data").display(),
-            cert.display()
-        );
-        fs::write(dir.path().join("config.yml"), conf).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("log")).unwrap())
-            .spawn()
-            .expect("start docker-registry");
-        let r = Registry { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                    return r;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer on port {port}: {}",
-                r.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An OCI layout at `dir`, tag `v1`: one gzip layer, the busybox root filesystem with
 /// `/marker` holding `marker`.
 fn oci_layout(dir: &Path, marker: &str) -> Result<(), String> {
@@ -430,24 +359,6 @@ fn oci_layout(dir: &Path, marker: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A test's own store and HOME.
-struct Env {
-    home: tempfile::TempDir,
-}
-
-impl Env {
-    fn nook(&self, args: &[&str]) -> Output {
-        let mut c = nook();
-        c.env("HOME", self.home.path())
-            .env("NOOK_ROOT", self.home.path().join("store"))
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("REGISTRY_AUTH_FILE")
-            .args(args);
-        spawn(&mut c).wait(Duration::from_secs(120))
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The test
 
@@ -473,7 +384,12 @@ fn pull_with_bearer_token_auth() {
     let signer = Signer::new(keys.path());
     let cert = signer.cert.clone();
     let (token_port, requests) = start_token_server(signer);
-    let reg = Registry::start(token_port, &cert);
+    let reg = Registry::start(Auth::Token {
+        realm: &format!("http://127.0.0.1:{token_port}/token"),
+        service: SERVICE,
+        issuer: ISSUER,
+        cert: &cert,
+    });
 
     // skopeo does the token dance itself (scope repository:tokentest:pull,push).
     let marker = token();
@@ -502,7 +418,7 @@ fn pull_with_bearer_token_auth() {
         requests.lock().unwrap()
     );
 
-    let env = Env { home: tempdir() };
+    let env = StoreEnv::default();
     // Without credentials: refused, with one line that says to log in.
     env.nook(&["pull", "-q", "--tls-verify=false", &image])
         .assert_error_line(125, &["nook login", "tokentest"]);
@@ -562,7 +478,7 @@ fn pull_with_bearer_token_auth() {
     assert_eq!(out.success().out(), format!("{marker}\n"), "{out}");
 
     // A stored wrong password: the pull is refused clearly.
-    let other = Env { home: tempdir() };
+    let other = StoreEnv::default();
     fs::create_dir_all(other.home.path().join(".docker")).unwrap();
     fs::write(
         other.home.path().join(".docker/config.json"),

@@ -1,0 +1,179 @@
+//! A real registry for the image tests: Debian's docker-registry (distribution 2.8) on a
+//! free 127.0.0.1 port, and a per-test nook store and HOME to pull into.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{nook, spawn, tempdir, Output};
+
+/// How the registry authenticates clients.
+pub enum Auth<'a> {
+    None,
+    /// Basic auth from this htpasswd file content.
+    Htpasswd(&'a str),
+    /// Bearer tokens from a token server; `cert` verifies their signatures.
+    Token {
+        realm: &'a str,
+        service: &'a str,
+        issuer: &'a str,
+        cert: &'a Path,
+    },
+}
+
+/// A registry on a free loopback port; stopped on drop.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts it and returns once it answers HTTP (bounded wait, no fixed sleep).
+    pub fn start(auth: Auth) -> Registry {
+        let dir = tempdir();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut conf = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        match auth {
+            Auth::None => {}
+            Auth::Htpasswd(h) => {
+                let f = dir.path().join("htpasswd");
+                fs::write(&f, h).unwrap();
+                conf += &format!(
+                    "auth:\n  htpasswd:\n    realm: nook-test\n    path: {}\n",
+                    f.display()
+                );
+            }
+            Auth::Token {
+                realm,
+                service,
+                issuer,
+                cert,
+            } => {
+                conf += &format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+                    cert.display()
+                );
+            }
+        }
+        fs::write(dir.path().join("config.yml"), conf).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("start docker-registry");
+        let r = Registry { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut buf = [0u8; 12];
+                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
+                    return r;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not answer on port {port}: {}",
+                r.log()
+            );
+            // Retrying a connect: the registry has no readiness signal to wait on.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// Pushes the OCI layout `layout` (tag `tag`) as `name:tag` with skopeo.
+    pub fn push(&self, layout: &Path, tag: &str, name: &str, extra: &[&str]) {
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(extra)
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{name}:{tag}", self.host()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The file holding blob `hex` in the registry's storage.
+    pub fn blob_file(&self, hex: &str) -> PathBuf {
+        self.dir.path().join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test's own nook store and HOME, so image tests run in parallel.
+pub struct StoreEnv {
+    pub home: tempfile::TempDir,
+}
+
+impl Default for StoreEnv {
+    fn default() -> Self {
+        StoreEnv { home: tempdir() }
+    }
+}
+
+impl StoreEnv {
+    pub fn root(&self) -> PathBuf {
+        self.home.path().join("store")
+    }
+
+    /// `nook ARGS` with this store and HOME, and no outside store or auth settings.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = nook();
+        c.env("HOME", self.home.path())
+            .env("NOOK_ROOT", self.root())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("REGISTRY_AUTH_FILE");
+        c.args(args);
+        c
+    }
+
+    pub fn nook(&self, args: &[&str]) -> Output {
+        spawn(&mut self.cmd(args)).wait(Duration::from_secs(120))
+    }
+}
+
+/// Lower-case hex SHA-256 of `data`.
+pub fn sha_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
