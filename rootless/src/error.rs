@@ -34,6 +34,9 @@ pub enum Error {
     /// A resource limit that cannot be applied, or a cgroup operation that failed.
     #[error("{0}")]
     Cgroup(String),
+    /// `exec` into a container whose first process has exited.
+    #[error("the container is not running (its first process, pid {pid}, has exited)")]
+    NotRunning { pid: i32 },
     #[error("runtime directory {path}: {why}")]
     RuntimeDir { path: PathBuf, why: String },
 }
