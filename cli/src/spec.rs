@@ -152,6 +152,9 @@ fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
         )
         .capabilities(capabilities)
         .no_new_privileges(no_new_privileges(&args.security_opt)?)
+        // None: the container inherits nook's limits, as in podman. (The builder's
+        // default is oci-spec's RLIMIT_NOFILE 1024, which the runtime would apply.)
+        .rlimits(Vec::<oci_spec::runtime::PosixRlimit>::new())
         .build()?)
 }
 

@@ -8,7 +8,8 @@
 //! report pipe and ends this process; nothing here returns to the caller's code.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -18,7 +19,9 @@ use oci_spec::runtime::{Process, Spec};
 
 use crate::error::{Context, Error, Result};
 use crate::sync::{send_report, wait_for_go, Report};
-use crate::{capabilities, exec, init, mounts, netns, tty, RunOptions, StdinMode};
+use crate::{
+    capabilities, exec, hooks, init, limits, mounts, netns, seccomp, tty, RunOptions, StdinMode,
+};
 
 /// Everything the child needs, prepared by the parent before clone.
 pub(crate) struct Child<'a> {
@@ -33,6 +36,15 @@ pub(crate) struct Child<'a> {
     pub new_utsns: bool,
     /// Unshare the cgroup namespace after `go`, once in the container's cgroup.
     pub unshare_cgroupns: bool,
+    /// OCI `create`: the start gate (a FIFO, open read-write) on which the process,
+    /// once set up, waits for `start`'s message before it executes the command.
+    pub park: Option<RawFd>,
+    /// The creator's uid is not mapped in the new user namespace: switch to the
+    /// container's root before the setup, or every file and mount it makes would have
+    /// an unmapped owner (EOVERFLOW).
+    pub become_root: bool,
+    /// Existing namespaces to enter (the spec's namespaces with a path).
+    pub joins: &'a [(nix::sched::CloneFlags, PathBuf)],
 }
 
 impl Child<'_> {
@@ -42,6 +54,25 @@ impl Child<'_> {
         if !wait_for_go(&mut self.go) {
             exit(125);
         }
+        if self.become_root {
+            let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+            if let Err(e) = nix::unistd::setresgid(root.0, root.0, root.0)
+                .and_then(|()| nix::unistd::setresuid(root.1, root.1, root.1))
+            {
+                self.fail(&Error::sys(
+                    "becoming the container's root (uid 0 must be mapped)",
+                    e,
+                ));
+            }
+        }
+        for (flag, path) in self.joins {
+            let joined = File::open(path)
+                .and_then(|ns| nix::sched::setns(&ns, *flag).map_err(std::io::Error::from));
+            if let Err(e) = joined {
+                let what = format!("joining the namespace {}", path.display());
+                self.fail(&Error::sys(what, e));
+            }
+        }
         if self.unshare_cgroupns {
             if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
                 self.fail(&Error::sys("unsharing the cgroup namespace", e));
@@ -50,9 +81,32 @@ impl Child<'_> {
         if let Err(e) = self.build_container() {
             self.fail(&e);
         }
-        let process = process_of(self.spec);
+        let spec = self.spec;
+        let process = process_of(spec);
+        let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        let no_new_privs = process.no_new_privileges() == Some(true);
+        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so it goes on
+        // before the capabilities are cut (runc's order); with it, last, so the profile
+        // need not allow the setup's own syscalls.
+        if let (Some(profile), false) = (profile, no_new_privs) {
+            if let Err(e) = seccomp::apply(profile) {
+                self.fail(&e);
+            }
+        }
         if let Err(e) = capabilities::apply(process) {
             self.fail(&e);
+        }
+        if self.park.is_none() {
+            // Switching to a non-root user cleared the parent-death signal: arm it again.
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        }
+        if let Some(gate) = self.park {
+            self = self.park(gate, process);
+        }
+        if let (Some(profile), true) = (profile, no_new_privs) {
+            if let Err(e) = seccomp::apply(profile) {
+                self.fail(&e);
+            }
         }
         if self.options.init {
             init::reap_and_forward(self.report, |report| exec_command(process, report))
@@ -63,6 +117,62 @@ impl Child<'_> {
     fn fail(mut self, e: &Error) -> ! {
         send_report(&mut self.report, &Report::SetupFailed(e.to_string()));
         exit(125)
+    }
+
+    /// OCI `create`: reports the container ready, then waits for `start`. The creating
+    /// process exits after the report, so from here on the process lives on its own
+    /// and tells later failures on its stderr.
+    fn park(mut self, gate: RawFd, process: &Process) -> Self {
+        // runc's create fails for a missing command: check while the creator listens.
+        if let Err(e) = nix::unistd::chdir(process.cwd()) {
+            let msg = format!(
+                "changing to the working directory {}: {e}",
+                process.cwd().display()
+            );
+            self.fail(&Error::Setup(msg));
+        }
+        let args = process.args().as_deref().unwrap_or_default();
+        let env = process.env().as_deref().unwrap_or_default();
+        let command = args.first().cloned().unwrap_or_default();
+        if let Err(errno) = exec::find_command(&command, env) {
+            let errno = errno as i32;
+            send_report(&mut self.report, &Report::ExecFailed { errno, command });
+            exit(exec::exec_failure_status(errno))
+        }
+        // The container must outlive its creator; and a signal sent to a created
+        // container acts on it now, as on runc's.
+        let _ = nix::sys::prctl::set_pdeathsig(None);
+        let _ = SigSet::all().thread_unblock();
+        send_report(&mut self.report, &Report::Parked);
+        match File::open("/dev/null") {
+            // Closing the report pipe is what completes the creator's read.
+            Ok(null) => self.report = null,
+            Err(_) => exit(125),
+        }
+        // SAFETY: the gate descriptor was opened for this process by the creator and is
+        // used only here; the File owns and closes it.
+        let mut gate = unsafe { File::from_raw_fd(gate) };
+        let state = match read_start_message(&mut gate) {
+            Ok(state) => state,
+            Err(e) => {
+                eprintln!("nook: waiting for `start`: {e}");
+                exit(125)
+            }
+        };
+        let start_hooks = self
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.start_container().as_deref())
+            .unwrap_or_default();
+        if let Err(e) = hooks::run("startContainer", start_hooks, &state) {
+            eprintln!("nook: {e}");
+            exit(125)
+        }
+        // Kept open to the exec (it is close-on-exec): `start` waits for this reader to
+        // go away, so that poststart hooks run once the command has started.
+        std::mem::forget(gate);
+        self
     }
 
     fn build_container(&self) -> Result<()> {
@@ -78,6 +188,7 @@ impl Child<'_> {
         self.create_workdir()?;
         mounts::pivot_into(&self.rootfs)?;
         mounts::finish_root(self.spec)?;
+        limits::apply(self.spec)?;
         if self.options.stdin == StdinMode::Null {
             // The container's own /dev/null, so /proc/self/fd/0 reads as it does in podman.
             let null = File::open("/dev/null").context(|| "opening /dev/null".into())?;
@@ -112,6 +223,16 @@ pub(crate) fn exec_with_own_env(command: &[String], report: File) -> std::conver
     exec_args(command, &env, report)
 }
 
+/// `start`'s message on the gate: a 4-byte little-endian length, then the container's
+/// state JSON (for the startContainer hooks).
+fn read_start_message(gate: &mut File) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    gate.read_exact(&mut len)?;
+    let mut state = vec![0u8; u32::from_le_bytes(len) as usize];
+    gate.read_exact(&mut state)?;
+    Ok(state)
+}
+
 fn process_of(spec: &Spec) -> &Process {
     spec.process()
         .as_ref()
@@ -119,7 +240,7 @@ fn process_of(spec: &Spec) -> &Process {
 }
 
 /// The last step of the container's setup: chdir, find the command, exec it.
-fn exec_command(process: &Process, mut report: File) -> ! {
+pub(crate) fn exec_command(process: &Process, mut report: File) -> ! {
     let cwd = process.cwd();
     if let Err(e) = nix::unistd::chdir(cwd) {
         let msg = format!("changing to the working directory {}: {e}", cwd.display());

@@ -21,11 +21,15 @@ pub mod cgroups;
 mod child;
 pub mod error;
 mod exec;
+pub mod hooks;
 pub mod idmap;
 mod init;
+pub mod join;
+mod limits;
 pub mod mounts;
 mod netns;
 pub mod probe;
+pub mod seccomp;
 pub mod secure_path;
 mod spawn;
 pub mod state;
@@ -35,6 +39,9 @@ mod sync;
 mod tty;
 
 pub use error::{Error, Result};
+/// A terminal in raw mode until dropped (for clients that relay a container's pty).
+pub use tty::RawMode;
 pub use spawn::{
-    run, run_in_cgroup, run_in_user_namespace, unshare, ExitStatus, RunOptions, StdinMode,
+    create, run, run_in_cgroup, run_in_user_namespace, unshare, Created, ExitStatus, RunOptions,
+    StartedHook, StdinMode,
 };

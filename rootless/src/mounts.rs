@@ -293,7 +293,16 @@ fn bind(source: &Path, dest: &Path, recursive: bool) -> Result<()> {
 /// For a recursive bind the submounts get the same through mount_setattr where the
 /// kernel has it (5.12+); older kernels leave submounts as they were.
 fn remount_bind(dest: &Path, flags: MsFlags, recursive: bool) -> Result<()> {
-    let all = flags | locked_flags(dest) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    let locked = locked_flags(dest);
+    // The atime mode is locked as a whole: asking another one (a spec's `strictatime`
+    // on a bind of a relatime mount) would be refused, so the source's stays.
+    let atime = MsFlags::MS_NOATIME | MsFlags::MS_RELATIME | MsFlags::MS_STRICTATIME;
+    let flags = if locked.intersects(atime) {
+        flags - atime
+    } else {
+        flags
+    };
+    let all = flags | locked | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
     mount(None::<&str>, dest, None::<&str>, all, None::<&str>)
         .context(|| format!("remounting {} with {flags:?}", dest.display()))?;
     if recursive && flags.contains(MsFlags::MS_RDONLY) {
@@ -401,6 +410,17 @@ pub(crate) fn finish_root(spec: &Spec) -> Result<()> {
     }
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         remount_bind(Path::new("/"), MsFlags::MS_RDONLY, false)?;
+    }
+    if let Some(mode) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+        let propagation = MountOptions::parse(&[mode.to_string()]).propagation;
+        if propagation.is_empty() {
+            return Err(Error::Spec(format!(
+                "unknown linux.rootfsPropagation {mode:?}: use shared, slave, private or \
+                 unbindable (r- forms too)"
+            )));
+        }
+        mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+            .context(|| format!("making the root {mode}"))?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! be forwarded are blocked before the clone so none is lost between clone and the
 //! signalfd the supervisor reads them from.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -41,6 +42,22 @@ pub struct RunOptions {
     /// With a FUSE root (the Spec's mount at `/` of type `fuse` or `fuse.*`): the socket
     /// on which the child hands the /dev/fuse descriptor to the filesystem's server.
     pub fuse_socket: Option<std::os::fd::RawFd>,
+    /// Called with the container's host pid once it exists (maps written), before it is
+    /// let go: how `nook` records a running container before anything runs in it.
+    pub on_spawned: Option<StartedHook>,
+    /// Called with the container's host pid once its command is running (the exec
+    /// succeeded), before the supervisor loop.
+    pub on_started: Option<StartedHook>,
+}
+
+/// A callback for [`RunOptions::on_started`].
+#[derive(Clone)]
+pub struct StartedHook(pub std::sync::Arc<dyn Fn(i32) + Send + Sync>);
+
+impl std::fmt::Debug for StartedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartedHook")
+    }
 }
 
 /// How the container ended, as the shell reports it.
@@ -91,7 +108,7 @@ pub fn run_in_cgroup(
 
 /// Runs `f` with the forwarded signals and SIGCHLD blocked (so none is lost between the
 /// clone and the supervisor's signalfd), restoring the previous mask afterwards.
-fn with_signals_blocked<T>(f: impl FnOnce(&SigSet) -> Result<T>) -> Result<T> {
+pub(crate) fn with_signals_blocked<T>(f: impl FnOnce(&SigSet) -> Result<T>) -> Result<T> {
     let mut handled = SigSet::empty();
     for sig in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
         handled.add(*sig);
@@ -114,7 +131,12 @@ fn map_and_release<T>(
     go: std::fs::File,
     before_release: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    let prepared = write_maps(pid, uid_map, gid_map).and_then(|_| before_release());
+    // No maps without a new user namespace (a spec run by root that has none).
+    let maps = match uid_map.is_empty() {
+        true => Ok(()),
+        false => write_maps(pid, uid_map, gid_map),
+    };
+    let prepared = maps.and_then(|_| before_release());
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -144,6 +166,62 @@ fn start_network(
     }
 }
 
+/// OCI `create`'s result: the container's process, set up and waiting at its gate.
+pub struct Created {
+    /// The process id, as the host sees it.
+    pub pid: i32,
+    /// The pty master when `process.terminal` is set (for the console socket).
+    pub console: Option<OwnedFd>,
+    _network: Option<nook_net::Netstack>,
+}
+
+/// OCI `create`: the same setup as [`run`] up to the command, where the container's
+/// process parks until a start message arrives on `gate` (a FIFO opened read-write,
+/// see `nook oci start`). Returns once it is parked; the process does not die with the
+/// caller. The command is looked up first, so a missing one fails here, as in runc.
+pub fn create(
+    spec: &Spec,
+    options: &RunOptions,
+    cgroup: Option<&crate::cgroups::Cgroup>,
+    gate: &std::fs::File,
+) -> Result<Created> {
+    let plan = Plan::from_spec(spec)?;
+    with_signals_blocked(|_| {
+        let spawned = spawn_child(spec, options, &plan, cgroup, Some(gate.as_raw_fd()))?;
+        let pid = spawned.pid;
+        match sync::read_report(spawned.report)? {
+            Report::Parked => Ok(Created {
+                pid: pid.as_raw(),
+                console: spawned.master,
+                _network: spawned.network,
+            }),
+            Report::Started => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                Err(Error::Setup(
+                    "the container's process ended before it was ready for `start`".into(),
+                ))
+            }
+            Report::SetupFailed(msg) => {
+                let _ = waitpid(pid, None);
+                Err(Error::Setup(msg))
+            }
+            Report::ExecFailed { errno, command } => {
+                let _ = waitpid(pid, None);
+                Err(Error::Exec { command, errno })
+            }
+        }
+    })
+}
+
+/// The container's first process, released and running its setup.
+struct Spawned {
+    pid: Pid,
+    report: std::fs::File,
+    master: Option<OwnedFd>,
+    network: Option<nook_net::Netstack>,
+}
+
 fn run_blocked(
     spec: &Spec,
     options: &RunOptions,
@@ -151,6 +229,23 @@ fn run_blocked(
     handled: &SigSet,
     cgroup: Option<&crate::cgroups::Cgroup>,
 ) -> Result<ExitStatus> {
+    // The network lives until the container has exited.
+    let Spawned {
+        pid,
+        report,
+        master,
+        network: _network,
+    } = spawn_child(spec, options, plan, cgroup, None)?;
+    finish_start(pid, report, handled, master, options.on_started.as_ref())
+}
+
+fn spawn_child(
+    spec: &Spec,
+    options: &RunOptions,
+    plan: &Plan,
+    cgroup: Option<&crate::cgroups::Cgroup>,
+    park: Option<RawFd>,
+) -> Result<Spawned> {
     let go = sync::pipe()?;
     let report = sync::pipe()?;
     let console = match plan.terminal {
@@ -166,16 +261,29 @@ fn run_blocked(
     // namespace's root is the container's cgroup, whichever way it got there).
     let unshare_cgroupns =
         cgroup.is_some() && plan.clone_flags.contains(CloneFlags::CLONE_NEWCGROUP);
-    let (pid, needs_move) = match cgroup {
+    // A pid namespace given by path: setns applies to the children of the caller, so
+    // this process enters it for the clone and returns to its own right after.
+    let own_pidns = match &plan.pid_join {
+        Some(path) => Some(enter_pid_namespace(path)?),
+        None => None,
+    };
+    let cloned = match cgroup {
         Some(cg) => {
             let flags = plan.clone_flags - CloneFlags::CLONE_NEWCGROUP;
-            match crate::cgroups::clone_into(flags, cg)? {
-                Some(pid) => (pid, false),
-                None => (clone_process(flags)?, true),
+            match crate::cgroups::clone_into(flags, cg) {
+                Ok(Some(pid)) => Ok((pid, false)),
+                Ok(None) => clone_process(flags).map(|pid| (pid, true)),
+                Err(e) => Err(e),
             }
         }
-        None => (clone_process(plan.clone_flags)?, false),
+        None => clone_process(plan.clone_flags).map(|pid| (pid, false)),
     };
+    if let Some(own) = own_pidns {
+        if !matches!(cloned, Ok((pid, _)) if pid == Pid::from_raw(0)) {
+            let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
+        }
+    }
+    let (pid, needs_move) = cloned?;
     if pid == Pid::from_raw(0) {
         Child {
             unshare_cgroupns,
@@ -188,6 +296,13 @@ fn run_blocked(
             window,
             new_netns: plan.clone_flags.contains(CloneFlags::CLONE_NEWNET),
             new_utsns: plan.clone_flags.contains(CloneFlags::CLONE_NEWUTS),
+            park,
+            // A spec may map other IDs than its creator's (an OCI bundle run by root
+            // of a user namespace): the child then acts as the container's root.
+            become_root: plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
+                && crate::idmap::inside_id(&plan.uid_map, nix::unistd::geteuid().as_raw())
+                    .is_none(),
+            joins: &plan.joins,
         }
         .main();
     }
@@ -195,18 +310,27 @@ fn run_blocked(
     drop(report.write);
     let console = console.map(|(parent_end, _child_end)| parent_end);
 
-    let _network = map_and_release(pid, &plan.uid_map, &plan.gid_map, go.write, || {
+    let network = map_and_release(pid, &plan.uid_map, &plan.gid_map, go.write, || {
         if let (Some(cg), true) = (cgroup, needs_move) {
             cg.add_process(pid.as_raw())?;
         }
-        start_network(pid, options, plan)
+        let network = start_network(pid, options, plan)?;
+        if let Some(hook) = &options.on_spawned {
+            (hook.0)(pid.as_raw());
+        }
+        Ok(network)
     })?;
 
     let master = match &console {
         Some(sock) => tty::receive_master(sock)?,
         None => None,
     };
-    finish_start(pid, report.read, handled, master)
+    Ok(Spawned {
+        pid,
+        report: report.read,
+        master,
+        network,
+    })
 }
 
 /// `nook unshare`: runs `command` in a new user and mount namespace with these maps,
@@ -259,7 +383,7 @@ fn in_user_namespace(
         drop(go.read);
         drop(report.write);
         map_and_release(pid, uid_map, gid_map, go.write, || Ok(()))?;
-        finish_start(pid, report.read, handled, None)
+        finish_start(pid, report.read, handled, None, None)
     })
 }
 
@@ -269,9 +393,22 @@ fn finish_start(
     report: std::fs::File,
     handled: &SigSet,
     master: Option<std::os::fd::OwnedFd>,
+    on_started: Option<&StartedHook>,
 ) -> Result<ExitStatus> {
     match sync::read_report(report)? {
-        Report::Started => supervise::supervise(pid, handled, master),
+        Report::Started => {
+            if let Some(hook) = on_started {
+                (hook.0)(pid.as_raw());
+            }
+            supervise::supervise(pid, handled, master)
+        }
+        Report::Parked => {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Err(Error::Setup(
+                "the container's process parked unasked".into(),
+            ))
+        }
         Report::SetupFailed(msg) => {
             let _ = waitpid(pid, None);
             Err(Error::Setup(msg))
@@ -290,6 +427,10 @@ struct Plan {
     terminal: bool,
     uid_map: Vec<IdRange>,
     gid_map: Vec<IdRange>,
+    /// Existing namespaces the spec names by path, joined by the child.
+    joins: Vec<(CloneFlags, PathBuf)>,
+    /// A pid namespace by path: entered by this process for the clone.
+    pid_join: Option<PathBuf>,
 }
 
 impl Plan {
@@ -311,16 +452,26 @@ impl Plan {
             .as_ref()
             .ok_or_else(|| Error::Spec("no linux section".into()))?;
         let mut clone_flags = CloneFlags::empty();
+        let mut joins = Vec::new();
+        let mut pid_join = None;
         for ns in linux.namespaces().as_deref().unwrap_or_default() {
-            if ns.path().is_some() {
-                return Err(Error::Spec(format!(
-                    "joining an existing {:?} namespace is not supported yet",
-                    ns.typ()
-                )));
+            let flag = namespace_flag(ns.typ())?;
+            match ns.path() {
+                Some(path) if ns.typ() == LinuxNamespaceType::Pid => pid_join = Some(path.clone()),
+                Some(_) if ns.typ() == LinuxNamespaceType::User => {
+                    return Err(Error::Spec(format!(
+                        "joining an existing {:?} namespace by path is not supported yet",
+                        ns.typ()
+                    )))
+                }
+                Some(path) => joins.push((flag, path.clone())),
+                None => clone_flags |= flag,
             }
-            clone_flags |= namespace_flag(ns.typ())?;
         }
-        if !clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+        // Root (of the host, or of a user namespace) may run a spec without one, as
+        // runc does; everyone else needs it for every other namespace.
+        let as_root = nix::unistd::geteuid().is_root();
+        if !clone_flags.contains(CloneFlags::CLONE_NEWUSER) && !as_root {
             return Err(Error::Spec(
                 "nook always creates a user namespace; the spec must list one".into(),
             ));
@@ -339,7 +490,8 @@ impl Plan {
             .iter()
             .map(IdRange::from)
             .collect();
-        if uid_map.is_empty() || gid_map.is_empty() {
+        let needs_maps = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
+        if needs_maps && (uid_map.is_empty() || gid_map.is_empty()) {
             return Err(Error::Spec(
                 "the user namespace needs uid and gid mappings".into(),
             ));
@@ -348,8 +500,10 @@ impl Plan {
             clone_flags,
             rootfs,
             terminal: process.terminal() == Some(true),
-            uid_map,
-            gid_map,
+            uid_map: if needs_maps { uid_map } else { Vec::new() },
+            gid_map: if needs_maps { gid_map } else { Vec::new() },
+            joins,
+            pid_join,
         })
     }
 }
@@ -369,8 +523,20 @@ fn namespace_flag(typ: LinuxNamespaceType) -> Result<CloneFlags> {
     })
 }
 
+/// Makes `path` the pid namespace of this process's next children; returns the
+/// current one to come back to.
+fn enter_pid_namespace(path: &std::path::Path) -> Result<std::fs::File> {
+    let own = std::fs::File::open("/proc/self/ns/pid")
+        .context(|| "opening this process's pid namespace".into())?;
+    let target = std::fs::File::open(path)
+        .context(|| format!("opening the pid namespace {}", path.display()))?;
+    nix::sched::setns(&target, CloneFlags::CLONE_NEWPID)
+        .context(|| format!("joining the pid namespace {}", path.display()))?;
+    Ok(own)
+}
+
 /// clone(2) with fork semantics: the child continues here on a copy of the stack.
-fn clone_process(flags: CloneFlags) -> Result<Pid> {
+pub(crate) fn clone_process(flags: CloneFlags) -> Result<Pid> {
     let raw_flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: a NULL stack makes clone behave as fork (the child runs on a copy of our
     // stack); the caller is single-threaded (module doc), so the copy is consistent.

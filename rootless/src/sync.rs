@@ -36,12 +36,15 @@ pub(crate) enum Report {
     SetupFailed(String),
     /// `execve` of the command failed with this errno (exit 126 or 127).
     ExecFailed { errno: i32, command: String },
+    /// OCI `create`: the setup is done and the process waits for `start`.
+    Parked,
 }
 
 impl Report {
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             Report::Started => Vec::new(),
+            Report::Parked => b"P".to_vec(),
             Report::SetupFailed(msg) => [b"E".as_slice(), msg.as_bytes()].concat(),
             Report::ExecFailed { errno, command } => {
                 [b"X".as_slice(), &errno.to_le_bytes(), command.as_bytes()].concat()
@@ -52,6 +55,7 @@ impl Report {
     pub(crate) fn decode(buf: &[u8]) -> Report {
         match buf.split_first() {
             None => Report::Started,
+            Some((b'P', [])) => Report::Parked,
             Some((b'X', rest)) if rest.len() >= 4 => Report::ExecFailed {
                 errno: i32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]),
                 command: String::from_utf8_lossy(&rest[4..]).into_owned(),
@@ -94,6 +98,7 @@ mod tests {
     fn reports_roundtrip() {
         for r in [
             Report::Started,
+            Report::Parked,
             Report::SetupFailed("mount /proc: EPERM".into()),
             Report::ExecFailed {
                 errno: 2,

@@ -103,14 +103,14 @@ pub(crate) fn receive_master(console: &UnixStream) -> Result<Option<OwnedFd>> {
 }
 
 /// Puts the terminal on `fd` in raw mode until dropped.
-pub(crate) struct RawMode<'a> {
+pub struct RawMode<'a> {
     fd: BorrowedFd<'a>,
     saved: Termios,
 }
 
 impl<'a> RawMode<'a> {
     /// None when `fd` is not a terminal (input from a pipe: nothing to restore).
-    pub(crate) fn enter(fd: BorrowedFd<'a>) -> Option<RawMode<'a>> {
+    pub fn enter(fd: BorrowedFd<'a>) -> Option<RawMode<'a>> {
         let saved = termios::tcgetattr(fd).ok()?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
