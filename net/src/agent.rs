@@ -18,6 +18,9 @@
 //!    the kind (TCP/UDP × v4/v6), the reply carries a fresh socket of the container's
 //!    namespace (SCM_RIGHTS). The forwarder binds and connects it itself; only the
 //!    socket's birth needs the namespace. One round trip per forwarded connection.
+//!    With TCP ports published, the agent also routes marked packets back into the
+//!    namespace and hands out TCP sockets that are transparent and marked (reply `X`),
+//!    so a forwarded connection can come from the client's own address (forward.rs).
 //!
 //! It exits at EOF on the socketpair (the netstack stopped) and, through
 //! PR_SET_PDEATHSIG, with the supervisor. The supervisor reaps it.
@@ -30,7 +33,8 @@ use nix::sys::socket::{
     SockFlag, SockType,
 };
 
-use crate::config::{Config, TAP_NAME};
+use crate::config::{Config, Proto, TAP_NAME};
+use crate::forward::{FORWARD_MARK, FORWARD_TABLE};
 use crate::{netlink, sys, tap, Error};
 
 /// Kinds of socket the forwarder asks for.
@@ -58,6 +62,14 @@ pub struct Agent {
     pub pid: libc::pid_t,
     /// Requests go here; moved to the forwarder thread when there is one.
     pub channel: Option<Channel>,
+}
+
+/// A socket from the agent; `transparent`: it may bind the client's address, which
+/// need not exist in the container's namespace (IP_TRANSPARENT, and marked so that the
+/// replies to it are routed back to it).
+pub struct InnerSocket {
+    pub fd: OwnedFd,
+    pub transparent: bool,
 }
 
 /// The supervisor's end of the socketpair.
@@ -146,7 +158,7 @@ impl Drop for Agent {
 
 impl Channel {
     /// Asks the agent for a new socket of `kind` in the container's namespace.
-    pub fn socket(&self, kind: SocketKind) -> io::Result<OwnedFd> {
+    pub fn socket(&self, kind: SocketKind) -> io::Result<InnerSocket> {
         sendmsg::<()>(
             self.fd.as_raw_fd(),
             &[IoSlice::new(&[kind.byte()])],
@@ -154,14 +166,18 @@ impl Channel {
             MsgFlags::MSG_NOSIGNAL,
             None,
         )?;
-        match self.receive()? {
-            Ok(fd) => Ok(fd),
+        match self.receive_kind()? {
+            Ok(s) => Ok(s),
             Err(msg) => Err(io::Error::other(msg)),
         }
     }
 
     /// One reply: a descriptor, or the agent's error message.
     fn receive(&self) -> io::Result<Result<OwnedFd, String>> {
+        Ok(self.receive_kind()?.map(|s| s.fd))
+    }
+
+    fn receive_kind(&self) -> io::Result<Result<InnerSocket, String>> {
         let mut buf = [0u8; 512];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -183,7 +199,14 @@ impl Channel {
         }
         let n = msg.bytes;
         match (fd, buf[..n].first()) {
-            (Some(fd), Some(b'S')) => Ok(Ok(fd)),
+            (Some(fd), Some(b'S')) => Ok(Ok(InnerSocket {
+                fd,
+                transparent: false,
+            })),
+            (Some(fd), Some(b'X')) => Ok(Ok(InnerSocket {
+                fd,
+                transparent: true,
+            })),
             (_, Some(b'E')) => Ok(Err(String::from_utf8_lossy(&buf[1..n]).into_owned())),
             (_, None) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -231,10 +254,15 @@ fn agent_main(sock: OwnedFd, user_ns: OwnedFd, net_ns: OwnedFd, cfg: &Config) ->
             )
         })?;
         netlink::configure(TAP_NAME, cfg).map_err(|e| format!("configuring {TAP_NAME}: {e}"))?;
+        allow_ping();
         Ok(tap)
     };
+    let mut transparent = [false; 2];
     match setup() {
         Ok(tap) => {
+            if cfg.publish.iter().any(|m| m.proto == Proto::Tcp) {
+                transparent = route_forwarded_replies();
+            }
             send_fd(fd, tap.as_raw_fd());
             drop(tap);
         }
@@ -265,18 +293,108 @@ fn agent_main(sock: OwnedFd, user_ns: OwnedFd, net_ns: OwnedFd, cfg: &Config) ->
                 continue;
             }
         };
+        let v6 = family == libc::AF_INET6;
         match sys::socket(family, kind, 0) {
+            Ok(s) if kind == libc::SOCK_STREAM && transparent[v6 as usize] => {
+                if make_transparent(s.as_raw_fd(), v6).is_ok() {
+                    send_fd_as(fd, s.as_raw_fd(), b"X");
+                } else {
+                    send_fd(fd, s.as_raw_fd());
+                }
+            }
             Ok(s) => send_fd(fd, s.as_raw_fd()),
             Err(e) => reply_err(&format!("socket in the container's namespace: {e}")),
         }
     }
 }
 
+/// Lets the container's processes open ICMP sockets in their namespace, as podman does
+/// with `net.ipv4.ping_group_range`, so `ping` works without CAP_NET_RAW: the range is
+/// every group the container maps, from 0 (only root's, when the map is not ordered so
+/// that one range of host IDs covers them). The sysctl belongs to the network namespace
+/// the agent is in; failure only leaves ping unprivileged-less, as on the host.
+fn allow_ping() {
+    let map = std::fs::read_to_string("/proc/self/gid_map").unwrap_or_default();
+    let high = ping_range_high(&map);
+    let _ = std::fs::write("/proc/sys/net/ipv4/ping_group_range", format!("0 {high}"));
+}
+
+/// The highest group ID of the range `0..=high` whose host IDs (the kernel compares
+/// those) rise with it, from a gid_map text ("inside outside count" per line): the top
+/// of the map when its ranges follow one another in the same order inside and out, and
+/// without gaps inside; else 0.
+fn ping_range_high(gid_map: &str) -> u32 {
+    let mut lines: Vec<(u64, u64, u64)> = gid_map
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().map(|x| x.parse::<u64>().ok());
+            Some((w.next()??, w.next()??, w.next()??))
+        })
+        .filter(|&(_, _, n)| n > 0)
+        .collect();
+    lines.sort_unstable();
+    let ordered = lines.first().is_some_and(|l| l.0 == 0)
+        && lines
+            .windows(2)
+            .all(|w| w[1].0 == w[0].0 + w[0].2 && w[1].1 >= w[0].1 + w[0].2);
+    match lines.last() {
+        Some(&(i, _, n)) if ordered && i + n - 1 <= u32::MAX as u64 => (i + n - 1) as u32,
+        _ => 0,
+    }
+}
+
+/// Makes the namespace's TCP servers answer forwarded clients through the forwarder's
+/// sockets, whatever the clients' addresses: an accepted connection takes the mark of
+/// the SYN that opened it (net.ipv4.tcp_fwmark_accept, which serves IPv6 too), and
+/// marked packets are delivered locally, to the transparent socket bound to the
+/// client's address. Returns which of IPv4 and IPv6 are set up: IPv4 only, as the
+/// forwarder gives an IPv6 client from outside the host an IPv4 inner socket.
+fn route_forwarded_replies() -> [bool; 2] {
+    if std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", "1").is_err() {
+        return [false; 2];
+    }
+    let v4 = netlink::route_marked_locally(FORWARD_MARK, FORWARD_TABLE, false).is_ok();
+    [v4, false]
+}
+
+/// IP_TRANSPARENT (bind any address) and the forwarding mark on a new TCP socket.
+fn make_transparent(fd: RawFd, v6: bool) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let (level, name) = if v6 {
+        (libc::SOL_IPV6, libc::IPV6_TRANSPARENT)
+    } else {
+        (libc::SOL_IP, libc::IP_TRANSPARENT)
+    };
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: `value` is a valid c_int for the duration of the call.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    set(level, name, one)?;
+    set(libc::SOL_SOCKET, libc::SO_MARK, FORWARD_MARK as libc::c_int)
+}
+
 fn send_fd(sock: RawFd, fd: RawFd) {
+    send_fd_as(sock, fd, b"S");
+}
+
+fn send_fd_as(sock: RawFd, fd: RawFd, tag: &[u8]) {
     let fds = [fd];
     let _ = sendmsg::<()>(
         sock,
-        &[IoSlice::new(b"S")],
+        &[IoSlice::new(tag)],
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::MSG_NOSIGNAL,
         None,
@@ -303,4 +421,23 @@ fn close_other_fds(keep: &[RawFd]) {
 fn exit(code: i32) -> ! {
     // SAFETY: _exit skips the parent's atexit handlers and stdio buffers copied at fork.
     unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ping_range_high;
+
+    #[test]
+    fn ping_range_covers_the_mapped_groups_when_ordered() {
+        // podman's default map: 0 → the user, 1.. → the subordinate range above it.
+        assert_eq!(ping_range_high("0 1000 1\n1 100000 65536\n"), 65536);
+        assert_eq!(ping_range_high("         0       1000          1\n"), 0);
+        // keep-id style: root maps above the user's own ID, so one host range would
+        // take in IDs the container does not have in order: only group 0.
+        assert_eq!(
+            ping_range_high("0 100000 1000\n1000 1000 1\n1001 101000 64536\n"),
+            0
+        );
+        assert_eq!(ping_range_high(""), 0);
+    }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //!  client ──► host listener (bound by the supervisor before the container starts)
 //!               accept ─► agent: "a TCP socket, please" ─► inner socket (container netns)
-//!               bind(client addr, if loopback) ─► connect(127.0.0.1:CTRPORT)
+//!               bind(client addr) ─► connect(127.0.0.1:CTRPORT / [::1]:CTRPORT)
 //!  outer ⇄ inner: splice(2) through a pipe each way, never through user space
 //! ```
 //!
@@ -11,12 +11,23 @@
 //! loopback connection in the container's namespace, so forwarded throughput is close
 //! to the host's own loopback (two kernel TCP stacks and page moves, no copies here).
 //!
-//! What the container sees as the client address: a client on the host's loopback
-//! (127.0.0.0/8, ::1) is seen with its exact address and port (the inner socket binds
-//! them before connecting; the container's own loopback has the same addresses). A
-//! client from elsewhere is seen as 127.0.0.1 with an ephemeral port: its real address
-//! is not local in the container's namespace, and a socket bound to it there would send
-//! its replies to the tap instead of back here.
+//! What the container sees as the client address:
+//! - TCP: every IPv4 client, and ::1, with its own address and port (IPv4 clients of
+//!   a dual-stack listener as IPv4); other IPv6 clients as 127.0.0.1 with an ephemeral
+//!   port, since the container's server may listen on IPv4 only. The inner socket binds
+//!   the client's address before connecting. A loopback address exists in the container's namespace too; any other
+//!   does not, so the agent makes TCP inner sockets transparent (IP_TRANSPARENT, allowed
+//!   to it as the owner of the namespace's user namespace) and marked, and sets up the
+//!   namespace so that the server's replies come back to them instead of leaving by the
+//!   tap: net.ipv4.tcp_fwmark_accept gives the accepted connection the SYN's mark, and
+//!   a rule sends marked packets to a table whose one route is `local default dev lo`.
+//!   Only forwarded connections carry the mark, so the container's own traffic is routed
+//!   as before. If that setup fails (a kernel without policy routing), a non-loopback
+//!   client is seen as 127.0.0.1 (or ::1) with an ephemeral port.
+//! - UDP: a loopback client with its own address and port; any other as 127.0.0.1 (or
+//!   ::1) with an ephemeral port. A UDP server's replies carry no mark to route by, and
+//!   a rule by source port would also capture the container's own datagrams from that
+//!   port.
 //!
 //! UDP: each client address gets an inner UDP socket (bound and connected the same
 //! way); datagrams are relayed with one recvfrom/send each way; idle flows expire.
@@ -40,6 +51,10 @@ const KIND_LISTEN: u64 = 2;
 const KIND_CONN: u64 = 3;
 const KIND_UDP_INNER: u64 = 4;
 const PIPE_SIZE: usize = 1 << 20;
+/// The mark of forwarded TCP connections in the container's namespace ("nook"), and
+/// the routing table that delivers marked packets locally there.
+pub const FORWARD_MARK: u32 = 0x6e6f_6f6b;
+pub const FORWARD_TABLE: u32 = 0x6e6f;
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const MAX_UDP_FLOWS: usize = 4096;
 
@@ -245,7 +260,8 @@ impl Forwarder {
     }
 
     /// The inner end of a forwarded connection: a socket born in the container's
-    /// namespace, bound to the client's address when that exists there too.
+    /// namespace, bound to the client's address when the container can answer it there
+    /// (a loopback address, or any with a transparent socket).
     fn inner_socket(
         &self,
         proto: Proto,
@@ -253,16 +269,20 @@ impl Forwarder {
         ctr_port: u16,
     ) -> io::Result<(OwnedFd, SocketAddr)> {
         let client = client.map(unmap);
-        let loopback_client = client.filter(|c| c.ip().is_loopback());
-        let v6 = loopback_client.is_some_and(|c| c.is_ipv6());
+        // An IPv6 client from elsewhere goes to 127.0.0.1, as the server may listen on
+        // IPv4 only; ::1 has to go to ::1 to keep its address.
+        let client = client.filter(|c| c.is_ipv4() || c.ip().is_loopback());
+        let v6 = client.is_some_and(|c| c.is_ipv6());
         let kind = match (proto, v6) {
             (Proto::Tcp, false) => SocketKind::Tcp4,
             (Proto::Tcp, true) => SocketKind::Tcp6,
             (Proto::Udp, false) => SocketKind::Udp4,
             (Proto::Udp, true) => SocketKind::Udp6,
         };
-        let fd = self.channel.socket(kind)?;
-        if let Some(c) = loopback_client {
+        let inner = self.channel.socket(kind)?;
+        let fd = inner.fd;
+        let bindable = client.filter(|c| inner.transparent || c.ip().is_loopback());
+        if let Some(c) = bindable {
             // Taken inside already (or a privileged port): an ephemeral port will do.
             if sys::bind(fd.as_raw_fd(), &c).is_err() {
                 let any_port = SocketAddr::new(c.ip(), 0);

@@ -14,14 +14,16 @@
 //! ```
 //!
 //! Modules, smoltcp-style layering: `config` and `policy` are pure (what the network
-//! looks like, where a flow goes); `frame` writes packets; `link`/`tap` are the devices
-//! behind one trait, so `stack` runs the same against the tap or in-memory frames (unit
-//! tests, fuzzing); `sys` holds every system call of the data path; `netstack` starts
-//! and stops the threads for the supervisor.
+//! looks like, where a flow goes); `frame` writes packets and `frag` reassembles and
+//! cuts IP fragments; `link`/`tap` are the devices behind one trait, so `stack` runs the
+//! same against the tap or in-memory frames (unit tests, fuzzing); `sys` holds every
+//! system call of the data path; `netstack` starts and stops the threads for the
+//! supervisor.
 
 pub mod agent;
 pub mod config;
 pub mod forward;
+pub mod frag;
 pub mod frame;
 pub mod link;
 pub mod netlink;

@@ -22,6 +22,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -82,6 +83,41 @@ pub fn configure(name: &str, cfg: &Config) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Routes every packet that carries `mark` to this namespace itself (`ip rule add
+/// fwmark MARK lookup TABLE` and `ip route add local default dev lo table TABLE`, for
+/// IPv4 or IPv6): the replies of the container's servers to forwarded clients, whose
+/// addresses are not local here (forward.rs).
+pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
+    let family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let mut nl = Netlink::open()?;
+    let mut rule = RuleMessage::default();
+    rule.header.family = family;
+    rule.header.action = RuleAction::ToTable;
+    rule.attributes = vec![RuleAttribute::FwMark(mark), RuleAttribute::Table(table)];
+    nl.request(
+        RouteNetlinkMessage::NewRule(rule),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )?;
+    let mut route = RouteMessage::default();
+    route.header.address_family = family;
+    route.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    route.header.protocol = RouteProtocol::Boot;
+    route.header.scope = RouteScope::Host;
+    route.header.kind = RouteType::Local;
+    route.attributes = vec![
+        RouteAttribute::Table(table),
+        RouteAttribute::Oif(if_index("lo")?),
+    ];
+    nl.request(
+        RouteNetlinkMessage::NewRoute(route),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
 }
 
 fn if_index(name: &str) -> io::Result<u32> {

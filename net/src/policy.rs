@@ -55,6 +55,16 @@ impl Policy {
         self.target(dst)
     }
 
+    /// Where an echo request to `dst` goes. The netstack's own addresses (10.0.2.2,
+    /// 10.0.2.3 and their v6 twins) never get here, as it answers their pings itself;
+    /// for every other address the table's rows apply as they do to a port.
+    pub fn icmp_target(&self, dst: IpAddress) -> Option<IpAddr> {
+        if self.is_local(dst) {
+            return None;
+        }
+        self.target(IpEndpoint::new(dst, 1)).map(|a| a.ip())
+    }
+
     fn target(&self, dst: IpEndpoint) -> Option<SocketAddr> {
         let ip = ip_of(dst.addr);
         let port = dst.port;
@@ -167,5 +177,13 @@ mod tests {
             open.tcp_target(ep("10.0.2.2", 80))
         );
         assert!(!closed.is_local(ep("10.0.2.100", 0).addr));
+        assert_eq!(
+            closed.icmp_target(ep("192.0.2.7", 0).addr),
+            Some("192.0.2.7".parse().unwrap())
+        );
+        for refused in ["10.0.2.2", "10.0.2.3", "10.0.2.77", "127.0.0.1", "fd00::9"] {
+            assert_eq!(open.icmp_target(ep(refused, 0).addr), None, "{refused}");
+        }
+        assert_eq!(sandboxed.icmp_target(ep("192.0.2.7", 0).addr), None);
     }
 }

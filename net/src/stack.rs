@@ -29,6 +29,17 @@
 //! host socket; replies are received straight into the transmit buffer after room for
 //! the headers, which are then written in front. Idle flows expire (30 s, 10 s for DNS).
 //! DNS to 10.0.2.3:53 is just a UDP or TCP flow whose host end is the host's resolver.
+//! Datagrams larger than the MTU travel as IP fragments both ways (frag.rs).
+//!
+//! ICMP echo: smoltcp answers pings to the netstack's own addresses; a ping to any
+//! other address the policy lets out becomes a flow per (container identifier,
+//! destination) with an unprivileged ICMP socket (`socket(AF_INET, SOCK_DGRAM,
+//! IPPROTO_ICMP)`, ICMPv6 likewise). The host kernel puts its own identifier on the
+//! request and checks the reply; the reply gets the container's identifier back and a
+//! new checksum. Where the host's net.ipv4.ping_group_range leaves out the user's
+//! group, the socket cannot be had: the netstack says so once on stderr and answers
+//! each request with "administratively prohibited", so a ping fails at once instead of
+//! waiting. A destination the policy refuses gets "host unreachable".
 //!
 //! Per frame: one read(2), no allocation (one receive and one transmit buffer, reused);
 //! per wakeup the tap is drained (up to a bound) before sockets are serviced and
@@ -51,7 +62,8 @@ use smoltcp::wire::{
 };
 
 use crate::config::{self, Config};
-use crate::frame;
+use crate::frag::{FragKey, Fragment, Reassembly};
+use crate::frame::{self, Macs};
 use crate::link::{Link, VNET_HDR_LEN};
 use crate::policy::Policy;
 use crate::sys::{self, Epoll, Slab};
@@ -63,20 +75,27 @@ pub const TCP_TX_BUFFER: usize = 512 * 1024;
 /// Concurrent flows before new ones are refused (each costs a host descriptor).
 pub const MAX_TCP_FLOWS: usize = 8192;
 pub const MAX_UDP_FLOWS: usize = 4096;
+pub const MAX_ECHO_FLOWS: usize = 256;
 const UDP_IDLE: Duration = Duration::from_secs(30);
 const DNS_IDLE: Duration = Duration::from_secs(10);
+const ECHO_IDLE: Duration = Duration::from_secs(10);
 /// Frames taken from the tap per wakeup before the sockets get their turn.
 const RX_BATCH: usize = 512;
 
-/// Epoll tokens: the low two bits say what, the rest which flow.
+/// Epoll tokens: the low three bits say what, the rest which flow.
 pub const TOKEN_LINK: u64 = 0;
 pub const TOKEN_STOP: u64 = 1;
 const KIND_TCP: u64 = 2;
 const KIND_UDP: u64 = 3;
+const KIND_ECHO: u64 = 4;
 
 fn token(kind: u64, index: usize) -> u64 {
-    (index as u64) << 2 | kind
+    (index as u64) << 3 | kind
 }
+
+/// Opens the host end of a ping flow: a socket connected to the destination. Tests
+/// replace the unprivileged ICMP socket ([`ping_socket`]) with one they control.
+pub type EchoOpener = Box<dyn FnMut(IpAddr) -> io::Result<OwnedFd> + Send>;
 
 /// A flow as the container sees it: its endpoint and the destination it addressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +127,13 @@ struct UdpFlow {
     idle: Duration,
 }
 
+/// A ping flow: `key.ctr.port` is the container's echo identifier, `key.dst.port` 0.
+struct EchoFlow {
+    key: FlowKey,
+    fd: OwnedFd,
+    last: StdInstant,
+}
+
 /// Counters, for tests and `nook` diagnostics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -115,8 +141,14 @@ pub struct Stats {
     pub frames_out: u64,
     pub tcp_flows: usize,
     pub udp_flows: usize,
+    pub echo_flows: usize,
     pub refused: u64,
     pub dropped: u64,
+    /// ICMP unreachables sent to the container (refused or unpermitted pings).
+    pub unreachable: u64,
+    /// Frames that were IP fragments, both ways.
+    pub fragments_in: u64,
+    pub fragments_out: u64,
 }
 
 /// The smoltcp device: the frame just read from the link, and the link for writing.
@@ -240,6 +272,9 @@ pub enum Verdict {
     TcpNew,
     TcpRefused,
     Udp,
+    Echo,
+    /// A fragment of a datagram that is not whole yet.
+    Fragment,
     Dropped,
 }
 
@@ -253,6 +288,15 @@ pub struct Stack<L: Link> {
     tcp_index: HashMap<FlowKey, usize>,
     udp: Slab<UdpFlow>,
     udp_index: HashMap<FlowKey, usize>,
+    echo: Slab<EchoFlow>,
+    echo_index: HashMap<FlowKey, usize>,
+    echo_opener: EchoOpener,
+    /// The reason the host refused an ICMP socket, once said.
+    ping_refusal_said: bool,
+    reassembly: Reassembly,
+    /// Where fragments are built (one frame, allocated on first use).
+    frag_tx: Vec<u8>,
+    frag_ident: u32,
     ctr_mac: EthernetAddress,
     epoch: StdInstant,
     next_expiry: StdInstant,
@@ -267,12 +311,15 @@ impl<L: Link> Stack<L> {
         let vnet = link.vnet_hdr();
         let mtu = cfg.mtu as usize;
         let buf_len = VNET_HDR_LEN + frame::ETH_LEN + mtu;
+        // The transmit buffer also takes a whole datagram from a host socket (up to 64
+        // KiB) before it is cut into fragments.
+        let tx_len = buf_len.max(frame::ip_payload_offset(true, true) + 65535);
         let mut port = Port {
             link,
             rx: vec![0; buf_len],
             rx_len: 0,
             rx_pending: false,
-            tx: vec![0; buf_len],
+            tx: vec![0; tx_len],
             vnet,
             offload: vnet,
             mtu,
@@ -309,6 +356,13 @@ impl<L: Link> Stack<L> {
             tcp_index: HashMap::new(),
             udp: Slab::default(),
             udp_index: HashMap::new(),
+            echo: Slab::default(),
+            echo_index: HashMap::new(),
+            echo_opener: Box::new(ping_socket),
+            ping_refusal_said: false,
+            reassembly: Reassembly::default(),
+            frag_tx: Vec::new(),
+            frag_ident: random_seed() as u32,
             ctr_mac: EthernetAddress(config::CONTAINER_MAC),
             epoch,
             next_expiry: epoch + Duration::from_secs(1),
@@ -328,7 +382,20 @@ impl<L: Link> Stack<L> {
             frames_out: self.port.frames_out,
             tcp_flows: self.tcp.len(),
             udp_flows: self.udp.len(),
+            echo_flows: self.echo.len(),
             ..self.stats
+        }
+    }
+
+    /// Replaces how the host ends of ping flows are opened (tests).
+    pub fn set_echo_opener(&mut self, opener: EchoOpener) {
+        self.echo_opener = opener;
+    }
+
+    fn macs(&self) -> Macs {
+        Macs {
+            src: EthernetAddress(config::GATEWAY_MAC),
+            dst: self.ctr_mac,
         }
     }
 
@@ -346,11 +413,12 @@ impl<L: Link> Stack<L> {
         let mut link_ready = self.link_backlog || self.port.link.fd().is_none();
         for ev in &events[..n] {
             let (tok, bits) = (ev.u64, ev.events);
-            match tok & 3 {
+            match tok & 7 {
                 _ if tok == TOKEN_LINK => link_ready = true,
                 _ if tok == TOKEN_STOP => keep_going = false,
-                KIND_TCP => self.tcp_event((tok >> 2) as usize, bits),
-                KIND_UDP => self.udp_readable((tok >> 2) as usize),
+                KIND_TCP => self.tcp_event((tok >> 3) as usize, bits),
+                KIND_UDP => self.udp_readable((tok >> 3) as usize),
+                KIND_ECHO => self.echo_readable((tok >> 3) as usize),
                 _ => {}
             }
         }
@@ -369,7 +437,7 @@ impl<L: Link> Stack<L> {
         }
         let now = self.now();
         let mut wait = self.iface.poll_delay(now, &self.sockets);
-        if !self.udp.is_empty() || !self.tcp.is_empty() {
+        if !self.udp.is_empty() || !self.tcp.is_empty() || !self.echo.is_empty() {
             let to_expiry = self
                 .next_expiry
                 .saturating_duration_since(StdInstant::now());
@@ -466,8 +534,8 @@ impl<L: Link> Stack<L> {
         let Ok(ip) = Ipv4Packet::new_checked(frame) else {
             return Verdict::Dropped;
         };
-        if ip.src_addr() != config::CONTAINER_V4 || ip.more_frags() || ip.frag_offset() != 0 {
-            // Spoofed sources and fragments (the MTU makes them needless) go nowhere.
+        if ip.src_addr() != config::CONTAINER_V4 {
+            // Spoofed sources go nowhere.
             return Verdict::Dropped;
         }
         let (src, dst) = (
@@ -476,22 +544,118 @@ impl<L: Link> Stack<L> {
         );
         let payload_at = hdr + frame::ETH_LEN + ip.header_len() as usize;
         let payload_end = hdr + frame::ETH_LEN + ip.total_len() as usize;
-        match ip.next_header() {
+        let proto = ip.next_header();
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            let (offset, more, id) = (ip.frag_offset() as usize, ip.more_frags(), ip.ident());
+            return self.on_fragment(
+                src,
+                dst,
+                proto,
+                id as u32,
+                offset,
+                more,
+                payload_at,
+                payload_end,
+            );
+        }
+        match proto {
             IpProtocol::Tcp => self.classify_tcp(src, dst, payload_at, payload_end),
-            IpProtocol::Udp => self.on_udp(src, dst, payload_at, payload_end),
+            IpProtocol::Udp => {
+                self.with_rx(payload_at, payload_end, |st, l4| st.on_udp(src, dst, l4))
+            }
             IpProtocol::Icmp => {
                 let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
                     return Verdict::Dropped;
                 };
                 // smoltcp answers echo for every address in any-IP mode: let it answer
-                // only for the addresses that exist here.
+                // only for the addresses that exist here; other pings go to the host.
                 match icmp.msg_type() {
                     Icmpv4Message::EchoRequest if self.policy.is_local(dst) => Verdict::Stack,
+                    Icmpv4Message::EchoRequest if icmp.msg_code() == 0 => {
+                        self.with_rx(payload_at, payload_end, |st, msg| st.on_echo(src, dst, msg))
+                    }
                     _ => Verdict::Dropped,
                 }
             }
             _ => Verdict::Dropped,
         }
+    }
+
+    /// Runs `f` on the bytes `at..end` of the received frame (bounds checked), with the
+    /// receive buffer lent out of `self` for the call.
+    fn with_rx(
+        &mut self,
+        at: usize,
+        end: usize,
+        f: impl FnOnce(&mut Self, &[u8]) -> Verdict,
+    ) -> Verdict {
+        if at > end || end > self.port.rx_len {
+            return Verdict::Dropped;
+        }
+        let rx = std::mem::take(&mut self.port.rx);
+        let v = f(self, &rx[at..end]);
+        self.port.rx = rx;
+        v
+    }
+
+    /// One IP fragment from the container; a datagram made whole goes on as UDP or
+    /// ICMP echo (TCP is never fragmented by a kernel that knows the MTU).
+    #[allow(clippy::too_many_arguments)]
+    fn on_fragment(
+        &mut self,
+        src: IpAddress,
+        dst: IpAddress,
+        proto: IpProtocol,
+        id: u32,
+        offset: usize,
+        more: bool,
+        at: usize,
+        end: usize,
+    ) -> Verdict {
+        if at > end
+            || end > self.port.rx_len
+            || !matches!(
+                proto,
+                IpProtocol::Udp | IpProtocol::Icmp | IpProtocol::Icmpv6
+            )
+        {
+            return Verdict::Dropped;
+        }
+        self.stats.fragments_in += 1;
+        let frag = Fragment {
+            key: FragKey {
+                src: ip_of(src),
+                dst: ip_of(dst),
+                id,
+                proto,
+            },
+            offset,
+            more,
+            data: &self.port.rx[at..end],
+        };
+        let Some(slot) = self.reassembly.add(frag, StdInstant::now()) else {
+            return Verdict::Fragment;
+        };
+        let reassembly = std::mem::take(&mut self.reassembly);
+        let payload = reassembly.payload(slot);
+        let v = match proto {
+            IpProtocol::Udp => self.on_udp(src, dst, payload),
+            _ if payload.len() >= 8 && payload[1] == 0 => {
+                let echo = match proto {
+                    IpProtocol::Icmp => Icmpv4Message::EchoRequest.into(),
+                    _ => Icmpv6Message::EchoRequest.into(),
+                };
+                if payload[0] == echo && !self.policy.is_local(dst) {
+                    self.on_echo(src, dst, payload)
+                } else {
+                    Verdict::Dropped
+                }
+            }
+            _ => Verdict::Dropped,
+        };
+        self.reassembly = reassembly;
+        self.reassembly.release(slot);
+        v
     }
 
     fn classify_ipv6(&mut self) -> Verdict {
@@ -511,7 +675,23 @@ impl<L: Link> Stack<L> {
             IpProtocol::Tcp if from_container => {
                 self.classify_tcp(src, dst, payload_at, payload_end)
             }
-            IpProtocol::Udp if from_container => self.on_udp(src, dst, payload_at, payload_end),
+            IpProtocol::Udp if from_container => {
+                self.with_rx(payload_at, payload_end, |st, l4| st.on_udp(src, dst, l4))
+            }
+            IpProtocol::Ipv6Frag if from_container => {
+                // The fragment header (RFC 8200 4.5): next header, reserved, offset and M
+                // flag, identification; the fragment's data follows.
+                let at = payload_at;
+                if payload_end > self.port.rx_len || at + 8 > payload_end {
+                    return Verdict::Dropped;
+                }
+                let fh = &self.port.rx[at..at + 8];
+                let proto = IpProtocol::from(fh[0]);
+                let off_m = u16::from_be_bytes([fh[2], fh[3]]);
+                let id = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
+                let (offset, more) = ((off_m & !7) as usize, off_m & 1 == 1);
+                self.on_fragment(src, dst, proto, id, offset, more, at + 8, payload_end)
+            }
             IpProtocol::Icmpv6 => {
                 let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
                     return Verdict::Dropped;
@@ -531,6 +711,9 @@ impl<L: Link> Stack<L> {
                     }
                     Icmpv6Message::NeighborAdvert => Verdict::Stack,
                     Icmpv6Message::EchoRequest if self.policy.is_local(dst) => Verdict::Stack,
+                    Icmpv6Message::EchoRequest if from_container && icmp.msg_code() == 0 => {
+                        self.with_rx(payload_at, payload_end, |st, msg| st.on_echo(src, dst, msg))
+                    }
                     _ => Verdict::Dropped,
                 }
             }
@@ -703,20 +886,19 @@ impl<L: Link> Stack<L> {
         }
     }
 
-    fn on_udp(&mut self, src: IpAddress, dst: IpAddress, at: usize, end: usize) -> Verdict {
-        if end > self.port.rx_len || at > end {
-            return Verdict::Dropped;
-        }
-        let Ok(udp) = UdpPacket::new_checked(&self.port.rx[at..end]) else {
+    /// A UDP datagram from the container (`l4`: header and payload, from one frame or
+    /// reassembled).
+    fn on_udp(&mut self, src: IpAddress, dst: IpAddress, l4: &[u8]) -> Verdict {
+        let Ok(udp) = UdpPacket::new_checked(l4) else {
             return Verdict::Dropped;
         };
         let key = FlowKey {
             ctr: IpEndpoint::new(src, udp.src_port()),
             dst: IpEndpoint::new(dst, udp.dst_port()),
         };
-        let payload_at = at + 8;
-        let payload_end = at + udp.len() as usize;
-        if payload_end > end || payload_end < payload_at {
+        let payload_at = frame::UDP_LEN;
+        let payload_end = udp.len() as usize;
+        if payload_end > l4.len() || payload_end < payload_at {
             return Verdict::Dropped;
         }
         let index = match self.udp_index.get(&key) {
@@ -731,8 +913,236 @@ impl<L: Link> Stack<L> {
         };
         flow.last = StdInstant::now();
         // A full socket buffer drops the datagram, as a congested link would.
-        let _ = sys::send(flow.fd.as_raw_fd(), &self.port.rx[payload_at..payload_end]);
+        let _ = sys::send(flow.fd.as_raw_fd(), &l4[payload_at..payload_end]);
         Verdict::Udp
+    }
+
+    /// An echo request from the container to an address outside (`msg`: the ICMP
+    /// message, from one frame or reassembled).
+    fn on_echo(&mut self, src: IpAddress, dst: IpAddress, msg: &[u8]) -> Verdict {
+        if msg.len() < 8 {
+            return Verdict::Dropped;
+        }
+        let id = u16::from_be_bytes([msg[4], msg[5]]);
+        let key = FlowKey {
+            ctr: IpEndpoint::new(src, id),
+            dst: IpEndpoint::new(dst, 0),
+        };
+        let index = match self.echo_index.get(&key) {
+            Some(&i) => i,
+            None => match self.open_echo(key) {
+                Ok(i) => i,
+                Err(code) => {
+                    self.send_unreachable(src, dst, code, msg);
+                    return Verdict::Echo;
+                }
+            },
+        };
+        let Some(flow) = self.echo.get_mut(index) else {
+            return Verdict::Dropped;
+        };
+        flow.last = StdInstant::now();
+        // The host kernel sets its own identifier and the checksum; a full buffer drops
+        // the request, as a congested link would.
+        let _ = sys::send(flow.fd.as_raw_fd(), msg);
+        Verdict::Echo
+    }
+
+    /// A ping flow to `key.dst`, or the unreachable code to answer with.
+    fn open_echo(&mut self, key: FlowKey) -> Result<usize, UnreachableCode> {
+        let target = self
+            .policy
+            .icmp_target(key.dst.addr)
+            .ok_or(UnreachableCode::Host)?;
+        if self.echo.len() >= MAX_ECHO_FLOWS {
+            if let Some(i) = self.echo.iter().min_by_key(|(_, f)| f.last).map(|(i, _)| i) {
+                self.remove_echo(i);
+            }
+        }
+        let fd = match (self.echo_opener)(target) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if !self.ping_refusal_said {
+                    self.ping_refusal_said = true;
+                    eprintln!("nook: {}", ping_refusal(&e));
+                }
+                return Err(UnreachableCode::Prohibited);
+            }
+        };
+        let raw = fd.as_raw_fd();
+        let index = self.echo.insert(EchoFlow {
+            key,
+            fd,
+            last: StdInstant::now(),
+        });
+        self.echo_index.insert(key, index);
+        if self
+            .epoll
+            .add(raw, sys::IN | sys::ET, token(KIND_ECHO, index))
+            .is_err()
+        {
+            self.remove_echo(index);
+            return Err(UnreachableCode::Host);
+        }
+        Ok(index)
+    }
+
+    fn remove_echo(&mut self, index: usize) {
+        if let Some(flow) = self.echo.remove(index) {
+            self.epoll.delete(flow.fd.as_raw_fd());
+            self.echo_index.remove(&flow.key);
+        }
+    }
+
+    /// Echo replies from the host: received in place, identifier and checksum put back
+    /// as the container expects them, headers in front.
+    fn echo_readable(&mut self, index: usize) {
+        let Some(flow) = self.echo.get_mut(index) else {
+            return;
+        };
+        flow.last = StdInstant::now();
+        let (key, fd) = (flow.key, flow.fd.as_raw_fd());
+        let v6 = match (key.dst.addr, key.ctr.addr) {
+            (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => Some((s, d)),
+            _ => None,
+        };
+        let proto = if v6.is_some() {
+            IpProtocol::Icmpv6
+        } else {
+            IpProtocol::Icmp
+        };
+        let at = frame::ip_payload_offset(self.port.vnet, v6.is_some());
+        let room = self.port.tx.len() - at;
+        loop {
+            let n = match sys::read(fd, &mut self.port.tx[at..at + room]) {
+                Ok(Some(n)) if n >= 8 => n,
+                Ok(Some(_)) => continue,
+                // An ICMP error for the flow (unreachable, TTL exceeded): the container's
+                // ping times out on its own.
+                Ok(None) | Err(_) => return,
+            };
+            frame::fix_echo_reply(&mut self.port.tx[at..at + n], key.ctr.port, v6);
+            self.send_ip(key.dst.addr, key.ctr.addr, proto, at, n);
+        }
+    }
+
+    /// Sends the IP payload at `tx[at..at + len]` to the container: one frame, or
+    /// fragments when it is larger than the MTU.
+    fn send_ip(
+        &mut self,
+        src: IpAddress,
+        dst: IpAddress,
+        proto: IpProtocol,
+        at: usize,
+        len: usize,
+    ) {
+        let v6 = matches!(src, IpAddress::Ipv6(_));
+        let ip_len = if v6 { frame::IPV6_LEN } else { frame::IPV4_LEN };
+        let macs = self.macs();
+        if ip_len + len <= self.port.mtu {
+            let total = frame::emit_ip(
+                &mut self.port.tx,
+                self.port.vnet,
+                macs,
+                src,
+                dst,
+                proto,
+                len,
+                None,
+            );
+            let _ = self.port.link.send(&self.port.tx[..total]);
+            self.port.frames_out += 1;
+            return;
+        }
+        self.frag_ident = self.frag_ident.wrapping_add(1);
+        let sent = frame::send_fragments(
+            &mut self.port.link,
+            &mut self.frag_tx,
+            self.port.mtu,
+            macs,
+            src,
+            dst,
+            proto,
+            self.frag_ident,
+            &self.port.tx[at..at + len],
+        );
+        if let Ok(n) = sent {
+            self.port.frames_out += n;
+            self.stats.fragments_out += n;
+        }
+    }
+
+    /// Answers a packet the container sent to `dst` with an ICMP unreachable from the
+    /// gateway, quoting its IP header and the first 8 bytes of `l4` (of protocol ICMP:
+    /// only pings are answered this way).
+    fn send_unreachable(
+        &mut self,
+        ctr: IpAddress,
+        dst: IpAddress,
+        code: UnreachableCode,
+        l4: &[u8],
+    ) {
+        let mut quote = [0u8; frame::IPV6_LEN + 8];
+        let head = l4.len().min(8);
+        let (router, len, code) = match (ctr, dst) {
+            (IpAddress::Ipv4(c), IpAddress::Ipv4(d)) => {
+                let repr = smoltcp::wire::Ipv4Repr {
+                    src_addr: c,
+                    dst_addr: d,
+                    next_header: IpProtocol::Icmp,
+                    payload_len: l4.len(),
+                    hop_limit: 64,
+                };
+                repr.emit(
+                    &mut Ipv4Packet::new_unchecked(&mut quote[..]),
+                    &ChecksumCapabilities::default(),
+                );
+                quote[frame::IPV4_LEN..frame::IPV4_LEN + head].copy_from_slice(&l4[..head]);
+                let code = match code {
+                    UnreachableCode::Host => 1,
+                    UnreachableCode::Prohibited => 13,
+                };
+                (
+                    IpAddress::Ipv4(config::GATEWAY_V4),
+                    frame::IPV4_LEN + head,
+                    code,
+                )
+            }
+            (IpAddress::Ipv6(c), IpAddress::Ipv6(d)) => {
+                let repr = smoltcp::wire::Ipv6Repr {
+                    src_addr: c,
+                    dst_addr: d,
+                    next_header: IpProtocol::Icmpv6,
+                    payload_len: l4.len(),
+                    hop_limit: 64,
+                };
+                repr.emit(&mut Ipv6Packet::new_unchecked(&mut quote[..]));
+                quote[frame::IPV6_LEN..frame::IPV6_LEN + head].copy_from_slice(&l4[..head]);
+                let code = match code {
+                    UnreachableCode::Host => 3,
+                    UnreachableCode::Prohibited => 1,
+                };
+                (
+                    IpAddress::Ipv6(config::GATEWAY_V6),
+                    frame::IPV6_LEN + head,
+                    code,
+                )
+            }
+            _ => return,
+        };
+        let macs = self.macs();
+        let total = frame::emit_unreachable(
+            &mut self.port.tx,
+            self.port.vnet,
+            macs,
+            router,
+            ctr,
+            code,
+            &quote[..len],
+        );
+        let _ = self.port.link.send(&self.port.tx[..total]);
+        self.port.frames_out += 1;
+        self.stats.unreachable += 1;
     }
 
     fn open_udp(&mut self, key: FlowKey) -> Option<usize> {
@@ -789,15 +1199,36 @@ impl<L: Link> Stack<L> {
         flow.last = StdInstant::now();
         let v6 = matches!(key.ctr.addr, IpAddress::Ipv6(_));
         let at = frame::udp_payload_offset(self.port.vnet, v6);
-        // What fits one frame (a larger datagram would need IP fragmentation: truncated).
+        // What fits one frame; a larger datagram (up to 64 KiB) goes as fragments.
         let ip_len = if v6 { frame::IPV6_LEN } else { frame::IPV4_LEN };
-        let room = self.port.mtu - ip_len - frame::UDP_LEN;
+        let one_frame = self.port.mtu - ip_len - frame::UDP_LEN;
+        let room = 65535 - frame::UDP_LEN - if v6 { 0 } else { frame::IPV4_LEN };
         loop {
             let n = match sys::read(fd, &mut self.port.tx[at..at + room]) {
                 Ok(Some(n)) => n,
                 // ECONNREFUSED from an ICMP port-unreachable: nothing to deliver.
                 Ok(None) | Err(_) => return,
             };
+            if n > one_frame {
+                // The UDP header in front, with a checksum over everything: no fragment
+                // can have it offloaded.
+                let l4 = at - frame::UDP_LEN;
+                let udp = &mut self.port.tx[l4..at + n];
+                udp[0..2].copy_from_slice(&key.dst.port.to_be_bytes());
+                udp[2..4].copy_from_slice(&key.ctr.port.to_be_bytes());
+                udp[4..6].copy_from_slice(&((frame::UDP_LEN + n) as u16).to_be_bytes());
+                udp[6..8].fill(0);
+                let sum = frame::udp_checksum(key.dst.addr, key.ctr.addr, udp);
+                udp[6..8].copy_from_slice(&sum.to_be_bytes());
+                self.send_ip(
+                    key.dst.addr,
+                    key.ctr.addr,
+                    IpProtocol::Udp,
+                    l4,
+                    frame::UDP_LEN + n,
+                );
+                continue;
+            }
             let len = frame::emit_udp(
                 &mut self.port.tx,
                 self.port.vnet,
@@ -827,6 +1258,15 @@ impl<L: Link> Stack<L> {
             .collect();
         for i in expired {
             self.remove_udp(i);
+        }
+        let expired: Vec<usize> = self
+            .echo
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.last) > ECHO_IDLE)
+            .map(|(i, _)| i)
+            .collect();
+        for i in expired {
+            self.remove_echo(i);
         }
     }
 
@@ -909,6 +1349,46 @@ fn pump_tcp(flow: &mut TcpFlow, sock: &mut tcp::Socket) -> bool {
         }
     }
     moved
+}
+
+/// Why a ping gets an ICMP unreachable instead of a reply.
+#[derive(Debug, Clone, Copy)]
+enum UnreachableCode {
+    /// The policy refuses the destination (it does not exist, or is the host's loopback).
+    Host,
+    /// The host does not let this user open ICMP sockets.
+    Prohibited,
+}
+
+/// The host end of a ping: an unprivileged ICMP socket (Linux's "ping socket"), allowed
+/// to the groups in net.ipv4.ping_group_range (for ICMPv6 too), connected to `target`.
+pub fn ping_socket(target: IpAddr) -> io::Result<OwnedFd> {
+    let (family, proto) = match target {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
+    };
+    let fd = sys::socket(family, libc::SOCK_DGRAM, proto)?;
+    sys::connect(fd.as_raw_fd(), &std::net::SocketAddr::new(target, 0))?;
+    Ok(fd)
+}
+
+/// The one notice when the host refuses an ICMP socket: why, and what to do.
+fn ping_refusal(e: &io::Error) -> String {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into());
+    // SAFETY: getegid cannot fail.
+    let gid = unsafe { libc::getegid() };
+    if e.raw_os_error() == Some(libc::EACCES) {
+        format!(
+            "ping from the container reaches only 10.0.2.2 and 10.0.2.3: the host lets no \
+             unprivileged ICMP socket to group {gid} (net.ipv4.ping_group_range is \
+             \"{range}\"); an administrator can allow it with `sysctl -w \
+             net.ipv4.ping_group_range=\"0 2147483647\"`"
+        )
+    } else {
+        format!("ping from the container reaches only 10.0.2.2 and 10.0.2.3: ICMP socket: {e}")
+    }
 }
 
 /// ARP requests are answered only for the addresses that exist here (any-IP would

@@ -652,15 +652,231 @@ fn icmp_echo_is_answered_for_the_gateway_only() {
     assert_eq!(ip.src_addr(), config::GATEWAY_V4);
     let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
     assert_eq!(icmp.msg_type(), Icmpv4Message::EchoReply);
-    // TEST-NET-1: dropped before any socket exists; nothing is sent anywhere.
+    // TEST-NET-1 under the sandboxed policy: refused before any socket exists, and
+    // answered "host unreachable" from the gateway rather than left to time out.
     assert_eq!(
         st.inject(&icmp_echo(Ipv4Addr::new(192, 0, 2, 1))),
-        Verdict::Dropped
+        Verdict::Echo
     );
+    let (code, quoted) = await_unreachable(&mut st);
+    assert_eq!(code, 1, "host unreachable");
+    assert_eq!(quoted, (Ipv4Addr::new(192, 0, 2, 1), 7, 1));
     assert!(
         st.link().outbox.is_empty(),
         "no fake echo reply for an address nobody checked"
     );
+    assert_eq!(st.stats().echo_flows, 0);
+}
+
+/// The ICMP unreachable the stack sent the container: its code, and the destination,
+/// echo identifier and sequence number of the request it quotes.
+fn await_unreachable(st: &mut Stack<MemLink>) -> (u8, (Ipv4Addr, u16, u16)) {
+    let f = st.link().outbox.pop_front().expect("an ICMP unreachable");
+    let e = EthernetFrame::new_checked(&f[..]).unwrap();
+    let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr()),
+        (config::GATEWAY_V4, config::CONTAINER_V4)
+    );
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum(), "bad ICMP checksum");
+    assert_eq!(icmp.msg_type(), Icmpv4Message::DstUnreachable);
+    let quoted = Ipv4Packet::new_unchecked(&ip.payload()[8..]);
+    assert_eq!(quoted.src_addr(), config::CONTAINER_V4);
+    let echo = &quoted.into_inner()[20..28];
+    (
+        icmp.msg_code(),
+        (
+            Ipv4Packet::new_unchecked(&ip.payload()[8..]).dst_addr(),
+            u16::from_be_bytes([echo[4], echo[5]]),
+            u16::from_be_bytes([echo[6], echo[7]]),
+        ),
+    )
+}
+
+/// A stack whose ping flows go to a socket the test holds, playing the host kernel's
+/// ICMP socket: it gets the request as the stack hands it over and answers with a reply
+/// carrying its own identifier, as the kernel's would. The targets asked for are kept.
+fn stack_with_fake_icmp() -> (
+    Stack<MemLink>,
+    UdpSocket,
+    std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
+) {
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    kernel
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let at = kernel.local_addr().unwrap();
+    let cfg = Config {
+        mtu: 1500,
+        ..Config::default()
+    };
+    // Outbound on, so the policy lets 192.0.2.1 out; but only the fake socket is opened.
+    let mut st = Stack::new(MemLink::default(), &cfg, Policy::new(&cfg, no_dns())).unwrap();
+    let targets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = targets.clone();
+    st.set_echo_opener(Box::new(move |target| {
+        seen.lock().unwrap().push(target);
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        s.connect(at)?;
+        s.set_nonblocking(true)?;
+        Ok(std::os::fd::OwnedFd::from(s))
+    }));
+    st.inject(&arp_request(config::GATEWAY_V4));
+    st.link().outbox.clear();
+    (st, kernel, targets)
+}
+
+#[test]
+fn icmp_echo_to_the_outside_goes_through_a_host_icmp_socket() {
+    let (mut st, kernel, targets) = stack_with_fake_icmp();
+    let far = Ipv4Addr::new(192, 0, 2, 1);
+    assert_eq!(st.inject(&icmp_echo(far)), Verdict::Echo);
+    assert_eq!(*targets.lock().unwrap(), vec![std::net::IpAddr::from(far)]);
+    let mut buf = [0u8; 256];
+    let (n, from) = kernel.recv_from(&mut buf).unwrap();
+    let req = &buf[..n];
+    assert_eq!(req[0], 8, "an echo request goes to the ICMP socket");
+    assert_eq!(&req[4..8], &[0, 7, 0, 1], "identifier and sequence as sent");
+    assert_eq!(&req[8..], b"nook-ping");
+    // The host kernel's reply: its own identifier 0x4242, a checksum of its own.
+    let mut reply = req.to_vec();
+    reply[0] = 0;
+    reply[2..4].copy_from_slice(&[0xde, 0xad]);
+    reply[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+    kernel.send_to(&reply, from).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let frame = loop {
+        if let Some(f) = st.link().outbox.pop_front() {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "no echo reply for the container");
+        st.turn(Some(Duration::from_millis(10))).unwrap();
+    };
+    let e = EthernetFrame::new_checked(&frame[..]).unwrap();
+    assert_eq!(e.dst_addr(), CTR_MAC);
+    let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (far, config::CONTAINER_V4));
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum(), "the reply's checksum is redone");
+    let repr = Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).unwrap();
+    assert_eq!(
+        repr,
+        Icmpv4Repr::EchoReply {
+            ident: 7,
+            seq_no: 1,
+            data: b"nook-ping"
+        },
+        "the container gets its own identifier back"
+    );
+    assert_eq!(st.stats().echo_flows, 1);
+    // The next request of the same ping reuses the flow.
+    assert_eq!(st.inject(&icmp_echo(far)), Verdict::Echo);
+    kernel.recv_from(&mut buf).unwrap();
+    assert_eq!(targets.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn icmp_echo_without_an_icmp_socket_is_answered_prohibited() {
+    let (mut st, _kernel, _) = stack_with_fake_icmp();
+    st.set_echo_opener(Box::new(|_| Err(std::io::Error::from_raw_os_error(13))));
+    let far = Ipv4Addr::new(192, 0, 2, 1);
+    for _ in 0..2 {
+        assert_eq!(st.inject(&icmp_echo(far)), Verdict::Echo);
+        let (code, quoted) = await_unreachable(&mut st);
+        assert_eq!(code, 13, "communication administratively prohibited");
+        assert_eq!(quoted, (far, 7, 1));
+    }
+    assert_eq!(st.stats().unreachable, 2);
+    assert_eq!(st.stats().echo_flows, 0);
+}
+
+/// The IPv4 fragments of a UDP datagram from the container, `chunk` payload bytes each.
+fn udp_fragments(
+    dst: (Ipv4Addr, u16),
+    src_port: u16,
+    payload: &[u8],
+    chunk: usize,
+) -> Vec<Vec<u8>> {
+    let whole = udp_frame(dst, src_port, payload);
+    let l4 = &whole[14 + 20..];
+    l4.chunks(chunk)
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut f = ipv4(IpProtocol::Udp, dst.0, piece.len(), |p| {
+                p.copy_from_slice(piece)
+            });
+            let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+            ip.set_ident(0x1234);
+            ip.set_dont_frag(false);
+            ip.set_more_frags((i + 1) * chunk < l4.len());
+            ip.set_frag_offset((i * chunk) as u16);
+            ip.fill_checksum();
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn udp_datagrams_larger_than_the_mtu_travel_as_fragments_both_ways() {
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    echo.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let mut st = stack(true, no_dns());
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let frags = udp_fragments((config::GATEWAY_V4, port), 5001, &data, 1480);
+    assert!(frags.len() > 20);
+    // Out of order: the last fragment first.
+    let (last, rest) = frags.split_last().unwrap();
+    assert_eq!(st.inject(last), Verdict::Fragment);
+    for f in &rest[..rest.len() - 1] {
+        assert_eq!(st.inject(f), Verdict::Fragment);
+    }
+    assert_eq!(st.inject(&rest[rest.len() - 1]), Verdict::Udp);
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = echo.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &data[..], "the host gets the datagram whole");
+
+    // And back: 30000 bytes from the host reach the container as fragments of <= MTU.
+    echo.send_to(&data, from).unwrap();
+    let mut pieces: Vec<(usize, bool, Vec<u8>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pieces.iter().any(|p| !p.1) {
+        assert!(Instant::now() < deadline, "no fragments for the container");
+        st.turn(Some(Duration::from_millis(10))).unwrap();
+        while let Some(f) = st.link().outbox.pop_front() {
+            assert!(f.len() <= 14 + 1500, "a frame over the MTU: {}", f.len());
+            let e = EthernetFrame::new_checked(&f[..]).unwrap();
+            let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+            assert!(ip.verify_checksum());
+            assert_eq!(ip.next_header(), IpProtocol::Udp);
+            assert_eq!(
+                (ip.src_addr(), ip.dst_addr()),
+                (config::GATEWAY_V4, config::CONTAINER_V4)
+            );
+            pieces.push((
+                ip.frag_offset() as usize,
+                ip.more_frags(),
+                ip.payload().to_vec(),
+            ));
+        }
+    }
+    pieces.sort_by_key(|p| p.0);
+    let mut l4 = Vec::new();
+    for (off, _, p) in &pieces {
+        assert_eq!(*off, l4.len(), "fragments in sequence, no gap");
+        l4.extend_from_slice(p);
+    }
+    let u = UdpPacket::new_checked(&l4[..]).unwrap();
+    assert!(
+        u.verify_checksum(&config::GATEWAY_V4.into(), &config::CONTAINER_V4.into()),
+        "the UDP checksum covers the whole datagram"
+    );
+    assert_eq!((u.src_port(), u.dst_port()), (port, 5001));
+    assert_eq!(u.payload(), &data[..]);
+    assert_eq!(st.stats().fragments_out as usize, pieces.len());
 }
 
 #[test]

@@ -163,6 +163,7 @@ pub fn probe_all() -> Report {
         probe_overlay(&kernel_release, version),
         probe_fuse(),
         probe_tun(),
+        probe_ping(gid),
         probe_cgroup(is_root),
         probe_runtime_dir(uid),
         probe_store(home.as_deref()),
@@ -615,7 +616,44 @@ fn probe_tun() -> Probe {
         "tun",
         c"/dev/net/tun",
         "tun",
-        "userspace network, not used yet",
+        "the userspace network, --network=nook",
+    )
+}
+
+/// Whether the netstack can answer the container's pings to the outside: it needs an
+/// unprivileged ICMP socket, which net.ipv4.ping_group_range grants by group.
+fn probe_ping(gid: u32) -> Probe {
+    // SAFETY: plain system call; a descriptor it returns is closed right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
+    let range = read_trimmed("/proc/sys/net/ipv4/ping_group_range")
+        .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into());
+    if fd >= 0 {
+        // SAFETY: `fd` is ours and used nowhere else.
+        unsafe { libc::close(fd) };
+        return Probe::ok(
+            "ping",
+            format!(
+                "ICMP sockets allowed (ping_group_range {range}): containers can ping any host"
+            ),
+        );
+    }
+    let e = std::io::Error::last_os_error();
+    Probe::limited(
+        "ping",
+        format!(
+            "no ICMP socket for group {gid} ({}; net.ipv4.ping_group_range is {range}): \
+             containers can ping only 10.0.2.2 and 10.0.2.3",
+            plain(&e)
+        ),
+        "ask an administrator: sysctl -w net.ipv4.ping_group_range=\"0 2147483647\" \
+         (and in /etc/sysctl.d to keep it)",
     )
 }
 
@@ -1247,6 +1285,7 @@ mod tests {
                 "overlay",
                 "fuse",
                 "tun",
+                "ping",
                 "cgroup",
                 "runtime-dir",
                 "store"

@@ -79,6 +79,93 @@ fn tcp_port_forward_shows_the_client_address() {
 }
 
 #[test]
+fn tcp_port_forward_shows_a_client_address_that_is_not_loopback() {
+    assert_unprivileged();
+    let test = "tcp_port_forward_shows_a_client_address_that_is_not_loopback";
+    if !tun_usable(test) {
+        return;
+    }
+    if !has("python3") {
+        skip(
+            test,
+            "no python3 on the host (the client that binds its address)",
+        );
+        return;
+    }
+    let probe = std::process::Command::new("unshare")
+        .args(["-rn", "true"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        skip(test, "`unshare -rn` is not permitted here");
+        return;
+    }
+    // A network namespace of the test's own plays the host: 192.0.2.1 (TEST-NET) on its
+    // loopback is an address that is not loopback, as a LAN client's would be. The
+    // client connects from it to the published port; the server in the container
+    // prints its peer as its kernel has it. That address exists nowhere in the
+    // container's namespace.
+    let serve = "ino=$(readlink /proc/self/fd/0 | tr -dc 0-9); \
+                 cat /proc/net/tcp /proc/net/tcp6 | grep \" $ino \" | awk \"{print \\$3}\" > /tmp/peer; \
+                 read line; echo \"got:$line\"";
+    let ctr = format!(
+        "busybox nc -l -p 8000 -e sh -c '{serve}' &
+         until cat /proc/net/tcp /proc/net/tcp6 | grep -q ':1F40 0*:0000 0A'; do :; done
+         echo ready
+         wait
+         cat /tmp/peer"
+    );
+    let client = "import socket\n\
+                  c = socket.socket()\n\
+                  c.bind(('192.0.2.1', 0))\n\
+                  c.connect(('192.0.2.1', 18080))\n\
+                  c.sendall(b'hello-forward\\n')\n\
+                  print('reply', c.makefile().readline().strip())\n\
+                  print('client %s:%d' % c.getsockname())\n";
+    let runtime = tempdir();
+    let log = runtime.path().join("ctr.log");
+    let script = format!(
+        "set -e
+         ip link set lo up
+         ip addr add 192.0.2.1/32 dev lo
+         XDG_RUNTIME_DIR={rt} {nook} run --rm -p 18080:8000 host sh -c \"$CTR\" > {log} 2>&1 & ctr=$!
+         until grep -q ready {log}; do kill -0 $ctr; done
+         python3 -c \"$CLIENT\"
+         wait $ctr
+         cat {log}",
+        rt = runtime.path().display(),
+        nook = nook_bin().display(),
+        log = log.display(),
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-rn", "sh", "-c", &script])
+        .env("CTR", &ctr)
+        .env("CLIENT", client)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let o = spawn(&mut cmd).wait(TIMEOUT);
+    o.success();
+    assert!(o.out().contains("reply got:hello-forward\n"), "{o}");
+    let me: SocketAddr = o
+        .out()
+        .lines()
+        .find_map(|l| l.strip_prefix("client "))
+        .expect("the client's address")
+        .parse()
+        .unwrap();
+    let peer = o
+        .out()
+        .lines()
+        .last()
+        .map(parse_proc_addr)
+        .expect("the peer line");
+    assert_eq!(
+        peer, me,
+        "the container sees the client's own address and port\n{o}"
+    );
+}
+
+#[test]
 fn udp_port_forward_both_ways() {
     assert_unprivileged();
     if !tun_usable("udp_port_forward_both_ways") {

@@ -207,6 +207,67 @@ fn udp_echo_through_the_netstack() {
     assert_eq!(o.out(), expect, "{o}");
 }
 
+#[test]
+fn udp_datagrams_larger_than_the_mtu_arrive_whole_both_ways() {
+    assert_unprivileged();
+    let test = "udp_datagrams_larger_than_the_mtu_arrive_whole_both_ways";
+    if !tun_usable(test) {
+        return;
+    }
+    if !has("python3") {
+        skip(test, "no python3 on the host (the container's UDP client)");
+        return;
+    }
+    // Echo servers (IPv4, and IPv6 when the host has ::1) that return each datagram
+    // whole; the container checks the length and digest of what comes back. At MTU 1500
+    // a 30 000-byte datagram is 21 fragments each way; IPv4's largest (65 507 bytes) and
+    // IPv6's (65 527) need fragments even at the default MTU of 65520. IPv6 fragments
+    // carry a fragment header instead of IPv4's header fields.
+    fn echo(sock: UdpSocket, count: usize) -> thread::JoinHandle<Vec<usize>> {
+        thread::spawn(move || {
+            sock.set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut sizes = Vec::new();
+            for _ in 0..count {
+                let (n, from) = sock.recv_from(&mut buf).unwrap();
+                sizes.push(n);
+                sock.send_to(&buf[..n], from).unwrap();
+            }
+            sizes
+        })
+    }
+    let script = "import socket, hashlib, sys\n\
+         v6 = ':' in sys.argv[1]\n\
+         s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.settimeout(10)\n\
+         for size in (30000, 65527 if v6 else 65507):\n    \
+             data = bytes((i * 7 + i // 251) % 256 for i in range(size))\n    \
+             s.sendto(data, (sys.argv[1], int(sys.argv[2])))\n    \
+             d = s.recv(65536)\n    \
+             print(size, len(d), hashlib.sha256(d).hexdigest() == hashlib.sha256(data).hexdigest())\n";
+    let mut cases = vec![("10.0.2.2", UdpSocket::bind("127.0.0.1:0").unwrap(), 65507)];
+    match UdpSocket::bind("[::1]:0") {
+        Ok(s) => cases.push(("fd00::2", s, 65527)),
+        Err(_) => eprintln!("{test}: no IPv6 loopback on the host, IPv4 only"),
+    }
+    for (addr, sock, largest) in cases {
+        let port = sock.local_addr().unwrap().port().to_string();
+        let server = echo(sock, 4);
+        for mtu in ["1500", "65520"] {
+            let net = format!("--network=nook:allow_host_loopback=true,mtu={mtu}");
+            let o = run(&["--rm", &net, "host", "python3", "-c", script, addr, &port]);
+            o.success();
+            assert_eq!(
+                o.out(),
+                format!("30000 30000 True\n{largest} {largest} True\n"),
+                "{addr}, MTU {mtu}\n{o}"
+            );
+        }
+        assert_eq!(server.join().unwrap(), vec![30000, largest, 30000, largest]);
+    }
+}
+
 /// A DNS server for one name: A queries for `name` get `addr`, everything else an empty
 /// NOERROR answer. Answers `count` queries, then returns them.
 fn dns_server(
