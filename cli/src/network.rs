@@ -32,7 +32,7 @@ pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
         },
         ("nook" | "slirp4netns" | "pasta", _) => NetworkChoice {
             host: false,
-            nook: Some(Config::parse_options(options)?),
+            nook: Some(with_config_mtu(Config::parse_options(options)?, options)),
         },
         _ => bail!(
             "unsupported --network {:?}: use nook[:allow_host_loopback=true,mtu=N,ipv6=false,\
@@ -62,7 +62,35 @@ pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
     Ok(choice)
 }
 
+/// `[network] mtu` from config.toml, unless the options give `mtu=` themselves.
+fn with_config_mtu(mut cfg: Config, options: &str) -> Config {
+    let explicit = options.split(',').any(|o| o.trim_start().starts_with("mtu="));
+    if let (false, Some(mtu)) = (explicit, crate::config::current().network.mtu) {
+        tracing::debug!("network: MTU {mtu} from the config file");
+        cfg.mtu = mtu;
+    }
+    cfg
+}
+
 impl NetworkChoice {
+    /// The published ports as `nook port` shows them: `HOSTIP:HOSTPORT->CTRPORT/PROTO`
+    /// (port 0: a free port the kernel picks at bind time).
+    pub fn published(&self) -> Vec<String> {
+        let Some(cfg) = &self.nook else {
+            return Vec::new();
+        };
+        cfg.publish
+            .iter()
+            .map(|p| {
+                let proto = match p.proto {
+                    Proto::Tcp => "tcp",
+                    Proto::Udp => "udp",
+                };
+                format!("{}->{}/{proto}", p.host, p.ctr_port)
+            })
+            .collect()
+    }
+
     /// `-P`: every port the image exposes, on a free host port each (reported on stderr).
     pub fn publish_all(&mut self, args: &RunArgs, exposed: Option<Vec<String>>) -> Result<()> {
         let Some(cfg) = self.nook.as_mut().filter(|_| args.publish_all) else {
