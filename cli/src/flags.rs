@@ -18,14 +18,68 @@ pub struct Cli {
     #[arg(long, global = true, env = "NOOK_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// Diagnostics on stderr from this level up (default: warn)
+    #[arg(long, global = true, env = "NOOK_LOG", value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-level`: how much nook tells on stderr (through `tracing`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a command in a new container
     Run(Box<RunArgs>),
+    /// Create a container without starting it (`nook start` starts it)
+    Create(Box<RunArgs>),
+    /// Start created or exited containers in the background
+    Start(StartArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Print a container's output
+    Logs(LogsArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Attach to a detached container's output (and input, with -i)
+    Attach(AttachArgs),
+    /// Stop containers: the stop signal, then KILL after a timeout
+    Stop(StopArgs),
+    /// Send a signal to containers
+    Kill(KillArgs),
+    /// Stop and start containers again
+    Restart(StopArgs),
+    /// Remove containers
+    Rm(RmArgs),
+    /// Wait for containers to exit and print their exit codes
+    Wait(CtrsArgs),
+    /// Show a container's processes
+    Top(TopArgs),
+    /// Copy files between a container and the host: CTR:PATH DEST, or SRC CTR:PATH
+    Cp(CpArgs),
+    /// Show a container's published ports
+    Port(CtrArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// List a container's changes to its image's files (A added, C changed, D deleted)
+    Diff(CtrArgs),
+    /// Make a new image from a container's changes
+    Commit(CommitArgs),
+    /// Container maintenance (prune)
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Internal: the supervisor of one detached container
+    #[command(name = "__supervise", hide = true)]
+    Supervise(SuperviseArgs),
     /// Show what this machine offers nook, and how to fix what is missing
     Info(InfoArgs),
     /// Run a command in a user namespace with your container ID map (as podman unshare)
@@ -65,6 +119,19 @@ pub enum Command {
     /// Internal: the FUSE union filesystem server of one container
     #[command(name = "__fuse-server", hide = true)]
     FuseServer,
+    /// Internal: run a command in the running container whose first process is PID
+    #[command(name = "__exec-pid", hide = true)]
+    ExecPid(ExecPidArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...); e.g. for bash:
+    /// `nook completion bash > ~/.local/share/bash-completion/completions/nook`
+    Completion(CompletionArgs),
+    /// Internal: write nook's man pages (one per command) into a directory
+    #[command(name = "__man", hide = true)]
+    Man(ManArgs),
+    /// Act as an OCI runtime (runc's command line: create, start, state, kill, delete,
+    /// run, exec, ps, pause, resume, features, spec); also as a `nook-runtime` link
+    #[command(disable_help_flag = true)]
+    Oci(crate::oci::OciPassthrough),
 }
 
 /// How to reach a registry (pull, run --pull, login).
@@ -96,15 +163,30 @@ pub struct PullArgs {
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Output format: table (default), json, `table {{.Repository}}\t{{.Tag}}` or a
+    /// template such as `{{.ID}} {{.Size}}` (fields: Repository, Tag, ID, Created,
+    /// CreatedAt, Size, Digest, Names)
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub format: String,
     /// Show only image IDs
     #[arg(short, long)]
     pub quiet: bool,
     /// Show full image IDs
     #[arg(long)]
     pub no_trunc: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Directory for the pages (created if missing)
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -121,7 +203,10 @@ pub struct RmiArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Images: names or IDs
+    /// Format: json (default) or a template such as `{{.State.Status}}` (one line each)
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Containers or images: names or IDs
     #[arg(required = true)]
     pub images: Vec<String>,
 }
@@ -190,6 +275,10 @@ pub struct LogoutArgs {
 pub enum SystemCommand {
     /// Verify every blob and layer of the store against its digest
     Check(CheckArgs),
+    /// Remove stopped containers and images no name or container refers to
+    Prune(PruneArgs),
+    /// Remove every container, image and the whole store and runtime state
+    Reset(PruneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -221,9 +310,34 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Remove the container's state when it exits (it always is, until `nook rm` exists)
-    #[arg(long)]
+    /// Remove the container when it exits
+    #[arg(long, overrides_with = "rm")]
     pub rm: bool,
+
+    /// Run in the background: print the container ID and return (`nook logs`, `attach`)
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
+    /// Restart policy, carried out by the container's supervisor: no, on-failure[:N],
+    /// always (a container stopped with `nook stop`/`kill` is not restarted)
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+
+    /// Signal `nook stop` sends first (default TERM)
+    #[arg(long = "stop-signal", value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+
+    /// Seconds `nook stop` waits before KILL (default 10)
+    #[arg(long = "stop-timeout", value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
+
+    /// Log format of a detached container: k8s-file (default), json-file or none
+    #[arg(long = "log-driver", value_name = "DRIVER")]
+    pub log_driver: Option<String>,
+
+    /// Log option: max-size=SIZE (rotated when it grows past SIZE; one old file kept)
+    #[arg(long = "log-opt", value_name = "OPT")]
+    pub log_opt: Vec<String>,
 
     /// Set an environment variable (KEY=VALUE, or KEY to copy nook's own)
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
@@ -477,4 +591,233 @@ pub struct ContainersArgs {
     /// Containers: names or ID prefixes
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+/// `nook __exec-pid`: `nook exec` addressed by the host pid of the container's first
+/// process (tests and benchmarks of the exec library, until containers have names).
+#[derive(Args, Debug)]
+pub struct ExecPidArgs {
+    /// Host pid of the container's first process
+    pub pid: i32,
+
+    /// Allocate a terminal for the command
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// Keep stdin attached (without it the command reads /dev/null)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Print the command's pid and return once it runs
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
+    /// Send the pty master over this unix socket instead of relaying it (OCI)
+    #[arg(long = "console-socket", value_name = "PATH", conflicts_with = "tty")]
+    pub console_socket: Option<PathBuf>,
+
+    /// Set an environment variable (KEY=VALUE, or KEY to copy nook's own)
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// Working directory inside the container (default /)
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
+    /// Run as UID[:GID] or USER[:GROUP] (default: the container's first process's)
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// Command and arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Container lifecycle
+
+#[derive(Args, Debug)]
+pub struct CtrArgs {
+    /// Container name or ID (prefix)
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CtrsArgs {
+    /// Container names or IDs
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach to the container's output and wait for it (one container only)
+    #[arg(short, long)]
+    pub attach: bool,
+    /// With -a: also pass this terminal's input to it
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Container names or IDs
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// All containers, not only running ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Full IDs and commands
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// table (default), json, or a template such as `{{.ID}} {{.Names}}` (fields: ID,
+    /// Names, Image, Command, Created, CreatedAt, Status, State, ExitCode, Ports, Pid)
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub format: String,
+    /// Only containers that match: status=STATE, name=NAME, id=PREFIX, ancestor=IMAGE,
+    /// exited=CODE (repeatable; all must match)
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Only the newest container
+    #[arg(short, long)]
+    pub latest: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only output since this time: RFC 3339 (2026-11-28T10:00:00Z) or an age (10m, 2h)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Prefix each line with its timestamp
+    #[arg(short, long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User inside the container: USER[:GROUP] or UID[:GID]
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Start it and return without waiting
+    #[arg(short, long)]
+    pub detach: bool,
+    pub container: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not pass this terminal's input to the container
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait after the stop signal before KILL (default: the container's)
+    #[arg(short = 't', long = "time", value_name = "SECONDS")]
+    pub time: Option<u64>,
+    /// Every running container
+    #[arg(short, long)]
+    pub all: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal (name or number, default KILL)
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    /// Every running container
+    #[arg(short, long)]
+    pub all: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Stop running containers first (KILL)
+    #[arg(short, long)]
+    pub force: bool,
+    /// Accepted for podman compatibility (nook creates no anonymous volumes)
+    #[arg(short, long)]
+    pub volumes: bool,
+    /// Every container
+    #[arg(short, long)]
+    pub all: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// Source: a host path, or CTR:PATH
+    pub source: String,
+    /// Destination: a host path, or CTR:PATH
+    pub dest: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    pub container: String,
+    pub new_name: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Remove every stopped container
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SuperviseArgs {
+    /// fd 3 is the first attached client, attached before any output (`start -a`)
+    #[arg(long)]
+    pub attach_first: bool,
+    /// The container's record directory
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Name for the new image (without one it is known by its ID)
+    pub image: Option<String>,
 }

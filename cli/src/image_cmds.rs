@@ -21,9 +21,10 @@ use nook_fs::registry::{ClientOptions, RegistryError};
 use nook_fs::store::{ImageRecord, Store};
 
 use crate::flags::{
-    CheckArgs, Format, ImagesArgs, ImportArgs, InspectArgs, LoginArgs, LogoutArgs, PullArgs,
+    CheckArgs, ImagesArgs, ImportArgs, InspectArgs, LoginArgs, LogoutArgs, PullArgs,
     RegistryArgs, RmiArgs, TagArgs,
 };
+use crate::format;
 use crate::store_helper::{self, Job, UnpackJob};
 
 /// The store, with the leftovers of killed commands removed.
@@ -31,6 +32,7 @@ pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
     let root = nook_fs::paths::store_root(root).ok_or_else(|| {
         anyhow!("no place for the image store: set HOME, XDG_DATA_HOME or --root")
     })?;
+    tracing::debug!("image store {}", root.display());
     let store = Store::open(&root)?;
     let stale = store.stale_temps();
     if !stale.is_empty() {
@@ -43,7 +45,11 @@ pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
 }
 
 fn registries() -> Result<RegistriesConfig> {
-    Ok(RegistriesConfig::load()?)
+    // `[registries] config` in config.toml names another registries.conf.
+    Ok(match &crate::config::current().registries.config {
+        Some(path) => RegistriesConfig::load_from(path)?,
+        None => RegistriesConfig::load()?,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -316,15 +322,16 @@ impl Drop for ContainerRoot {
     }
 }
 
-/// IDs of images that running containers use (their nook process still lives).
-fn images_in_use() -> Vec<String> {
+/// IDs of images that containers use: running ones (their nook process still lives)
+/// and every container record (a stopped container starts again on its image's layers).
+fn images_in_use(root: Option<PathBuf>) -> Vec<String> {
     let Ok(runtime) = nook_rootless::state::runtime_dir() else {
         return Vec::new();
     };
-    let Ok(rd) = std::fs::read_dir(runtime.join("containers")) else {
-        return Vec::new();
-    };
-    rd.flatten()
+    let running = std::fs::read_dir(runtime.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("image")).ok())
         .filter_map(|t| {
             let mut lines = t.lines();
@@ -332,8 +339,34 @@ fn images_in_use() -> Vec<String> {
             let pid: i32 = lines.next()?.parse().ok()?;
             let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
             alive.then_some(id)
-        })
-        .collect()
+        });
+    let recorded: Vec<String> = crate::container::record::Places::open(root)
+        .map(|p| p.all())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.record.image_id)
+        .collect();
+    running.chain(recorded).collect()
+}
+
+/// `system prune`'s image half: removes images without a name that no container uses;
+/// returns how many.
+pub fn prune_unnamed(root: Option<PathBuf>) -> Result<usize> {
+    let store = open_store(root.clone())?;
+    let in_use = images_in_use(root);
+    let mut removed = 0;
+    for image in store.images()? {
+        if !image.names.is_empty() || in_use.iter().any(|id| id == image.id.hex()) {
+            continue;
+        }
+        let removal = store.remove(&image.id, None, true)?;
+        if !removal.trash.is_empty() {
+            store_helper::run(&Job::Remove(removal.trash))
+                .context("deleting the image's layers")?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -342,7 +375,7 @@ fn images_in_use() -> Vec<String> {
 pub fn images_cmd(root: Option<PathBuf>, args: ImagesArgs) -> Result<i32> {
     let store = open_store(root)?;
     let images = store.images()?;
-    if args.format == Format::Json {
+    if args.format.trim() == "json" {
         let list: Vec<serde_json::Value> = images
             .iter()
             .map(|i| {
@@ -374,22 +407,48 @@ pub fn images_cmd(root: Option<PathBuf>, args: ImagesArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    println!(
-        "{:<45} {:<15} {:<14} {:<22} {:>10}",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
-    );
-    for i in &images {
-        let id = if args.no_trunc {
-            i.id.hex()
-        } else {
-            i.id.short()
-        };
-        let created = i
-            .config
-            .created
-            .as_deref()
-            .map(|c| c.get(..19).unwrap_or(c).replace('T', " "))
-            .unwrap_or_default();
+    let output = format::Output::parse(&args.format, IMAGES_TABLE)?;
+    output.check(&ImageRow::default())?;
+    let rows: Vec<ImageRow> = images
+        .iter()
+        .flat_map(|i| ImageRow::for_image(i, args.no_trunc))
+        .collect();
+    print!("{}", output.render(&rows, &[("ID", "IMAGE ID")])?);
+    Ok(0)
+}
+
+/// `nook images`' default columns (podman's).
+const IMAGES_TABLE: &str = "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Created}}\t{{.Size}}";
+
+/// One line of `nook images`: one per name of an image (`<none>` for an unnamed one),
+/// with podman's field names for `--format` templates.
+#[derive(serde::Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct ImageRow {
+    repository: String,
+    tag: String,
+    /// Short unless --no-trunc, as in podman's table.
+    #[serde(rename = "ID")]
+    id: String,
+    /// "YYYY-MM-DD HH:MM:SS" (UTC).
+    created: String,
+    /// The config's timestamp as recorded (RFC 3339).
+    created_at: String,
+    /// Human-readable, decimal units ("7.8 MB").
+    size: String,
+    /// The manifest digest.
+    digest: String,
+    names: Vec<String>,
+}
+
+impl ImageRow {
+    fn for_image(i: &ImageRecord, no_trunc: bool) -> Vec<ImageRow> {
+        let id = if no_trunc { i.id.hex() } else { i.id.short() }.to_string();
+        let created_at = i.config.created.clone().unwrap_or_default();
+        let created = created_at
+            .get(..19)
+            .unwrap_or(&created_at)
+            .replace('T', " ");
         let names: Vec<(String, String)> = if i.names.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
@@ -403,14 +462,20 @@ pub fn images_cmd(root: Option<PathBuf>, args: ImagesArgs) -> Result<i32> {
                 )
                 .collect()
         };
-        for (repo, tag) in names {
-            println!(
-                "{repo:<45} {tag:<15} {id:<14} {created:<22} {:>10}",
-                human_size(i.size())
-            );
-        }
+        names
+            .into_iter()
+            .map(|(repository, tag)| ImageRow {
+                repository,
+                tag,
+                id: id.clone(),
+                created: created.clone(),
+                created_at: created_at.clone(),
+                size: human_size(i.size()),
+                digest: i.manifest.to_string(),
+                names: i.names.clone(),
+            })
+            .collect()
     }
-    Ok(0)
 }
 
 fn human_size(n: u64) -> String {
@@ -429,7 +494,7 @@ fn human_size(n: u64) -> String {
 }
 
 pub fn rmi_cmd(root: Option<PathBuf>, args: RmiArgs) -> Result<i32> {
-    let store = open_store(root)?;
+    let store = open_store(root.clone())?;
     if args.images.is_empty() && !args.all {
         bail!("nothing to remove: name an image (or --all)");
     }
@@ -445,10 +510,7 @@ pub fn rmi_cmd(root: Option<PathBuf>, args: RmiArgs) -> Result<i32> {
             .map(|n| Ok((n.clone(), find(&store, n)?)))
             .collect::<Result<_>>()?
     };
-    let in_use = images_in_use();
-    for (name, _) in &targets {
-        let _ = name;
-    }
+    let in_use = images_in_use(root);
     for (wanted, image) in targets {
         let is_id = image
             .id
@@ -466,7 +528,7 @@ pub fn rmi_cmd(root: Option<PathBuf>, args: RmiArgs) -> Result<i32> {
         let whole = is_id || args.all || image.names.len() <= 1;
         if whole && in_use.iter().any(|id| id == image.id.hex()) && !args.force {
             bail!(
-                "image {wanted} ({}) is in use by a running container: stop it first, or use --force (the container keeps its own copy)",
+                "image {wanted} ({}) is in use by a container: remove the container first (`nook ps -a` lists them), or use --force",
                 image.id.short()
             );
         }
@@ -542,8 +604,7 @@ pub fn inspect_cmd(root: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
             },
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(0)
+    crate::container::print_inspected(&out, args.format.as_deref())
 }
 
 /// The stored form of a name the user gives for tag/import: qualified, with a tag.

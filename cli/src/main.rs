@@ -2,12 +2,20 @@
 //! to podman's exit codes: 125 nook failed, 126/127 the command could not be run,
 //! otherwise the container's own status.
 
+mod completion;
+mod config;
+mod container;
+mod cp;
 mod env;
+mod exec;
+mod exec_pid;
 mod flags;
+mod format;
 mod image_cmds;
 mod info;
-mod names;
+mod logging;
 mod network;
+mod oci;
 mod resources;
 mod run;
 mod spec;
@@ -17,28 +25,50 @@ mod store_helper;
 mod unshare;
 mod users;
 
-use clap::Parser;
-
 use flags::{Cli, Command, Format};
 
 /// podman's status for "the container engine itself failed".
 const EXIT_NOOK_FAILED: i32 = 125;
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    // `nook-runtime ...` and `nook oci ...` have runc's flags, not nook's.
+    if let Some(code) = oci::from_argv() {
+        std::process::exit(code);
+    }
+    let (cli, config): (Cli, _) = match config::parse_command_line() {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             std::process::exit(if e.use_stderr() { EXIT_NOOK_FAILED } else { 0 });
         }
     };
+    logging::init(cli.log_level);
+    match config {
+        Ok(config) => {
+            match &config.path {
+                Some(path) => {
+                    tracing::debug!("configuration read from {}: {config:?}", path.display())
+                }
+                None => tracing::debug!("no configuration file: built-in defaults"),
+            }
+            config::set_current(config);
+        }
+        // Completions and man pages do not depend on it: a broken file must not stop them.
+        Err(e) if matches!(cli.command, Command::Completion(_) | Command::Man(_)) => {
+            tracing::warn!("{e:#}");
+        }
+        Err(e) => {
+            eprintln!("nook: {e:#}");
+            std::process::exit(EXIT_NOOK_FAILED);
+        }
+    }
     let root = cli.root;
     let result = match cli.command {
         Command::Run(args) => run::run(*args, root),
         Command::Unshare(args) => unshare::run(args),
-        Command::Stats(args) => stats::stats(args),
-        Command::Pause(args) => stats::pause(args, true),
-        Command::Unpause(args) => stats::pause(args, false),
+        Command::Stats(args) => stats::stats(args, root),
+        Command::Pause(args) => stats::pause(args, true, root),
+        Command::Unpause(args) => stats::pause(args, false, root),
         Command::Info(args) => {
             let mut report = nook_rootless::probe::probe_all();
             report.probes.push(storage::probe());
@@ -47,7 +77,7 @@ fn main() {
         Command::Pull(args) => image_cmds::pull_cmd(root, args),
         Command::Images(args) => image_cmds::images_cmd(root, args),
         Command::Rmi(args) => image_cmds::rmi_cmd(root, args),
-        Command::Inspect(args) => image_cmds::inspect_cmd(root, args),
+        Command::Inspect(args) => container::inspect_cmd(root, args),
         Command::Tag(args) => image_cmds::tag_cmd(root, args),
         Command::Import(args) => image_cmds::import_cmd(root, args),
         Command::Load(args) => image_cmds::load_cmd(root, args),
@@ -55,16 +85,54 @@ fn main() {
         Command::Login(args) => image_cmds::login_cmd(args),
         Command::Logout(args) => image_cmds::logout_cmd(args),
         Command::System(flags::SystemCommand::Check(args)) => image_cmds::check_cmd(root, args),
+        Command::System(flags::SystemCommand::Prune(args)) => {
+            container::lifecycle::system_prune_cmd(args, root)
+        }
+        Command::System(flags::SystemCommand::Reset(args)) => {
+            container::lifecycle::system_reset_cmd(args, root)
+        }
+        Command::Create(args) => container::lifecycle::create_cmd(*args, root),
+        Command::Start(args) => container::lifecycle::start_cmd(args, root),
+        Command::Ps(args) => container::ps::ps_cmd(args, root),
+        Command::Logs(args) => container::logs::logs_cmd(args, root),
+        Command::Exec(args) => exec::exec_cmd(args, root),
+        Command::Attach(args) => container::attach::attach_cmd(args, root),
+        Command::Stop(args) => container::lifecycle::stop_cmd(args, root, false),
+        Command::Restart(args) => container::lifecycle::stop_cmd(args, root, true),
+        Command::Kill(args) => container::lifecycle::kill_cmd(args, root),
+        Command::Rm(args) => container::lifecycle::rm_cmd(args, root),
+        Command::Wait(args) => container::lifecycle::wait_cmd(args, root),
+        Command::Top(args) => container::ps::top_cmd(args, root),
+        Command::Cp(args) => cp::cp_cmd(args, root),
+        Command::Port(args) => container::ps::port_cmd(args, root),
+        Command::Rename(args) => container::lifecycle::rename_cmd(args, root),
+        Command::Diff(args) => container::commit::diff_cmd(args, root),
+        Command::Commit(args) => container::commit::commit_cmd(args, root),
+        Command::Container(flags::ContainerCommand::Prune(args)) => {
+            container::lifecycle::container_prune_cmd(args, root)
+        }
+        Command::Supervise(args) => {
+            container::supervisor::main(&args.dir, args.attach_first, root)
+        }
         Command::StoreHelper => store_helper::main(),
         Command::FuseServer => storage::fuse_server_main(),
+        Command::ExecPid(args) => exec_pid::run(args),
+        Command::Completion(args) => completion::completion_cmd(args.shell),
+        Command::Man(args) => completion::man_cmd(&args.dir),
+        Command::Oci(args) => Ok(oci::main(
+            std::iter::once("nook oci".into()).chain(args.args).collect(),
+        )),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("nook: {e:#}");
-            let code = e
-                .downcast_ref::<nook_rootless::Error>()
-                .map_or(EXIT_NOOK_FAILED, nook_rootless::Error::exit_code);
+            let code = match e.downcast_ref::<container::supervisor::ExitError>() {
+                Some(exit) => exit.0,
+                None => e
+                    .downcast_ref::<nook_rootless::Error>()
+                    .map_or(EXIT_NOOK_FAILED, nook_rootless::Error::exit_code),
+            };
             std::process::exit(code);
         }
     }

@@ -11,15 +11,18 @@ use anyhow::{bail, Context, Result};
 use nook_fs::manifest::RunConfig;
 use nook_rootless::idmap::{self, HostIds, IdRange, Mapping, UsernsMode};
 use nook_rootless::state::{self, ContainerDir};
-use nook_rootless::{RunOptions, StdinMode};
+use nook_rootless::{RunOptions, StartedHook, StdinMode};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::container::record::{Container, Places, ProcessId, RestartPolicy, State, Status};
 
 use crate::flags::RunArgs;
 use crate::image_cmds::{self, ContainerRoot, RunImage};
-use crate::names::NameReservation;
 use crate::spec::{self, GeneratedFiles, Root, SpecInput};
 use crate::storage;
 
-enum ImageChoice {
+pub enum ImageChoice {
     Host,
     Dir(PathBuf),
     /// An image from the store (pulled when missing).
@@ -32,28 +35,146 @@ enum ImageChoice {
 }
 
 pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    if args.detach {
+        return crate::container::lifecycle::run_detached(args, store_root);
+    }
+    let places = Places::open(store_root.clone())?;
+    // The image first: a failed pull leaves no container behind.
     let image = choose_image(&args, store_root)?;
-    let mut network = crate::network::choose(&args)?;
-    let userns = userns_mode(&args)?;
+    let ctr = Container::create(&places, &args, command_line())?;
+    let _runtime = RuntimeFiles::new(&places, &ctr)?;
+    run_container(&places, &ctr, &args, &image, None)
+}
+
+/// nook's arguments as given (without the program name), kept in the record so every
+/// start re-reads the same flags.
+pub fn command_line() -> Vec<String> {
+    std::env::args().skip(1).collect()
+}
+
+/// The container's runtime directory, removed when the last run of its supervisor ends.
+pub struct RuntimeFiles {
+    _dir: ContainerDir,
+}
+
+impl RuntimeFiles {
+    pub fn new(places: &Places, ctr: &Container) -> Result<RuntimeFiles> {
+        let dir = ctr.runtime_dir(places);
+        let runtime_dir = dir.parent().and_then(Path::parent).unwrap_or(&dir);
+        let dir = ContainerDir::create(runtime_dir, &ctr.record.id, true)?;
+        // Who owns these files: `container prune` sweeps directories whose owner is gone.
+        let me = ProcessId::current();
+        std::fs::write(dir.path.join("owner"), format!("{} {}\n", me.pid, me.start))
+            .context("writing the container's runtime files")?;
+        Ok(RuntimeFiles { _dir: dir })
+    }
+}
+
+/// Runs the container until it ends for good (its restart policy followed), recording
+/// each start and exit in its state. `on_started` runs once the first start succeeded.
+pub fn run_container(
+    places: &Places,
+    ctr: &Container,
+    args: &RunArgs,
+    image: &ImageChoice,
+    on_started: Option<Arc<dyn Fn() + Send + Sync>>,
+) -> Result<i32> {
+    if args.rm && ctr.record.restart != RestartPolicy::No {
+        bail!("--rm and --restart exclude each other: a removed container cannot restart");
+    }
+    let _ = std::fs::remove_file(ctr.stop_marker());
+    let mut restarts = ctr.recorded_state().restarts;
+    let result = loop {
+        let result = run_once(places, ctr, args, image, restarts, on_started.clone());
+        let code = match &result {
+            Ok(code) => *code,
+            Err(e) => exit_code_of(e),
+        };
+        record_exit(ctr, &result, restarts);
+        if !ctr.record.restart.restarts_after(code, restarts) || !restart_delay(ctr, restarts) {
+            break result;
+        }
+        restarts += 1;
+    };
+    if ctr.record.rm {
+        crate::container::lifecycle::remove_container(places, ctr);
+    }
+    result
+}
+
+/// Waits before a restart, longer after each (100 ms doubling to 10 s, as docker's
+/// backoff), so a crashing container does not spin; false when a stop arrives meanwhile.
+fn restart_delay(ctr: &Container, restarts: u32) -> bool {
+    let delay = std::time::Duration::from_millis(100 << restarts.min(7)).min(
+        std::time::Duration::from_secs(10),
+    );
+    let until = std::time::Instant::now() + delay;
+    loop {
+        if ctr.stop_marker().exists() {
+            return false;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        // A stop writes the marker and waits for this process to end: checking ten
+        // times a second keeps that wait short.
+        std::thread::sleep(left.min(std::time::Duration::from_millis(100)));
+    }
+}
+
+fn exit_code_of(e: &anyhow::Error) -> i32 {
+    e.downcast_ref::<nook_rootless::Error>()
+        .map_or(125, nook_rootless::Error::exit_code)
+}
+
+fn record_exit(ctr: &Container, result: &Result<i32>, restarts: u32) {
+    let mut st = ctr.recorded_state();
+    st.status = Status::Exited;
+    st.finished_at = Some(humantime::format_rfc3339_nanos(SystemTime::now()).to_string());
+    st.restarts = restarts;
+    match result {
+        Ok(code) => {
+            st.exit_code = Some(*code);
+            st.reason = ctr
+                .stop_marker()
+                .exists()
+                .then(|| "stopped by nook stop/kill".to_string());
+        }
+        Err(e) => {
+            st.exit_code = Some(exit_code_of(e));
+            st.reason = Some(format!("{e:#}"));
+        }
+    }
+    if let Err(e) = ctr.write_state(&st) {
+        eprintln!("nook: warning: could not record the container's exit: {e:#}");
+    }
+}
+
+/// One start of the container, up to its exit status.
+fn run_once(
+    places: &Places,
+    ctr: &Container,
+    args: &RunArgs,
+    image: &ImageChoice,
+    restarts: u32,
+    on_started: Option<Arc<dyn Fn() + Send + Sync>>,
+) -> Result<i32> {
+    let mut network = crate::network::choose(args)?;
+    let userns = userns_mode(args)?;
 
     let runtime_dir = state::runtime_dir()?;
-    let id = new_container_id()?;
+    let id = ctr.record.id.clone();
     let hostname = args
         .hostname
         .clone()
         .unwrap_or_else(|| id[..12].to_string());
-    let _name = args
-        .name
-        .as_deref()
-        .map(|name| NameReservation::take(&runtime_dir, name, &id))
-        .transpose()?;
-    // Until `nook ps`/`nook rm` exist a container's state lives only while it runs, so
-    // it is always removed; `--rm` is accepted for podman compatibility.
-    let dir = ContainerDir::create(&runtime_dir, &id, true)?;
+    // Kept between the runs of one supervisor; `RuntimeFiles` removes it at the end.
+    let dir = ContainerDir::create(&runtime_dir, &id, false)?;
     let ids = idmap::plan(&userns, &HostIds::current())?;
-    // Declared after `dir`, so it is torn down (FUSE server stopped, the container's
+    // Declared after `dir`, so it is torn down (FUSE server stopped, an ephemeral
     // writable layer removed) before the container directory is.
-    let root = prepare_root(image, &args, &dir.path, &runtime_dir, &id, &ids)?;
+    let root = prepare_root(image, args, ctr, &dir.path, &runtime_dir, &ids)?;
 
     let mut files = write_etc_files(&dir.path, &hostname, network.host)?;
     files.resolv_conf = network.write_resolv_conf(&dir.path)?;
@@ -62,9 +183,10 @@ pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
         .as_ref()
         .and_then(|c| c.exposed_ports.as_ref())
         .map(|ports| ports.keys().cloned().collect());
-    network.publish_all(&args, exposed)?;
+    network.publish_all(args, exposed)?;
+    let ports = network.published();
     let mut spec = spec::build(&SpecInput {
-        args: &args,
+        args,
         root: &root.root,
         ids: &ids,
         hostname: &hostname,
@@ -72,6 +194,8 @@ pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
         host_network: network.host,
         image: root.image_config.as_ref(),
     })?;
+    let _ = places;
+    let spawned_hook = spawned_hook(ctr, restarts, ports);
     let options = RunOptions {
         stdin: if args.interactive {
             StdinMode::Inherit
@@ -84,6 +208,8 @@ pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
             .union
             .as_ref()
             .and_then(storage::Prepared::fuse_socket_fd),
+        on_spawned: Some(spawned_hook),
+        on_started: on_started.map(|then| StartedHook(Arc::new(move |_| then()))),
     };
     if let Some(notice) = &ids.notice {
         eprintln!("nook: {notice}");
@@ -95,6 +221,26 @@ pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let status = nook_rootless::run_in_cgroup(&spec, &options, cgroup.as_ref())?;
     crate::resources::report_exit(cgroup.as_ref());
     Ok(status.code())
+}
+
+/// Records the running state (the container's pid, this process as its supervisor)
+/// once the container exists, before anything runs in it.
+fn spawned_hook(ctr: &Container, restarts: u32, ports: Vec<String>) -> StartedHook {
+    let ctr = ctr.clone();
+    StartedHook(Arc::new(move |pid| {
+        let st = State {
+            status: Status::Running,
+            pid: ProcessId::of(pid),
+            supervisor: Some(ProcessId::current()),
+            started_at: Some(humantime::format_rfc3339_nanos(SystemTime::now()).to_string()),
+            restarts,
+            ports: ports.clone(),
+            ..State::default()
+        };
+        if let Err(e) = ctr.write_state(&st) {
+            eprintln!("nook: warning: could not record the running container: {e:#}");
+        }
+    }))
 }
 
 /// The container's root as prepared on the host, and what must be undone after it.
@@ -109,11 +255,11 @@ struct PreparedRoot {
 }
 
 fn prepare_root(
-    image: ImageChoice,
+    image: &ImageChoice,
     args: &RunArgs,
+    ctr: &Container,
     container_dir: &Path,
     runtime_dir: &Path,
-    id: &str,
     ids: &Mapping,
 ) -> Result<PreparedRoot> {
     let plain = |root| PreparedRoot {
@@ -126,14 +272,14 @@ fn prepare_root(
     match image {
         ImageChoice::Host => {
             let mount_point = container_dir.join("rootfs");
-            std::fs::create_dir(&mount_point)
+            std::fs::create_dir_all(&mount_point)
                 .with_context(|| format!("creating {}", mount_point.display()))?;
             Ok(plain(Root::Host { mount_point }))
         }
-        ImageChoice::Dir(path) => Ok(plain(Root::Dir(path))),
+        ImageChoice::Dir(path) => Ok(plain(Root::Dir(path.clone()))),
         ImageChoice::Layers { layers, dir } => {
-            let choice = storage::choose(driver, &dir, runtime_dir)?;
-            let union = storage::prepare(choice, layers, &dir, ids, false)?;
+            let choice = storage::choose(driver, dir, runtime_dir)?;
+            let union = storage::prepare(choice, layers.clone(), dir, ids, false)?;
             Ok(PreparedRoot {
                 root: union.root.clone(),
                 image_config: None,
@@ -143,13 +289,15 @@ fn prepare_root(
         }
         ImageChoice::Stored(img) => {
             let image_config = Some(img.record.config.config.clone());
-            let (base, notice) = nook_fs::union::probe::local_layer_base(container_dir);
+            // The writable layer lives with the record (kept until `nook rm`), or for
+            // `--rm` with the runtime files; on NFS and the like, on local storage.
+            let (base, notice) = nook_fs::union::probe::local_layer_base(&ctr.dir);
             if let Some(notice) = notice {
                 eprintln!("nook: {notice}");
             }
             let choice = storage::choose(driver, &base, runtime_dir)?;
             if choice.driver == nook_fs::union::Driver::Copy {
-                let copy = ContainerRoot::create(&img, container_dir)?;
+                let copy = ContainerRoot::create(img, container_dir)?;
                 return Ok(PreparedRoot {
                     root: Root::Dir(copy.path.clone()),
                     image_config,
@@ -163,12 +311,23 @@ fn prepare_root(
                 format!("{}\n{}\n", img.record.id.hex(), std::process::id()),
             )
             .context("recording the container's image")?;
-            let layer_dir = if base == container_dir {
-                container_dir.join("layer")
+            let layer_dir = if base == ctr.dir {
+                ctr.dir.join("layer")
             } else {
-                base.join(id)
+                base.join(&ctr.record.id)
             };
-            let union = storage::prepare(choice, img.layers.clone(), &layer_dir, ids, true)?;
+            if layer_dir != ctr.dir.join("layer") && ctr.record.layer_dir.is_none() {
+                let mut record = ctr.record.clone();
+                record.layer_dir = Some(layer_dir.clone());
+                Container {
+                    dir: ctr.dir.clone(),
+                    record,
+                }
+                .write_record()?;
+            }
+            // A `--rm` container's layer goes with it; others keep theirs until `nook rm`.
+            let union =
+                storage::prepare(choice, img.layers.clone(), &layer_dir, ids, ctr.record.rm)?;
             Ok(PreparedRoot {
                 root: union.root.clone(),
                 image_config,
@@ -179,7 +338,7 @@ fn prepare_root(
     }
 }
 
-fn choose_image(args: &RunArgs, store_root: Option<PathBuf>) -> Result<ImageChoice> {
+pub fn choose_image(args: &RunArgs, store_root: Option<PathBuf>) -> Result<ImageChoice> {
     if !args.layers.is_empty() {
         if !args.rootfs {
             bail!("--layer needs --rootfs DIR: the directory for the container's writable layer");
@@ -231,23 +390,6 @@ fn userns_mode(args: &RunArgs) -> Result<UsernsMode> {
         Some("keep-id") => bail!("--userns=keep-id and --uidmap/--gidmap exclude each other"),
         Some(other) => bail!("unsupported --userns {other:?}: use keep-id, or leave it out"),
     }
-}
-
-/// 64 hex digits, as podman's IDs; the first 12 are the short ID and default hostname.
-fn new_container_id() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
-        let n = unsafe {
-            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error()).context("getrandom");
-        }
-        filled += n as usize;
-    }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The container's /etc/hostname, and its /etc/hosts unless it shares the host's network.

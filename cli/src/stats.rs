@@ -2,8 +2,8 @@
 //! container's cgroup.
 //!
 //! A running container is a directory `$RUNTIME/containers/ID` holding a `cgroup` file
-//! (written by `nook run` when the container got a cgroup); `names/NAME -> ID` links
-//! name them. A container is given by name, full ID or unique ID prefix.
+//! (written by `nook run` when the container got a cgroup); the container records name
+//! them. A container is given by name, full ID or unique ID prefix.
 //!
 //! CPU % is the CPU time used between two readings over the wall time between them
 //! (100% = one CPU busy); with `--no-stream`, the first reading is compared with the
@@ -29,19 +29,20 @@ struct Running {
     started: SystemTime,
 }
 
-pub fn stats(args: StatsArgs) -> Result<i32> {
+pub fn stats(args: StatsArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let runtime = state::runtime_dir()?;
+    let names = names(store_root)?;
     let pick = |all: Vec<Running>| -> Result<Vec<Running>> {
         if args.containers.is_empty() {
             Ok(all)
         } else {
-            select(all, &args.containers, &runtime)
+            select(all, &args.containers, &runtime, &names)
         }
     };
     let mut previous: Vec<(String, Stats, Instant)> = Vec::new();
     let json = args.format == Format::Json;
     loop {
-        let containers = pick(running(&runtime)?)?;
+        let containers = pick(running(&runtime, &names)?)?;
         let now = Instant::now();
         let mut rows = Vec::new();
         for c in &containers {
@@ -87,9 +88,10 @@ pub fn stats(args: StatsArgs) -> Result<i32> {
     }
 }
 
-pub fn pause(args: ContainersArgs, frozen: bool) -> Result<i32> {
+pub fn pause(args: ContainersArgs, frozen: bool, store_root: Option<PathBuf>) -> Result<i32> {
     let runtime = state::runtime_dir()?;
-    let chosen = select(running(&runtime)?, &args.containers, &runtime)?;
+    let names = names(store_root)?;
+    let chosen = select(running(&runtime, &names)?, &args.containers, &runtime, &names)?;
     for c in chosen {
         let what = if frozen { "pausing" } else { "unpausing" };
         cgroups::set_frozen(&c.cgroup, frozen)
@@ -116,8 +118,7 @@ fn percent(usage_usec: u64, wall: Duration) -> f64 {
 }
 
 /// Every running container of this user that has a cgroup, oldest first.
-fn running(runtime: &Path) -> Result<Vec<Running>> {
-    let names = names(runtime);
+fn running(runtime: &Path, names: &[(String, String)]) -> Result<Vec<Running>> {
     let dir = runtime.join("containers");
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -152,26 +153,23 @@ fn running(runtime: &Path) -> Result<Vec<Running>> {
     Ok(out)
 }
 
-/// (name, id) of every `names/NAME -> ID` link.
-fn names(runtime: &Path) -> Vec<(String, String)> {
-    fs::read_dir(runtime.join("names"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let target = fs::read_link(e.path()).ok()?;
-                    Some((
-                        e.file_name().to_string_lossy().into_owned(),
-                        target.to_string_lossy().into_owned(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// (name, id) of every container of the store.
+fn names(store_root: Option<PathBuf>) -> Result<Vec<(String, String)>> {
+    let places = crate::container::record::Places::open(store_root)?;
+    Ok(places
+        .all()
+        .into_iter()
+        .map(|c| (c.record.name, c.record.id))
+        .collect())
 }
 
 /// The containers the user named, in the order named.
-fn select(all: Vec<Running>, wanted: &[String], runtime: &Path) -> Result<Vec<Running>> {
+fn select(
+    all: Vec<Running>,
+    wanted: &[String],
+    runtime: &Path,
+    names: &[(String, String)],
+) -> Result<Vec<Running>> {
     let mut chosen: Vec<Running> = Vec::new();
     let mut all = all;
     for w in wanted {
@@ -186,9 +184,10 @@ fn select(all: Vec<Running>, wanted: &[String], runtime: &Path) -> Result<Vec<Ru
             (Some(i), _) => i,
             (None, [i]) => *i,
             (None, []) => {
-                let id = fs::read_link(runtime.join("names").join(w))
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| w.clone());
+                let id = names
+                    .iter()
+                    .find(|(n, _)| n == w)
+                    .map_or_else(|| w.clone(), |(_, id)| id.clone());
                 let exists = runtime.join("containers").join(&id).is_dir();
                 if exists {
                     bail!(

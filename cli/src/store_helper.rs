@@ -28,6 +28,10 @@ pub enum Job {
     Flatten { layers: Vec<PathBuf>, dest: PathBuf },
     /// Delete these trees.
     Remove(Vec<PathBuf>),
+    /// List a container's changes: its upper layer over the image's layers (lowest first).
+    Changes { upper: PathBuf, layers: Vec<PathBuf> },
+    /// Write a container's upper layer as an OCI layer tar (whiteouts as `.wh.`).
+    LayerTar { upper: PathBuf, dest: PathBuf },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -41,6 +45,9 @@ pub struct UnpackJob {
 pub struct Outcome {
     pub error: Option<String>,
     pub stats: Vec<UnpackStats>,
+    /// `Changes`: "A /path", "C /path", "D /path", sorted by path.
+    #[serde(default)]
+    pub changes: Vec<String>,
 }
 
 /// Runs `job` in the helper and returns its outcome (an error when the job failed).
@@ -88,10 +95,10 @@ pub fn main() -> Result<i32> {
     let ids = idmap::plan(&UsernsMode::Default, &HostIds::current())?;
     let status = nook_rootless::run_in_user_namespace(&ids.uid_map, &ids.gid_map, move || {
         let outcome = match work(job) {
-            Ok(stats) => Outcome { error: None, stats },
+            Ok(outcome) => outcome,
             Err(e) => Outcome {
                 error: Some(format!("{e:#}")),
-                stats: Vec::new(),
+                ..Outcome::default()
             },
         };
         let failed = outcome.error.is_some();
@@ -103,8 +110,8 @@ pub fn main() -> Result<i32> {
     Ok(status.code())
 }
 
-fn work(job: Job) -> Result<Vec<UnpackStats>> {
-    match job {
+fn work(job: Job) -> Result<Outcome> {
+    let stats = match job {
         Job::Unpack(jobs) => {
             // Layers unpack in parallel: each is its own directory. Two at a time per
             // core is plenty: decompression is the cost, and disks like fewer streams.
@@ -142,21 +149,46 @@ fn work(job: Job) -> Result<Vec<UnpackStats>> {
                     Err(e) => bail!("{e}"),
                 }
             }
-            Ok(stats)
+            stats
         }
         Job::Flatten { layers, dest } => {
             std::fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?;
             nook_fs::flatten::flatten(&layers, &dest)
                 .context("building the container's root filesystem")?;
-            Ok(Vec::new())
+            Vec::new()
         }
         Job::Remove(paths) => {
             for p in paths {
                 remove_tree(&p).with_context(|| format!("removing {}", p.display()))?;
             }
-            Ok(Vec::new())
+            Vec::new()
         }
-    }
+        Job::Changes { upper, layers } => {
+            let layers = nook_fs::union::Layers::new(layers)?;
+            let changes = nook_fs::union::diff::changes(&upper, &layers)?;
+            return Ok(Outcome {
+                changes: changes
+                    .iter()
+                    .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
+                    .collect(),
+                ..Outcome::default()
+            });
+        }
+        Job::LayerTar { upper, dest } => {
+            let file = std::fs::File::create(&dest)
+                .with_context(|| format!("creating {}", dest.display()))?;
+            nook_fs::union::diff::write_layer(&upper, std::io::BufWriter::new(file))?
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .context("writing the layer")?;
+            Vec::new()
+        }
+    };
+    Ok(Outcome {
+        stats,
+        ..Outcome::default()
+    })
 }
 
 fn unpack_one(j: &UnpackJob) -> Result<UnpackStats> {

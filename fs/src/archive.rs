@@ -90,6 +90,46 @@ pub fn record_from_rootfs_blob(
     )
 }
 
+/// `nook commit`: a new image made of `base`'s layers and configuration plus one more
+/// layer (`blob`, a tar already in the store), with a history entry `created_by`.
+pub fn record_with_layer(
+    store: &Store,
+    base: &ImageRecord,
+    blob: &Digest,
+    size: u64,
+    name: Option<String>,
+    created_by: &str,
+) -> Result<ImageRecord, ArchiveError> {
+    let (media, diff_id) = sniff(store, blob)?;
+    let base_bytes = store.read_blob(&base.id, 16 << 20)?;
+    let mut config: serde_json::Value = serde_json::from_slice(&base_bytes)
+        .map_err(|e| ArchiveError::Bad(format!("the base image's config: {e}")))?;
+    let created = rfc3339_now();
+    config["created"] = created.clone().into();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .ok_or_else(|| ArchiveError::Bad("the base image's config has no rootfs".into()))?;
+    diff_ids.push(diff_id.to_string().into());
+    let entry = serde_json::json!({ "created": created, "created_by": created_by });
+    match config["history"].as_array_mut() {
+        Some(history) => history.push(entry),
+        None => config["history"] = serde_json::json!([entry]),
+    }
+    let mut layers = base.layers.clone();
+    layers.push(LayerRecord {
+        blob: blob.clone(),
+        media_type: media.into(),
+        size,
+        diff_id,
+    });
+    build_record(
+        store,
+        serde_json::to_vec(&config).expect("json"),
+        layers,
+        name.into_iter().collect(),
+    )
+}
+
 /// Stores the config and an OCI manifest for `layers`, and returns the record.
 fn build_record(
     store: &Store,

@@ -68,7 +68,12 @@ pub fn nook() -> Command {
 /// `nook run <args>`, run to completion with [`TIMEOUT`].
 pub fn run(args: &[&str]) -> Output {
     let mut cmd = nook();
-    cmd.arg("run").args(args);
+    // A test leaves no container behind unless it says so.
+    cmd.arg("run");
+    if !args.contains(&"--rm") {
+        cmd.arg("--rm");
+    }
+    cmd.args(args);
     spawn(&mut cmd).wait(TIMEOUT)
 }
 

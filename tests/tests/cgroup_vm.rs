@@ -33,13 +33,13 @@ fn in_lane(test: &str) -> bool {
 
 fn run_slow(args: &[&str]) -> Output {
     let mut cmd = nook();
-    cmd.arg("run").args(args);
+    cmd.args(["run", "--rm"]).args(args);
     spawn(&mut cmd).wait(SLOW)
 }
 
 fn start(args: &[&str]) -> Proc {
     let mut cmd = nook();
-    cmd.arg("run").args(args);
+    cmd.args(["run", "--rm"]).args(args);
     spawn(&mut cmd)
 }
 

@@ -336,6 +336,7 @@ fn pull_run_inspect_images_rmi() {
     // Owners came out as the image says: /home/app is 1000's, / is root's.
     let out = env.nook(&[
         "run",
+        "--rm",
         "--user",
         "0",
         &image,
@@ -349,6 +350,7 @@ fn pull_run_inspect_images_rmi() {
     // What a container writes stays in its own copy.
     env.nook(&[
         "run",
+        "--rm",
         "--user",
         "0",
         &image,
@@ -358,7 +360,7 @@ fn pull_run_inspect_images_rmi() {
     ])
     .success();
     assert_eq!(
-        env.nook(&["run", &image, "cat", "greeting"])
+        env.nook(&["run", "--rm", &image, "cat", "greeting"])
             .success()
             .out(),
         format!("{marker}\n")
@@ -385,10 +387,10 @@ fn pull_run_inspect_images_rmi() {
 
     // An image already there is not fetched again (run --pull=never works offline).
     drop(reg);
-    env.nook(&["run", "--pull=never", &image, "true"]).success();
+    env.nook(&["run", "--rm", "--pull=never", &image, "true"]).success();
     env.nook(&["inspect", "nosuch"])
         .assert_error_line(125, &["not found", "nosuch"]);
-    env.nook(&["run", "--pull=never", "nosuch", "true"])
+    env.nook(&["run", "--rm", "--pull=never", "nosuch", "true"])
         .assert_error_line(125, &["nosuch"]);
 
     let out = env.nook(&["rmi", &image]);
@@ -459,7 +461,7 @@ fn multi_arch_index_selects_the_platform() {
     let image = format!("{}/multi:multi", reg.host());
     if std::env::consts::ARCH == "x86_64" {
         assert_eq!(
-            env.nook(&["run", "--tls-verify=false", &image])
+            env.nook(&["run", "--rm", "--tls-verify=false", &image])
                 .success()
                 .out(),
             "amd64"
@@ -552,7 +554,7 @@ fn corrupt_blob_is_refused_and_nothing_stored() {
         env.entries("tmp")
     );
     // What was there before still works and verifies.
-    env.nook(&["run", &good, "true"]).success();
+    env.nook(&["run", "--rm", &good, "true"]).success();
     env.nook(&["system", "check"]).success();
 }
 
@@ -581,7 +583,7 @@ fn concurrent_pulls_leave_a_consistent_store() {
     );
     // Runs at once, while another pull rewrites the record.
     let runs: Vec<Proc> = (0..3)
-        .map(|_| spawn(&mut env.cmd(&["run", &image, "cat", "greeting"])))
+        .map(|_| spawn(&mut env.cmd(&["run", "--rm", &image, "cat", "greeting"])))
         .collect();
     env.nook(&["pull", "-q", "--tls-verify=false", &image])
         .success();
@@ -654,7 +656,7 @@ fn killed_pull_then_clean_pull() {
         "tmp left: {:?}",
         env.entries("tmp")
     );
-    assert_eq!(env.nook(&["run", &image, "cat", "/n"]).success().out(), "2");
+    assert_eq!(env.nook(&["run", "--rm", &image, "cat", "/n"]).success().out(), "2");
     env.nook(&["system", "check"]).success();
 }
 
@@ -844,7 +846,7 @@ fn save_load_import_roundtrip() {
     let out = env.nook(&["load", "-i", archive.to_str().unwrap()]);
     assert!(out.success().out().contains(&image), "{out}");
     assert_eq!(
-        env.nook(&["run", &image, "cat", "greeting"])
+        env.nook(&["run", "--rm", &image, "cat", "greeting"])
             .success()
             .out(),
         "roundtrip\n"
@@ -889,7 +891,7 @@ fn save_load_import_roundtrip() {
     );
     env.nook(&["load", "-i", dock.to_str().unwrap()]).success();
     assert_eq!(
-        env.nook(&["run", "example.com/dock:1", "cat", "greeting"])
+        env.nook(&["run", "--rm", "example.com/dock:1", "cat", "greeting"])
             .success()
             .out(),
         "roundtrip\n"
@@ -901,13 +903,13 @@ fn save_load_import_roundtrip() {
     env.nook(&["import", tarball.to_str().unwrap(), "imported"])
         .success();
     assert_eq!(
-        env.nook(&["run", "imported", "echo", "ok"]).success().out(),
+        env.nook(&["run", "--rm", "imported", "echo", "ok"]).success().out(),
         "ok\n"
     );
     assert!(env.images_json().contains("localhost/imported:latest"));
     env.nook(&["tag", "imported", "other:2"]).success();
     env.nook(&["rmi", "other:2"]).success();
-    env.nook(&["run", "imported", "true"]).success();
+    env.nook(&["run", "--rm", "imported", "true"]).success();
     env.nook(&["load", "-i", tarball.to_str().unwrap()])
         .assert_error_line(125, &["not an image archive"]);
 }

@@ -10,7 +10,7 @@ const TEN_MIB: usize = 10 << 20;
 
 fn run_with_input(args: &[&str], input: Vec<u8>) -> Output {
     let mut cmd = nook();
-    cmd.arg("run").args(args).stdin(Stdio::piped());
+    cmd.args(["run", "--rm"]).args(args).stdin(Stdio::piped());
     let mut p = spawn(&mut cmd);
     p.feed_stdin(input);
     p.wait(TIMEOUT)

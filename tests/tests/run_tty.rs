@@ -43,7 +43,7 @@ impl TtyRun {
         let pty = openpty(Some(&winsize(rows, cols)), None).expect("openpty");
         let before = tcgetattr(&pty.slave).expect("tcgetattr");
         let mut cmd = nook();
-        cmd.arg("run").args(args);
+        cmd.args(["run", "--rm"]).args(args);
         cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
             .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
             .stderr(Stdio::from(pty.slave.try_clone().unwrap()));

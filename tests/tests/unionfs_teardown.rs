@@ -47,7 +47,7 @@ fn start(test: &str) -> Option<(Rootfs, tempfile::TempDir, Proc)> {
     };
     let ctr = tempdir();
     let mut cmd = nook();
-    cmd.args(["run", "--storage-driver", "fuse", "--layer"])
+    cmd.args(["run", "--rm", "--storage-driver", "fuse", "--layer"])
         .arg(base.path())
         .arg("--rootfs")
         .arg(ctr.path())

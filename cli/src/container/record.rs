@@ -1,0 +1,617 @@
+//! A container's record: what it was created with (`config.json`) and what it is doing
+//! (`state.json`), found by name or ID prefix.
+//!
+//! Where records live: a container made with `--rm` keeps its record in the runtime dir
+//! (`$RUNTIME/containers/ID`, tmpfs, gone after a reboot as the container would be);
+//! every other container in the store (`$STORE/containers/ID`), so that `nook ps -a`,
+//! `start` and `rm` work after a reboot. Both kinds have their runtime files (generated
+//! /etc files, the attach socket) under `$RUNTIME/containers/ID`.
+//!
+//! Who writes `state.json`: the container's supervisor while it lives; the CLI only when
+//! no supervisor does. Every write is a temp file renamed over the old one, so a reader
+//! sees the old or the new state, never half. A state that says "running" is believed
+//! only while the recorded supervisor (pid and start time, so a recycled pid is not
+//! mistaken for it) is alive: after `kill -9` of the supervisor or a reboot, the
+//! container shows as exited, with that as the reason.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::flags::RunArgs;
+
+/// The two directories container records live in.
+pub struct Places {
+    /// `$RUNTIME/containers`: `--rm` records and every container's runtime files.
+    pub runtime: PathBuf,
+    /// `$STORE/containers`: records of containers kept after they exit.
+    pub persistent: Option<PathBuf>,
+}
+
+impl Places {
+    pub fn open(store_root: Option<PathBuf>) -> Result<Places> {
+        let runtime = nook_rootless::state::runtime_dir()?.join("containers");
+        let persistent = nook_fs::paths::store_root(store_root).map(|r| r.join("containers"));
+        Ok(Places {
+            runtime,
+            persistent,
+        })
+    }
+
+    fn record_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        for base in std::iter::once(&self.runtime).chain(self.persistent.as_ref()) {
+            let Ok(entries) = fs::read_dir(base) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.path().join(CONFIG).is_file() {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        dirs
+    }
+
+    /// Every container of this store, newest first. (`--rm` records share the user's
+    /// runtime dir whatever the store: each names the store it belongs to.)
+    pub fn all(&self) -> Vec<Container> {
+        let mut all: Vec<Container> = self
+            .record_dirs()
+            .into_iter()
+            .filter_map(|d| Container::load(&d).ok())
+            .filter(|c| c.record.store == self.persistent)
+            .collect();
+        all.sort_by_key(|c| std::cmp::Reverse(c.record.created_unix_ns));
+        all
+    }
+
+    /// The container named `key`: its name, its full ID, or a unique ID prefix.
+    pub fn find(&self, key: &str) -> Result<Container> {
+        let all = self.all();
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.record.name == key || c.record.id == key)
+        {
+            return Ok(c.clone());
+        }
+        let matches: Vec<&Container> = all
+            .iter()
+            .filter(|c| !key.is_empty() && c.record.id.starts_with(key))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => bail!("no container named {key:?}: `nook ps -a` lists them"),
+            _ => bail!(
+                "{key:?} matches {} containers: give more of the ID, or the name",
+                matches.len()
+            ),
+        }
+    }
+
+    fn names_dir(&self) -> PathBuf {
+        self.persistent
+            .as_ref()
+            .unwrap_or(&self.runtime)
+            .join("names")
+    }
+
+    /// Reserves `name` for `id`: a symlink `names/NAME -> ID`, atomic, so two creators
+    /// racing for one name cannot both win. A link whose container is gone is reclaimed.
+    pub fn reserve_name(&self, name: &str, id: &str) -> Result<()> {
+        check_name(name)?;
+        let dir = self.names_dir();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let link = dir.join(name);
+        for _ in 0..2 {
+            match std::os::unix::fs::symlink(id, &link) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_link(&link).unwrap_or_default();
+                    let holder = holder.to_string_lossy().into_owned();
+                    if self.record_exists(&holder) {
+                        bail!(
+                            "the name {name:?} is in use by container {}: choose another \
+                             name, or remove that container (`nook rm {name}`)",
+                            &holder[..holder.len().min(12)]
+                        );
+                    }
+                    let _ = fs::remove_file(&link);
+                }
+                Err(e) => return Err(e).with_context(|| format!("reserving name {name:?}")),
+            }
+        }
+        bail!("the name {name:?} is being taken by another nook right now")
+    }
+
+    pub fn release_name(&self, name: &str, id: &str) {
+        let link = self.names_dir().join(name);
+        if fs::read_link(&link).is_ok_and(|h| h.as_os_str() == id) {
+            let _ = fs::remove_file(link);
+        }
+    }
+
+    fn record_exists(&self, id: &str) -> bool {
+        !id.is_empty()
+            && (self.runtime.join(id).join(CONFIG).exists()
+                || self
+                    .persistent
+                    .as_ref()
+                    .is_some_and(|p| p.join(id).join(CONFIG).exists()))
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !valid {
+        bail!("invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*");
+    }
+    Ok(())
+}
+
+const CONFIG: &str = "config.json";
+const STATE: &str = "state.json";
+
+/// What a container was created with; written once (and on `rename`).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub created_unix_ns: u128,
+    /// The image as the user named it.
+    pub image: String,
+    /// The stored image's ID (config digest hex), so `rmi` knows it is in use.
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// The command as given (empty: the image's).
+    pub command: Vec<String>,
+    /// `nook`'s arguments from `run`/`create` on, re-parsed by every start.
+    pub argv: Vec<String>,
+    /// The directory and environment of the creating command: relative paths and
+    /// `-e NAME` mean the same at every start.
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub rm: bool,
+    pub tty: bool,
+    pub interactive: bool,
+    pub restart: RestartPolicy,
+    pub stop_signal: i32,
+    pub stop_timeout: u64,
+    pub log_driver: String,
+    pub log_size_max: Option<u64>,
+    /// The writable layer when it lives outside the record directory (a record on NFS).
+    pub layer_dir: Option<PathBuf>,
+    /// The store's containers directory this container belongs to.
+    #[serde(default)]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    OnFailure(Option<u32>),
+    Always,
+}
+
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Result<RestartPolicy> {
+        match s.split_once(':') {
+            None if s == "no" || s.is_empty() => Ok(RestartPolicy::No),
+            None if s == "always" || s == "unless-stopped" => Ok(RestartPolicy::Always),
+            None if s == "on-failure" => Ok(RestartPolicy::OnFailure(None)),
+            Some(("on-failure", n)) => n
+                .parse()
+                .map(|n| RestartPolicy::OnFailure(Some(n)))
+                .map_err(|_| anyhow!("bad --restart {s:?}: the retry count must be a number")),
+            _ => bail!("bad --restart {s:?}: use no, on-failure[:N], always or unless-stopped"),
+        }
+    }
+
+    /// Whether a container that ended with `code` after `restarts` restarts again.
+    pub fn restarts_after(self, code: i32, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure(max) => code != 0 && max.is_none_or(|m| restarts < m),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            RestartPolicy::No => "no".into(),
+            RestartPolicy::Always => "always".into(),
+            RestartPolicy::OnFailure(None) => "on-failure".into(),
+            RestartPolicy::OnFailure(Some(n)) => format!("on-failure:{n}"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Stopping,
+    Exited,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopping => "stopping",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+/// A process identified beyond its pid: pid and start time (clock ticks after boot).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessId {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl ProcessId {
+    pub fn of(pid: i32) -> Option<ProcessId> {
+        Some(ProcessId {
+            pid,
+            start: process_start_time(pid)?,
+        })
+    }
+
+    pub fn current() -> ProcessId {
+        ProcessId::of(std::process::id() as i32).unwrap_or(ProcessId {
+            pid: std::process::id() as i32,
+            start: 0,
+        })
+    }
+
+    pub fn alive(self) -> bool {
+        process_start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// Field 22 of /proc/PID/stat, read after the command name (which may hold spaces).
+fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    // Fields from the 3rd on: the state, ..., the start time (the 22nd field overall).
+    let mut fields = after_name.split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        // A zombie has ended; only its parent has not collected it yet.
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct State {
+    pub status: Status,
+    /// The container's first process (host pid).
+    pub pid: Option<ProcessId>,
+    /// The process that supervises it: the detached supervisor or the foreground `nook`.
+    pub supervisor: Option<ProcessId>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i32>,
+    /// Why it ended when that is not its own doing (stopped, OOM, supervisor gone, error).
+    pub reason: Option<String>,
+    pub restarts: u32,
+    /// Host ports of `-p`/`-P`, as `HOSTIP:HOSTPORT->CTRPORT/PROTO`.
+    pub ports: Vec<String>,
+}
+
+/// One container: its record directory and what it was created with.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub dir: PathBuf,
+    pub record: Record,
+}
+
+impl Container {
+    /// Creates the record of a new container (state "created").
+    pub fn create(places: &Places, args: &RunArgs, argv: Vec<String>) -> Result<Container> {
+        let id = new_container_id()?;
+        let name = match &args.name {
+            Some(name) => {
+                places.reserve_name(name, &id)?;
+                name.clone()
+            }
+            None => generated_name(places, &id)?,
+        };
+        let base = match (&places.persistent, args.rm) {
+            (Some(p), false) => p.clone(),
+            _ => places.runtime.clone(),
+        };
+        let dir = base.join(&id);
+        // Written under a temporary name and renamed whole: a directory named by an ID
+        // always holds its record (so a concurrent prune never takes it for an orphan).
+        let new_dir = base.join(format!(".new-{id}"));
+        let made = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&new_dir)
+            .with_context(|| format!("creating the container's directory {}", new_dir.display()));
+        if let Err(e) = made {
+            places.release_name(&name, &id);
+            return Err(e);
+        }
+        let now = SystemTime::now();
+        let record = Record {
+            created: humantime::format_rfc3339_nanos(now).to_string(),
+            created_unix_ns: now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            id,
+            name,
+            image: args.image.clone(),
+            image_id: None,
+            command: args.command.clone(),
+            argv,
+            cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
+            env: std::env::vars().collect(),
+            rm: args.rm,
+            tty: args.tty,
+            interactive: args.interactive,
+            restart: RestartPolicy::parse(args.restart.as_deref().unwrap_or("no"))?,
+            stop_signal: parse_signal(args.stop_signal.as_deref().unwrap_or("TERM"))?,
+            stop_timeout: args.stop_timeout.unwrap_or(10),
+            log_driver: log_driver(args.log_driver.as_deref())?,
+            log_size_max: log_size_max(&args.log_opt)?,
+            layer_dir: None,
+            store: places.persistent.clone(),
+        };
+        let mut container = Container {
+            dir: new_dir.clone(),
+            record,
+        };
+        let written = container
+            .write_record()
+            .and_then(|_| container.write_state(&State::default()))
+            .and_then(|_| {
+                fs::rename(&new_dir, &dir).with_context(|| format!("creating {}", dir.display()))
+            });
+        if let Err(e) = written {
+            container.remove_files();
+            places.release_name(&container.record.name, &container.record.id);
+            return Err(e);
+        }
+        container.dir = dir;
+        Ok(container)
+    }
+
+    pub fn load(dir: &Path) -> Result<Container> {
+        let text = fs::read(dir.join(CONFIG))
+            .with_context(|| format!("reading {}", dir.join(CONFIG).display()))?;
+        let record = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a container record", dir.display()))?;
+        Ok(Container {
+            dir: dir.to_path_buf(),
+            record,
+        })
+    }
+
+    pub fn short_id(&self) -> &str {
+        &self.record.id[..12]
+    }
+
+    /// The container's runtime files (generated /etc, attach socket).
+    pub fn runtime_dir(&self, places: &Places) -> PathBuf {
+        places.runtime.join(&self.record.id)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("ctr.log")
+    }
+
+    /// The marker a manual stop leaves, so the restart policy does not undo it.
+    pub fn stop_marker(&self) -> PathBuf {
+        self.dir.join("stopped-by-user")
+    }
+
+    pub fn write_record(&self) -> Result<()> {
+        write_atomic(
+            &self.dir.join(CONFIG),
+            &serde_json::to_vec_pretty(&self.record)?,
+        )
+    }
+
+    pub fn write_state(&self, state: &State) -> Result<()> {
+        write_atomic(&self.dir.join(STATE), &serde_json::to_vec_pretty(state)?)
+    }
+
+    /// The state as recorded.
+    pub fn recorded_state(&self) -> State {
+        fs::read(self.dir.join(STATE))
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// The state as it is: a running state whose supervisor is gone is exited.
+    pub fn state(&self) -> State {
+        let mut state = self.recorded_state();
+        let supervised = state.supervisor.is_some_and(ProcessId::alive);
+        if matches!(state.status, Status::Running | Status::Stopping) && !supervised {
+            state.status = Status::Exited;
+            state.reason = Some(
+                "its supervisor is gone (killed, or the machine restarted) before it \
+                 recorded the exit"
+                    .into(),
+            );
+            state.exit_code = state.exit_code.or(Some(137));
+        }
+        state
+    }
+
+    /// Whether a supervisor (detached or a foreground `nook`) owns this container now.
+    pub fn supervised(&self) -> bool {
+        self.recorded_state()
+            .supervisor
+            .is_some_and(ProcessId::alive)
+    }
+
+    /// Removes the record directory (the caller removed the writable layer first).
+    pub fn remove_files(&self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `path` replaced whole: a temp file in the same directory, renamed over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// 64 hex digits, as podman's IDs; the first 12 are the short ID and default hostname.
+pub fn new_container_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error()).context("getrandom");
+        }
+        filled += n as usize;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+const ADJECTIVES: [&str; 16] = [
+    "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nimble", "quiet", "sharp", "tender", "vivid", "witty",
+];
+const NOUNS: [&str; 16] = [
+    "badger", "crane", "dingo", "egret", "falcon", "gecko", "heron", "ibis", "jackal", "koala",
+    "lemur", "marten", "newt", "otter", "panda", "wren",
+];
+
+/// A name as podman makes one (adjective_noun), with a suffix from the ID when taken.
+fn generated_name(places: &Places, id: &str) -> Result<String> {
+    let b = u8::from_str_radix(&id[..2], 16).unwrap_or(0);
+    let base = format!(
+        "{}_{}",
+        ADJECTIVES[(b >> 4) as usize],
+        NOUNS[(b & 15) as usize]
+    );
+    if places.reserve_name(&base, id).is_ok() {
+        return Ok(base);
+    }
+    let name = format!("{base}_{}", &id[2..8]);
+    places.reserve_name(&name, id)?;
+    Ok(name)
+}
+
+/// A signal by name (`TERM`, `SIGTERM`) or number.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as i32)
+        .map_err(|_| anyhow!("unknown signal {s:?}: use a name such as TERM or KILL, or a number"))
+}
+
+/// `--log-driver`, else `[containers] log_driver` of config.toml.
+fn log_driver(flag: Option<&str>) -> Result<String> {
+    let configured = match crate::config::current().containers.log_driver {
+        crate::config::LogDriver::JsonFile => "json-file",
+        _ => "k8s-file",
+    };
+    match flag.unwrap_or(configured) {
+        d @ ("k8s-file" | "json-file" | "none") => Ok(d.to_string()),
+        other => bail!("unsupported --log-driver {other:?}: use k8s-file, json-file or none"),
+    }
+}
+
+/// `--log-opt max-size=10m`, else `[containers] log_size_max` of config.toml.
+fn log_size_max(opts: &[String]) -> Result<Option<u64>> {
+    let mut max = crate::config::current().containers.log_size_max;
+    for opt in opts {
+        match opt.split_once('=') {
+            Some(("max-size", v)) => {
+                let bytes = crate::resources::parse_bytes(v)
+                    .map_err(|e| anyhow!("bad --log-opt max-size={v:?}: {e}"))?;
+                max = Some(bytes.max(0) as u64);
+            }
+            _ => bail!("unsupported --log-opt {opt:?}: nook knows max-size=SIZE"),
+        }
+    }
+    Ok(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_as_podman_spells_them() {
+        assert_eq!(RestartPolicy::parse("no").unwrap(), RestartPolicy::No);
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3").unwrap(),
+            RestartPolicy::OnFailure(Some(3))
+        );
+        assert!(RestartPolicy::parse("sometimes").is_err());
+        let p = RestartPolicy::OnFailure(Some(2));
+        assert!(p.restarts_after(1, 1));
+        assert!(!p.restarts_after(1, 2));
+        assert!(!p.restarts_after(0, 0));
+        assert!(RestartPolicy::Always.restarts_after(0, 100));
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("TERM").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("sigkill").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn our_own_start_time_is_readable_and_alive() {
+        let me = ProcessId::current();
+        assert!(me.start > 0);
+        assert!(me.alive());
+        assert!(!ProcessId {
+            start: me.start + 1,
+            ..me
+        }
+        .alive());
+    }
+}

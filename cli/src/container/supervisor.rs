@@ -1,0 +1,193 @@
+//! The supervisor of a detached container: `nook __supervise DIR`, started by `nook run
+//! -d` / `nook start` in a new session, outliving the command that started it.
+//!
+//! ```text
+//! nook run -d ──spawn (setsid, env and cwd of the record)──► nook __supervise DIR
+//!     ▲ stderr pipe: errors, then "started"            │ fork (single-threaded still)
+//!     │                                                ├──► logger: container stdout/stderr
+//!     │                                                │    pipes → log file + attach
+//!     │                                                │    clients; clients → stdin pipe
+//!     └────────────────────────────────────────────────┴─ run_container (the same path as
+//!                                                          a foreground `nook run`; its
+//!                                                          fds 0/1/2 are the pipes)
+//! ```
+//!
+//! The container inherits the supervisor's stdio, exactly as under a foreground `nook run`,
+//! so the execution path has no detached special case: only what fds 0, 1 and 2 are
+//! differs. The logger is a process, not a thread, so the supervisor stays single-threaded
+//! for every clone its restart policy asks for. It exits when the last writer of the
+//! output pipes (the supervisor and the container) is gone.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+
+use super::logger;
+use super::record::{Container, Places};
+use crate::flags::{Cli, Command as Cmd, RunArgs};
+
+/// Marker the supervisor writes on its stderr pipe once the container runs.
+const STARTED: &str = "\u{1}nook-started\n";
+
+/// Starts `ctr`'s supervisor in the background and waits until the container runs (or
+/// failed to start: its error, on stderr, and exit code are returned).
+pub fn spawn(ctr: &Container) -> Result<()> {
+    spawn_with(ctr, None)
+}
+
+/// The descriptor on which `__supervise --attach-first` finds its first client.
+const ATTACH_FD: i32 = 3;
+
+/// [`spawn`]; with `attach`, that socket is the logger's first client, attached before
+/// the container prints anything (`nook start -a`).
+pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>) -> Result<()> {
+    let attach_first = attach.is_some();
+    let exe = std::env::current_exe().context("finding nook's own executable")?;
+    let (read_end, write_end) = nix::unistd::pipe().context("pipe")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__supervise");
+    if attach_first {
+        cmd.arg("--attach-first");
+    }
+    cmd.arg(&ctr.dir)
+        .env_clear()
+        .envs(ctr.record.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(if ctr.record.cwd.is_dir() {
+            ctr.record.cwd.as_path()
+        } else {
+            Path::new("/")
+        })
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::from(write_end));
+    // SAFETY: setsid is async-signal-safe; it detaches the supervisor from our terminal
+    // and process group, so ^C here or the shell's exit does not reach it.
+    let attach_fd = attach.as_ref().map(|a| a.as_raw_fd());
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if let Some(fd) = attach_fd {
+                // dup2 clears close-on-exec on the copy: the supervisor inherits it.
+                nix::unistd::dup2(fd, ATTACH_FD)?;
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the container's supervisor")?;
+    drop(cmd);
+    drop(attach);
+    // Read until the marker, not to EOF: processes the supervisor forks (the netns
+    // agent) may hold a copy of the pipe for the container's lifetime.
+    let mut pipe = File::from(read_end);
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = pipe
+            .read(&mut chunk)
+            .context("reading from the container's supervisor")?;
+        raw.extend_from_slice(&chunk[..n]);
+        if n == 0 || raw.windows(STARTED.len()).any(|w| w == STARTED.as_bytes()) {
+            break;
+        }
+    }
+    let messages = String::from_utf8_lossy(&raw).into_owned();
+    if let Some((before, _)) = messages.split_once(STARTED) {
+        eprint!("{before}");
+        // Reaped by init once it exits; nothing of ours waits for it.
+        std::mem::forget(child);
+        return Ok(());
+    }
+    let _ = child.wait();
+    let state = ctr.recorded_state();
+    let message = messages.trim_end();
+    let code = state.exit_code.unwrap_or(125);
+    if message.is_empty() {
+        bail!(ExitError(
+            code,
+            "the container's supervisor failed to start it".into()
+        ));
+    }
+    bail!(ExitError(
+        code,
+        message.trim_start_matches("nook: ").to_string()
+    ));
+}
+
+/// A start failure with the exit code the container's state recorded (125/126/127).
+#[derive(Debug)]
+pub struct ExitError(pub i32, pub String);
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// `nook __supervise DIR`.
+pub fn main(dir: &Path, attach_first: bool, store_root: Option<std::path::PathBuf>) -> Result<i32> {
+    let ctr = Container::load(dir)?;
+    let places = Places::open(store_root.clone())?;
+    let args = run_args(&ctr)?;
+    // Our stderr is the pipe to the starting command until the container runs; a
+    // close-on-exec copy stays with us once fd 2 becomes the container's stderr.
+    let ready = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("dup of stderr")?;
+    let _runtime = crate::run::RuntimeFiles::new(&places, &ctr)?;
+    let attach_socket = ctr.runtime_dir(&places).join("attach.sock");
+    // `start -a`: the client's end of a socket pair, inherited as fd 3.
+    // SAFETY: fd 3 was set up for us by `spawn_with` and nothing else owns it.
+    let first_client = attach_first.then(|| unsafe { UnixStream::from_raw_fd(ATTACH_FD) });
+    let logger = logger::start(&ctr, &attach_socket, &ready, first_client)?;
+    let ready = Arc::new(Mutex::new(Some(File::from(ready))));
+
+    let started = {
+        let ready = ready.clone();
+        Arc::new(move || {
+            if let Some(mut f) = ready.lock().map(|mut r| r.take()).ok().flatten() {
+                let _ = f.write_all(STARTED.as_bytes());
+            }
+        }) as Arc<dyn Fn() + Send + Sync>
+    };
+    let image = crate::run::choose_image(&args, store_root);
+    let result = image
+        .and_then(|image| crate::run::run_container(&places, &ctr, &args, &image, Some(started)));
+    if let Err(e) = &result {
+        if let Some(mut f) = ready.lock().ok().and_then(|mut r| r.take()) {
+            let _ = writeln!(f, "nook: {e:#}");
+        }
+    }
+    // The log is complete before this process, which `nook wait` waits for, ends.
+    logger::finish(logger);
+    result
+}
+
+/// The flags the container was created with.
+pub fn run_args(ctr: &Container) -> Result<RunArgs> {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv = std::iter::once("nook".to_string()).chain(ctr.record.argv.iter().cloned());
+    let mut cmd = crate::config::with_defaults(Cli::command(), crate::config::current());
+    let cli = cmd
+        .try_get_matches_from_mut(argv)
+        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m))
+        .with_context(|| {
+            format!(
+                "the record of container {} has flags this nook cannot read",
+                ctr.short_id()
+            )
+        })?;
+    match cli.command {
+        Cmd::Run(args) | Cmd::Create(args) => Ok(*args),
+        _ => bail!("the record of container {} is not a run", ctr.short_id()),
+    }
+}

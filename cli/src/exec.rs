@@ -1,0 +1,34 @@
+//! `nook exec CTR CMD`: finds the running container and runs CMD in it through
+//! `nook_rootless::join` (every namespace of the container, its cgroup, its
+//! capabilities), modelled on the container's first process (see exec_pid.rs).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use crate::container::record::{Places, Status};
+use crate::flags::{ExecArgs, ExecPidArgs};
+
+pub fn exec_cmd(args: ExecArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    let places = Places::open(store_root)?;
+    let ctr = places.find(&args.container)?;
+    let st = ctr.state();
+    let Some(pid) = st.pid.filter(|p| st.status == Status::Running && p.alive()) else {
+        bail!(
+            "container {} is not running: `nook start {}` starts it",
+            ctr.record.name,
+            ctr.record.name
+        );
+    };
+    crate::exec_pid::run(ExecPidArgs {
+        pid: pid.pid,
+        tty: args.tty,
+        interactive: args.interactive,
+        detach: args.detach,
+        env: args.env,
+        workdir: args.workdir.map(PathBuf::from),
+        user: args.user,
+        command: args.command,
+        console_socket: None,
+    })
+}

@@ -1,0 +1,618 @@
+//! Containers that outlive the command: `run -d`, ps, logs, exec, stop, kill, rm, wait,
+//! restart policies, attach, cp, create/start, rename, top, port, and what is left
+//! after 20 parallel runs or a killed supervisor (issue 8).
+//!
+//! Each test has its own store (NOOK_ROOT) so `ps` lists only its containers; waiting is
+//! on events (`logs -f` lines, `wait`, exits), never on sleeps.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nook_tests::*;
+
+struct Env {
+    root: tempfile::TempDir,
+    runtime: Option<tempfile::TempDir>,
+}
+
+impl Env {
+    fn new() -> Env {
+        assert_unprivileged();
+        Env {
+            root: tempdir(),
+            runtime: None,
+        }
+    }
+
+    /// With its own runtime directory too (to see exactly what is left behind).
+    fn private() -> Env {
+        let mut env = Env::new();
+        let rt = tempdir();
+        std::fs::set_permissions(
+            rt.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        env.runtime = Some(rt);
+        env
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = nook();
+        c.env("NOOK_ROOT", self.root.path()).args(args);
+        if let Some(rt) = &self.runtime {
+            c.env("XDG_RUNTIME_DIR", rt.path());
+        }
+        c
+    }
+
+    fn nook(&self, args: &[&str]) -> Output {
+        spawn(&mut self.cmd(args)).wait(TIMEOUT)
+    }
+
+    fn runtime_containers(&self) -> PathBuf {
+        let rt = self.runtime.as_ref().expect("a private runtime dir");
+        rt.path().join("nook/containers")
+    }
+
+    /// `run -d`: returns the ID it printed.
+    fn detach(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "-d"];
+        all.extend_from_slice(args);
+        let o = self.nook(&all);
+        o.success();
+        let id = o.line();
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "run -d printed {id:?}, not a container ID"
+        );
+        id
+    }
+
+    fn field(&self, name: &str, template: &str) -> String {
+        let filter = format!("name={name}");
+        let o = self.nook(&["ps", "-a", "--filter", &filter, "--format", template]);
+        o.success();
+        o.line()
+    }
+
+    /// Waits (through `logs -f`, stdout and stderr) until the container has logged a
+    /// line with `needle`.
+    fn wait_for_log(&self, name: &str, needle: &str) {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "exec \"$0\" logs -f \"$1\" 2>&1"])
+            .arg(nook_bin())
+            .arg(name)
+            .env("NOOK_ROOT", self.root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(rt) = &self.runtime {
+            sh.env("XDG_RUNTIME_DIR", rt.path());
+        }
+        let mut follow = spawn(&mut sh);
+        follow.wait_for(needle, TIMEOUT);
+        follow.kill_all();
+    }
+
+    fn inspect(&self, name: &str) -> serde_json::Value {
+        let o = self.nook(&["inspect", name]);
+        o.success();
+        let v: serde_json::Value = serde_json::from_str(&o.out()).expect("inspect prints JSON");
+        v[0].clone()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Leave nothing running, whatever the test did.
+        let _ = self.nook(&["rm", "-af"]);
+    }
+}
+
+fn name() -> String {
+    format!("t{}", token())
+}
+
+#[test]
+fn detached_container_lists_logs_stops_and_is_removed() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&[
+        "--name",
+        &n,
+        "host",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exec sleep 1000",
+    ]);
+    assert_eq!(
+        env.field(&n, "{{.Names}} {{.State}}"),
+        format!("{n} running")
+    );
+    env.wait_for_log(&n, "to-out");
+    env.wait_for_log(&n, "to-err");
+    let logs = env.nook(&["logs", &n]);
+    logs.success();
+    assert_eq!(logs.out(), "to-out\n");
+    assert_eq!(logs.err(), "to-err\n");
+    let stamped = env.nook(&["logs", "-t", "--tail", "1", &n]);
+    assert!(
+        stamped.out().is_empty() || stamped.err().contains("to-err"),
+        "--tail 1 keeps only the last line: {stamped}"
+    );
+    // sleep as pid 1 ignores TERM: the stop ends with KILL after the timeout.
+    env.nook(&["stop", "-t", "1", &n]).success();
+    assert_eq!(env.field(&n, "{{.State}} {{.ExitCode}}"), "exited 137");
+    assert_eq!(env.nook(&["wait", &n]).success().line(), "137");
+    env.nook(&["rm", &n]).success();
+    assert_eq!(env.nook(&["ps", "-a", "-q"]).success().out(), "");
+}
+
+#[test]
+fn exec_runs_inside_the_container() {
+    let env = Env::new();
+    let n = name();
+    let id = env.detach(&["--name", &n, "host", "sleep", "1000"]);
+    let o = env.nook(&[
+        "exec",
+        &n,
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    o.success();
+    let out = o.out();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(&id[..12]),
+        "exec sees the container's hostname"
+    );
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some("sleep 1000"),
+        "and its pid 1"
+    );
+    env.nook(&["exec", &n, "sh", "-c", "exit 7"]).assert_code(7);
+    env.nook(&["exec", &n, "no-such-command"]).assert_code(127);
+    let with_env = env.nook(&[
+        "exec",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        &n,
+        "sh",
+        "-c",
+        "echo $GREETING $PWD",
+    ]);
+    assert_eq!(with_env.success().line(), "hi /tmp");
+    env.nook(&["kill", &n]).success();
+    env.nook(&["wait", &n]).success();
+    env.nook(&["exec", &n, "true"])
+        .assert_error_line(125, &[&n, "not running"]);
+}
+
+#[test]
+fn restart_policy_restarts_failures_up_to_the_count() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&[
+        "--name",
+        &n,
+        "--restart",
+        "on-failure:2",
+        "host",
+        "sh",
+        "-c",
+        "echo attempt; exit 3",
+    ]);
+    assert_eq!(env.nook(&["wait", &n]).success().line(), "3");
+    assert_eq!(env.inspect(&n)["RestartCount"], 2);
+    let logs = env.nook(&["logs", &n]).success().out();
+    assert_eq!(
+        logs.matches("attempt").count(),
+        3,
+        "one first run and two restarts: {logs}"
+    );
+}
+
+#[test]
+fn a_stopped_container_is_not_restarted_by_always() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&["--name", &n, "--restart", "always", "host", "sleep", "1000"]);
+    env.nook(&["stop", "-t", "1", &n]).success();
+    assert_eq!(env.nook(&["wait", &n]).success().line(), "137");
+    assert_eq!(env.field(&n, "{{.State}}"), "exited");
+    assert_eq!(env.inspect(&n)["RestartCount"], 0);
+}
+
+#[test]
+fn names_are_unique_and_renames_follow() {
+    let env = Env::new();
+    let n = name();
+    env.nook(&["create", "--name", &n, "host", "true"])
+        .success();
+    env.nook(&["create", "--name", &n, "host", "true"])
+        .assert_error_line(125, &[&n, "in use"]);
+    let m = name();
+    env.nook(&["rename", &n, &m]).success();
+    assert_eq!(
+        env.field(&m, "{{.Names}} {{.Status}}"),
+        format!("{m} Created")
+    );
+    // The old name is free again.
+    env.nook(&["create", "--name", &n, "host", "true"])
+        .success();
+    env.nook(&["rm", &n, &m]).success();
+}
+
+#[test]
+fn create_then_start_attached() {
+    let env = Env::new();
+    let n = name();
+    env.nook(&[
+        "create",
+        "--name",
+        &n,
+        "host",
+        "sh",
+        "-c",
+        "echo started; exit 5",
+    ])
+    .success();
+    assert_eq!(env.field(&n, "{{.State}}"), "created");
+    let o = env.nook(&["start", "-a", &n]);
+    o.assert_code(5);
+    assert_eq!(o.out(), "started\n");
+    // Started again, it runs again (the record keeps its flags).
+    env.nook(&["start", &n]).success();
+    assert_eq!(env.nook(&["wait", &n]).success().line(), "5");
+    assert_eq!(
+        env.nook(&["logs", &n]).success().out(),
+        "started\nstarted\n"
+    );
+}
+
+#[test]
+fn attach_passes_input_and_output() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&[
+        "-i",
+        "--name",
+        &n,
+        "host",
+        "sh",
+        "-c",
+        "read x; echo got $x; exit 4",
+    ]);
+    let mut cmd = env.cmd(&["attach", &n]);
+    cmd.stdin(Stdio::piped());
+    let mut p = spawn(&mut cmd);
+    p.write_stdin(b"hello\n");
+    let o = p.wait(TIMEOUT);
+    o.assert_code(4);
+    assert_eq!(o.out(), "got hello\n");
+}
+
+#[test]
+fn cp_copies_both_ways_with_container_ownership() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&["--name", &n, "host", "sleep", "1000"]);
+    let dir = tempdir();
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, "from the host\n").unwrap();
+    let target = format!("{n}:/tmp/");
+    env.nook(&["cp", file.to_str().unwrap(), &target]).success();
+    let inside = env.nook(&[
+        "exec",
+        &n,
+        "sh",
+        "-c",
+        "cat /tmp/note.txt; stat -c %u /tmp/note.txt",
+    ]);
+    assert_eq!(
+        inside.success().out(),
+        "from the host\n0\n",
+        "owned by the container's root"
+    );
+    env.nook(&[
+        "exec",
+        &n,
+        "sh",
+        "-c",
+        "mkdir -p /tmp/d/e && echo deep > /tmp/d/e/f",
+    ])
+    .success();
+    let back = dir.path().join("back");
+    env.nook(&["cp", &format!("{n}:/tmp/d"), back.to_str().unwrap()])
+        .success();
+    assert_eq!(std::fs::read_to_string(back.join("e/f")).unwrap(), "deep\n");
+    env.nook(&["cp", "/nonexistent", &format!("{n}:/tmp")])
+        .assert_error_line(125, &["/nonexistent"]);
+}
+
+#[test]
+fn top_lists_the_container_processes() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&["--name", &n, "host", "sleep", "1000"]);
+    let o = env.nook(&["top", &n]);
+    o.success();
+    let out = o.out();
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{o}");
+    let cols: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(cols[0], "0", "user as the container sees it");
+    assert_eq!(cols[1], "1", "pid as the container sees it");
+    assert!(rows[0].ends_with("sleep 1000"));
+}
+
+#[test]
+fn logs_rotate_and_json_file_reads_back() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&[
+        "--name",
+        &n,
+        "--log-opt",
+        "max-size=2k",
+        "host",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo line$i; i=$((i+1)); done",
+    ]);
+    env.nook(&["wait", &n]).success();
+    let log = PathBuf::from(env.inspect(&n)["LogPath"].as_str().unwrap());
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(
+        size <= 2048,
+        "the log was rotated at 2k, it is {size} bytes"
+    );
+    assert!(
+        log.with_extension("log.1").exists(),
+        "one rotated file is kept"
+    );
+    assert_eq!(
+        env.nook(&["logs", "--tail", "1", &n]).success().out(),
+        "line299\n"
+    );
+
+    let j = name();
+    env.detach(&[
+        "--name",
+        &j,
+        "--log-driver",
+        "json-file",
+        "host",
+        "sh",
+        "-c",
+        "echo one; echo two",
+    ]);
+    env.nook(&["wait", &j]).success();
+    let raw = std::fs::read_to_string(env.inspect(&j)["LogPath"].as_str().unwrap()).unwrap();
+    assert!(
+        raw.lines().all(|l| l.starts_with("{\"")),
+        "json-file lines: {raw}"
+    );
+    assert_eq!(env.nook(&["logs", &j]).success().out(), "one\ntwo\n");
+}
+
+#[test]
+fn foreground_run_is_seen_and_stopped_by_other_commands() {
+    let env = Env::new();
+    let n = name();
+    let mut fg = spawn(&mut env.cmd(&[
+        "run",
+        "--name",
+        &n,
+        "host",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 1000",
+    ]));
+    fg.wait_for("ready", TIMEOUT);
+    assert_eq!(env.field(&n, "{{.State}}"), "running");
+    env.nook(&["stop", "-t", "1", &n]).success();
+    fg.wait(TIMEOUT).assert_code(137);
+    assert_eq!(env.field(&n, "{{.State}} {{.ExitCode}}"), "exited 137");
+}
+
+#[test]
+fn a_killed_supervisor_shows_as_exited_and_cleans_up() {
+    let env = Env::private();
+    let n = name();
+    // A non-root user inside: switching to it must not lose the parent-death signal.
+    let id = env.detach(&["--name", &n, "--user", "1000:1000", "host", "sleep", "1000"]);
+    let state = env.inspect(&n)["State"].clone();
+    let supervisor = state["SupervisorPid"].as_i64().unwrap() as i32;
+    let container = state["Pid"].as_i64().unwrap() as i32;
+    let pidfd = |pid: i32| {
+        // SAFETY: pidfd_open with a pid and no flags.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        assert!(fd >= 0, "pidfd_open({pid})");
+        fd
+    };
+    let container_fd = pidfd(container);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+    // The container dies with its supervisor.
+    let mut fds = [libc::pollfd {
+        fd: container_fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 30_000) };
+    assert_eq!(ready, 1, "the container outlived its supervisor");
+    let inspect = env.inspect(&n);
+    assert_eq!(inspect["State"]["Status"], "exited");
+    assert!(
+        inspect["State"]["Error"]
+            .as_str()
+            .unwrap()
+            .contains("supervisor is gone"),
+        "{inspect}"
+    );
+    env.nook(&["rm", &n]).success();
+    env.nook(&["container", "prune", "-f"]).success();
+    let left: Vec<_> = std::fs::read_dir(env.runtime_containers())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !left.iter().any(|f| f.to_string_lossy() == id),
+        "the runtime dir of {id} is left: {left:?}"
+    );
+}
+
+#[test]
+fn twenty_parallel_runs_leave_nothing_behind() {
+    let env = Env::private();
+    let marker = token();
+    let runs: Vec<(String, Proc)> = (0..20)
+        .map(|i| {
+            let word = format!("{marker}-{i}");
+            let p = spawn(&mut env.cmd(&["run", "--rm", "host", "echo", &word]));
+            (word, p)
+        })
+        .collect();
+    for (word, p) in runs {
+        let o = p.wait(TIMEOUT);
+        o.success();
+        assert_eq!(o.line(), word, "each run prints its own word");
+    }
+    assert_eq!(env.nook(&["ps", "-a", "-q"]).success().out(), "");
+    let left: Vec<_> = std::fs::read_dir(env.runtime_containers())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "runtime state left behind: {left:?}");
+    let procs = leftover_processes(&marker);
+    assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    let names = env.root.path().join("containers/names");
+    let names_left: Vec<_> = std::fs::read_dir(&names)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(names_left.is_empty(), "names left: {names_left:?}");
+}
+
+fn leftover_processes(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker))
+        .collect()
+}
+
+#[test]
+fn port_lists_published_ports() {
+    if !tun_usable("port_lists_published_ports") {
+        return;
+    }
+    let env = Env::new();
+    let n = name();
+    let port = free_port();
+    let spec = format!("127.0.0.1:{port}:80");
+    env.detach(&["--name", &n, "-p", &spec, "host", "sleep", "1000"]);
+    assert_eq!(
+        env.nook(&["port", &n]).success().out(),
+        format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn bad_requests_say_what_to_do() {
+    let env = Env::new();
+    env.nook(&["stop", "nosuch"])
+        .assert_error_line(125, &["nosuch", "ps -a"]);
+    env.nook(&["run", "-d", "--restart", "sometimes", "host", "true"])
+        .assert_error_line(125, &["--restart"]);
+    let n = name();
+    env.detach(&["--name", &n, "host", "sleep", "1000"]);
+    env.nook(&["rm", &n]).assert_error_line(1, &[&n, "rm -f"]);
+    env.nook(&["rm", "-f", &n]).success();
+}
+
+#[test]
+fn diff_lists_changes_and_commit_makes_an_image_of_them() {
+    let env = Env::new();
+    let rootfs = match busybox_rootfs() {
+        Ok(r) => r,
+        Err(why) => {
+            skip("diff_lists_changes_and_commit_makes_an_image_of_them", &why);
+            return;
+        }
+    };
+    let dir = tempdir();
+    let tarball = dir.path().join("rootfs.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(rootfs.path())
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    env.nook(&["import", tarball.to_str().unwrap(), "base"]).success();
+    let n = name();
+    env.detach(&[
+        "--name",
+        &n,
+        "base",
+        "sh",
+        "-c",
+        "echo new > /etc/added; echo more >> /etc/group; rm /etc/nook-rootfs-marker; \
+         echo ready; exec sleep 1000",
+    ]);
+    env.wait_for_log(&n, "ready");
+    let diff = env.nook(&["diff", &n]).success().out();
+    assert_eq!(
+        diff,
+        "C /etc\nA /etc/added\nC /etc/group\nD /etc/nook-rootfs-marker\n",
+        "the changes, without the mount points nook adds"
+    );
+    env.nook(&["commit", &n, "derived"]).success();
+    let o = env.nook(&[
+        "run",
+        "--rm",
+        "derived",
+        "sh",
+        "-c",
+        "cat /etc/added; tail -n1 /etc/group; test -e /etc/nook-rootfs-marker || echo deleted",
+    ]);
+    assert_eq!(o.success().out(), "new\nmore\ndeleted\n");
+    // The base image is still needed by the container (and the new image's layers).
+    env.nook(&["rmi", "base"]).assert_error_line(125, &["in use"]);
+    env.nook(&["rm", "-f", &n]).success();
+    env.nook(&["diff", "nosuch"]).assert_error_line(125, &["nosuch"]);
+}
+
+#[test]
+fn stop_ends_a_crash_loop() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&["--name", &n, "--restart", "always", "host", "sh", "-c", "echo looping; exit 1"]);
+    env.wait_for_log(&n, "looping");
+    env.nook(&["stop", "-t", "1", &n]).success();
+    // Stopped for good: no supervisor left to start it again.
+    assert_eq!(env.field(&n, "{{.State}}"), "exited");
+    assert_eq!(env.inspect(&n)["State"]["SupervisorPid"].as_i64().map(|p| {
+        std::path::Path::new(&format!("/proc/{p}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    }), Some(false));
+}
