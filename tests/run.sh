@@ -41,7 +41,8 @@ TEST_USER=nooktest
 #   procps          ps, for diagnosing a failed run
 #   iproute2        ip (the loopback in --network none)
 #   coreutils       stty, sha256sum, stat, od ...
-#   python3-minimal the UDP client/server inside containers (net_outbound, net_forward)
+#   python3-minimal the UDP client/server inside containers and the ICMP test's pinger
+#                   (net_outbound, net_forward, net_icmp)
 #   docker-registry skopeo  a real registry on 127.0.0.1 and the tool that pushes to it
 #   apache2-utils   htpasswd, for the registry's basic-auth test
 #   openssl         the key, certificate and JWT signatures of the bearer-token test

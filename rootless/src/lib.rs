@@ -28,6 +28,7 @@ pub mod join;
 mod limits;
 pub mod mounts;
 mod netns;
+mod overlay_api;
 pub mod probe;
 pub mod seccomp;
 pub mod secure_path;

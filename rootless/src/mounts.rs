@@ -245,6 +245,9 @@ fn mount_entry(dest: &Path, m: &Mount) -> Result<()> {
     } else {
         create_mount_point(dest, true).context(what)?;
         let data = opts.data.join(",");
+        if typ == "overlay" && data.len() > crate::overlay_api::MOUNT_DATA_MAX {
+            return crate::overlay_api::mount_overlay(&opts.data, dest);
+        }
         let data = (!data.is_empty()).then_some(data);
         let result = mount(Some(&source), dest, Some(typ), opts.flags, data.as_deref());
         match result {
