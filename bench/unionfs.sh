@@ -2,15 +2,22 @@
 # Union root filesystems side by side: nook's FUSE driver, nook's overlay driver,
 # fuse-overlayfs (Debian), kernel overlayfs mounted by hand, and a plain host directory.
 #
-#   bench/unionfs.sh [RUNS]        (as an unprivileged user; needs: fuse-overlayfs,
-#                                   hyperfine, busybox-static, util-linux; /dev/fuse 0666)
+#   bench/unionfs.sh [RUNS]        (needs: fuse-overlayfs, hyperfine, busybox-static,
+#                                   util-linux; /dev/fuse 0666)
+#
+# As root, the script installs those Debian packages (unless SKIP_INSTALL=1), copies the
+# nook binary and itself to a temporary directory and runs everything as the unprivileged
+# account BENCH_USER (default nooktest); as any other user it runs as that user.
+# Environment: NOOK (default target/release/nook, else target/debug/nook), MIB (1024),
+# BENCH_USER, RESULTS_DIR (default bench/results); NOOK_BASE=another nook binary adds
+# the variant nook-fuse-base (its FUSE driver), to compare two builds in the same run.
 #
 # Cases, each on a fresh writable layer over the same read-only busybox layer:
 #   untar  extract a 20 000-file tarball (20 dirs x 1000 files of 1 KiB) into the root
 #   stat   find | xargs stat over those files (on an upper layer that already holds them)
 #   write  sequential write of $MIB MiB (dd bs=1M, then fsync)
 #   read   sequential read of that file in a fresh mount (cold FUSE cache)
-# Writes bench/results/unionfs.json (hyperfine) and prints mean seconds per variant and
+# Writes RESULTS_DIR/unionfs.json (hyperfine) and prints mean seconds per variant and
 # the ratio to nook-fuse (> 1.0: that variant is slower than nook's FUSE driver).
 set -uo pipefail
 RUNS=${1:-3}
@@ -18,10 +25,46 @@ MIB=${MIB:-1024}
 HERE=$(cd "$(dirname "$0")" && pwd)
 NOOK=${NOOK:-$HERE/../target/release/nook}
 [ -x "$NOOK" ] || NOOK=$HERE/../target/debug/nook
+BENCH_USER=${BENCH_USER:-nooktest}
+RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
+PACKAGES="hyperfine fuse-overlayfs busybox-static util-linux"
+
+if [ "$(id -u)" = 0 ]; then
+    if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+        missing=""
+        for p in $PACKAGES; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+        done
+        if [ -n "$missing" ]; then
+            apt-get update -q >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null \
+                || { echo "apt-get install$missing failed" >&2; exit 2; }
+        fi
+    fi
+    id "$BENCH_USER" >/dev/null 2>&1 || { echo "no account $BENCH_USER: useradd -m $BENCH_USER" >&2; exit 2; }
+    STAGE=$(mktemp -d /tmp/nook-unionbench-stage.XXXXXX)
+    cp "$NOOK" "$STAGE/nook" && cp "$0" "$STAGE/unionfs.sh" || exit 2
+    base=""
+    if [ -n "${NOOK_BASE:-}" ]; then
+        cp "$NOOK_BASE" "$STAGE/nook-base" || exit 2
+        base=$STAGE/nook-base
+    fi
+    mkdir "$STAGE/results"
+    chmod -R a+rX "$STAGE"
+    chown "$BENCH_USER" "$STAGE/results"
+    runuser -u "$BENCH_USER" -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/tmp LANG=C.UTF-8 TMPDIR=/tmp NOOK="$STAGE/nook" NOOK_BASE="$base" MIB="$MIB" RESULTS_DIR="$STAGE/results" \
+        bash "$STAGE/unionfs.sh" "$RUNS"
+    rc=$?
+    mkdir -p "$RESULTS_DIR" && cp "$STAGE"/results/* "$RESULTS_DIR/" 2>/dev/null
+    rm -rf "$STAGE"
+    exit $rc
+fi
+
 for c in hyperfine fuse-overlayfs busybox unshare; do
-    command -v "$c" >/dev/null || { echo "missing $c (apt-get install hyperfine fuse-overlayfs busybox-static util-linux)" >&2; exit 2; }
+    command -v "$c" >/dev/null || { echo "missing $c (as root: apt-get install $PACKAGES)" >&2; exit 2; }
 done
-[ "$(id -u)" != 0 ] || { echo "run as an unprivileged user" >&2; exit 2; }
+echo "load before: $(uptime)"
 W=$(mktemp -d /tmp/nook-unionbench.XXXXXX)
 chmod 755 "$W"
 trap '"$NOOK" unshare rm -rf "$W"' EXIT
@@ -48,6 +91,8 @@ cat >"$W/run" <<EOS
 v=\$1; c=\$2; shift 2
 mkdir -p \$c/diff \$c/work \$c/merged
 case \$v in
+nook-fuse-base)
+    exec "${NOOK_BASE:-}" run --storage-driver fuse --layer "$L" --rootfs \$c /bin/sh -c "\$1" ;;
 nook-fuse|nook-overlay)
     exec "$NOOK" run --storage-driver \${v#nook-} --layer "$L" --rootfs \$c /bin/sh -c "\$1" ;;
 kernel-overlay)
@@ -61,6 +106,7 @@ esac
 EOS
 chmod 755 "$W/run"
 VARIANTS="nook-fuse fuse-overlayfs kernel-overlay nook-overlay host-dir"
+[ -z "${NOOK_BASE:-}" ] || VARIANTS="$VARIANTS nook-fuse-base"
 fresh() { echo "\"$NOOK\" unshare rm -rf $W/c-$1; mkdir -p $W/c-$1"; }
 
 args=()
@@ -75,14 +121,16 @@ for v in $VARIANTS; do
     args+=(--command-name "write/$v" --prepare "$(fresh "$v")" "$W/run $v $W/c-$v 'dd if=/dev/zero of=/big bs=1M count=$MIB conv=fsync 2>/dev/null'")
     args+=(--command-name "read/$v" --prepare true "$W/run $v $W/c-$v 'dd if=/big of=/dev/null bs=1M 2>/dev/null'")
 done
-mkdir -p "$HERE/results"
-hyperfine --runs "$RUNS" --warmup 1 --export-json "$HERE/results/unionfs.json" "${args[@]}" >"$W/hyperfine.log" 2>&1 \
+mkdir -p "$RESULTS_DIR"
+hyperfine --runs "$RUNS" --warmup 1 --export-json "$RESULTS_DIR/unionfs.json" "${args[@]}" >"$W/hyperfine.log" 2>&1 \
     || { cat "$W/hyperfine.log"; exit 1; }
-python3 - "$HERE/results/unionfs.json" <<'PY'
+echo "load after: $(uptime)"
+python3 - "$RESULTS_DIR/unionfs.json" <<'PY'
 import json, sys
 r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
 cases = ["untar", "stat", "write", "read"]
-variants = ["nook-fuse", "fuse-overlayfs", "kernel-overlay", "nook-overlay", "host-dir"]
+variants = ["nook-fuse", "fuse-overlayfs", "kernel-overlay", "nook-overlay", "host-dir", "nook-fuse-base"]
+variants = [v for v in variants if any(k.endswith("/" + v) for k in r)]
 print("%-6s" % "case" + "".join("%22s" % v for v in variants))
 for c in cases:
     base = r.get(f"{c}/nook-fuse")

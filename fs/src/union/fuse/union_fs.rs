@@ -6,10 +6,16 @@
 //! with `*at` calls and paths relative to it. A node (one per inode the kernel knows)
 //! records its parent and name (its path is rebuilt by walking parents), the topmost
 //! layer holding it, for a directory the layers that make up its merged view (cut at
-//! an opaque directory or a whiteout), and for anything else an O_PATH descriptor of
-//! the file, so getattr, open, link and the xattr calls need no path walk and keep
-//! working on a file deleted while open. Node IDs are never reused. Hardlinks are one
-//! node: nodes are found again by the (device, inode) of the underlying file.
+//! an opaque directory or a whiteout), and its file type. Requests reach a file by
+//! one `*at` call on its path relative to its layer (no descriptor opened per
+//! request); only a node copied up by this server holds an O_PATH descriptor, which
+//! keeps a copy reachable that was deleted or replaced while open. Node IDs are never
+//! reused. Hardlinks are one node: nodes are found again by the (device, inode) of the
+//! underlying file.
+//!
+//! Round trips to the kernel cost more than anything done here, so the kernel is let
+//! cache entries, attributes and misses (negative entries) for [`TTL`], FLUSH is
+//! declined once, and a new entry is answered from the stat of what was just made.
 //!
 //! Reads and writes go straight to the open upper or lower file (pread/pwrite on the
 //! handle, no lock taken). Opening for write, and any metadata change, first copies the
@@ -172,6 +178,8 @@ struct Node {
     /// Non-directories: O_PATH descriptor of the underlying file.
     fd: Option<Arc<OwnedFd>>,
     key: (u64, u64),
+    /// The file type bits (S_IFMT) of the inode; a node never changes type.
+    fmt: u32,
     nlookup: u64,
 }
 
@@ -196,6 +204,15 @@ impl Nodes {
     fn get(&self, ino: u64) -> R<&Node> {
         self.map.get(&ino).ok_or(Errno::ESTALE)
     }
+}
+
+/// What a name resolves to in a merged directory, with why it is absent.
+enum Resolved {
+    Found(Found),
+    /// A whiteout in this layer hides the name.
+    Whiteout(usize),
+    /// No layer has an entry of that name.
+    Missing,
 }
 
 /// What a name resolves to in a merged directory.
@@ -258,6 +275,7 @@ impl UnionFs {
                 dirs: Some(root_dirs),
                 fd: None,
                 key: (st.st_dev, st.st_ino),
+                fmt: libc::S_IFDIR,
                 nlookup: 1,
             },
         );
@@ -303,6 +321,14 @@ impl UnionFs {
 
     /// Resolves `name` in the merged directory at `dir` made of `layers`.
     fn find(&self, dir: &Path, layers: &[usize], name: &OsStr) -> R<Option<Found>> {
+        Ok(match self.resolve(dir, layers, name)? {
+            Resolved::Found(f) => Some(f),
+            _ => None,
+        })
+    }
+
+    /// [`Self::find`], telling a whiteout from a name no layer has.
+    fn resolve(&self, dir: &Path, layers: &[usize], name: &OsStr) -> R<Resolved> {
         let rel = dir.join(name);
         let c = cstr(&rel)?;
         for (k, &i) in layers.iter().enumerate() {
@@ -314,7 +340,7 @@ impl UnionFs {
                 Err(e) => return Err(e.into()),
             };
             if self.whiteout(i, &rel, &st) {
-                return Ok(None);
+                return Ok(Resolved::Whiteout(i));
             }
             let dirs = if is_dir(&st) {
                 let mut d = vec![i];
@@ -336,9 +362,9 @@ impl UnionFs {
             } else {
                 None
             };
-            return Ok(Some(Found { layer: i, st, dirs }));
+            return Ok(Resolved::Found(Found { layer: i, st, dirs }));
         }
-        Ok(None)
+        Ok(Resolved::Missing)
     }
 
     /// True when a layer below the upper one shows `name` in this merged directory.
@@ -394,6 +420,7 @@ impl UnionFs {
                 dirs: found.dirs.clone(),
                 fd,
                 key,
+                fmt: found.st.st_mode & libc::S_IFMT,
                 nlookup: 1,
             },
         );
@@ -595,12 +622,24 @@ impl UnionFs {
     /// layer had the name, i.e. a new directory must be opaque).
     fn prepare_new(&self, parent: u64, name: &OsStr) -> R<(PathBuf, bool)> {
         let (dir, layers) = self.dir_info(parent)?;
-        if self.find(&dir, &layers, name)?.is_some() {
+        let resolved = self.resolve(&dir, &layers, name)?;
+        if matches!(resolved, Resolved::Found(_)) {
             return Err(Errno::EEXIST);
         }
+        let upper_seen = layers.first() == Some(&UPPER);
         self.copy_up_dir(parent)?;
         let rel = dir.join(name);
         let c = cstr(&rel)?;
+        if upper_seen {
+            // The resolution above looked at every layer, the upper one first: a name no
+            // layer has needs nothing more (the common case: tar, compilers, package
+            // managers creating new files).
+            match resolved {
+                Resolved::Missing => return Ok((rel, false)),
+                Resolved::Whiteout(i) if i != UPPER => return Ok((rel, true)),
+                _ => {}
+            }
+        }
         let mut hid_lower = false;
         if let Ok(st) = stat_at(self.layers[UPPER].raw(), &c) {
             if self.whiteout(UPPER, &rel, &st) || st.st_mode & libc::S_IFMT == libc::S_IFCHR {
@@ -650,6 +689,20 @@ impl UnionFs {
 
     fn new_entry(&self, parent: u64, name: &OsStr) -> R<(u64, FileAttr)> {
         self.lookup_entry(parent, name)
+    }
+
+    /// Registers an entry this server just made in the upper layer, from its stat: no
+    /// second resolution across the layers (a new directory is purely upper: either no
+    /// lower layer had the name or it was made opaque).
+    fn new_upper_entry(&self, parent: u64, name: &OsStr, st: libc::stat) -> R<(u64, FileAttr)> {
+        let dirs = is_dir(&st).then(|| vec![UPPER]);
+        let found = Found {
+            layer: UPPER,
+            st,
+            dirs,
+        };
+        let ino = self.remember(parent, name, &found)?;
+        Ok((ino, attr_of(ino, &found.st, false)))
     }
 
     /// Removes `name` from `parent` (a file, or with `dir` an empty directory).
@@ -783,15 +836,29 @@ impl UnionFs {
         if acc != libc::O_RDONLY || trunc {
             self.copy_up(ino, trunc)?;
         }
-        // The writeback cache reads pages of files opened write-only and does O_APPEND
-        // itself (FUSE documentation for FUSE_WRITEBACK_CACHE).
+        // The kernel sends every write with its offset, O_APPEND ones at the size it
+        // knows (all writes pass through it), so the file is opened for positional
+        // writes. Write-only opens stay read-write as under the writeback cache: the
+        // server may read the file anyway, and it keeps one kind of handle.
         let mut flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND);
         if acc == libc::O_WRONLY {
             flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
         }
-        let (path, _keep) = self.node_path(ino)?;
-        // SAFETY: path is NUL-terminated.
-        let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+        // One open: through the descriptor the node holds, or by its path relative to
+        // its layer (a regular file; the kernel opens no symlinks here).
+        let (rel, layer, _, held) = self.info(ino)?;
+        let rel = cstr(&rel)?;
+        // SAFETY: NUL-terminated paths; the layer fd is open.
+        let fd = unsafe {
+            match &held {
+                Some(h) => libc::open(proc_fd_path(h).as_ptr(), flags | libc::O_CLOEXEC),
+                None => libc::openat(
+                    self.layers[layer].raw(),
+                    rel.as_ptr(),
+                    flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                ),
+            }
+        };
         if fd < 0 {
             return Err(errno_last());
         }
@@ -799,8 +866,48 @@ impl UnionFs {
         Ok(unsafe { File::from_raw_fd(fd) })
     }
 
-    fn xattr_path(&self, ino: u64) -> R<(CString, Option<Arc<OwnedFd>>)> {
-        self.node_path(ino)
+    /// Where the xattr calls reach the node's own inode, without opening anything: the
+    /// descriptor a node holds (through /proc/self/fd, which resolves to that inode even
+    /// for a symlink, so the following calls are right: `true`), or else its path in its
+    /// layer (for the calls that do not follow a final symlink: `false`).
+    fn xattr_target(&self, ino: u64) -> R<(CString, bool, Option<Arc<OwnedFd>>)> {
+        let (rel, layer, _, fd) = self.info(ino)?;
+        Ok(match fd {
+            Some(fd) => (proc_fd_path(&fd), true, Some(fd)),
+            None => (cstr(&self.abs(layer, &rel))?, false, None),
+        })
+    }
+
+    /// The node's place after a copy-up, for the metadata calls of setattr.
+    fn target(&self, ino: u64) -> R<(CString, usize, Option<Arc<OwnedFd>>, u32)> {
+        let nodes = self.nodes.lock().unwrap();
+        let n = nodes.get(ino)?;
+        Ok((cstr(&nodes.rel(ino)?)?, n.layer, n.fd.clone(), n.fmt))
+    }
+}
+
+fn proc_fd_path(fd: &OwnedFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+}
+
+/// The attributes of a negative entry: only the node ID (0) matters to the kernel.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }
 
@@ -834,8 +941,12 @@ thread_local! {
 
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // No FUSE_WRITEBACK_CACHE: with it the kernel drops the cached i_blocks at every
+        // close() of any file (fuse_flush), so the next stat of that file costs a
+        // GETATTR round trip; tools that open and stat many files (stat or ls -l reading
+        // /etc/passwd per name, tar, package managers) paid one per file, a third of the
+        // requests of `find | xargs stat`. Writes are 1 MiB requests either way.
         for flag in [
-            InitFlags::FUSE_WRITEBACK_CACHE,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
@@ -856,6 +967,11 @@ impl Filesystem for UnionFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_entry(parent.0, name) {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
+            // A negative entry (node ID 0 with a timeout): the kernel caches the miss,
+            // so programs probing for absent files (tar's unlink before create, loaders
+            // walking search paths, /etc/group lookups) ask once. Names only appear
+            // through this filesystem, which the kernel sees.
+            Err(e) if e == Errno::ENOENT => reply.entry(&TTL, &negative_attr(), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -924,67 +1040,97 @@ impl Filesystem for UnionFs {
             }
             let truncate_all = size == Some(0) && mode.is_none() && uid.is_none();
             self.copy_up(ino.0, truncate_all)?;
-            let (path, fd) = self.node_path(ino.0)?;
+            // Each change is one call on the node's path relative to its layer (or on
+            // the descriptor it holds): no descriptor is opened per request.
+            let (rel, layer, fd, fmt) = self.target(ino.0)?;
+            let dirfd = self.layers[layer].raw();
             if uid.is_some() || gid.is_some() {
                 let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
-                // SAFETY: NUL-terminated path or an open O_PATH descriptor.
+                // SAFETY: an open descriptor with an empty path, or a NUL-terminated path
+                // relative to the open layer fd; no symlink is followed.
                 let r = unsafe {
                     match &fd {
                         Some(fd) => {
                             libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), u, g, libc::AT_EMPTY_PATH)
                         }
-                        None => libc::lchown(path.as_ptr(), u, g),
+                        None => {
+                            libc::fchownat(dirfd, rel.as_ptr(), u, g, libc::AT_SYMLINK_NOFOLLOW)
+                        }
                     }
                 };
                 if r < 0 {
                     return Err(errno_last());
                 }
             }
-            if let Some(mode) = mode {
-                let is_link = fd.as_ref().is_some_and(|fd| {
-                    fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
-                });
-                if !is_link {
-                    // SAFETY: NUL-terminated path.
-                    if unsafe { libc::chmod(path.as_ptr(), (mode & 0o7777) as libc::mode_t) } < 0 {
-                        return Err(errno_last());
+            // Symlinks have no mode of their own to change (fchmodat would follow them).
+            if let Some(mode) = mode.filter(|_| fmt != libc::S_IFLNK) {
+                let mode = (mode & 0o7777) as libc::mode_t;
+                // SAFETY: NUL-terminated paths; the node is no symlink.
+                let r = unsafe {
+                    match &fd {
+                        Some(fd) => libc::chmod(proc_fd_path(fd).as_ptr(), mode),
+                        None => libc::fchmodat(dirfd, rel.as_ptr(), mode, 0),
                     }
+                };
+                if r < 0 {
+                    return Err(errno_last());
                 }
             }
             if let Some(size) = size {
                 let r = match fh.and_then(|fh| self.file(fh).ok()) {
                     Some(f) => f.set_len(size).map_err(Errno::from),
-                    // SAFETY: NUL-terminated path.
-                    None => match unsafe { libc::truncate(path.as_ptr(), size as i64) } {
-                        0 => Ok(()),
-                        _ => Err(errno_last()),
-                    },
+                    None => {
+                        let path = match &fd {
+                            Some(fd) => proc_fd_path(fd),
+                            None => cstr(
+                                &self.abs(layer, Path::new(OsStr::from_bytes(rel.as_bytes()))),
+                            )?,
+                        };
+                        // SAFETY: NUL-terminated path.
+                        match unsafe { libc::truncate(path.as_ptr(), size as i64) } {
+                            0 => Ok(()),
+                            _ => Err(errno_last()),
+                        }
+                    }
                 };
                 r?;
             }
             if atime.is_some() || mtime.is_some() {
                 let ts = [timespec(atime), timespec(mtime)];
-                let r = match &fd {
-                    // SAFETY: an open O_PATH descriptor and two timespecs.
-                    Some(fd) => unsafe {
-                        let p = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
-                        libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0)
-                    },
-                    // SAFETY: NUL-terminated path and two timespecs.
-                    None => unsafe {
-                        libc::utimensat(
+                // SAFETY: NUL-terminated paths and two timespecs.
+                let r = unsafe {
+                    match &fd {
+                        Some(fd) => libc::utimensat(
                             libc::AT_FDCWD,
-                            path.as_ptr(),
+                            proc_fd_path(fd).as_ptr(),
+                            ts.as_ptr(),
+                            0,
+                        ),
+                        None => libc::utimensat(
+                            dirfd,
+                            rel.as_ptr(),
                             ts.as_ptr(),
                             libc::AT_SYMLINK_NOFOLLOW,
-                        )
-                    },
+                        ),
+                    }
                 };
                 if r < 0 {
                     return Err(errno_last());
                 }
             }
-            self.stat_node(ino.0)
+            let st = match &fd {
+                Some(fd) => fstat(fd.as_raw_fd())?,
+                None => stat_at(dirfd, &rel)?,
+            };
+            let merged = self
+                .nodes
+                .lock()
+                .unwrap()
+                .get(ino.0)?
+                .dirs
+                .as_ref()
+                .is_some_and(|d| d.len() > 1);
+            Ok(attr_of(ino.0, &st, merged))
         })();
         match r {
             Ok(attr) => reply.attr(&TTL, &attr),
@@ -1078,7 +1224,8 @@ impl Filesystem for UnionFs {
                 crate::union::set_opaque(&self.abs(UPPER, &rel)).map_err(|_| Errno::EIO)?;
             }
             self.own(&rel, req, rel.parent().unwrap_or(Path::new("")))?;
-            self.new_entry(parent.0, name)
+            let st = stat_at(self.layers[UPPER].raw(), &c).map_err(Errno::from)?;
+            self.new_upper_entry(parent.0, name, st)
         })();
         match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
@@ -1247,7 +1394,10 @@ impl Filesystem for UnionFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok()
+        // Nothing to do at close (writes reach the layer file as they come, and the
+        // kernel writes dirty pages back before it would send FLUSH). ENOSYS makes the
+        // kernel stop sending FLUSH for good: one round trip less per close().
+        reply.error(Errno::ENOSYS)
     }
 
     fn release(
@@ -1442,11 +1592,16 @@ impl Filesystem for UnionFs {
         }
         let r = (|| -> R<()> {
             self.copy_up(ino.0, false)?;
-            let (p, _keep) = self.xattr_path(ino.0)?;
+            let (p, follow, _keep) = self.xattr_target(ino.0)?;
             let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+            let set = if follow {
+                libc::setxattr
+            } else {
+                libc::lsetxattr
+            };
             // SAFETY: NUL-terminated strings; value readable for its length.
             if unsafe {
-                libc::setxattr(
+                set(
                     p.as_ptr(),
                     n.as_ptr(),
                     value.as_ptr().cast(),
@@ -1469,23 +1624,39 @@ impl Filesystem for UnionFs {
         if hidden_xattr(name.as_bytes()) {
             return reply.error(Errno::ENODATA);
         }
+        // The kernel's buffer size is passed on as it is (0: the size is asked, the
+        // usual first call, and the kernel's own security.capability probes on write
+        // and chown), so neither side allocates more than the caller wants.
         let r = (|| -> R<Vec<u8>> {
-            let (p, _keep) = self.xattr_path(ino.0)?;
+            let (p, follow, _keep) = self.xattr_target(ino.0)?;
             let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-            let mut buf = vec![0u8; 65536];
-            // SAFETY: NUL-terminated strings; buf writable for its length.
+            let mut buf = vec![0u8; size as usize];
+            let ptr = if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            };
+            // SAFETY: NUL-terminated strings; buf writable for its length (or a null
+            // buffer of size 0, which only asks for the length).
             let r = unsafe {
-                libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                if follow {
+                    libc::getxattr(p.as_ptr(), n.as_ptr(), ptr, buf.len())
+                } else {
+                    libc::lgetxattr(p.as_ptr(), n.as_ptr(), ptr, buf.len())
+                }
             };
             if r < 0 {
                 return Err(errno_last());
             }
-            buf.truncate(r as usize);
+            if size == 0 {
+                buf.resize(r as usize, 0);
+            } else {
+                buf.truncate(r as usize);
+            }
             Ok(buf)
         })();
         match r {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(e),
         }
@@ -1493,10 +1664,36 @@ impl Filesystem for UnionFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = (|| -> R<Vec<u8>> {
-            let (p, _keep) = self.xattr_path(ino.0)?;
-            let mut buf = vec![0u8; 65536];
-            // SAFETY: NUL-terminated path; buf writable for its length.
-            let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            let (p, follow, _keep) = self.xattr_target(ino.0)?;
+            let list = |buf: &mut [u8]| {
+                let ptr = if buf.is_empty() {
+                    std::ptr::null_mut()
+                } else {
+                    buf.as_mut_ptr().cast()
+                };
+                // SAFETY: NUL-terminated path; buf writable for its length (or null).
+                unsafe {
+                    if follow {
+                        libc::listxattr(p.as_ptr(), ptr, buf.len())
+                    } else {
+                        libc::llistxattr(p.as_ptr(), ptr, buf.len())
+                    }
+                }
+            };
+            // Ask the length, then the names (hidden ones are filtered out below, so the
+            // kernel's size cannot be passed on); again if they grew in between.
+            let mut buf = Vec::new();
+            let r = loop {
+                let n = list(&mut []);
+                if n < 0 {
+                    return Err(errno_last());
+                }
+                buf.resize(n as usize, 0);
+                let r = list(&mut buf);
+                if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+                    break r;
+                }
+            };
             if r < 0 {
                 return Err(errno_last());
             }
@@ -1525,10 +1722,15 @@ impl Filesystem for UnionFs {
         }
         let r = (|| -> R<()> {
             self.copy_up(ino.0, false)?;
-            let (p, _keep) = self.xattr_path(ino.0)?;
+            let (p, follow, _keep) = self.xattr_target(ino.0)?;
             let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+            let remove = if follow {
+                libc::removexattr
+            } else {
+                libc::lremovexattr
+            };
             // SAFETY: NUL-terminated strings.
-            if unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } < 0 {
+            if unsafe { remove(p.as_ptr(), n.as_ptr()) } < 0 {
                 return Err(errno_last());
             }
             Ok(())
@@ -1576,7 +1778,8 @@ impl Filesystem for UnionFs {
             // SAFETY: fd was just opened.
             let file = unsafe { File::from_raw_fd(fd) };
             self.own(&rel, req, rel.parent().unwrap_or(Path::new("")))?;
-            let (ino, attr) = self.new_entry(parent.0, name)?;
+            let st = fstat(file.as_raw_fd())?;
+            let (ino, attr) = self.new_upper_entry(parent.0, name, st)?;
             Ok((ino, attr, file))
         })();
         match r {
