@@ -345,7 +345,8 @@ pub fn rename_cmd(args: RenameArgs, store_root: Option<PathBuf>) -> Result<i32> 
 fn prune_containers(places: &Places) -> Vec<String> {
     let mut removed = Vec::new();
     for ctr in places.all() {
-        if !ctr.supervised() {
+        // A container being started has a live owner before its supervisor is recorded.
+        if !ctr.supervised() && !owner_alive(&ctr.runtime_dir(places)) {
             remove_container(places, &ctr);
             removed.push(ctr.record.id.clone());
         }
@@ -369,6 +370,7 @@ fn owner_alive(dir: &std::path::Path) -> bool {
                 _ => false,
             }
         }
+        // No file: gone, or so new that its owner is still writing it.
         Err(_) => std::fs::metadata(dir)
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Duration::from_secs(60))),
@@ -479,7 +481,20 @@ pub fn system_reset_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
                 .with_context(|| format!("removing the store {}", root.display()))?;
         }
     }
+    // The runtime dir is the user's, shared by every store: it goes only when no
+    // container of another store (`--root`) still lives in it.
+    sweep_orphan_runtime_dirs(&places);
     let runtime = nook_rootless::state::runtime_dir()?;
-    let _ = std::fs::remove_dir_all(&runtime);
+    let others = std::fs::read_dir(runtime.join("containers"))
+        .map(|d| d.flatten().count())
+        .unwrap_or(0);
+    if others == 0 {
+        let _ = std::fs::remove_dir_all(&runtime);
+    } else {
+        eprintln!(
+            "nook: kept {} (containers of another store are running)",
+            runtime.display()
+        );
+    }
     Ok(0)
 }
