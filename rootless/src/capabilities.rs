@@ -70,12 +70,16 @@ pub(crate) fn apply(process: &Process) -> Result<()> {
         CapSet::Permitted,
         spec_caps.and_then(|c| c.permitted().as_ref()),
     )?;
-    set(
-        CapSet::Inheritable,
-        spec_caps.and_then(|c| c.inheritable().as_ref()),
-    )?;
-    // The ambient set requires Linux 4.3; an empty one needs no call.
+    // The kernel raises an ambient capability only if it is inheritable too; specs
+    // written for crun (podman's rootless template) list ambient ones without that, and
+    // crun makes them inheritable: so does nook.
     let ambient = to_caps(spec_caps.and_then(|c| c.ambient().as_ref()))?;
+    let mut inheritable = to_caps(spec_caps.and_then(|c| c.inheritable().as_ref()))?;
+    let permitted = to_caps(spec_caps.and_then(|c| c.permitted().as_ref()))?;
+    inheritable.extend(ambient.intersection(&permitted).copied());
+    caps::set(None, CapSet::Inheritable, &inheritable)
+        .map_err(|e| Error::Setup(format!("setting Inheritable capabilities: {e}")))?;
+    // The ambient set requires Linux 4.3; an empty one needs no call.
     if !ambient.is_empty() {
         caps::set(None, CapSet::Ambient, &ambient)
             .map_err(|e| Error::Setup(format!("setting ambient capabilities: {e}")))?;

@@ -257,6 +257,13 @@ fn mount_entry(dest: &Path, m: &Mount) -> Result<()> {
                 bind(Path::new("/sys"), dest, true)?;
                 remount_bind(dest, MsFlags::MS_RDONLY | opts.flags, true)?;
             }
+            // A cgroup2 mount needs a cgroup namespace of the container's own; a spec
+            // without one (crun's rootless template) gets the host's hierarchy
+            // read-only, as crun gives it.
+            Err(nix::errno::Errno::EPERM) if typ == "cgroup2" => {
+                bind(Path::new("/sys/fs/cgroup"), dest, true)?;
+                remount_bind(dest, MsFlags::MS_RDONLY | opts.flags, true)?;
+            }
             r => r.context(what)?,
         }
     }

@@ -45,8 +45,12 @@ fn start(args: &[&str]) -> Proc {
 
 /// The cgroup directory a running container recorded (containers/ID/cgroup).
 fn cgroup_of(name: &str) -> PathBuf {
-    let id = fs::read_link(state_dir().join("names").join(name))
-        .unwrap_or_else(|e| panic!("container {name} has no name link: {e}"));
+    let o = nook()
+        .args(["inspect", "--format", "{{.Id}}", name])
+        .output()
+        .expect("nook inspect");
+    assert!(o.status.success(), "nook inspect {name}: {o:?}");
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let text = fs::read_to_string(state_dir().join("containers").join(&id).join("cgroup"))
         .unwrap_or_else(|e| panic!("container {name} recorded no cgroup: {e}"));
     PathBuf::from(text.trim_end())
