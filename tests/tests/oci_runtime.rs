@@ -431,3 +431,45 @@ fn rlimits_are_set() {
         "{o}"
     );
 }
+
+/// What crun's `spec --rootless` writes (and podman's rootless specs resemble): no cgroup
+/// namespace but a cgroup mount, and ambient capabilities that are not inheritable.
+#[test]
+fn a_crun_style_rootless_spec_runs() {
+    let Some(b) = Bundle::new(
+        "a_crun_style_rootless_spec_runs",
+        &[
+            "sh",
+            "-c",
+            "grep CapAmb /proc/self/status; ls /sys/fs/cgroup | head -n1",
+        ],
+    ) else {
+        return;
+    };
+    b.edit(|c| {
+        let namespaces = c["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.retain(|n| n["type"] != "cgroup");
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/sys/fs/cgroup");
+        mounts.push(json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        }));
+        let caps = &mut c["process"]["capabilities"];
+        caps["ambient"] = json!(["CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        caps["inheritable"] = json!([]);
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "c1"]);
+    o.success();
+    let out = o.out();
+    let amb = out.lines().next().unwrap_or_default();
+    // CAP_KILL is bit 5, CAP_NET_BIND_SERVICE bit 10.
+    assert!(
+        amb.ends_with("0000000000000420"),
+        "ambient caps raised: {o}"
+    );
+    assert!(
+        out.lines().nth(1).is_some(),
+        "the host's cgroups are visible: {o}"
+    );
+}
