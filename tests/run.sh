@@ -47,7 +47,8 @@ TEST_USER=nooktest
 #   apache2-utils   htpasswd, for the registry's basic-auth test
 #   openssl         the key, certificate and JWT signatures of the bearer-token test
 #   gzip zstd tar   building test image layers
-PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar"
+#   podman          the OCI runtime client test (podman --runtime nook-runtime, podman_client)
+PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman"
 
 IS_ROOT=0
 [ "$(id -u)" = 0 ] && IS_ROOT=1

@@ -34,6 +34,16 @@ pub enum ImageChoice {
     },
 }
 
+impl ImageChoice {
+    /// The stored image's ID, which the container's record keeps (so `rmi` knows).
+    pub fn image_id(&self) -> Option<String> {
+        match self {
+            ImageChoice::Stored(img) => Some(img.record.id.hex().to_string()),
+            _ => None,
+        }
+    }
+}
+
 pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
     if args.detach {
         return crate::container::lifecycle::run_detached(args, store_root);
@@ -41,7 +51,7 @@ pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let places = Places::open(store_root.clone())?;
     // The image first: a failed pull leaves no container behind.
     let image = choose_image(&args, store_root)?;
-    let ctr = Container::create(&places, &args, command_line())?;
+    let ctr = Container::create(&places, &args, command_line(), image.image_id())?;
     let _runtime = RuntimeFiles::new(&places, &ctr)?;
     run_container(&places, &ctr, &args, &image, None)
 }
@@ -90,7 +100,10 @@ pub fn run_container(
             Ok(code) => *code,
             Err(e) => exit_code_of(e),
         };
-        record_exit(ctr, &result, restarts);
+        // A `--rm` container's record goes at once: no exit state to write.
+        if !ctr.record.rm {
+            record_exit(ctr, &result, restarts);
+        }
         if !ctr.record.restart.restarts_after(code, restarts) || !restart_delay(ctr, restarts) {
             break result;
         }
@@ -123,7 +136,7 @@ fn restart_delay(ctr: &Container, restarts: u32) -> bool {
     }
 }
 
-fn exit_code_of(e: &anyhow::Error) -> i32 {
+pub fn exit_code_of(e: &anyhow::Error) -> i32 {
     e.downcast_ref::<nook_rootless::Error>()
         .map_or(125, nook_rootless::Error::exit_code)
 }

@@ -180,6 +180,9 @@ impl Child<'_> {
             if let Some(name) = self.spec.hostname() {
                 nix::unistd::sethostname(name).context(|| format!("setting hostname {name}"))?;
             }
+            if let Some(name) = self.spec.domainname() {
+                set_domainname(name)?;
+            }
         }
         if self.new_netns {
             netns::bring_up_loopback()?;
@@ -187,8 +190,13 @@ impl Child<'_> {
         mounts::prepare_root(self.spec, &self.rootfs, self.options.fuse_socket)?;
         self.create_workdir()?;
         mounts::pivot_into(&self.rootfs)?;
-        mounts::finish_root(self.spec)?;
+        // Sysctls before the read-only paths: /proc/sys is one of them.
         limits::apply(self.spec)?;
+        mounts::finish_root(self.spec)?;
+        if let Some(mask) = self.spec.process().as_ref().and_then(|p| p.user().umask()) {
+            // SAFETY: umask only sets this process's file mode creation mask.
+            unsafe { libc::umask(mask as libc::mode_t) };
+        }
         if self.options.stdin == StdinMode::Null {
             // The container's own /dev/null, so /proc/self/fd/0 reads as it does in podman.
             let null = File::open("/dev/null").context(|| "opening /dev/null".into())?;
@@ -286,4 +294,17 @@ fn exit(code: i32) -> ! {
     // SAFETY: _exit ends this process without running the parent's atexit handlers or
     // flushing stdio buffers copied from it.
     unsafe { libc::_exit(code) }
+}
+
+/// `domainname` of the spec, in the container's new UTS namespace.
+fn set_domainname(name: &str) -> Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes; the kernel copies them.
+    let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if r != 0 {
+        return Err(Error::sys(
+            format!("setting domainname {name}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }

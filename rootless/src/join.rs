@@ -153,10 +153,12 @@ pub fn namespaces_to_join(
         .copied()
         .filter(|(kind, _)| theirs(kind).is_some() && theirs(kind) != ours(kind))
         .collect();
-    match differ.first() {
-        Some(("user", _)) => Ok(differ),
-        _ => Err("it is not in a container (it shares nook's user namespace)".into()),
+    // A container without a user namespace of its own (an OCI spec run by a runtime
+    // that is already in one, as podman runs its runtime) is joined in the others.
+    if differ.is_empty() {
+        return Err("it is not in a container (it shares every namespace with nook)".into());
     }
+    Ok(differ)
 }
 
 fn pidfd_open(pid: i32) -> Result<Option<OwnedFd>> {
@@ -590,9 +592,18 @@ mod tests {
     #[test]
     fn a_host_process_is_refused() {
         let ours = ids(&[("user", 1), ("mnt", 2)]);
-        let theirs = ids(&[("user", 1), ("mnt", 12)]);
+        let theirs = ids(&[("user", 1), ("mnt", 2)]);
         let err = namespaces_to_join(theirs, ours).unwrap_err();
         assert!(err.contains("not in a container"), "{err}");
+    }
+
+    #[test]
+    fn a_container_in_our_user_namespace_is_joined_in_the_others() {
+        let ours = ids(&[("user", 1), ("mnt", 2)]);
+        let theirs = ids(&[("user", 1), ("mnt", 12)]);
+        let joins = namespaces_to_join(theirs, ours).unwrap();
+        assert_eq!(joins.len(), 1);
+        assert_eq!(joins[0].1, CloneFlags::CLONE_NEWNS);
     }
 
     #[test]

@@ -442,6 +442,11 @@ impl Plan {
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::Spec("process.args is empty".into()));
         }
+        // A profile the child could not install fails here, before anything exists,
+        // rather than in a container that `create` already reported ready.
+        if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            crate::seccomp::compile(profile)?;
+        }
         let rootfs = spec
             .root()
             .as_ref()

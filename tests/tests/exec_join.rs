@@ -301,7 +301,9 @@ fn stdin_only_with_i() {
 fn signals_are_forwarded() {
     assert_unprivileged();
     let c = Container::start(&["--rm"], "true");
-    let script = "trap 'echo got-TERM; exit 42' TERM; echo ready; sleep 1000 & wait";
+    // The background sleep outlives the shell: it must not hold the test's pipe.
+    let script =
+        "trap 'echo got-TERM; exit 42' TERM; echo ready; sleep 1000 >/dev/null 2>&1 & wait";
     let mut p = spawn(&mut c.exec_cmd(&["sh", "-c", script]));
     p.wait_for("ready", TIMEOUT);
     p.signal(Signal::SIGTERM);

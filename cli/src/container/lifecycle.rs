@@ -18,7 +18,7 @@ use super::supervisor;
 use crate::flags::{
     CtrsArgs, KillArgs, PruneArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs,
 };
-use crate::run::{self, ImageChoice};
+use crate::run;
 use crate::store_helper::{self, Job};
 
 /// `nook run -d`: the image (pulled here, with progress), the record, then the
@@ -43,19 +43,7 @@ pub fn create_cmd(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
 fn create_container(args: &RunArgs, store_root: Option<PathBuf>) -> Result<Container> {
     let places = Places::open(store_root.clone())?;
     let image = run::choose_image(args, store_root)?;
-    let ctr = Container::create(&places, args, run::command_line())?;
-    record_image(&ctr, &image)?;
-    Ok(ctr)
-}
-
-/// Notes the stored image's ID, so `nook rmi` knows the container needs it.
-pub fn record_image(ctr: &Container, image: &ImageChoice) -> Result<()> {
-    if let ImageChoice::Stored(img) = image {
-        let mut c = ctr.clone();
-        c.record.image_id = Some(img.record.id.hex().to_string());
-        c.write_record()?;
-    }
-    Ok(())
+    Container::create(&places, args, run::command_line(), image.image_id())
 }
 
 /// `nook start [-a] CTR...`.

@@ -330,8 +330,16 @@ pub struct Container {
 }
 
 impl Container {
-    /// Creates the record of a new container (state "created").
-    pub fn create(places: &Places, args: &RunArgs, argv: Vec<String>) -> Result<Container> {
+    /// Creates the record of a new container (state "created": no state file yet, so
+    /// the first start writes one without replacing any; on ext4 a rename over an
+    /// existing file forces a data flush, which a CI runner's every `run --rm` would pay).
+    /// `image_id`: the stored image it runs, if any.
+    pub fn create(
+        places: &Places,
+        args: &RunArgs,
+        argv: Vec<String>,
+        image_id: Option<String>,
+    ) -> Result<Container> {
         let id = new_container_id()?;
         let name = match &args.name {
             Some(name) => {
@@ -366,7 +374,7 @@ impl Container {
             id,
             name,
             image: args.image.clone(),
-            image_id: None,
+            image_id,
             command: args.command.clone(),
             argv,
             cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
@@ -386,10 +394,7 @@ impl Container {
             dir: new_dir.clone(),
             record,
         };
-        let written = container
-            .write_record()
-            .and_then(|_| container.write_state(&State::default()))
-            .and_then(|_| {
+        let written = container.write_record().and_then(|_| {
                 fs::rename(&new_dir, &dir).with_context(|| format!("creating {}", dir.display()))
             });
         if let Err(e) = written {

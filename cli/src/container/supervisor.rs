@@ -33,6 +33,9 @@ use super::logger;
 use super::record::{Container, Places};
 use crate::flags::{Cli, Command as Cmd, RunArgs};
 
+/// Marker of the exit code after a start failure, on the same pipe.
+const EXIT_CODE: &str = "\u{1}nook-exit-code ";
+
 /// Marker the supervisor writes on its stderr pipe once the container runs.
 const STARTED: &str = "\u{1}nook-started\n";
 
@@ -105,9 +108,11 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>) -> Result<()> {
         return Ok(());
     }
     let _ = child.wait();
-    let state = ctr.recorded_state();
-    let message = messages.trim_end();
-    let code = state.exit_code.unwrap_or(125);
+    // The supervisor's last line is its exit code (a `--rm` record is gone by now).
+    let (message, code) = match messages.trim_end().rsplit_once(EXIT_CODE) {
+        Some((message, code)) => (message.trim_end(), code.trim().parse().unwrap_or(125)),
+        None => (messages.trim_end(), 125),
+    };
     if message.is_empty() {
         bail!(ExitError(
             code,
@@ -164,7 +169,8 @@ pub fn main(dir: &Path, attach_first: bool, store_root: Option<std::path::PathBu
         .and_then(|image| crate::run::run_container(&places, &ctr, &args, &image, Some(started)));
     if let Err(e) = &result {
         if let Some(mut f) = ready.lock().ok().and_then(|mut r| r.take()) {
-            let _ = writeln!(f, "nook: {e:#}");
+            let code = crate::run::exit_code_of(e);
+            let _ = write!(f, "nook: {e:#}\n{EXIT_CODE}{code}\n");
         }
     }
     // The log is complete before this process, which `nook wait` waits for, ends.
