@@ -19,7 +19,13 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 
     /// Diagnostics on stderr from this level up (default: warn)
-    #[arg(long, global = true, env = "NOOK_LOG", value_enum, value_name = "LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        env = "NOOK_LOG",
+        value_enum,
+        value_name = "LEVEL"
+    )]
     pub log_level: Option<LogLevel>,
 
     #[command(subcommand)]

@@ -21,8 +21,8 @@ use nook_fs::registry::{ClientOptions, RegistryError};
 use nook_fs::store::{ImageRecord, Store};
 
 use crate::flags::{
-    CheckArgs, ImagesArgs, ImportArgs, InspectArgs, LoginArgs, LogoutArgs, PullArgs,
-    RegistryArgs, RmiArgs, TagArgs,
+    CheckArgs, ImagesArgs, ImportArgs, InspectArgs, LoginArgs, LogoutArgs, PullArgs, RegistryArgs,
+    RmiArgs, TagArgs,
 };
 use crate::format;
 use crate::store_helper::{self, Job, UnpackJob};

@@ -111,16 +111,16 @@ fn main() {
         Command::Container(flags::ContainerCommand::Prune(args)) => {
             container::lifecycle::container_prune_cmd(args, root)
         }
-        Command::Supervise(args) => {
-            container::supervisor::main(&args.dir, args.attach_first, root)
-        }
+        Command::Supervise(args) => container::supervisor::main(&args.dir, args.attach_first, root),
         Command::StoreHelper => store_helper::main(),
         Command::FuseServer => storage::fuse_server_main(),
         Command::ExecPid(args) => exec_pid::run(args),
         Command::Completion(args) => completion::completion_cmd(args.shell),
         Command::Man(args) => completion::man_cmd(&args.dir),
         Command::Oci(args) => Ok(oci::main(
-            std::iter::once("nook oci".into()).chain(args.args).collect(),
+            std::iter::once("nook oci".into())
+                .chain(args.args)
+                .collect(),
         )),
     };
     match result {

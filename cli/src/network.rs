@@ -64,7 +64,9 @@ pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
 
 /// `[network] mtu` from config.toml, unless the options give `mtu=` themselves.
 fn with_config_mtu(mut cfg: Config, options: &str) -> Config {
-    let explicit = options.split(',').any(|o| o.trim_start().starts_with("mtu="));
+    let explicit = options
+        .split(',')
+        .any(|o| o.trim_start().starts_with("mtu="));
     if let (false, Some(mtu)) = (explicit, crate::config::current().network.mtu) {
         tracing::debug!("network: MTU {mtu} from the config file");
         cfg.mtu = mtu;

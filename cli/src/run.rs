@@ -118,9 +118,8 @@ pub fn run_container(
 /// Waits before a restart, longer after each (100 ms doubling to 10 s, as docker's
 /// backoff), so a crashing container does not spin; false when a stop arrives meanwhile.
 fn restart_delay(ctr: &Container, restarts: u32) -> bool {
-    let delay = std::time::Duration::from_millis(100 << restarts.min(7)).min(
-        std::time::Duration::from_secs(10),
-    );
+    let delay = std::time::Duration::from_millis(100 << restarts.min(7))
+        .min(std::time::Duration::from_secs(10));
     let until = std::time::Instant::now() + delay;
     loop {
         if ctr.stop_marker().exists() {

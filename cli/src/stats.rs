@@ -91,7 +91,12 @@ pub fn stats(args: StatsArgs, store_root: Option<PathBuf>) -> Result<i32> {
 pub fn pause(args: ContainersArgs, frozen: bool, store_root: Option<PathBuf>) -> Result<i32> {
     let runtime = state::runtime_dir()?;
     let names = names(store_root)?;
-    let chosen = select(running(&runtime, &names)?, &args.containers, &runtime, &names)?;
+    let chosen = select(
+        running(&runtime, &names)?,
+        &args.containers,
+        &runtime,
+        &names,
+    )?;
     for c in chosen {
         let what = if frozen { "pausing" } else { "unpausing" };
         cgroups::set_frozen(&c.cgroup, frozen)

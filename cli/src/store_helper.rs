@@ -29,7 +29,10 @@ pub enum Job {
     /// Delete these trees.
     Remove(Vec<PathBuf>),
     /// List a container's changes: its upper layer over the image's layers (lowest first).
-    Changes { upper: PathBuf, layers: Vec<PathBuf> },
+    Changes {
+        upper: PathBuf,
+        layers: Vec<PathBuf>,
+    },
     /// Write a container's upper layer as an OCI layer tar (whiteouts as `.wh.`).
     LayerTar { upper: PathBuf, dest: PathBuf },
 }

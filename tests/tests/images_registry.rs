@@ -387,7 +387,8 @@ fn pull_run_inspect_images_rmi() {
 
     // An image already there is not fetched again (run --pull=never works offline).
     drop(reg);
-    env.nook(&["run", "--rm", "--pull=never", &image, "true"]).success();
+    env.nook(&["run", "--rm", "--pull=never", &image, "true"])
+        .success();
     env.nook(&["inspect", "nosuch"])
         .assert_error_line(125, &["not found", "nosuch"]);
     env.nook(&["run", "--rm", "--pull=never", "nosuch", "true"])
@@ -656,7 +657,12 @@ fn killed_pull_then_clean_pull() {
         "tmp left: {:?}",
         env.entries("tmp")
     );
-    assert_eq!(env.nook(&["run", "--rm", &image, "cat", "/n"]).success().out(), "2");
+    assert_eq!(
+        env.nook(&["run", "--rm", &image, "cat", "/n"])
+            .success()
+            .out(),
+        "2"
+    );
     env.nook(&["system", "check"]).success();
 }
 
@@ -903,7 +909,9 @@ fn save_load_import_roundtrip() {
     env.nook(&["import", tarball.to_str().unwrap(), "imported"])
         .success();
     assert_eq!(
-        env.nook(&["run", "--rm", "imported", "echo", "ok"]).success().out(),
+        env.nook(&["run", "--rm", "imported", "echo", "ok"])
+            .success()
+            .out(),
         "ok\n"
     );
     assert!(env.images_json().contains("localhost/imported:latest"));

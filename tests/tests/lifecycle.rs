@@ -566,7 +566,8 @@ fn diff_lists_changes_and_commit_makes_an_image_of_them() {
         .status()
         .expect("tar");
     assert!(tar.success());
-    env.nook(&["import", tarball.to_str().unwrap(), "base"]).success();
+    env.nook(&["import", tarball.to_str().unwrap(), "base"])
+        .success();
     let n = name();
     env.detach(&[
         "--name",
@@ -580,8 +581,7 @@ fn diff_lists_changes_and_commit_makes_an_image_of_them() {
     env.wait_for_log(&n, "ready");
     let diff = env.nook(&["diff", &n]).success().out();
     assert_eq!(
-        diff,
-        "C /etc\nA /etc/added\nC /etc/group\nD /etc/nook-rootfs-marker\n",
+        diff, "C /etc\nA /etc/added\nC /etc/group\nD /etc/nook-rootfs-marker\n",
         "the changes, without the mount points nook adds"
     );
     env.nook(&["commit", &n, "derived"]).success();
@@ -595,24 +595,38 @@ fn diff_lists_changes_and_commit_makes_an_image_of_them() {
     ]);
     assert_eq!(o.success().out(), "new\nmore\ndeleted\n");
     // The base image is still needed by the container (and the new image's layers).
-    env.nook(&["rmi", "base"]).assert_error_line(125, &["in use"]);
+    env.nook(&["rmi", "base"])
+        .assert_error_line(125, &["in use"]);
     env.nook(&["rm", "-f", &n]).success();
-    env.nook(&["diff", "nosuch"]).assert_error_line(125, &["nosuch"]);
+    env.nook(&["diff", "nosuch"])
+        .assert_error_line(125, &["nosuch"]);
 }
 
 #[test]
 fn stop_ends_a_crash_loop() {
     let env = Env::new();
     let n = name();
-    env.detach(&["--name", &n, "--restart", "always", "host", "sh", "-c", "echo looping; exit 1"]);
+    env.detach(&[
+        "--name",
+        &n,
+        "--restart",
+        "always",
+        "host",
+        "sh",
+        "-c",
+        "echo looping; exit 1",
+    ]);
     env.wait_for_log(&n, "looping");
     env.nook(&["stop", "-t", "1", &n]).success();
     // Stopped for good: no supervisor left to start it again.
     assert_eq!(env.field(&n, "{{.State}}"), "exited");
-    assert_eq!(env.inspect(&n)["State"]["SupervisorPid"].as_i64().map(|p| {
-        std::path::Path::new(&format!("/proc/{p}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ")
-    }), Some(false));
+    assert_eq!(
+        env.inspect(&n)["State"]["SupervisorPid"].as_i64().map(|p| {
+            std::path::Path::new(&format!("/proc/{p}")).exists()
+                && !std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ")
+        }),
+        Some(false)
+    );
 }

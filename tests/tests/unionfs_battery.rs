@@ -102,7 +102,9 @@ impl Layers {
 /// Runs `script` in a container on `layers` with `driver`, writable layer `ctr`.
 fn run_driver(driver: &str, l: &Layers, ctr: &Path, script: &str) -> Output {
     let mut cmd = nook();
-    cmd.args(["run", "--rm"]).arg("--storage-driver").arg(driver);
+    cmd.args(["run", "--rm"])
+        .arg("--storage-driver")
+        .arg(driver);
     for layer in l.lower() {
         cmd.arg("--layer").arg(layer);
     }

@@ -14,7 +14,10 @@ use crate::image_cmds;
 use crate::store_helper::{self, Job};
 
 /// The container's upper directory and its image's layer directories (lowest first).
-fn layers_of(ctr: &Container, store: &nook_fs::store::Store) -> Result<(PathBuf, Vec<PathBuf>, nook_fs::store::ImageRecord)> {
+fn layers_of(
+    ctr: &Container,
+    store: &nook_fs::store::Store,
+) -> Result<(PathBuf, Vec<PathBuf>, nook_fs::store::ImageRecord)> {
     let image_id = ctr.record.image_id.as_deref().ok_or_else(|| {
         anyhow!(
             "container {} does not run an image from the store (host image or --rootfs): \
@@ -69,7 +72,8 @@ const MOUNT_POINTS: [&str; 6] = [
 ];
 
 fn is_mount_point(line: &str) -> bool {
-    line.strip_prefix("A ").is_some_and(|p| MOUNT_POINTS.contains(&p))
+    line.strip_prefix("A ")
+        .is_some_and(|p| MOUNT_POINTS.contains(&p))
 }
 
 /// `nook commit CTR [IMAGE]`: the container's changes as one more layer of its image.

@@ -348,7 +348,9 @@ fn prune_containers(places: &Places) -> Vec<String> {
 fn owner_alive(dir: &std::path::Path) -> bool {
     match std::fs::read_to_string(dir.join("owner")) {
         Ok(text) => {
-            let mut f = text.split_whitespace().filter_map(|v| v.parse::<u64>().ok());
+            let mut f = text
+                .split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok());
             match (f.next(), f.next()) {
                 (Some(pid), Some(start)) => ProcessId {
                     pid: pid as i32,

@@ -395,8 +395,8 @@ impl Container {
             record,
         };
         let written = container.write_record().and_then(|_| {
-                fs::rename(&new_dir, &dir).with_context(|| format!("creating {}", dir.display()))
-            });
+            fs::rename(&new_dir, &dir).with_context(|| format!("creating {}", dir.display()))
+        });
         if let Err(e) = written {
             container.remove_files();
             places.release_name(&container.record.name, &container.record.id);
