@@ -442,6 +442,13 @@ impl Plan {
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::Spec("process.args is empty".into()));
         }
+        let gids = process.user().additional_gids().as_deref().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = gids.iter().find(|g| !seen.insert(**g)) {
+            return Err(Error::Spec(format!(
+                "process.user.additionalGids lists gid {dup} more than once: list each once"
+            )));
+        }
         // A profile the child could not install fails here, before anything exists,
         // rather than in a container that `create` already reported ready.
         if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
