@@ -39,7 +39,7 @@ echo 'root:x:0:0:root:/root:/bin/sh' >"$L/etc/passwd"
 for d in $DRIVERS; do
     ctr=$(mktemp -d /tmp/nook-pjd.XXXXXX)
     log=$(mktemp /tmp/nook-pjd-$d.XXXXXX)
-    "$NOOK" run --storage-driver "$d" --cap-add ALL --layer "$L" --rootfs "$ctr" /bin/sh -c \
+    "$NOOK" run --rm --storage-driver "$d" --cap-add ALL --layer "$L" --rootfs "$ctr" /bin/sh -c \
         "mkdir -p /pjd-work && cd /pjd-work && prove -r $PJD/tests" >"$log" 2>&1
     files=$(grep -E '^Files=' "$log" | sed 's/,.*//')
     result=$(grep -E '^Result:' "$log")

@@ -92,9 +92,9 @@ v=\$1; c=\$2; shift 2
 mkdir -p \$c/diff \$c/work \$c/merged
 case \$v in
 nook-fuse-base)
-    exec "${NOOK_BASE:-}" run --storage-driver fuse --layer "$L" --rootfs \$c /bin/sh -c "\$1" ;;
+    exec "${NOOK_BASE:-}" run --rm --storage-driver fuse --layer "$L" --rootfs \$c /bin/sh -c "\$1" ;;
 nook-fuse|nook-overlay)
-    exec "$NOOK" run --storage-driver \${v#nook-} --layer "$L" --rootfs \$c /bin/sh -c "\$1" ;;
+    exec "$NOOK" run --rm --storage-driver \${v#nook-} --layer "$L" --rootfs \$c /bin/sh -c "\$1" ;;
 kernel-overlay)
     exec unshare -Urm /bin/sh -c 'mount -t overlay overlay -o lowerdir=$L,upperdir=\$1/diff,workdir=\$1/work,userxattr \$1/merged && mount --rbind /dev \$1/merged/dev && exec chroot \$1/merged /bin/sh -c "\$2"' - \$c "\$1" ;;
 fuse-overlayfs)

@@ -442,7 +442,11 @@ impl Plan {
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::Spec("process.args is empty".into()));
         }
-        let gids = process.user().additional_gids().as_deref().unwrap_or_default();
+        let gids = process
+            .user()
+            .additional_gids()
+            .as_deref()
+            .unwrap_or_default();
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = gids.iter().find(|g| !seen.insert(**g)) {
             return Err(Error::Spec(format!(

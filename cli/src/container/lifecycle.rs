@@ -327,6 +327,16 @@ pub fn rename_cmd(args: RenameArgs, store_root: Option<PathBuf>) -> Result<i32> 
     Ok(0)
 }
 
+/// `--rm` containers whose supervisor was killed before it could remove them: they
+/// are removed now (what `--rm` asked for), so `ps` does not list the dead.
+pub fn sweep_dead_rm_containers(places: &Places) {
+    for ctr in places.all() {
+        if ctr.record.rm && !ctr.supervised() && !owner_alive(&ctr.runtime_dir(places)) {
+            remove_container(places, &ctr);
+        }
+    }
+}
+
 /// Removes every container that is not running, and runtime directories that no
 /// container owns (left by a nook killed before it could clean up); returns the IDs of
 /// the containers.

@@ -35,6 +35,7 @@ const PS_TABLE: &str =
 
 pub fn ps_cmd(args: PsArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let places = Places::open(store_root)?;
+    super::lifecycle::sweep_dead_rm_containers(&places);
     let output = Output::parse(&args.format, PS_TABLE)?;
     output.check(&PsRow::default())?;
     let filters = args

@@ -65,7 +65,7 @@ impl Places {
             .record_dirs()
             .into_iter()
             .filter_map(|d| Container::load(&d).ok())
-            .filter(|c| c.record.store == self.persistent)
+            .filter(|c| !c.dir.starts_with(&self.runtime) || c.record.store == self.persistent)
             .collect();
         all.sort_by_key(|c| std::cmp::Reverse(c.record.created_unix_ns));
         all
