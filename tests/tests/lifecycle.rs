@@ -630,3 +630,31 @@ fn stop_ends_a_crash_loop() {
         Some(false)
     );
 }
+
+#[test]
+fn a_killed_foreground_rm_run_is_removed_by_the_next_ps() {
+    let env = Env::private();
+    let n = name();
+    let mut fg = spawn(&mut env.cmd(&[
+        "run",
+        "--rm",
+        "--name",
+        &n,
+        "host",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 1000",
+    ]));
+    fg.wait_for("ready", TIMEOUT);
+    // kill -9 of nook: nothing of it can clean up.
+    fg.kill_all();
+    let _ = fg.wait(TIMEOUT);
+    assert_eq!(env.nook(&["ps", "-a", "-q"]).success().out(), "");
+    let left: Vec<_> = std::fs::read_dir(env.runtime_containers())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The name is free again.
+    env.nook(&["create", "--name", &n, "host", "true"])
+        .success();
+}
