@@ -290,13 +290,31 @@ pub fn parse_command_line() -> Result<(Cli, Result<Config>), clap::Error> {
     } else {
         Config::load()
     };
-    let mut cmd = match &config {
-        Ok(c) => with_defaults(Cli::command(), c),
-        Err(_) => Cli::command(),
-    };
-    let mut matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
-    let cli = Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))?;
+    let cli = parse_args(std::env::args_os(), config.as_ref().ok())?;
     Ok((cli, config))
+}
+
+/// `argv` parsed with the configuration's defaults; `nook run …` through the command
+/// tree of `run` alone (see [`crate::flags::RunCli`]).
+fn parse_args(
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+    config: Option<&Config>,
+) -> Result<Cli, clap::Error> {
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().collect();
+    let with = |cmd: clap::Command| match config {
+        Some(c) => with_defaults(cmd, c),
+        None => cmd,
+    };
+    if argv.get(1).is_some_and(|a| a == "run") {
+        let mut cmd = with(crate::flags::RunCli::command());
+        let mut matches = cmd.try_get_matches_from_mut(&argv)?;
+        let run = crate::flags::RunCli::from_arg_matches_mut(&mut matches)
+            .map_err(|e| e.format(&mut cmd))?;
+        return Ok(run.into());
+    }
+    let mut cmd = with(Cli::command());
+    let mut matches = cmd.try_get_matches_from_mut(&argv)?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
 }
 
 static CURRENT: OnceLock<Config> = OnceLock::new();
@@ -486,5 +504,48 @@ config = "/etc/nook/registries.conf"
         // A global flag's config default reaches subcommands that are not `run` too.
         let c = cli(&config, &["nook", "images"]);
         assert_eq!(c.root.as_deref(), Some(Path::new("/data/nook")));
+    }
+
+    #[test]
+    fn run_parses_alike_through_the_fast_path() {
+        let argv = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let line = [
+            "nook",
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-v",
+            "/a:/b:ro",
+            "--network",
+            "none",
+            "-p",
+            "8080:80",
+            "--name",
+            "x",
+            "--root",
+            "/s",
+            "--log-level",
+            "debug",
+            "host",
+            "sh",
+            "-c",
+            "echo -n hi",
+        ];
+        let fast = parse_args(argv(&line), None).unwrap();
+        let mut cmd = Cli::command();
+        let full =
+            Cli::from_arg_matches_mut(&mut cmd.try_get_matches_from_mut(argv(&line)).unwrap())
+                .unwrap();
+        assert_eq!(format!("{fast:?}"), format!("{full:?}"));
+        assert!(parse_args(argv(&["nook", "run", "--nosuch", "host"]), None).is_err());
+        let c = parse("[storage]\ndriver = \"fuse\"\n").unwrap();
+        let Command::Run(args) = parse_args(argv(&["nook", "run", "host", "true"]), Some(&c))
+            .unwrap()
+            .command
+        else {
+            panic!("not a run")
+        };
+        assert_eq!(args.storage_driver.as_deref(), Some("fuse"));
     }
 }
