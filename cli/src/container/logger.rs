@@ -102,13 +102,9 @@ pub fn connect_short(socket: &Path) -> std::io::Result<UnixStream> {
 /// that escaped the container could hold a pipe open).
 pub fn finish(logger: i32) {
     detach_stdio();
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, logger, 0) };
-    if fd >= 0 {
-        // SAFETY: the kernel just returned this descriptor; we own it.
-        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, PollTimeout::from(5000u16));
+    let pidfd = super::record::ProcessId::of(logger).and_then(super::lifecycle::PidFd::open);
+    if let Some(pidfd) = pidfd {
+        pidfd.wait(Some(std::time::Duration::from_secs(5)));
     }
     let _ = nix::sys::wait::waitpid(
         nix::unistd::Pid::from_raw(logger),

@@ -308,12 +308,7 @@ impl ProcInfo {
                 (ns.len() > 1).then(|| *ns.last().unwrap())
             })
             .unwrap_or(0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let start_ticks = stat[stat.rfind(')')? + 2..]
-            .split(' ')
-            .nth(19)?
-            .parse()
-            .ok()?;
+        let start_ticks = super::record::process_start_time(pid)?;
         let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let cmdline = raw
             .split(|&b| b == 0)

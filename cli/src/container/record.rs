@@ -293,7 +293,7 @@ impl ProcessId {
 }
 
 /// Field 22 of /proc/PID/stat, read after the command name (which may hold spaces).
-fn process_start_time(pid: i32) -> Option<u64> {
+pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 2..];
     // Fields from the 3rd on: the state, ..., the start time (the 22nd field overall).
