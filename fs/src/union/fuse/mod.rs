@@ -24,12 +24,13 @@
 //! snapshot per open directory, and copies files up to the writable layer on first
 //! write. Kernel help used: entry, negative-entry and attribute caching (10 s),
 //! readdirplus, parallel dirops, 1 MiB writes, atomic O_TRUNC, cached symlinks, kept
-//! page cache across opens; FLUSH is declined once (ENOSYS) so close() costs no round
-//! trip. Not used: the writeback cache (it costs a GETATTR after every close, see
-//! `init`), splice (fuser has no splice I/O path) and passthrough (registering a
-//! backing file needs CAP_SYS_ADMIN in the initial user namespace,
-//! fs/fuse/passthrough.c, so no rootless server can).
+//! page cache across opens, READ replies spliced from the layer file (`splice`, beside
+//! fuser, which has no splice path); FLUSH is declined once (ENOSYS) so close() costs
+//! no round trip. Not used: the writeback cache (it costs a GETATTR after every close,
+//! see `init`) and passthrough (registering a backing file needs CAP_SYS_ADMIN in the
+//! initial user namespace, fs/fuse/passthrough.c, so no rootless server can).
 
+mod splice;
 mod union_fs;
 
 use std::io::IoSliceMut;
@@ -79,12 +80,15 @@ pub fn serve_socket(sock: UnixStream, layers: &Layers, container: &ContainerLaye
 /// Serves the union on an already mounted /dev/fuse connection (blocks).
 pub fn serve_fd(fd: OwnedFd, layers: &Layers, container: &ContainerLayer) -> std::io::Result<()> {
     prepare_process();
-    let fs = UnionFs::new(layers, container)?;
+    let mut fs = UnionFs::new(layers, container)?;
+    fs.set_splice(splice::SpliceReplies::new(fd.try_clone()?));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let mut config = fuser::Config::default();
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(threads);
-    config.clone_fd = true;
+    // One descriptor for all threads: spliced replies (splice.rs) are written on a
+    // duplicate of it, and a reply must reach the queue its request was read from.
+    config.clone_fd = false;
     let session = fuser::Session::from_fd(fs, fd, fuser::SessionACL::All, config)?;
     match session.run() {
         // The connection was aborted (the mount went away with the container's mount

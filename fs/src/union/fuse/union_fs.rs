@@ -46,6 +46,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::splice::SpliceReplies;
 use crate::union::{ContainerLayer, Layers, OPAQUE_XATTR, WHITEOUT_XATTR};
 
 /// How long the kernel may trust entries and attributes. Every change to the layers
@@ -242,6 +243,7 @@ pub struct UnionFs {
     next_fh: AtomicU64,
     copy_up_lock: Mutex<()>,
     tmp_seq: AtomicU64,
+    splice: Option<SpliceReplies>,
 }
 
 impl UnionFs {
@@ -262,6 +264,7 @@ impl UnionFs {
             next_fh: AtomicU64::new(1),
             copy_up_lock: Mutex::new(()),
             tmp_seq: AtomicU64::new(0),
+            splice: None,
         };
         let root_dirs = fs.root_layers();
         let top = root_dirs.first().copied().unwrap_or(UPPER);
@@ -280,6 +283,11 @@ impl UnionFs {
             },
         );
         Ok(fs)
+    }
+
+    /// Sends READ replies by splice (splice.rs) on the connection being served.
+    pub fn set_splice(&mut self, splice: SpliceReplies) {
+        self.splice = Some(splice);
     }
 
     fn root_layers(&self) -> Vec<usize> {
@@ -1334,7 +1342,7 @@ impl Filesystem for UnionFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -1346,6 +1354,13 @@ impl Filesystem for UnionFs {
         let f = match self.file(fh) {
             Ok(f) => f,
             Err(e) => return reply.error(e),
+        };
+        let reply = match &self.splice {
+            Some(splice) => match splice.read(req.unique().0, &f, offset, size, reply) {
+                Ok(()) => return,
+                Err(unsent) => unsent,
+            },
+            None => reply,
         };
         READ_BUF.with(|b| {
             let mut buf = b.borrow_mut();
