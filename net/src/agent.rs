@@ -345,16 +345,24 @@ fn ping_range_high(gid_map: &str) -> u32 {
 
 /// Makes the namespace's TCP servers answer forwarded clients through the forwarder's
 /// sockets, whatever the clients' addresses: an accepted connection takes the mark of
-/// the SYN that opened it (net.ipv4.tcp_fwmark_accept, which serves IPv6 too), and
+/// the SYN that opened it (net.ipv4.tcp_fwmark_accept, which serves IPv6 too), the
+/// kernel's own replies (the reset from a closed port) take the mark of the packet they
+/// answer (net.ipv{4,6}.fwmark_reflect; only forwarded connections carry a mark), and
 /// marked packets are delivered locally, to the transparent socket bound to the
-/// client's address. Returns which of IPv4 and IPv6 are set up: IPv4 only, as the
-/// forwarder gives an IPv6 client from outside the host an IPv4 inner socket.
+/// client's address. Without the reflected mark a reset would leave by the tap and the
+/// forwarder's connect would wait for its timeout instead of being refused, which the
+/// IPv6 path cannot afford: it tries [::1] first and falls back on refusal (forward.rs).
+/// Returns which of IPv4 and IPv6 are set up (a kernel without IPv6 has only the first).
 fn route_forwarded_replies() -> [bool; 2] {
     if std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", "1").is_err() {
         return [false; 2];
     }
+    let reflect = |family| std::fs::write(format!("/proc/sys/net/{family}/fwmark_reflect"), "1");
+    let _ = reflect("ipv4");
     let v4 = netlink::route_marked_locally(FORWARD_MARK, FORWARD_TABLE, false).is_ok();
-    [v4, false]
+    let v6 = reflect("ipv6").is_ok()
+        && netlink::route_marked_locally(FORWARD_MARK, FORWARD_TABLE, true).is_ok();
+    [v4, v6]
 }
 
 /// IP_TRANSPARENT (bind any address) and the forwarding mark on a new TCP socket.

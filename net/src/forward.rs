@@ -12,18 +12,22 @@
 //! to the host's own loopback (two kernel TCP stacks and page moves, no copies here).
 //!
 //! What the container sees as the client address:
-//! - TCP: every IPv4 client, and ::1, with its own address and port (IPv4 clients of
-//!   a dual-stack listener as IPv4); other IPv6 clients as 127.0.0.1 with an ephemeral
-//!   port, since the container's server may listen on IPv4 only. The inner socket binds
-//!   the client's address before connecting. A loopback address exists in the container's namespace too; any other
-//!   does not, so the agent makes TCP inner sockets transparent (IP_TRANSPARENT, allowed
-//!   to it as the owner of the namespace's user namespace) and marked, and sets up the
-//!   namespace so that the server's replies come back to them instead of leaving by the
-//!   tap: net.ipv4.tcp_fwmark_accept gives the accepted connection the SYN's mark, and
-//!   a rule sends marked packets to a table whose one route is `local default dev lo`.
-//!   Only forwarded connections carry the mark, so the container's own traffic is routed
-//!   as before. If that setup fails (a kernel without policy routing), a non-loopback
-//!   client is seen as 127.0.0.1 (or ::1) with an ephemeral port.
+//! - TCP: every client with its own address and port (IPv4 clients of a dual-stack
+//!   listener as IPv4). The inner socket binds the client's address before connecting.
+//!   A loopback address exists in the container's namespace too; any other does not, so
+//!   the agent makes TCP inner sockets transparent (IP_TRANSPARENT / IPV6_TRANSPARENT,
+//!   allowed to it as the owner of the namespace's user namespace) and marked, and sets
+//!   up the namespace so that the server's replies come back to them instead of leaving
+//!   by the tap: net.ipv4.tcp_fwmark_accept gives the accepted connection the SYN's
+//!   mark (for IPv6 too), and a rule per family sends marked packets to a table whose
+//!   one route is `local default dev lo`. Only forwarded connections carry the mark, so
+//!   the container's own traffic is routed as before. An IPv6 client (::1 included)
+//!   goes to [::1]:CTRPORT; when that is refused (a server listening on IPv4 only) the
+//!   forwarder tries again, without blocking, from 127.0.0.1 with an ephemeral port,
+//!   which is how the server sees such a client then. Link-local IPv6 clients (their
+//!   scope is a host interface) go that way at once. If the namespace setup fails (a
+//!   kernel without policy routing), a non-loopback client is seen as 127.0.0.1 with an
+//!   ephemeral port.
 //! - UDP: a loopback client with its own address and port; any other as 127.0.0.1 (or
 //!   ::1) with an ephemeral port. A UDP server's replies carry no mark to route by, and
 //!   a rule by source port would also capture the container's own datagrams from that
@@ -37,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -51,6 +55,7 @@ const KIND_LISTEN: u64 = 2;
 const KIND_CONN: u64 = 3;
 const KIND_UDP_INNER: u64 = 4;
 const PIPE_SIZE: usize = 1 << 20;
+const CONN_EVENTS: u32 = sys::IN | sys::OUT | sys::RDHUP | sys::ET;
 /// The mark of forwarded TCP connections in the container's namespace ("nook"), and
 /// the routing table that delivers marked packets locally there.
 pub const FORWARD_MARK: u32 = 0x6e6f_6f6b;
@@ -171,6 +176,9 @@ struct Conn {
     outer: OwnedFd,
     inner: OwnedFd,
     connecting: bool,
+    /// While the first try, to [::1] from an IPv6 client's address, is connecting: the
+    /// container port to try on 127.0.0.1 instead if it fails.
+    fallback: Option<u16>,
     up: Direction,
     down: Direction,
 }
@@ -191,6 +199,9 @@ pub struct Forwarder {
     udp_index: HashMap<(usize, SocketAddr), usize>,
     buf: Vec<u8>,
     next_expiry: Instant,
+    /// Whether the agent's IPv6 TCP sockets may bind a non-local client address; false
+    /// from its first plain one (its setup is done once, at start).
+    v6_transparent: bool,
 }
 
 impl Forwarder {
@@ -209,6 +220,7 @@ impl Forwarder {
             udp_index: HashMap::new(),
             buf: vec![0; 65536],
             next_expiry: Instant::now() + Duration::from_secs(1),
+            v6_transparent: true,
         })
     }
 
@@ -270,7 +282,8 @@ impl Forwarder {
     ) -> io::Result<(OwnedFd, SocketAddr)> {
         let client = client.map(unmap);
         // An IPv6 client from elsewhere goes to 127.0.0.1, as the server may listen on
-        // IPv4 only; ::1 has to go to ::1 to keep its address.
+        // IPv4 only; ::1 has to go to ::1 to keep its address. (TCP tries [::1] from the
+        // client's address first: start_inner.)
         let client = client.filter(|c| c.is_ipv4() || c.ip().is_loopback());
         let v6 = client.is_some_and(|c| c.is_ipv6());
         let kind = match (proto, v6) {
@@ -297,17 +310,60 @@ impl Forwarder {
         Ok((fd, target))
     }
 
+    /// Starts the inner connection of a TCP client: an IPv6 client's from its own
+    /// address to [::1] when it can bind that (`fallback` is then set), any other's as
+    /// `inner_socket` says. Returns the socket and whether it is connected already.
+    fn start_inner(
+        &mut self,
+        client: Option<SocketAddr>,
+        ctr_port: u16,
+    ) -> io::Result<(OwnedFd, bool, Option<u16>)> {
+        let client = client.map(unmap);
+        if let Some(c) = client.and_then(own_v6) {
+            if c.ip().is_loopback() || self.v6_transparent {
+                if let Some((fd, connected)) = self.try_v6(c, ctr_port) {
+                    return Ok((fd, connected, Some(ctr_port)));
+                }
+            }
+        }
+        // An IPv6 client left here goes to 127.0.0.1 from an ephemeral port.
+        let client = client.filter(|c| c.is_ipv4());
+        let (inner, target) = self.inner_socket(Proto::Tcp, client, ctr_port)?;
+        let _ = sys::set_nodelay(inner.as_raw_fd());
+        let connected = sys::connect(inner.as_raw_fd(), &target)?;
+        Ok((inner, connected, None))
+    }
+
+    /// An inner socket bound to the IPv6 `client`'s address and connecting to
+    /// [::1]:`ctr_port`; None when it cannot be (no transparent socket, the connect
+    /// refused at once), so that the caller goes by IPv4.
+    fn try_v6(&mut self, client: SocketAddrV6, ctr_port: u16) -> Option<(OwnedFd, bool)> {
+        let inner = self.channel.socket(SocketKind::Tcp6).ok()?;
+        if !inner.transparent && !client.ip().is_loopback() {
+            self.v6_transparent = false;
+            return None;
+        }
+        let fd = inner.fd;
+        let own = SocketAddr::V6(client);
+        // Taken inside already (or a privileged port): an ephemeral port will do.
+        if sys::bind(fd.as_raw_fd(), &own).is_err() {
+            sys::bind(fd.as_raw_fd(), &SocketAddr::new(own.ip(), 0)).ok()?;
+        }
+        let _ = sys::set_nodelay(fd.as_raw_fd());
+        let target = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), ctr_port);
+        let connected = sys::connect(fd.as_raw_fd(), &target).ok()?;
+        Some((fd, connected))
+    }
+
     fn connect_inner(
         &mut self,
         outer: OwnedFd,
         client: Option<SocketAddr>,
         ctr_port: u16,
     ) -> io::Result<()> {
-        let (inner, target) = self.inner_socket(Proto::Tcp, client, ctr_port)?;
-        let _ = sys::set_nodelay(inner.as_raw_fd());
         let _ = sys::set_nodelay(outer.as_raw_fd());
-        let connected = match sys::connect(inner.as_raw_fd(), &target) {
-            Ok(c) => c,
+        let (inner, connected, fallback) = match self.start_inner(client, ctr_port) {
+            Ok(started) => started,
             Err(e) => {
                 // Nothing listens in the container: the client sees a reset.
                 sys::set_linger_zero(outer.as_raw_fd());
@@ -318,21 +374,55 @@ impl Forwarder {
             outer,
             inner,
             connecting: !connected,
+            fallback: fallback.filter(|_| !connected),
             up: Direction::new()?,
             down: Direction::new()?,
         };
         let (o, i) = (conn.outer.as_raw_fd(), conn.inner.as_raw_fd());
         let index = self.conns.insert(conn);
-        let events = sys::IN | sys::OUT | sys::RDHUP | sys::ET;
         let added = self
             .epoll
-            .add(o, events, token(KIND_CONN, index))
-            .and_then(|_| self.epoll.add(i, events, token(KIND_CONN, index)));
+            .add(o, CONN_EVENTS, token(KIND_CONN, index))
+            .and_then(|_| self.epoll.add(i, CONN_EVENTS, token(KIND_CONN, index)));
         if let Err(e) = added {
             self.close_conn(index, true);
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The try to [::1] failed (the server listens on IPv4 only): the same connection
+    /// goes on with an inner socket to 127.0.0.1, connecting in the background as the
+    /// first did; its completion wakes the connection's token like the first's.
+    fn fall_back_to_v4(&mut self, index: usize, ctr_port: u16) {
+        let started = self
+            .inner_socket(Proto::Tcp, None, ctr_port)
+            .and_then(|(fd, target)| {
+                let _ = sys::set_nodelay(fd.as_raw_fd());
+                let connected = sys::connect(fd.as_raw_fd(), &target)?;
+                Ok((fd, connected))
+            });
+        let (fd, connected) = match started {
+            Ok(started) => started,
+            Err(_) => return self.close_conn(index, true),
+        };
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        self.epoll.delete(conn.inner.as_raw_fd());
+        let i = fd.as_raw_fd();
+        conn.inner = fd;
+        conn.fallback = None;
+        conn.connecting = !connected;
+        // Added with the connection's events, a socket that connected already reports
+        // itself ready at once (EPOLLOUT), so no event is lost to edge triggering.
+        if self
+            .epoll
+            .add(i, CONN_EVENTS, token(KIND_CONN, index))
+            .is_err()
+        {
+            self.close_conn(index, true);
+        }
     }
 
     fn conn_ready(&mut self, index: usize) {
@@ -342,6 +432,9 @@ impl Forwarder {
         if conn.connecting {
             // Both sockets share the token: see whether the inner connect has ended.
             if !matches!(sys::take_error(conn.inner.as_raw_fd()), Ok(None)) {
+                if let Some(port) = conn.fallback {
+                    return self.fall_back_to_v4(index, port);
+                }
                 // Refused inside: the client sees a reset, as from a closed port.
                 self.close_conn(index, true);
                 return;
@@ -350,6 +443,7 @@ impl Forwarder {
                 return;
             }
             conn.connecting = false;
+            conn.fallback = None;
         }
         let (o, i) = (conn.outer.as_raw_fd(), conn.inner.as_raw_fd());
         let result = conn.up.pump(o, i).and_then(|_| conn.down.pump(i, o));
@@ -464,6 +558,15 @@ impl Forwarder {
     }
 }
 
+/// The address an IPv6 client (already `unmap`ped) can have inside the container too:
+/// one without a scope, as a link-local address's names an interface of the host's.
+fn own_v6(client: SocketAddr) -> Option<SocketAddrV6> {
+    match client {
+        SocketAddr::V6(c) if c.scope_id() == 0 => Some(SocketAddrV6::new(*c.ip(), c.port(), 0, 0)),
+        _ => None,
+    }
+}
+
 /// ::ffff:a.b.c.d (a v4 client on a dual-stack listener) → a.b.c.d.
 fn unmap(addr: SocketAddr) -> SocketAddr {
     match addr {
@@ -472,5 +575,36 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{own_v6, unmap};
+    use std::net::SocketAddr;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_clients_without_a_scope_keep_their_address() {
+        let own = |s| own_v6(unmap(addr(s))).map(SocketAddr::V6);
+        assert_eq!(own("[2001:db8::1]:4000"), Some(addr("[2001:db8::1]:4000")));
+        assert_eq!(own("[::1]:4000"), Some(addr("[::1]:4000")));
+        // A v4 client of a dual-stack listener goes the IPv4 way.
+        assert_eq!(own("[::ffff:192.0.2.1]:4000"), None);
+        assert_eq!(own("192.0.2.1:4000"), None);
+        // fe80::1%2 names the host's interface 2, which is another one inside.
+        let scoped: SocketAddr = "[fe80::1%2]:4000".parse().unwrap();
+        assert_eq!(own_v6(scoped), None);
+        // A flow label is the client's business, not the inner socket's.
+        let labelled = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "2001:db8::1".parse().unwrap(),
+            4000,
+            7,
+            0,
+        ));
+        assert_eq!(own_v6(labelled).map(|a| a.flowinfo()), Some(0));
     }
 }

@@ -96,6 +96,16 @@ pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
         AddressFamily::Inet
     };
     let mut nl = Netlink::open()?;
+    let lo = if_index("lo")?;
+    if v6 {
+        // IPv6 takes no route through a device that is down, and the container may not
+        // have brought its lo up yet (it does so itself too; twice is harmless).
+        let mut link = LinkMessage::default();
+        link.header.index = lo;
+        link.header.flags = LinkFlags::Up;
+        link.header.change_mask = LinkFlags::Up;
+        nl.request(RouteNetlinkMessage::SetLink(link), 0)?;
+    }
     let mut rule = RuleMessage::default();
     rule.header.family = family;
     rule.header.action = RuleAction::ToTable;
@@ -110,10 +120,7 @@ pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
     route.header.protocol = RouteProtocol::Boot;
     route.header.scope = RouteScope::Host;
     route.header.kind = RouteType::Local;
-    route.attributes = vec![
-        RouteAttribute::Table(table),
-        RouteAttribute::Oif(if_index("lo")?),
-    ];
+    route.attributes = vec![RouteAttribute::Table(table), RouteAttribute::Oif(lo)];
     nl.request(
         RouteNetlinkMessage::NewRoute(route),
         NLM_F_CREATE | NLM_F_EXCL,

@@ -5,7 +5,7 @@
 //! no socket behind.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
 use nook_tests::*;
 
@@ -33,6 +33,21 @@ fn parse_proc_addr(s: &str) -> SocketAddr {
     let a = u32::from_str_radix(&a[a.len() - 8..], 16).unwrap();
     let ip = Ipv4Addr::from(a.swap_bytes());
     SocketAddr::new(ip.into(), u16::from_str_radix(p, 16).unwrap())
+}
+
+/// An IPv6 `ADDR:PORT` as /proc/net/tcp6 writes it: 32 hex digits, four 32-bit words
+/// each printed as the host holds it in memory.
+fn parse_proc_addr6(s: &str) -> SocketAddr {
+    let (a, p) = s.split_once(':').unwrap();
+    let mut ip = [0u8; 16];
+    for (i, word) in ip.chunks_mut(4).enumerate() {
+        let w = u32::from_str_radix(&a[i * 8..i * 8 + 8], 16).unwrap();
+        word.copy_from_slice(&w.to_ne_bytes());
+    }
+    SocketAddr::new(
+        Ipv6Addr::from(ip).into(),
+        u16::from_str_radix(p, 16).unwrap(),
+    )
 }
 
 #[test]
@@ -162,6 +177,132 @@ fn tcp_port_forward_shows_a_client_address_that_is_not_loopback() {
     assert_eq!(
         peer, me,
         "the container sees the client's own address and port\n{o}"
+    );
+}
+
+#[test]
+fn tcp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback() {
+    assert_unprivileged();
+    let test = "tcp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback";
+    if cfg!(target_endian = "little") {
+        // The encoding the parser reads, as a little-endian kernel prints 2001:db8::1.
+        assert_eq!(
+            parse_proc_addr6("B80D0120000000000000000001000000:1F90"),
+            "[2001:db8::1]:8080".parse().unwrap()
+        );
+    }
+    if !tun_usable(test) {
+        return;
+    }
+    if !has("python3") {
+        skip(
+            test,
+            "no python3 on the host (the client that binds its address)",
+        );
+        return;
+    }
+    let probe = std::process::Command::new("unshare")
+        .args([
+            "-rn",
+            "sh",
+            "-c",
+            "ip link set lo up && ip addr add 2001:db8::1/128 dev lo nodad",
+        ])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        skip(
+            test,
+            "`unshare -rn` is not permitted here, or it has no IPv6 on loopback",
+        );
+        return;
+    }
+    // As above, with 2001:db8::1 (documentation prefix) on the loopback of the test's
+    // own namespace as the client's address. Container port 8000 has a dual-stack
+    // server (busybox nc listens on [::]), which must see that address; port 8001 has
+    // one on 0.0.0.0 only, which the forwarder still reaches (from 127.0.0.1) once the
+    // connection to [::1] is refused.
+    let serve = "ino=$(readlink /proc/self/fd/0 | tr -dc 0-9); \
+                 cat /proc/net/tcp /proc/net/tcp6 | grep \" $ino \" | awk \"{print \\$3}\" > /tmp/peer; \
+                 read line; echo \"got:$line\"";
+    let v4_server = "import socket\n\
+                     s = socket.socket()\n\
+                     s.bind((\"0.0.0.0\", 8001))\n\
+                     s.listen(1)\n\
+                     c, a = s.accept()\n\
+                     c.sendall(b\"got4:\" + c.makefile(\"rb\").readline())\n\
+                     print(\"peer4 %s:%d\" % a)\n";
+    let ctr = format!(
+        "busybox nc -l -p 8000 -e sh -c '{serve}' &
+         python3 -c '{v4_server}' > /tmp/peer4 &
+         until cat /proc/net/tcp /proc/net/tcp6 | grep -q ':1F40 0*:0000 0A' &&
+               grep -q ':1F41 0*:0000 0A' /proc/net/tcp; do :; done
+         echo ready
+         wait
+         cat /tmp/peer4 /tmp/peer"
+    );
+    let client = "import socket\n\
+                  for port in (18081, 18082): \
+                  c = socket.socket(socket.AF_INET6); \
+                  c.bind(('2001:db8::1', 0)); \
+                  c.connect(('2001:db8::1', port)); \
+                  c.sendall(b'hello-forward\\n'); \
+                  print('reply', c.makefile().readline().strip()); \
+                  print('client %d [%s]:%d' % ((port,) + c.getsockname()[:2]))\n";
+    let runtime = tempdir();
+    let log = runtime.path().join("ctr.log");
+    let script = format!(
+        "set -e
+         ip link set lo up
+         ip addr add 2001:db8::1/128 dev lo nodad
+         XDG_RUNTIME_DIR={rt} {nook} run --rm -p '[::]:18081:8000' -p '[::]:18082:8001' \
+           host sh -c \"$CTR\" > {log} 2>&1 & ctr=$!
+         until grep -q ready {log}; do kill -0 $ctr; done
+         python3 -c \"$CLIENT\"
+         wait $ctr
+         cat {log}",
+        rt = runtime.path().display(),
+        nook = nook_bin().display(),
+        log = log.display(),
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-rn", "sh", "-c", &script])
+        .env("CTR", &ctr)
+        .env("CLIENT", client)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let o = spawn(&mut cmd).wait(TIMEOUT);
+    o.success();
+    assert!(o.out().contains("reply got:hello-forward\n"), "{o}");
+    assert!(o.out().contains("reply got4:hello-forward\n"), "{o}");
+    let me: SocketAddr = o
+        .out()
+        .lines()
+        .find_map(|l| l.strip_prefix("client 18081 "))
+        .expect("the client's address")
+        .parse()
+        .unwrap();
+    let peer = o
+        .out()
+        .lines()
+        .last()
+        .map(parse_proc_addr6)
+        .expect("the peer line");
+    assert_eq!(
+        peer, me,
+        "a server on [::] sees the IPv6 client's own address and port\n{o}"
+    );
+    let peer4: SocketAddr = o
+        .out()
+        .lines()
+        .find_map(|l| l.strip_prefix("peer4 "))
+        .expect("the IPv4-only server's peer")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        peer4.ip(),
+        Ipv4Addr::LOCALHOST,
+        "a server on 0.0.0.0 only is reached from 127.0.0.1\n{o}"
     );
 }
 
