@@ -9,6 +9,7 @@
 # nook binary and itself to a temporary directory and runs everything as the unprivileged
 # account BENCH_USER (default nooktest); as any other user it runs as that user.
 # Environment: NOOK (default target/release/nook, else target/debug/nook), MIB (1024),
+# CASES (default "untar stat write read": a subset reruns only those),
 # BENCH_USER, RESULTS_DIR (default bench/results); NOOK_BASE=another nook binary adds
 # the variant nook-fuse-base (its FUSE driver), to compare two builds in the same run.
 #
@@ -17,11 +18,13 @@
 #   stat   find | xargs stat over those files (on an upper layer that already holds them)
 #   write  sequential write of $MIB MiB (dd bs=1M, then fsync)
 #   read   sequential read of that file in a fresh mount (cold FUSE cache)
-# Writes RESULTS_DIR/unionfs.json (hyperfine) and prints mean seconds per variant and
+# Writes RESULTS_DIR/unionfs.json (hyperfine) and prints mean and median seconds per variant and
 # the ratio to nook-fuse (> 1.0: that variant is slower than nook's FUSE driver).
 set -uo pipefail
 RUNS=${1:-3}
 MIB=${MIB:-1024}
+CASES=${CASES:-untar stat write read}
+has_case() { case " $CASES " in *" $1 "*) return 0 ;; esac; return 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 NOOK=${NOOK:-$HERE/../target/release/nook}
 [ -x "$NOOK" ] || NOOK=$HERE/../target/debug/nook
@@ -53,7 +56,7 @@ if [ "$(id -u)" = 0 ]; then
     chmod -R a+rX "$STAGE"
     chown "$BENCH_USER" "$STAGE/results"
     runuser -u "$BENCH_USER" -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/tmp LANG=C.UTF-8 TMPDIR=/tmp NOOK="$STAGE/nook" NOOK_BASE="$base" MIB="$MIB" RESULTS_DIR="$STAGE/results" \
+        HOME=/tmp LANG=C.UTF-8 TMPDIR=/tmp NOOK="$STAGE/nook" NOOK_BASE="$base" MIB="$MIB" CASES="$CASES" RESULTS_DIR="$STAGE/results" \
         bash "$STAGE/unionfs.sh" "$RUNS"
     rc=$?
     mkdir -p "$RESULTS_DIR" && cp "$STAGE"/results/* "$RESULTS_DIR/" 2>/dev/null
@@ -110,34 +113,45 @@ VARIANTS="nook-fuse fuse-overlayfs kernel-overlay nook-overlay host-dir"
 fresh() { echo "\"$NOOK\" unshare rm -rf $W/c-$1; mkdir -p $W/c-$1"; }
 
 args=()
-for v in $VARIANTS; do
+has_case untar && for v in $VARIANTS; do
     args+=(--command-name "untar/$v" --prepare "$(fresh "$v")" "$W/run $v $W/c-$v 'mkdir /x && tar -xf /data/files.tar -C /x && sync'")
 done
-for v in $VARIANTS; do
+has_case stat && for v in $VARIANTS; do
     "$W/run" "$v" "$W/s-$v" 'mkdir /x && tar -xf /data/files.tar -C /x' >/dev/null
     args+=(--command-name "stat/$v" --prepare true "$W/run $v $W/s-$v 'find /x | xargs stat >/dev/null'")
 done
 for v in $VARIANTS; do
-    args+=(--command-name "write/$v" --prepare "$(fresh "$v")" "$W/run $v $W/c-$v 'dd if=/dev/zero of=/big bs=1M count=$MIB conv=fsync 2>/dev/null'")
-    args+=(--command-name "read/$v" --prepare true "$W/run $v $W/c-$v 'dd if=/big of=/dev/null bs=1M 2>/dev/null'")
+    if has_case write; then
+        args+=(--command-name "write/$v" --prepare "$(fresh "$v")" "$W/run $v $W/c-$v 'dd if=/dev/zero of=/big bs=1M count=$MIB conv=fsync 2>/dev/null'")
+    elif has_case read; then
+        "$W/run" "$v" "$W/c-$v" "dd if=/dev/zero of=/big bs=1M count=$MIB 2>/dev/null" >/dev/null
+    fi
+    has_case read && args+=(--command-name "read/$v" --prepare true "$W/run $v $W/c-$v 'dd if=/big of=/dev/null bs=1M 2>/dev/null'")
 done
 mkdir -p "$RESULTS_DIR"
 hyperfine --runs "$RUNS" --warmup 1 --export-json "$RESULTS_DIR/unionfs.json" "${args[@]}" >"$W/hyperfine.log" 2>&1 \
     || { cat "$W/hyperfine.log"; exit 1; }
 echo "load after: $(uptime)"
 python3 - "$RESULTS_DIR/unionfs.json" <<'PY'
-import json, sys
-r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
+import json, statistics, sys
+results = json.load(open(sys.argv[1]))["results"]
 cases = ["untar", "stat", "write", "read"]
 variants = ["nook-fuse", "fuse-overlayfs", "kernel-overlay", "nook-overlay", "host-dir", "nook-fuse-base"]
-variants = [v for v in variants if any(k.endswith("/" + v) for k in r)]
-print("%-6s" % "case" + "".join("%22s" % v for v in variants))
-for c in cases:
-    base = r.get(f"{c}/nook-fuse")
-    row = "%-6s" % c
-    for v in variants:
-        m = r.get(f"{c}/{v}")
-        row += "%22s" % (f"{m:.3f}s ({m/base:.2f}x)" if m and base else "-")
-    print(row)
+variants = [v for v in variants if any(x["command"].endswith("/" + v) for x in results)]
+# Means, then medians: a single run stalled behind the disk's writeback moves a mean
+# of three by a factor of two on a shared machine; the median shows the typical run.
+for label, stat in (("mean", lambda x: x["mean"]), ("median", lambda x: statistics.median(x["times"]))):
+    r = {x["command"]: stat(x) for x in results}
+    print(f"{label} seconds")
+    print("%-6s" % "case" + "".join("%22s" % v for v in variants))
+    for c in cases:
+        base = r.get(f"{c}/nook-fuse")
+        if base is None:
+            continue
+        row = "%-6s" % c
+        for v in variants:
+            m = r.get(f"{c}/{v}")
+            row += "%22s" % (f"{m:.3f}s ({m/base:.2f}x)" if m else "-")
+        print(row)
 print("(ratio = variant time / nook-fuse time: > 1 means nook-fuse is faster)")
 PY
