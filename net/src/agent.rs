@@ -18,14 +18,18 @@
 //!    the kind (TCP/UDP × v4/v6), the reply carries a fresh socket of the container's
 //!    namespace (SCM_RIGHTS). The forwarder binds and connects it itself; only the
 //!    socket's birth needs the namespace. One round trip per forwarded connection.
-//!    With TCP ports published, the agent also routes marked packets back into the
+//!    With ports published, the agent also routes marked packets back into the
 //!    namespace and hands out TCP sockets that are transparent and marked (reply `X`),
 //!    so a forwarded connection can come from the client's own address (forward.rs).
+//!    A UDP flow's socket is asked for with the flow (`f`, client address and ports):
+//!    the agent adds a rule routing the server's replies to that client back into the
+//!    namespace before it hands out a transparent socket, and drops the rule on `F`.
 //!
 //! It exits at EOF on the socketpair (the netstack stopped) and, through
 //! PR_SET_PDEATHSIG, with the supervisor. The supervisor reaps it.
 
 use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
@@ -33,7 +37,7 @@ use nix::sys::socket::{
     SockFlag, SockType,
 };
 
-use crate::config::{Config, Proto, TAP_NAME};
+use crate::config::{Config, TAP_NAME};
 use crate::forward::{FORWARD_MARK, FORWARD_TABLE};
 use crate::{netlink, sys, tap, Error};
 
@@ -159,17 +163,38 @@ impl Drop for Agent {
 impl Channel {
     /// Asks the agent for a new socket of `kind` in the container's namespace.
     pub fn socket(&self, kind: SocketKind) -> io::Result<InnerSocket> {
-        sendmsg::<()>(
-            self.fd.as_raw_fd(),
-            &[IoSlice::new(&[kind.byte()])],
-            &[],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
+        self.send(&[kind.byte()])?;
         match self.receive_kind()? {
             Ok(s) => Ok(s),
             Err(msg) => Err(io::Error::other(msg)),
         }
+    }
+
+    /// Asks for an IPv4 UDP socket for the flow of `client` to container port
+    /// `ctr_port`: transparent when the agent could route the server's replies to
+    /// `client` back to it (`forget_udp_flow` undoes that), else a plain one.
+    pub fn udp_flow_socket(&self, client: SocketAddrV4, ctr_port: u16) -> io::Result<InnerSocket> {
+        self.send(&flow_request(b'f', client, ctr_port))?;
+        match self.receive_kind()? {
+            Ok(s) => Ok(s),
+            Err(msg) => Err(io::Error::other(msg)),
+        }
+    }
+
+    /// The flow given to `udp_flow_socket` has ended. No reply comes back.
+    pub fn forget_udp_flow(&self, client: SocketAddrV4, ctr_port: u16) {
+        let _ = self.send(&flow_request(b'F', client, ctr_port));
+    }
+
+    fn send(&self, request: &[u8]) -> io::Result<()> {
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &[IoSlice::new(request)],
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        Ok(())
     }
 
     /// One reply: a descriptor, or the agent's error message.
@@ -260,7 +285,7 @@ fn agent_main(sock: OwnedFd, user_ns: OwnedFd, net_ns: OwnedFd, cfg: &Config) ->
     let mut transparent = [false; 2];
     match setup() {
         Ok(tap) => {
-            if cfg.publish.iter().any(|m| m.proto == Proto::Tcp) {
+            if !cfg.publish.is_empty() {
                 transparent = route_forwarded_replies();
             }
             send_fd(fd, tap.as_raw_fd());
@@ -282,6 +307,40 @@ fn agent_main(sock: OwnedFd, user_ns: OwnedFd, net_ns: OwnedFd, cfg: &Config) ->
         }
         if n <= 0 {
             exit(0);
+        }
+        if matches!(req[0], b'f' | b'F') {
+            let Some((client, ctr_port)) = parse_flow(&req[..n as usize]) else {
+                // `F` expects no reply: one would answer the next request.
+                if req[0] == b'f' {
+                    reply_err("bad flow request");
+                }
+                continue;
+            };
+            if req[0] == b'F' {
+                let _ = netlink::route_udp_replies_locally(client, ctr_port, FORWARD_TABLE, false);
+                continue;
+            }
+            let routed = transparent[0]
+                && netlink::route_udp_replies_locally(client, ctr_port, FORWARD_TABLE, true)
+                    .is_ok();
+            match sys::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) {
+                Ok(s) if routed && make_transparent(s.as_raw_fd(), false).is_ok() => {
+                    send_fd_as(fd, s.as_raw_fd(), b"X")
+                }
+                Ok(s) => {
+                    if routed {
+                        let _ = netlink::route_udp_replies_locally(
+                            client,
+                            ctr_port,
+                            FORWARD_TABLE,
+                            false,
+                        );
+                    }
+                    send_fd(fd, s.as_raw_fd())
+                }
+                Err(e) => reply_err(&format!("socket in the container's namespace: {e}")),
+            }
+            continue;
         }
         let (family, kind) = match req[0] {
             b't' => (libc::AF_INET, libc::SOCK_STREAM),
@@ -353,6 +412,7 @@ fn ping_range_high(gid_map: &str) -> u32 {
 /// forwarder's connect would wait for its timeout instead of being refused, which the
 /// IPv6 path cannot afford: it tries [::1] first and falls back on refusal (forward.rs).
 /// Returns which of IPv4 and IPv6 are set up (a kernel without IPv6 has only the first).
+/// UDP flows add a rule of their own to the same table (`f` requests).
 fn route_forwarded_replies() -> [bool; 2] {
     if std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", "1").is_err() {
         return [false; 2];
@@ -365,7 +425,7 @@ fn route_forwarded_replies() -> [bool; 2] {
     [v4, v6]
 }
 
-/// IP_TRANSPARENT (bind any address) and the forwarding mark on a new TCP socket.
+/// IP_TRANSPARENT (bind any address) and the forwarding mark on a new socket.
 fn make_transparent(fd: RawFd, v6: bool) -> io::Result<()> {
     let one: libc::c_int = 1;
     let (level, name) = if v6 {
@@ -392,6 +452,25 @@ fn make_transparent(fd: RawFd, v6: bool) -> io::Result<()> {
     };
     set(level, name, one)?;
     set(libc::SOL_SOCKET, libc::SO_MARK, FORWARD_MARK as libc::c_int)
+}
+
+/// `tag`, then the client's IPv4 address and port and the container port (big-endian).
+fn flow_request(tag: u8, client: SocketAddrV4, ctr_port: u16) -> [u8; 9] {
+    let mut req = [tag; 9];
+    req[1..5].copy_from_slice(&client.ip().octets());
+    req[5..7].copy_from_slice(&client.port().to_be_bytes());
+    req[7..9].copy_from_slice(&ctr_port.to_be_bytes());
+    req
+}
+
+fn parse_flow(req: &[u8]) -> Option<(SocketAddrV4, u16)> {
+    let req: &[u8; 9] = req.try_into().ok()?;
+    let ip = Ipv4Addr::new(req[1], req[2], req[3], req[4]);
+    let port = u16::from_be_bytes([req[5], req[6]]);
+    Some((
+        SocketAddrV4::new(ip, port),
+        u16::from_be_bytes([req[7], req[8]]),
+    ))
 }
 
 fn send_fd(sock: RawFd, fd: RawFd) {

@@ -28,10 +28,16 @@
 //!   scope is a host interface) go that way at once. If the namespace setup fails (a
 //!   kernel without policy routing), a non-loopback client is seen as 127.0.0.1 with an
 //!   ephemeral port.
-//! - UDP: a loopback client with its own address and port; any other as 127.0.0.1 (or
-//!   ::1) with an ephemeral port. A UDP server's replies carry no mark to route by, and
-//!   a rule by source port would also capture the container's own datagrams from that
-//!   port.
+//! - UDP: a loopback client, and an IPv4 client from elsewhere, with its own address
+//!   and port. A UDP server's replies carry no mark to route by, so the agent adds a
+//!   rule per flow (`to CLIENT ipproto udp sport CTRPORT dport CLIENTPORT`, removed with
+//!   the flow) to the table above, and hands out a transparent socket to bind the
+//!   client's address: only datagrams from the container port to that very client are
+//!   delivered locally, and a reply of a server bound to 0.0.0.0 takes the IPv4 route's
+//!   source, 127.0.0.1, which the inner socket is connected to. Past
+//!   MAX_ROUTED_UDP_FLOWS flows, or without the rule (Linux < 4.17), such a client is
+//!   seen as 127.0.0.1 with an ephemeral port, as is an IPv6 client other than ::1: a
+//!   datagram to [::1] gets no refusal to fall back to IPv4 on, as TCP does.
 //!
 //! UDP: each client address gets an inner UDP socket (bound and connected the same
 //! way); datagrams are relayed with one recvfrom/send each way; idle flows expire.
@@ -41,7 +47,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -62,6 +68,9 @@ pub const FORWARD_MARK: u32 = 0x6e6f_6f6b;
 pub const FORWARD_TABLE: u32 = 0x6e6f;
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const MAX_UDP_FLOWS: usize = 4096;
+/// Flows whose replies have a routing rule of their own: every route lookup in the
+/// container walks the rules, so past these, clients are seen as 127.0.0.1.
+const MAX_ROUTED_UDP_FLOWS: usize = 256;
 
 fn token(kind: u64, index: usize) -> u64 {
     (index as u64) << 3 | kind
@@ -188,6 +197,9 @@ struct UdpFlow {
     client: SocketAddr,
     inner: OwnedFd,
     last: Instant,
+    /// The client whose replies the agent routes to `inner` by a rule of their own,
+    /// to be dropped with the flow.
+    routed: Option<SocketAddrV4>,
 }
 
 pub struct Forwarder {
@@ -202,6 +214,8 @@ pub struct Forwarder {
     /// Whether the agent's IPv6 TCP sockets may bind a non-local client address; false
     /// from its first plain one (its setup is done once, at start).
     v6_transparent: bool,
+    /// UDP flows with a `routed` client.
+    udp_routed: usize,
 }
 
 impl Forwarder {
@@ -221,6 +235,7 @@ impl Forwarder {
             buf: vec![0; 65536],
             next_expiry: Instant::now() + Duration::from_secs(1),
             v6_transparent: true,
+            udp_routed: 0,
         })
     }
 
@@ -497,14 +512,31 @@ impl Forwarder {
             }
         }
         let ctr_port = self.listeners[listener].mapping.ctr_port;
-        let (inner, target) = self.inner_socket(Proto::Udp, Some(client), ctr_port)?;
-        sys::connect(inner.as_raw_fd(), &target)?;
+        let (inner, target, routed) = match unmap(client) {
+            SocketAddr::V4(c)
+                if !c.ip().is_loopback() && self.udp_routed < MAX_ROUTED_UDP_FLOWS =>
+            {
+                self.routed_udp_inner(c, ctr_port)?
+            }
+            _ => {
+                let (inner, target) = self.inner_socket(Proto::Udp, Some(client), ctr_port)?;
+                (inner, target, None)
+            }
+        };
+        if let Err(e) = sys::connect(inner.as_raw_fd(), &target) {
+            if let Some(c) = routed {
+                self.channel.forget_udp_flow(c, ctr_port);
+            }
+            return Err(e);
+        }
+        self.udp_routed += routed.is_some() as usize;
         let raw = inner.as_raw_fd();
         let index = self.udp.insert(UdpFlow {
             listener,
             client,
             inner,
             last: Instant::now(),
+            routed,
         });
         self.udp_index.insert((listener, client), index);
         if let Err(e) = self
@@ -515,6 +547,28 @@ impl Forwarder {
             return Err(e);
         }
         Ok(index)
+    }
+
+    /// The inner socket of an IPv4 client from elsewhere: bound to the client's address
+    /// when the agent routes the server's replies to it back here (it then returns the
+    /// client, whose rule ends with the flow), else left for connect to bind to
+    /// 127.0.0.1 with an ephemeral port.
+    fn routed_udp_inner(
+        &self,
+        client: SocketAddrV4,
+        ctr_port: u16,
+    ) -> io::Result<(OwnedFd, SocketAddr, Option<SocketAddrV4>)> {
+        let inner = self.channel.udp_flow_socket(client, ctr_port)?;
+        let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ctr_port);
+        if !inner.transparent {
+            return Ok((inner.fd, target, None));
+        }
+        if sys::bind(inner.fd.as_raw_fd(), &SocketAddr::V4(client)).is_ok() {
+            return Ok((inner.fd, target, Some(client)));
+        }
+        // The port is taken inside already: the rule names it, so it cannot serve.
+        self.channel.forget_udp_flow(client, ctr_port);
+        Ok((inner.fd, target, None))
     }
 
     fn udp_inner_ready(&mut self, index: usize) {
@@ -537,6 +591,11 @@ impl Forwarder {
         if let Some(flow) = self.udp.remove(index) {
             self.epoll.delete(flow.inner.as_raw_fd());
             self.udp_index.remove(&(flow.listener, flow.client));
+            if let Some(c) = flow.routed {
+                self.udp_routed -= 1;
+                let ctr_port = self.listeners[flow.listener].mapping.ctr_port;
+                self.channel.forget_udp_flow(c, ctr_port);
+            }
         }
     }
 

@@ -11,7 +11,7 @@
 //! user shares; the hand-written alternative (ioctls) cannot add IPv6 routes cleanly.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
@@ -22,8 +22,8 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
+use netlink_packet_route::{AddressFamily, IpProtocol, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::config::{self, Config};
@@ -88,7 +88,9 @@ pub fn configure(name: &str, cfg: &Config) -> io::Result<()> {
 /// Routes every packet that carries `mark` to this namespace itself (`ip rule add
 /// fwmark MARK lookup TABLE` and `ip route add local default dev lo table TABLE`, for
 /// IPv4 or IPv6): the replies of the container's servers to forwarded clients, whose
-/// addresses are not local here (forward.rs).
+/// addresses are not local here (forward.rs). The IPv4 route gives a datagram with no
+/// source yet (a UDP server bound to 0.0.0.0 answering, `route_udp_replies_locally`)
+/// the source 127.0.0.1, the address the forwarder's inner socket is connected to.
 pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
     let family = if v6 {
         AddressFamily::Inet6
@@ -97,15 +99,14 @@ pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
     };
     let mut nl = Netlink::open()?;
     let lo = if_index("lo")?;
-    if v6 {
-        // IPv6 takes no route through a device that is down, and the container may not
-        // have brought its lo up yet (it does so itself too; twice is harmless).
-        let mut link = LinkMessage::default();
-        link.header.index = lo;
-        link.header.flags = LinkFlags::Up;
-        link.header.change_mask = LinkFlags::Up;
-        nl.request(RouteNetlinkMessage::SetLink(link), 0)?;
-    }
+    // IPv6 takes no route through a device that is down, and 127.0.0.1 (the IPv4
+    // route's source) exists only once lo is up; the container may not have brought its
+    // lo up yet (it does so itself too; twice is harmless).
+    let mut link = LinkMessage::default();
+    link.header.index = lo;
+    link.header.flags = LinkFlags::Up;
+    link.header.change_mask = LinkFlags::Up;
+    nl.request(RouteNetlinkMessage::SetLink(link), 0)?;
     let mut rule = RuleMessage::default();
     rule.header.family = family;
     rule.header.action = RuleAction::ToTable;
@@ -121,11 +122,59 @@ pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
     route.header.scope = RouteScope::Host;
     route.header.kind = RouteType::Local;
     route.attributes = vec![RouteAttribute::Table(table), RouteAttribute::Oif(lo)];
+    if !v6 {
+        route
+            .attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::Inet(
+                Ipv4Addr::LOCALHOST,
+            )));
+    }
     nl.request(
         RouteNetlinkMessage::NewRoute(route),
         NLM_F_CREATE | NLM_F_EXCL,
     )
 }
+
+/// Adds (or deletes) the rule that sends one forwarded UDP client's replies to `table`
+/// (`ip rule add to CLIENT ipproto udp sport CTR_PORT dport CLIENT_PORT lookup TABLE`):
+/// a UDP server's datagrams carry no mark, so only their addresses and ports can tell
+/// them apart, and these match nothing but datagrams from the container port to that
+/// client. Needs Linux 4.17 (port and protocol selectors).
+///
+/// The rules share one priority: left to choose, the kernel puts each new rule one
+/// above the first, so with flows always alive the priorities would creep to 0.
+pub fn route_udp_replies_locally(
+    client: SocketAddrV4,
+    ctr_port: u16,
+    table: u32,
+    add: bool,
+) -> io::Result<()> {
+    let mut rule = RuleMessage::default();
+    rule.header.family = AddressFamily::Inet;
+    rule.header.dst_len = 32;
+    rule.header.action = RuleAction::ToTable;
+    let port = |p| RulePortRange { start: p, end: p };
+    rule.attributes = vec![
+        RuleAttribute::Destination(IpAddr::V4(*client.ip())),
+        RuleAttribute::IpProtocol(IpProtocol::Udp),
+        RuleAttribute::SourcePortRange(port(ctr_port)),
+        RuleAttribute::DestinationPortRange(port(client.port())),
+        RuleAttribute::Table(table),
+        RuleAttribute::Priority(UDP_RULE_PRIORITY),
+    ];
+    let mut nl = Netlink::open()?;
+    if add {
+        nl.request(
+            RouteNetlinkMessage::NewRule(rule),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    } else {
+        nl.request(RouteNetlinkMessage::DelRule(rule), 0)
+    }
+}
+
+/// Below the main table's rule (32766), like the mark's rules.
+const UDP_RULE_PRIORITY: u32 = 32000;
 
 fn if_index(name: &str) -> io::Result<u32> {
     let cname =

@@ -349,6 +349,89 @@ fn udp_port_forward_both_ways() {
 }
 
 #[test]
+fn udp_port_forward_shows_a_client_address_that_is_not_loopback() {
+    assert_unprivileged();
+    let test = "udp_port_forward_shows_a_client_address_that_is_not_loopback";
+    if !tun_usable(test) {
+        return;
+    }
+    if !has("python3") {
+        skip(
+            test,
+            "no python3 on the host (the client that binds its address, the server)",
+        );
+        return;
+    }
+    let probe = std::process::Command::new("unshare")
+        .args(["-rn", "true"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        skip(test, "`unshare -rn` is not permitted here");
+        return;
+    }
+    // As in the TCP test: 192.0.2.1 on the test namespace's loopback is a client
+    // address that exists nowhere in the container's namespace. The server, bound to
+    // 0.0.0.0 like most, answers with the peer its kernel gave it.
+    let server = "import socket\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.bind(('0.0.0.0', 8000))\n\
+                  d, a = s.recvfrom(2048)\n\
+                  s.sendto(('peer %s:%d' % a).encode(), a)\n";
+    let ctr = "python3 -c \"$SERVER\" &
+               until grep -q ':1F40 0*:0000 07' /proc/net/udp; do :; done
+               echo ready
+               wait";
+    let client = "import socket\n\
+                  c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  c.settimeout(20)\n\
+                  c.bind(('192.0.2.1', 0))\n\
+                  c.sendto(b'hello', ('192.0.2.1', 18080))\n\
+                  d, a = c.recvfrom(2048)\n\
+                  print('reply', d.decode())\n\
+                  print('from %s:%d' % a)\n\
+                  print('client %s:%d' % c.getsockname())\n";
+    let runtime = tempdir();
+    let log = runtime.path().join("ctr.log");
+    let script = format!(
+        "set -e
+         ip link set lo up
+         ip addr add 192.0.2.1/32 dev lo
+         XDG_RUNTIME_DIR={rt} {nook} run --rm -e SERVER -p 18080:8000/udp host sh -c \"$CTR\" > {log} 2>&1 & ctr=$!
+         until grep -q ready {log}; do kill -0 $ctr; done
+         python3 -c \"$CLIENT\"
+         wait $ctr
+         cat {log}",
+        rt = runtime.path().display(),
+        nook = nook_bin().display(),
+        log = log.display(),
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-rn", "sh", "-c", &script])
+        .env("CTR", ctr)
+        .env("SERVER", server)
+        .env("CLIENT", client)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let o = spawn(&mut cmd).wait(TIMEOUT);
+    o.success();
+    let me = o
+        .out()
+        .lines()
+        .find_map(|l| l.strip_prefix("client "))
+        .expect("the client's address")
+        .to_string();
+    assert!(
+        o.out().contains("from 192.0.2.1:18080\n"),
+        "the reply comes from the published port\n{o}"
+    );
+    assert!(
+        o.out().contains(&format!("reply peer {me}\n")),
+        "the container sees the client's own address and port {me}\n{o}"
+    );
+}
+
+#[test]
 fn a_published_port_in_use_fails_before_the_container_starts() {
     assert_unprivileged();
     if !tun_usable("a_published_port_in_use_fails_before_the_container_starts") {
