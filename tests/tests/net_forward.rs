@@ -50,6 +50,86 @@ fn parse_proc_addr6(s: &str) -> SocketAddr {
     )
 }
 
+/// Runs `ctr` in a container (the `host` image, `ports` published) and, once it printed
+/// `ready`, the python3 `client` in a network namespace of the test's own whose loopback
+/// also carries `client_addr` (`ip addr add` arguments): an address that is not
+/// loopback, as a LAN client's would be, and that exists nowhere in the container's
+/// namespace. `env` reaches both sides. Returns all that was printed, the container's
+/// output last; None when the test cannot run here (it said SKIP and why).
+fn run_with_a_client_outside(
+    test: &str,
+    client_addr: &str,
+    ports: &[&str],
+    ctr: &str,
+    client: &str,
+    env: &[(&str, &str)],
+) -> Option<Output> {
+    assert_unprivileged();
+    if !tun_usable(test) {
+        return None;
+    }
+    if !has("python3") {
+        skip(
+            test,
+            "no python3 on the host (the client that binds its address)",
+        );
+        return None;
+    }
+    let setup = format!("ip link set lo up && ip addr add {client_addr}");
+    let probe = std::process::Command::new("unshare")
+        .args(["-rn", "sh", "-c", &setup])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        skip(
+            test,
+            &format!("`unshare -rn` with `{setup}` is not permitted here"),
+        );
+        return None;
+    }
+    let runtime = tempdir();
+    let log = runtime.path().join("ctr.log");
+    let publish: String = ports.iter().map(|p| format!(" -p '{p}'")).collect();
+    let pass_env: String = env.iter().map(|(k, _)| format!(" -e {k}")).collect();
+    let script = format!(
+        "set -e
+         {setup}
+         XDG_RUNTIME_DIR={rt} {nook} run --rm{pass_env}{publish} host sh -c \"$CTR\" > {log} 2>&1 & ctr=$!
+         until grep -q ready {log}; do kill -0 $ctr; done
+         python3 -c \"$CLIENT\"
+         wait $ctr
+         cat {log}",
+        rt = runtime.path().display(),
+        nook = nook_bin().display(),
+        log = log.display(),
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-rn", "sh", "-c", &script])
+        .env("CTR", ctr)
+        .env("CLIENT", client)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let o = spawn(&mut cmd).wait(TIMEOUT);
+    o.success();
+    Some(o)
+}
+
+/// The address printed after `prefix` on a line of `o` (the client's own, or a peer).
+fn printed_addr(o: &Output, prefix: &str) -> SocketAddr {
+    o.out()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line {prefix:?}\n{o}"))
+        .parse()
+        .unwrap()
+}
+
+/// The peer the container's server saw, as its last line has it (from /proc/net/tcp*).
+fn last_line_addr(o: &Output, parse: fn(&str) -> SocketAddr) -> SocketAddr {
+    o.out().lines().last().map(parse).expect("the peer line")
+}
+
 #[test]
 fn tcp_port_forward_shows_the_client_address() {
     assert_unprivileged();
@@ -95,25 +175,7 @@ fn tcp_port_forward_shows_the_client_address() {
 
 #[test]
 fn tcp_port_forward_shows_a_client_address_that_is_not_loopback() {
-    assert_unprivileged();
     let test = "tcp_port_forward_shows_a_client_address_that_is_not_loopback";
-    if !tun_usable(test) {
-        return;
-    }
-    if !has("python3") {
-        skip(
-            test,
-            "no python3 on the host (the client that binds its address)",
-        );
-        return;
-    }
-    let probe = std::process::Command::new("unshare")
-        .args(["-rn", "true"])
-        .output();
-    if !probe.map(|o| o.status.success()).unwrap_or(false) {
-        skip(test, "`unshare -rn` is not permitted here");
-        return;
-    }
     // A network namespace of the test's own plays the host: 192.0.2.1 (TEST-NET) on its
     // loopback is an address that is not loopback, as a LAN client's would be. The
     // client connects from it to the published port; the server in the container
@@ -136,44 +198,19 @@ fn tcp_port_forward_shows_a_client_address_that_is_not_loopback() {
                   c.sendall(b'hello-forward\\n')\n\
                   print('reply', c.makefile().readline().strip())\n\
                   print('client %s:%d' % c.getsockname())\n";
-    let runtime = tempdir();
-    let log = runtime.path().join("ctr.log");
-    let script = format!(
-        "set -e
-         ip link set lo up
-         ip addr add 192.0.2.1/32 dev lo
-         XDG_RUNTIME_DIR={rt} {nook} run --rm -p 18080:8000 host sh -c \"$CTR\" > {log} 2>&1 & ctr=$!
-         until grep -q ready {log}; do kill -0 $ctr; done
-         python3 -c \"$CLIENT\"
-         wait $ctr
-         cat {log}",
-        rt = runtime.path().display(),
-        nook = nook_bin().display(),
-        log = log.display(),
-    );
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["-rn", "sh", "-c", &script])
-        .env("CTR", &ctr)
-        .env("CLIENT", client)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let o = spawn(&mut cmd).wait(TIMEOUT);
-    o.success();
+    let Some(o) = run_with_a_client_outside(
+        test,
+        "192.0.2.1/32 dev lo",
+        &["18080:8000"],
+        &ctr,
+        client,
+        &[],
+    ) else {
+        return;
+    };
     assert!(o.out().contains("reply got:hello-forward\n"), "{o}");
-    let me: SocketAddr = o
-        .out()
-        .lines()
-        .find_map(|l| l.strip_prefix("client "))
-        .expect("the client's address")
-        .parse()
-        .unwrap();
-    let peer = o
-        .out()
-        .lines()
-        .last()
-        .map(parse_proc_addr)
-        .expect("the peer line");
+    let me = printed_addr(&o, "client ");
+    let peer = last_line_addr(&o, parse_proc_addr);
     assert_eq!(
         peer, me,
         "the container sees the client's own address and port\n{o}"
@@ -182,7 +219,6 @@ fn tcp_port_forward_shows_a_client_address_that_is_not_loopback() {
 
 #[test]
 fn tcp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback() {
-    assert_unprivileged();
     let test = "tcp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback";
     if cfg!(target_endian = "little") {
         // The encoding the parser reads, as a little-endian kernel prints 2001:db8::1.
@@ -190,31 +226,6 @@ fn tcp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback() {
             parse_proc_addr6("B80D0120000000000000000001000000:1F90"),
             "[2001:db8::1]:8080".parse().unwrap()
         );
-    }
-    if !tun_usable(test) {
-        return;
-    }
-    if !has("python3") {
-        skip(
-            test,
-            "no python3 on the host (the client that binds its address)",
-        );
-        return;
-    }
-    let probe = std::process::Command::new("unshare")
-        .args([
-            "-rn",
-            "sh",
-            "-c",
-            "ip link set lo up && ip addr add 2001:db8::1/128 dev lo nodad",
-        ])
-        .output();
-    if !probe.map(|o| o.status.success()).unwrap_or(false) {
-        skip(
-            test,
-            "`unshare -rn` is not permitted here, or it has no IPv6 on loopback",
-        );
-        return;
     }
     // As above, with 2001:db8::1 (documentation prefix) on the loopback of the test's
     // own namespace as the client's address. Container port 8000 has a dual-stack
@@ -248,57 +259,25 @@ fn tcp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback() {
                   c.sendall(b'hello-forward\\n'); \
                   print('reply', c.makefile().readline().strip()); \
                   print('client %d [%s]:%d' % ((port,) + c.getsockname()[:2]))\n";
-    let runtime = tempdir();
-    let log = runtime.path().join("ctr.log");
-    let script = format!(
-        "set -e
-         ip link set lo up
-         ip addr add 2001:db8::1/128 dev lo nodad
-         XDG_RUNTIME_DIR={rt} {nook} run --rm -p '[::]:18081:8000' -p '[::]:18082:8001' \
-           host sh -c \"$CTR\" > {log} 2>&1 & ctr=$!
-         until grep -q ready {log}; do kill -0 $ctr; done
-         python3 -c \"$CLIENT\"
-         wait $ctr
-         cat {log}",
-        rt = runtime.path().display(),
-        nook = nook_bin().display(),
-        log = log.display(),
-    );
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["-rn", "sh", "-c", &script])
-        .env("CTR", &ctr)
-        .env("CLIENT", client)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let o = spawn(&mut cmd).wait(TIMEOUT);
-    o.success();
+    let Some(o) = run_with_a_client_outside(
+        test,
+        "2001:db8::1/128 dev lo nodad",
+        &["[::]:18081:8000", "[::]:18082:8001"],
+        &ctr,
+        client,
+        &[],
+    ) else {
+        return;
+    };
     assert!(o.out().contains("reply got:hello-forward\n"), "{o}");
     assert!(o.out().contains("reply got4:hello-forward\n"), "{o}");
-    let me: SocketAddr = o
-        .out()
-        .lines()
-        .find_map(|l| l.strip_prefix("client 18081 "))
-        .expect("the client's address")
-        .parse()
-        .unwrap();
-    let peer = o
-        .out()
-        .lines()
-        .last()
-        .map(parse_proc_addr6)
-        .expect("the peer line");
+    let me = printed_addr(&o, "client 18081 ");
+    let peer = last_line_addr(&o, parse_proc_addr6);
     assert_eq!(
         peer, me,
         "a server on [::] sees the IPv6 client's own address and port\n{o}"
     );
-    let peer4: SocketAddr = o
-        .out()
-        .lines()
-        .find_map(|l| l.strip_prefix("peer4 "))
-        .expect("the IPv4-only server's peer")
-        .parse()
-        .unwrap();
+    let peer4 = printed_addr(&o, "peer4 ");
     assert_eq!(
         peer4.ip(),
         Ipv4Addr::LOCALHOST,
@@ -350,25 +329,7 @@ fn udp_port_forward_both_ways() {
 
 #[test]
 fn udp_port_forward_shows_a_client_address_that_is_not_loopback() {
-    assert_unprivileged();
     let test = "udp_port_forward_shows_a_client_address_that_is_not_loopback";
-    if !tun_usable(test) {
-        return;
-    }
-    if !has("python3") {
-        skip(
-            test,
-            "no python3 on the host (the client that binds its address, the server)",
-        );
-        return;
-    }
-    let probe = std::process::Command::new("unshare")
-        .args(["-rn", "true"])
-        .output();
-    if !probe.map(|o| o.status.success()).unwrap_or(false) {
-        skip(test, "`unshare -rn` is not permitted here");
-        return;
-    }
     // As in the TCP test: 192.0.2.1 on the test namespace's loopback is a client
     // address that exists nowhere in the container's namespace. The server, bound to
     // 0.0.0.0 like most, answers with the peer its kernel gave it.
@@ -390,37 +351,17 @@ fn udp_port_forward_shows_a_client_address_that_is_not_loopback() {
                   print('reply', d.decode())\n\
                   print('from %s:%d' % a)\n\
                   print('client %s:%d' % c.getsockname())\n";
-    let runtime = tempdir();
-    let log = runtime.path().join("ctr.log");
-    let script = format!(
-        "set -e
-         ip link set lo up
-         ip addr add 192.0.2.1/32 dev lo
-         XDG_RUNTIME_DIR={rt} {nook} run --rm -e SERVER -p 18080:8000/udp host sh -c \"$CTR\" > {log} 2>&1 & ctr=$!
-         until grep -q ready {log}; do kill -0 $ctr; done
-         python3 -c \"$CLIENT\"
-         wait $ctr
-         cat {log}",
-        rt = runtime.path().display(),
-        nook = nook_bin().display(),
-        log = log.display(),
-    );
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["-rn", "sh", "-c", &script])
-        .env("CTR", ctr)
-        .env("SERVER", server)
-        .env("CLIENT", client)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let o = spawn(&mut cmd).wait(TIMEOUT);
-    o.success();
-    let me = o
-        .out()
-        .lines()
-        .find_map(|l| l.strip_prefix("client "))
-        .expect("the client's address")
-        .to_string();
+    let Some(o) = run_with_a_client_outside(
+        test,
+        "192.0.2.1/32 dev lo",
+        &["18080:8000/udp"],
+        ctr,
+        client,
+        &[("SERVER", server)],
+    ) else {
+        return;
+    };
+    let me = printed_addr(&o, "client ");
     assert!(
         o.out().contains("from 192.0.2.1:18080\n"),
         "the reply comes from the published port\n{o}"
