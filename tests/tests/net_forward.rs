@@ -1,6 +1,7 @@
 //! Port forwarding (`-p`) and the network's lifetime: a client on the host's loopback
 //! reaches a server in the container over TCP and UDP, and the container sees the
-//! client's real loopback address and port; a port that is taken fails the run before
+//! client's real address and port (loopback, and from a namespace of the test's own an
+//! IPv4 or IPv6 address that is not loopback); a port that is taken fails the run before
 //! the container starts; when the container exits, the netstack leaves no process and
 //! no socket behind.
 
