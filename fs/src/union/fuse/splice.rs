@@ -206,6 +206,40 @@ mod tests {
     }
 
     #[test]
+    fn a_message_is_the_header_then_the_file_bytes_up_to_its_end() {
+        use std::io::Write;
+        let mut file = tempfile_in_tmp();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        // Another pipe stands in for /dev/fuse: it takes the message as the device would.
+        let device = Pipe::new().unwrap();
+        let pipe = Pipe::new().unwrap();
+        // Asked for 8 KiB at 3000 of a 10 000-byte file: the 7000 bytes to its end.
+        send(&device.write, &pipe, 42, &file, 3000, 8192).unwrap();
+        let mut got = vec![0u8; 20_000];
+        // SAFETY: `got` is valid for writes of its length; the read end does not block.
+        let n = unsafe { libc::read(device.read.as_raw_fd(), got.as_mut_ptr().cast(), got.len()) };
+        assert_eq!(n as usize, HEADER_LEN + 7000);
+        assert_eq!(got[..HEADER_LEN], reply_header(42, 7000));
+        assert_eq!(got[HEADER_LEN..n as usize], data[3000..]);
+        // Past the end there is nothing to splice: the ordinary reply answers.
+        assert!(send(&device.write, &pipe, 43, &file, 10_000, 4096).is_err());
+    }
+
+    fn tempfile_in_tmp() -> File {
+        let path = std::env::temp_dir().join(format!("nook-splice-test-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
+    #[test]
     fn a_failed_message_leaves_the_pipe_empty() {
         // A "device" that refuses the message: the read end of another pipe.
         let other = Pipe::new().unwrap();
