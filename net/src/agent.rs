@@ -23,13 +23,14 @@
 //!    so a forwarded connection can come from the client's own address (forward.rs).
 //!    A UDP flow's socket is asked for with the flow (`f`, client address and ports):
 //!    the agent adds a rule routing the server's replies to that client back into the
-//!    namespace before it hands out a transparent socket, and drops the rule on `F`.
+//!    namespace before it hands out a transparent socket of the client's family, and
+//!    drops the rule on `F`.
 //!
 //! It exits at EOF on the socketpair (the netstack stopped) and, through
 //! PR_SET_PDEATHSIG, with the supervisor. The supervisor reaps it.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
@@ -170,10 +171,10 @@ impl Channel {
         }
     }
 
-    /// Asks for an IPv4 UDP socket for the flow of `client` to container port
-    /// `ctr_port`: transparent when the agent could route the server's replies to
+    /// Asks for a UDP socket of `client`'s family for the flow of `client` to container
+    /// port `ctr_port`: transparent when the agent could route the server's replies to
     /// `client` back to it (`forget_udp_flow` undoes that), else a plain one.
-    pub fn udp_flow_socket(&self, client: SocketAddrV4, ctr_port: u16) -> io::Result<InnerSocket> {
+    pub fn udp_flow_socket(&self, client: SocketAddr, ctr_port: u16) -> io::Result<InnerSocket> {
         self.send(&flow_request(b'f', client, ctr_port))?;
         match self.receive_kind()? {
             Ok(s) => Ok(s),
@@ -182,7 +183,7 @@ impl Channel {
     }
 
     /// The flow given to `udp_flow_socket` has ended. No reply comes back.
-    pub fn forget_udp_flow(&self, client: SocketAddrV4, ctr_port: u16) {
+    pub fn forget_udp_flow(&self, client: SocketAddr, ctr_port: u16) {
         let _ = self.send(&flow_request(b'F', client, ctr_port));
     }
 
@@ -299,8 +300,8 @@ fn agent_main(sock: OwnedFd, user_ns: OwnedFd, net_ns: OwnedFd, cfg: &Config) ->
     drop(user_ns);
     drop(net_ns);
     loop {
-        let mut req = [0u8; 16];
-        // SAFETY: recv writes at most 16 bytes into `req`.
+        let mut req = [0u8; 32];
+        // SAFETY: recv writes at most 32 bytes into `req`.
         let n = unsafe { libc::recv(fd, req.as_mut_ptr().cast(), req.len(), 0) };
         if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
             continue;
@@ -320,11 +321,12 @@ fn agent_main(sock: OwnedFd, user_ns: OwnedFd, net_ns: OwnedFd, cfg: &Config) ->
                 let _ = netlink::route_udp_replies_locally(client, ctr_port, FORWARD_TABLE, false);
                 continue;
             }
-            let routed = transparent[0]
+            let v6 = client.is_ipv6();
+            let routed = transparent[v6 as usize]
                 && netlink::route_udp_replies_locally(client, ctr_port, FORWARD_TABLE, true)
                     .is_ok();
-            match sys::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) {
-                Ok(s) if routed && make_transparent(s.as_raw_fd(), false).is_ok() => {
+            match sys::socket(sys::family(&client), libc::SOCK_DGRAM, 0) {
+                Ok(s) if routed && make_transparent(s.as_raw_fd(), v6).is_ok() => {
                     send_fd_as(fd, s.as_raw_fd(), b"X")
                 }
                 Ok(s) => {
@@ -410,7 +412,8 @@ fn ping_range_high(gid_map: &str) -> u32 {
 /// marked packets are delivered locally, to the transparent socket bound to the
 /// client's address. Without the reflected mark a reset would leave by the tap and the
 /// forwarder's connect would wait for its timeout instead of being refused, which the
-/// IPv6 path cannot afford: it tries [::1] first and falls back on refusal (forward.rs).
+/// IPv6 paths cannot afford: they try [::1] first and fall back on refusal (forward.rs;
+/// for UDP the refusal is the kernel's ICMPv6 port unreachable, marked the same way).
 /// Returns which of IPv4 and IPv6 are set up (a kernel without IPv6 has only the first).
 /// UDP flows add a rule of their own to the same table (`f` requests).
 fn route_forwarded_replies() -> [bool; 2] {
@@ -454,22 +457,35 @@ fn make_transparent(fd: RawFd, v6: bool) -> io::Result<()> {
     set(libc::SOL_SOCKET, libc::SO_MARK, FORWARD_MARK as libc::c_int)
 }
 
-/// `tag`, then the client's IPv4 address and port and the container port (big-endian).
-fn flow_request(tag: u8, client: SocketAddrV4, ctr_port: u16) -> [u8; 9] {
-    let mut req = [tag; 9];
-    req[1..5].copy_from_slice(&client.ip().octets());
-    req[5..7].copy_from_slice(&client.port().to_be_bytes());
-    req[7..9].copy_from_slice(&ctr_port.to_be_bytes());
+/// `tag`, then the client's address (4 bytes for IPv4, 16 for IPv6: the length tells
+/// the family) and port, and the container port (big-endian).
+fn flow_request(tag: u8, client: SocketAddr, ctr_port: u16) -> Vec<u8> {
+    let mut req = vec![tag];
+    match client.ip() {
+        IpAddr::V4(ip) => req.extend_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => req.extend_from_slice(&ip.octets()),
+    }
+    req.extend_from_slice(&client.port().to_be_bytes());
+    req.extend_from_slice(&ctr_port.to_be_bytes());
     req
 }
 
-fn parse_flow(req: &[u8]) -> Option<(SocketAddrV4, u16)> {
-    let req: &[u8; 9] = req.try_into().ok()?;
-    let ip = Ipv4Addr::new(req[1], req[2], req[3], req[4]);
-    let port = u16::from_be_bytes([req[5], req[6]]);
+fn parse_flow(req: &[u8]) -> Option<(SocketAddr, u16)> {
+    let (ip, ports) = match req.len() {
+        9 => {
+            let octets: [u8; 4] = req[1..5].try_into().ok()?;
+            (IpAddr::V4(Ipv4Addr::from(octets)), &req[5..])
+        }
+        21 => {
+            let octets: [u8; 16] = req[1..17].try_into().ok()?;
+            (IpAddr::V6(Ipv6Addr::from(octets)), &req[17..])
+        }
+        _ => return None,
+    };
+    let port = u16::from_be_bytes([ports[0], ports[1]]);
     Some((
-        SocketAddrV4::new(ip, port),
-        u16::from_be_bytes([req[7], req[8]]),
+        SocketAddr::new(ip, port),
+        u16::from_be_bytes([ports[2], ports[3]]),
     ))
 }
 
@@ -512,7 +528,18 @@ fn exit(code: i32) -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::ping_range_high;
+    use super::{flow_request, parse_flow, ping_range_high};
+
+    #[test]
+    fn flow_requests_carry_either_family() {
+        for client in ["192.0.2.1:4000", "[2001:db8::1]:4000"] {
+            let client = client.parse().unwrap();
+            let req = flow_request(b'f', client, 8000);
+            assert_eq!(req.len(), if client.is_ipv4() { 9 } else { 21 });
+            assert_eq!(parse_flow(&req), Some((client, 8000)));
+        }
+        assert_eq!(parse_flow(b"f123"), None);
+    }
 
     #[test]
     fn ping_range_covers_the_mapped_groups_when_ordered() {

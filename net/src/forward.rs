@@ -28,16 +28,20 @@
 //!   scope is a host interface) go that way at once. If the namespace setup fails (a
 //!   kernel without policy routing), a non-loopback client is seen as 127.0.0.1 with an
 //!   ephemeral port.
-//! - UDP: a loopback client, and an IPv4 client from elsewhere, with its own address
-//!   and port. A UDP server's replies carry no mark to route by, so the agent adds a
-//!   rule per flow (`to CLIENT ipproto udp sport CTRPORT dport CLIENTPORT`, removed with
-//!   the flow) to the table above, and hands out a transparent socket to bind the
-//!   client's address: only datagrams from the container port to that very client are
-//!   delivered locally, and a reply of a server bound to 0.0.0.0 takes the IPv4 route's
-//!   source, 127.0.0.1, which the inner socket is connected to. Past
-//!   MAX_ROUTED_UDP_FLOWS flows, or without the rule (Linux < 4.17), such a client is
-//!   seen as 127.0.0.1 with an ephemeral port, as is an IPv6 client other than ::1: a
-//!   datagram to [::1] gets no refusal to fall back to IPv4 on, as TCP does.
+//! - UDP: a loopback client, and an IPv4 or IPv6 client from elsewhere, with its own
+//!   address and port. A UDP server's replies carry no mark to route by, so the agent
+//!   adds a rule per flow (`to CLIENT ipproto udp sport CTRPORT dport CLIENTPORT`,
+//!   removed with the flow) to the table above, and hands out a transparent socket to
+//!   bind the client's address: only datagrams from the container port to that very
+//!   client are delivered locally, and a reply of a server bound to 0.0.0.0 or [::]
+//!   takes the table route's source, 127.0.0.1 or ::1, which the inner socket is
+//!   connected to. As with TCP, an IPv6 client (::1 included) goes to [::1]:CTRPORT
+//!   first; a server listening on IPv4 only refuses that datagram (the kernel's ICMPv6
+//!   port unreachable takes the reflected mark back to the inner socket, an error on
+//!   it), and the flow goes on from 127.0.0.1 with an ephemeral port, sending its
+//!   first datagram again. Past MAX_ROUTED_UDP_FLOWS flows, or without the rule (Linux
+//!   < 4.17), a client from elsewhere is seen as 127.0.0.1 with an ephemeral port, as
+//!   is a link-local IPv6 client.
 //!
 //! UDP: each client address gets an inner UDP socket (bound and connected the same
 //! way); datagrams are relayed with one recvfrom/send each way; idle flows expire.
@@ -47,7 +51,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -62,6 +66,8 @@ const KIND_CONN: u64 = 3;
 const KIND_UDP_INNER: u64 = 4;
 const PIPE_SIZE: usize = 1 << 20;
 const CONN_EVENTS: u32 = sys::IN | sys::OUT | sys::RDHUP | sys::ET;
+/// ERR: a refusal of the flow's datagrams (epoll reports it anyway; said for the reader).
+const UDP_EVENTS: u32 = sys::IN | sys::ERR | sys::ET;
 /// The mark of forwarded TCP connections in the container's namespace ("nook"), and
 /// the routing table that delivers marked packets locally there.
 pub const FORWARD_MARK: u32 = 0x6e6f_6f6b;
@@ -199,7 +205,10 @@ struct UdpFlow {
     last: Instant,
     /// The client whose replies the agent routes to `inner` by a rule of their own,
     /// to be dropped with the flow.
-    routed: Option<SocketAddrV4>,
+    routed: Option<SocketAddr>,
+    /// While `inner` goes to [::1] and the server has not answered yet: the flow's
+    /// first datagram, to send again from 127.0.0.1 if [::1] refuses it (`udp_fall_back`).
+    retry: Option<Vec<u8>>,
 }
 
 pub struct Forwarder {
@@ -297,8 +306,8 @@ impl Forwarder {
     ) -> io::Result<(OwnedFd, SocketAddr)> {
         let client = client.map(unmap);
         // An IPv6 client from elsewhere goes to 127.0.0.1, as the server may listen on
-        // IPv4 only; ::1 has to go to ::1 to keep its address. (TCP tries [::1] from the
-        // client's address first: start_inner.)
+        // IPv4 only; ::1 has to go to ::1 to keep its address. (Both protocols try [::1]
+        // from the client's address first: start_inner, routed_udp_inner.)
         let client = client.filter(|c| c.is_ipv4() || c.ip().is_loopback());
         let v6 = client.is_some_and(|c| c.is_ipv6());
         let kind = match (proto, v6) {
@@ -490,7 +499,7 @@ impl Forwarder {
             };
             let flow = match self.udp_index.get(&(index, client)) {
                 Some(&f) => f,
-                None => match self.open_udp(index, client) {
+                None => match self.open_udp(index, client, n) {
                     Ok(f) => f,
                     Err(e) => {
                         eprintln!("nook: UDP port forward: {e}");
@@ -498,27 +507,41 @@ impl Forwarder {
                     }
                 },
             };
-            if let Some(f) = self.udp.get_mut(flow) {
-                f.last = Instant::now();
-                let _ = sys::send(f.inner.as_raw_fd(), &self.buf[..n]);
+            let Some(f) = self.udp.get_mut(flow) else {
+                continue;
+            };
+            f.last = Instant::now();
+            let sent = sys::send(f.inner.as_raw_fd(), &self.buf[..n]);
+            // A send takes the socket's pending error, and with it the error event that
+            // udp_inner_ready would have acted on.
+            if is_refused(&sent) && f.retry.is_some() {
+                self.udp_fall_back(flow);
             }
         }
     }
 
-    fn open_udp(&mut self, listener: usize, client: SocketAddr) -> io::Result<usize> {
+    /// A new flow for `client`, whose first datagram is `self.buf[..first]`.
+    fn open_udp(&mut self, listener: usize, client: SocketAddr, first: usize) -> io::Result<usize> {
         if self.udp.len() >= MAX_UDP_FLOWS {
             if let Some(oldest) = self.udp.iter().min_by_key(|(_, f)| f.last).map(|(i, _)| i) {
                 self.remove_udp(oldest);
             }
         }
         let ctr_port = self.listeners[listener].mapping.ctr_port;
-        let (inner, target, routed) = match unmap(client) {
-            SocketAddr::V4(c)
-                if !c.ip().is_loopback() && self.udp_routed < MAX_ROUTED_UDP_FLOWS =>
-            {
-                self.routed_udp_inner(c, ctr_port)?
-            }
-            _ => {
+        // A client with an address of its own (not loopback, no scope), while rules may
+        // be added for it.
+        let routable = match unmap(client) {
+            SocketAddr::V4(c) => Some(SocketAddr::V4(c)),
+            c => own_v6(c).map(SocketAddr::V6),
+        }
+        .filter(|c| !c.ip().is_loopback() && self.udp_routed < MAX_ROUTED_UDP_FLOWS);
+        let routed_inner = match routable {
+            Some(c) => self.routed_udp_inner(c, ctr_port)?,
+            None => None,
+        };
+        let (inner, target, routed) = match routed_inner {
+            Some(routed_inner) => routed_inner,
+            None => {
                 let (inner, target) = self.inner_socket(Proto::Udp, Some(client), ctr_port)?;
                 (inner, target, None)
             }
@@ -537,11 +560,12 @@ impl Forwarder {
             inner,
             last: Instant::now(),
             routed,
+            retry: target.is_ipv6().then(|| self.buf[..first].to_vec()),
         });
         self.udp_index.insert((listener, client), index);
         if let Err(e) = self
             .epoll
-            .add(raw, sys::IN | sys::ET, token(KIND_UDP_INNER, index))
+            .add(raw, UDP_EVENTS, token(KIND_UDP_INNER, index))
         {
             self.remove_udp(index);
             return Err(e);
@@ -549,26 +573,63 @@ impl Forwarder {
         Ok(index)
     }
 
-    /// The inner socket of an IPv4 client from elsewhere: bound to the client's address
-    /// when the agent routes the server's replies to it back here (it then returns the
-    /// client, whose rule ends with the flow), else left for connect to bind to
-    /// 127.0.0.1 with an ephemeral port.
+    /// The inner socket of a client from elsewhere, bound to the client's address, and
+    /// its target (127.0.0.1 or [::1]), when the agent routes the server's replies to
+    /// it back here (the client is returned too: its rule ends with the flow). None
+    /// when it cannot, for `inner_socket` to make one that goes to 127.0.0.1 from an
+    /// ephemeral port.
     fn routed_udp_inner(
         &self,
-        client: SocketAddrV4,
+        client: SocketAddr,
         ctr_port: u16,
-    ) -> io::Result<(OwnedFd, SocketAddr, Option<SocketAddrV4>)> {
+    ) -> io::Result<Option<(OwnedFd, SocketAddr, Option<SocketAddr>)>> {
         let inner = self.channel.udp_flow_socket(client, ctr_port)?;
-        let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ctr_port);
         if !inner.transparent {
-            return Ok((inner.fd, target, None));
+            return Ok(None);
         }
-        if sys::bind(inner.fd.as_raw_fd(), &SocketAddr::V4(client)).is_ok() {
-            return Ok((inner.fd, target, Some(client)));
+        let target = SocketAddr::new(localhost(client.is_ipv6()), ctr_port);
+        if sys::bind(inner.fd.as_raw_fd(), &client).is_ok() {
+            return Ok(Some((inner.fd, target, Some(client))));
         }
         // The port is taken inside already: the rule names it, so it cannot serve.
         self.channel.forget_udp_flow(client, ctr_port);
-        Ok((inner.fd, target, None))
+        Ok(None)
+    }
+
+    /// [::1] refused the flow's datagram (the server listens on IPv4 only): the flow
+    /// goes on from 127.0.0.1 with an ephemeral port, which is how the server sees the
+    /// client then, starting with the first datagram again. Datagrams the client sent
+    /// between the first and the refusal are lost, as UDP allows.
+    fn udp_fall_back(&mut self, index: usize) {
+        let Some(flow) = self.udp.get_mut(index) else {
+            return;
+        };
+        let first = flow.retry.take().unwrap_or_default();
+        let ctr_port = self.listeners[flow.listener].mapping.ctr_port;
+        if let Some(c) = flow.routed.take() {
+            self.udp_routed -= 1;
+            self.channel.forget_udp_flow(c, ctr_port);
+        }
+        let started = self
+            .inner_socket(Proto::Udp, None, ctr_port)
+            .and_then(|(fd, target)| sys::connect(fd.as_raw_fd(), &target).map(|_| fd));
+        let Ok(fd) = started else {
+            return self.remove_udp(index);
+        };
+        let Some(flow) = self.udp.get_mut(index) else {
+            return;
+        };
+        self.epoll.delete(flow.inner.as_raw_fd());
+        flow.inner = fd;
+        let raw = flow.inner.as_raw_fd();
+        if self
+            .epoll
+            .add(raw, UDP_EVENTS, token(KIND_UDP_INNER, index))
+            .is_err()
+        {
+            return self.remove_udp(index);
+        }
+        let _ = sys::send(raw, &first);
     }
 
     fn udp_inner_ready(&mut self, index: usize) {
@@ -578,10 +639,16 @@ impl Forwarder {
         flow.last = Instant::now();
         let listener = self.listeners[flow.listener].fd.as_raw_fd();
         loop {
-            match sys::read(flow.inner.as_raw_fd(), &mut self.buf) {
+            let read = sys::read(flow.inner.as_raw_fd(), &mut self.buf);
+            match read {
                 Ok(Some(n)) => {
+                    // The server answers on [::1]: no falling back for this flow.
+                    flow.retry = None;
                     let _ = sys::send_to(listener, &self.buf[..n], &flow.client);
                 }
+                // An ICMP port unreachable (routed back here like the server's replies,
+                // by the reflected mark) reports the refusal on the connected socket.
+                _ if is_refused(&read) && flow.retry.is_some() => return self.udp_fall_back(index),
                 Ok(None) | Err(_) => return,
             }
         }
@@ -624,6 +691,20 @@ fn own_v6(client: SocketAddr) -> Option<SocketAddrV6> {
         SocketAddr::V6(c) if c.scope_id() == 0 => Some(SocketAddrV6::new(*c.ip(), c.port(), 0, 0)),
         _ => None,
     }
+}
+
+fn localhost(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
+/// Whether a send or read on a connected UDP socket failed on the ICMP "port
+/// unreachable" the kernel answered an earlier datagram with.
+fn is_refused<T>(result: &io::Result<T>) -> bool {
+    matches!(result, Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED))
 }
 
 /// ::ffff:a.b.c.d (a v4 client on a dual-stack listener) → a.b.c.d.

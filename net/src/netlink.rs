@@ -11,7 +11,7 @@
 //! user shares; the hand-written alternative (ioctls) cannot add IPv6 routes cleanly.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
@@ -24,7 +24,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
 use netlink_packet_route::{AddressFamily, IpProtocol, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
 use crate::config::{self, Config};
 
@@ -88,9 +88,10 @@ pub fn configure(name: &str, cfg: &Config) -> io::Result<()> {
 /// Routes every packet that carries `mark` to this namespace itself (`ip rule add
 /// fwmark MARK lookup TABLE` and `ip route add local default dev lo table TABLE`, for
 /// IPv4 or IPv6): the replies of the container's servers to forwarded clients, whose
-/// addresses are not local here (forward.rs). The IPv4 route gives a datagram with no
-/// source yet (a UDP server bound to 0.0.0.0 answering, `route_udp_replies_locally`)
-/// the source 127.0.0.1, the address the forwarder's inner socket is connected to.
+/// addresses are not local here (forward.rs). The route gives a datagram with no
+/// source yet (a UDP server bound to 0.0.0.0 or [::] answering,
+/// `route_udp_replies_locally`) the source 127.0.0.1 or ::1, the address the
+/// forwarder's inner socket is connected to (left to choose, IPv6 would take tap0's).
 pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
     let family = if v6 {
         AddressFamily::Inet6
@@ -122,13 +123,11 @@ pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
     route.header.scope = RouteScope::Host;
     route.header.kind = RouteType::Local;
     route.attributes = vec![RouteAttribute::Table(table), RouteAttribute::Oif(lo)];
-    if !v6 {
-        route
-            .attributes
-            .push(RouteAttribute::PrefSource(RouteAddress::Inet(
-                Ipv4Addr::LOCALHOST,
-            )));
-    }
+    route.attributes.push(RouteAttribute::PrefSource(if v6 {
+        RouteAddress::Inet6(Ipv6Addr::LOCALHOST)
+    } else {
+        RouteAddress::Inet(Ipv4Addr::LOCALHOST)
+    }));
     nl.request(
         RouteNetlinkMessage::NewRoute(route),
         NLM_F_CREATE | NLM_F_EXCL,
@@ -139,23 +138,26 @@ pub fn route_marked_locally(mark: u32, table: u32, v6: bool) -> io::Result<()> {
 /// (`ip rule add to CLIENT ipproto udp sport CTR_PORT dport CLIENT_PORT lookup TABLE`):
 /// a UDP server's datagrams carry no mark, so only their addresses and ports can tell
 /// them apart, and these match nothing but datagrams from the container port to that
-/// client. Needs Linux 4.17 (port and protocol selectors).
+/// client (`to CLIENT/128`, family inet6, for an IPv6 client). Needs Linux 4.17 (port
+/// and protocol selectors).
 ///
 /// The rules share one priority: left to choose, the kernel puts each new rule one
 /// above the first, so with flows always alive the priorities would creep to 0.
 pub fn route_udp_replies_locally(
-    client: SocketAddrV4,
+    client: SocketAddr,
     ctr_port: u16,
     table: u32,
     add: bool,
 ) -> io::Result<()> {
     let mut rule = RuleMessage::default();
-    rule.header.family = AddressFamily::Inet;
-    rule.header.dst_len = 32;
+    (rule.header.family, rule.header.dst_len) = match client {
+        SocketAddr::V4(_) => (AddressFamily::Inet, 32),
+        SocketAddr::V6(_) => (AddressFamily::Inet6, 128),
+    };
     rule.header.action = RuleAction::ToTable;
     let port = |p| RulePortRange { start: p, end: p };
     rule.attributes = vec![
-        RuleAttribute::Destination(IpAddr::V4(*client.ip())),
+        RuleAttribute::Destination(client.ip()),
         RuleAttribute::IpProtocol(IpProtocol::Udp),
         RuleAttribute::SourcePortRange(port(ctr_port)),
         RuleAttribute::DestinationPortRange(port(client.port())),
@@ -231,7 +233,7 @@ impl Netlink {
     fn open() -> io::Result<Netlink> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
         Ok(Netlink {
             socket,
             seq: 0,

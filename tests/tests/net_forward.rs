@@ -374,6 +374,60 @@ fn udp_port_forward_shows_a_client_address_that_is_not_loopback() {
 }
 
 #[test]
+fn udp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback() {
+    let test = "udp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback";
+    // As in the IPv6 TCP test, with 2001:db8::1 as the client's address: the
+    // dual-stack server on container port 8000 must see it; the one on 0.0.0.0:8001
+    // only still answers, once the forwarder's datagram to [::1] is refused (from
+    // 127.0.0.1 then). Each answers one datagram with the peer its kernel gave it.
+    let server = "import socket, select\n\
+                  s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+                  s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+                  s6.bind(('::', 8000))\n\
+                  s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s4.bind(('0.0.0.0', 8001))\n\
+                  left = {s6: 'peer6 [%s]:%d', s4: 'peer4 %s:%d'}\n\
+                  while left: \
+                  s = select.select(list(left), [], [])[0][0]; \
+                  d, a = s.recvfrom(2048); \
+                  s.sendto((left.pop(s) % a[:2]).encode(), a)\n";
+    let ctr = "python3 -c \"$SERVER\" &
+               until grep -q ':1F40 0*:0000 07' /proc/net/udp6 &&
+                     grep -q ':1F41 0*:0000 07' /proc/net/udp; do :; done
+               echo ready
+               wait";
+    let client = "import socket\n\
+                  for port in (18083, 18084): \
+                  c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); \
+                  c.settimeout(20); \
+                  c.bind(('2001:db8::1', 0)); \
+                  c.sendto(b'hello', ('2001:db8::1', port)); \
+                  print('reply %d %s' % (port, c.recvfrom(2048)[0].decode())); \
+                  print('client %d [%s]:%d' % ((port,) + c.getsockname()[:2]))\n";
+    let Some(o) = run_with_a_client_outside(
+        test,
+        "2001:db8::1/128 dev lo nodad",
+        &["[::]:18083:8000/udp", "[::]:18084:8001/udp"],
+        ctr,
+        client,
+        &[("SERVER", server)],
+    ) else {
+        return;
+    };
+    let me = printed_addr(&o, "client 18083 ");
+    assert!(
+        o.out().contains(&format!("reply 18083 peer6 {me}\n")),
+        "a server on [::] sees the IPv6 client's own address and port {me}\n{o}"
+    );
+    let peer4 = printed_addr(&o, "reply 18084 peer4 ");
+    assert_eq!(
+        peer4.ip(),
+        Ipv4Addr::LOCALHOST,
+        "a server on 0.0.0.0 only is reached from 127.0.0.1\n{o}"
+    );
+}
+
+#[test]
 fn a_published_port_in_use_fails_before_the_container_starts() {
     assert_unprivileged();
     if !tun_usable("a_published_port_in_use_fails_before_the_container_starts") {
