@@ -16,9 +16,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use fuser::ReplyData;
 
-/// What the pipe is asked to hold: a 128 KiB readahead READ and its header fit many
-/// times over; the unprivileged limit is /proc/sys/fs/pipe-max-size (1 MiB by default).
-const PIPE_SIZE: libc::c_int = 1 << 20;
+/// What the pipe is asked to hold: a 128 KiB readahead READ (the kernel's usual) and
+/// its header, with room to spare; a larger READ takes the ordinary path. Kept small:
+/// a pipe's size counts against the user's pipe-user-pages-soft (64 MiB by default)
+/// for as long as it exists, and past that every new pipe of the user's, in any
+/// program, gets two pages. 256 KiB per request thread is 2 MiB for 8 threads.
+const PIPE_SIZE: libc::c_int = 256 << 10;
 /// fuse_out_header: len, error, unique.
 const HEADER_LEN: usize = 16;
 
