@@ -64,7 +64,11 @@ const TOKEN_STOP: u64 = 1;
 const KIND_LISTEN: u64 = 2;
 const KIND_CONN: u64 = 3;
 const KIND_UDP_INNER: u64 = 4;
-const PIPE_SIZE: usize = 1 << 20;
+/// Each direction's pipe. Its size counts against the user's pipe-user-pages-soft (64
+/// MiB by default) while the connection lives, and past that every new pipe of the
+/// user's gets two pages; 256 KiB forwarded as fast as 1 MiB here (iperf3, 6 runs
+/// each: 16.0 vs 15.0 Gbit/s) and 64 KiB did not (11.8).
+const PIPE_SIZE: usize = 256 << 10;
 const CONN_EVENTS: u32 = sys::IN | sys::OUT | sys::RDHUP | sys::ET;
 /// ERR: a refusal of the flow's datagrams (epoll reports it anyway; said for the reader).
 const UDP_EVENTS: u32 = sys::IN | sys::ERR | sys::ET;
