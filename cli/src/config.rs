@@ -476,7 +476,7 @@ config = "/etc/nook/registries.conf"
         assert_eq!(args.storage_driver, None);
 
         let c = cli(&config, &["nook", "run", "host", "true"]);
-        assert_eq!(c.root.as_deref(), Some(Path::new("/data/nook")));
+        assert_eq!(c.globals.root.as_deref(), Some(Path::new("/data/nook")));
         let args = run_args(c);
         assert_eq!(args.network, "none");
         assert_eq!(args.storage_driver.as_deref(), Some("fuse"));
@@ -496,14 +496,14 @@ config = "/etc/nook/registries.conf"
                 "true",
             ],
         );
-        assert_eq!(c.root.as_deref(), Some(Path::new("/flag")));
+        assert_eq!(c.globals.root.as_deref(), Some(Path::new("/flag")));
         let args = run_args(c);
         assert_eq!(args.network, "host");
         assert_eq!(args.storage_driver.as_deref(), Some("copy"));
 
         // A global flag's config default reaches subcommands that are not `run` too.
         let c = cli(&config, &["nook", "images"]);
-        assert_eq!(c.root.as_deref(), Some(Path::new("/data/nook")));
+        assert_eq!(c.globals.root.as_deref(), Some(Path::new("/data/nook")));
     }
 
     #[test]

@@ -14,31 +14,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     propagate_version = true
 )]
 pub struct Cli {
-    /// Image store directory (default: $XDG_DATA_HOME/nook, ~/.local/share/nook)
-    #[arg(long, global = true, env = "NOOK_ROOT", value_name = "DIR")]
-    pub root: Option<PathBuf>,
-
-    /// Diagnostics on stderr from this level up (default: warn)
-    #[arg(
-        long,
-        global = true,
-        env = "NOOK_LOG",
-        value_enum,
-        value_name = "LEVEL"
-    )]
-    pub log_level: Option<LogLevel>,
+    #[command(flatten)]
+    pub globals: Globals,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// `nook run` alone, for the fast path of main: clap builds every subcommand of [`Cli`]
-/// before it parses (about 0.3 ms for this command line, on every container start), and
-/// `run` needs only its own. The global flags are repeated from [`Cli`]; a unit test in
-/// config.rs checks that both parse a run alike.
-#[derive(Parser, Debug)]
-#[command(name = "nook", version, propagate_version = true)]
-pub struct RunCli {
+/// The flags every subcommand takes, in [`Cli`] and [`RunCli`] alike.
+#[derive(Args, Debug)]
+pub struct Globals {
     /// Image store directory (default: $XDG_DATA_HOME/nook, ~/.local/share/nook)
     #[arg(long, global = true, env = "NOOK_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
@@ -52,6 +37,17 @@ pub struct RunCli {
         value_name = "LEVEL"
     )]
     pub log_level: Option<LogLevel>,
+}
+
+/// `nook run` alone, for the fast path of main: clap builds every subcommand of [`Cli`]
+/// before it parses (about 0.3 ms for this command line, on every container start), and
+/// `run` needs only its own. Both take [`Globals`]; a unit test in config.rs checks
+/// that both parse a run alike.
+#[derive(Parser, Debug)]
+#[command(name = "nook", version, propagate_version = true)]
+pub struct RunCli {
+    #[command(flatten)]
+    pub globals: Globals,
 
     #[command(subcommand)]
     pub command: RunOnly,
@@ -67,8 +63,7 @@ impl From<RunCli> for Cli {
     fn from(r: RunCli) -> Cli {
         let RunOnly::Run(args) = r.command;
         Cli {
-            root: r.root,
-            log_level: r.log_level,
+            globals: r.globals,
             command: Command::Run(args),
         }
     }

@@ -42,7 +42,7 @@ fn main() {
             std::process::exit(if e.use_stderr() { EXIT_NOOK_FAILED } else { 0 });
         }
     };
-    logging::init(cli.log_level);
+    logging::init(cli.globals.log_level);
     match config {
         Ok(config) => {
             match &config.path {
@@ -62,7 +62,7 @@ fn main() {
             std::process::exit(EXIT_NOOK_FAILED);
         }
     }
-    let root = cli.root;
+    let root = cli.globals.root;
     let result = match cli.command {
         Command::Run(args) => run::run(*args, root),
         Command::Unshare(args) => unshare::run(args),
