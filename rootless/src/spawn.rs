@@ -195,21 +195,11 @@ pub fn create(
                 console: spawned.master,
                 _network: spawned.network,
             }),
-            Report::Started => {
-                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                Err(Error::Setup(
-                    "the container's process ended before it was ready for `start`".into(),
-                ))
-            }
-            Report::SetupFailed(msg) => {
-                let _ = waitpid(pid, None);
-                Err(Error::Setup(msg))
-            }
-            Report::ExecFailed { errno, command } => {
-                let _ = waitpid(pid, None);
-                Err(Error::Exec { command, errno })
-            }
+            other => Err(failed_start(
+                pid,
+                other,
+                "the container's process ended before it was ready for `start`",
+            )),
         }
     })
 }
@@ -402,22 +392,27 @@ fn finish_start(
             }
             supervise::supervise(pid, handled, master)
         }
-        Report::Parked => {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            Err(Error::Setup(
-                "the container's process parked unasked".into(),
-            ))
-        }
-        Report::SetupFailed(msg) => {
-            let _ = waitpid(pid, None);
-            Err(Error::Setup(msg))
-        }
-        Report::ExecFailed { errno, command } => {
-            let _ = waitpid(pid, None);
-            Err(Error::Exec { command, errno })
-        }
+        other => Err(failed_start(
+            pid,
+            other,
+            "the container's process parked unasked",
+        )),
     }
+}
+
+/// The error for a start report other than the one awaited, once the child is reaped
+/// (killed first if it reported a state it should not be in: `unexpected`).
+fn failed_start(pid: Pid, report: Report, unexpected: &str) -> Error {
+    let error = match report {
+        Report::SetupFailed(msg) => Error::Setup(msg),
+        Report::ExecFailed { errno, command } => Error::Exec { command, errno },
+        Report::Started | Report::Parked => {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            Error::Setup(unexpected.into())
+        }
+    };
+    let _ = waitpid(pid, None);
+    error
 }
 
 /// What the spec asks of the process creation, checked before anything is created.
