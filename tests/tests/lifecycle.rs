@@ -69,6 +69,23 @@ impl Env {
         id
     }
 
+    /// A foreground `nook run [flags] --name NAME host` that idles, once it is running.
+    fn foreground(&self, flags: &[&str], name: &str) -> Proc {
+        let mut args = vec!["run"];
+        args.extend_from_slice(flags);
+        args.extend([
+            "--name",
+            name,
+            "host",
+            "sh",
+            "-c",
+            "echo ready; exec sleep 1000",
+        ]);
+        let mut fg = spawn(&mut self.cmd(&args));
+        fg.wait_for("ready", TIMEOUT);
+        fg
+    }
+
     fn field(&self, name: &str, template: &str) -> String {
         let filter = format!("name={name}");
         let o = self.nook(&["ps", "-a", "--filter", &filter, "--format", template]);
@@ -406,16 +423,7 @@ fn logs_rotate_and_json_file_reads_back() {
 fn foreground_run_is_seen_and_stopped_by_other_commands() {
     let env = Env::new();
     let n = name();
-    let mut fg = spawn(&mut env.cmd(&[
-        "run",
-        "--name",
-        &n,
-        "host",
-        "sh",
-        "-c",
-        "echo ready; exec sleep 1000",
-    ]));
-    fg.wait_for("ready", TIMEOUT);
+    let fg = env.foreground(&[], &n);
     assert_eq!(env.field(&n, "{{.State}}"), "running");
     env.nook(&["stop", "-t", "1", &n]).success();
     fg.wait(TIMEOUT).assert_code(137);
@@ -635,17 +643,7 @@ fn stop_ends_a_crash_loop() {
 fn a_killed_foreground_rm_run_is_removed_by_the_next_ps() {
     let env = Env::private();
     let n = name();
-    let mut fg = spawn(&mut env.cmd(&[
-        "run",
-        "--rm",
-        "--name",
-        &n,
-        "host",
-        "sh",
-        "-c",
-        "echo ready; exec sleep 1000",
-    ]));
-    fg.wait_for("ready", TIMEOUT);
+    let fg = env.foreground(&["--rm"], &n);
     // kill -9 of nook: nothing of it can clean up.
     fg.kill_all();
     let _ = fg.wait(TIMEOUT);
