@@ -83,32 +83,12 @@ IMAGE=localhost/nook-bench-busybox:latest
 # The long-running containers the exec rows enter.
 EXEC_CTR=lc-exec
 
-log()  { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-warn() { printf '\033[1;31m!!! %s\033[0m\n' "$*" >&2; }
-die()  { warn "$*"; exit 1; }
+source "$(dirname "$SELF")/bench-lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Pieces that run as the unprivileged account (the script re-invokes a copy of itself in
 # $BENCH_WORK with an internal sub-command and a clean environment).
 # ---------------------------------------------------------------------------------------------
-
-podman_cmd() {
-    local d=$PODMAN_STORAGE_DRIVER
-    echo podman --root "$BENCH_WORK/podman-$d/storage" --runroot "$BENCH_WORK/podman-$d/run" \
-        --storage-driver "$d" --runtime crun --cgroup-manager cgroupfs --events-backend file
-}
-
-# Stop the rootless pause process this benchmark's podman started (by its pid file), so
-# nothing outlives the run and a later run does not join a namespace from another mount ns.
-podman_stop_pause() {
-    local f=$XDG_RUNTIME_DIR/libpod/tmp/pause.pid pid
-    [[ -f $f ]] || return 0
-    pid=$(<"$f")
-    if [[ $pid =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == podman* ]]; then
-        kill "$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
-}
 
 CRUN_ROOT() { echo "$XDG_RUNTIME_DIR/lifecycle-crun"; }
 NOOK_OCI_ROOT() { echo "$XDG_RUNTIME_DIR/lifecycle-nook-oci"; }
@@ -133,31 +113,7 @@ user_prepare() {
     stamp=$(sha256sum "$busybox" | cut -d' ' -f1)
     podman_stop_pause
 
-    # The busybox root filesystem, laid out as start-latency.sh lays it out (keep the two in
-    # step: they share the directory and its stamp).
-    if [[ $(cat "$rootfs/.nook-bench-stamp" 2>/dev/null) != "$stamp" ]]; then
-        log "building busybox rootfs in $rootfs"
-        rm -rf "$rootfs" "$rootfs.tmp"
-        mkdir -p "$rootfs.tmp"/{bin,etc,proc,sys,dev,root,run,tmp,var/tmp,usr}
-        chmod 1777 "$rootfs.tmp/tmp" "$rootfs.tmp/var/tmp"
-        chmod 0700 "$rootfs.tmp/root"
-        cp "$busybox" "$rootfs.tmp/bin/busybox"
-        local applet
-        for applet in $("$busybox" --list); do
-            [[ $applet == busybox ]] || ln -s busybox "$rootfs.tmp/bin/$applet"
-        done
-        ln -s bin "$rootfs.tmp/sbin"
-        ln -s ../bin "$rootfs.tmp/usr/bin"
-        ln -s ../bin "$rootfs.tmp/usr/sbin"
-        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs.tmp/etc/passwd"
-        printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' >"$rootfs.tmp/etc/group"
-        printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$rootfs.tmp/etc/hosts"
-        : >"$rootfs.tmp/etc/resolv.conf"
-        echo nook-bench >"$rootfs.tmp/etc/hostname"
-        echo "$stamp" >"$rootfs.tmp/.nook-bench-stamp"
-        mv "$rootfs.tmp" "$rootfs"
-        rm -rf "$BENCH_WORK/crun-bundle"   # start-latency.sh's bundle points at the old one
-    fi
+    busybox_rootfs "$busybox" "$stamp"
 
     make_bundle "$BENCH_WORK/lifecycle/bundle-true" "$rootfs" "$stamp" '["true"]' crun
     make_bundle "$BENCH_WORK/lifecycle/bundle-sleep" "$rootfs" "$stamp" '["sleep","1000"]' crun
@@ -170,15 +126,7 @@ user_prepare() {
             "$BENCH_NOOK oci" || rm -rf "$BENCH_WORK/lifecycle/bundle-nook-spec"
     fi
 
-    local P; P=$(podman_cmd)
-    if [[ $($P image inspect --format '{{index .Config.Labels "nook-bench-stamp"}}' "$IMAGE" 2>/dev/null) != "$stamp" ]]; then
-        log "importing podman image $IMAGE (storage driver $PODMAN_STORAGE_DRIVER)"
-        $P rmi -f "$IMAGE" >/dev/null 2>&1 || true
-        tar -C "$rootfs" --exclude=./.nook-bench-stamp -cf "$BENCH_WORK/busybox-rootfs.tar" .
-        $P import --change 'CMD ["/bin/sh"]' --change "LABEL nook-bench-stamp=$stamp" \
-            "$BENCH_WORK/busybox-rootfs.tar" "$IMAGE" >/dev/null
-        rm -f "$BENCH_WORK/busybox-rootfs.tar"
-    fi
+    podman_image "$stamp"
     podman_stop_pause
 }
 
@@ -315,56 +263,12 @@ esac
 # ---------------------------------------------------------------------------------------------
 [[ $(id -u) == 0 ]] || die "run me as root: I install packages, set up $BENCH_USER and then run every benchmark as $BENCH_USER"
 
-if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
-    missing=()
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-fi
-for t in hyperfine crun podman conmon newuidmap busybox jq unshare runuser; do
-    command -v "$t" >/dev/null || die "$t is not installed (package list: ${PACKAGES[*]})"
-done
-
-if ! id "$BENCH_USER" >/dev/null 2>&1; then
-    log "creating account $BENCH_USER"
-    useradd -m -s /bin/bash "$BENCH_USER"
-fi
-for f in /etc/subuid /etc/subgid; do
-    if ! grep -q "^$BENCH_USER:" "$f" 2>/dev/null; then
-        log "adding $BENCH_USER:100000:65536 to $f"
-        echo "$BENCH_USER:100000:65536" >>"$f"
-    fi
-done
-BUID=$(id -u "$BENCH_USER")
-BHOME=$(getent passwd "$BENCH_USER" | cut -d: -f6)
-
-mkdir -p "$BENCH_WORK"
-chown "$BENCH_USER:" "$BENCH_WORK"
-chmod 0755 "$BENCH_WORK"
-install -d -o "$BENCH_USER" -m 0700 "$BENCH_WORK/run" "$BENCH_WORK/nook-store" "$BENCH_WORK/config"
+install_packages hyperfine crun podman conmon newuidmap busybox jq unshare runuser
+prepare_account
+install -d -o "$BENCH_USER" -m 0700 "$BENCH_WORK/nook-store" "$BENCH_WORK/config"
 install -d -o "$BENCH_USER" -m 0755 "$BENCH_WORK/lifecycle"
-install -m 0755 "$SELF" "$BENCH_WORK/lifecycle.sh"
-
-BUSYBOX=$(dpkg -L busybox-static 2>/dev/null | grep -E '/bin/busybox$' | head -1 || true)
-[[ -n $BUSYBOX && -x $BUSYBOX ]] || BUSYBOX=$(command -v busybox)
-
-# The nook binary must be executable by the account; a repo under /root is not, so copy it.
-if [[ -x $NOOK_BIN ]]; then
-    if ! runuser -u "$BENCH_USER" -- test -x "$NOOK_BIN"; then
-        warn "$NOOK_BIN is not executable by $BENCH_USER; benchmarking a copy in $BENCH_WORK/bin"
-        install -D -m 0755 "$NOOK_BIN" "$BENCH_WORK/bin/nook"
-        NOOK_BIN=$BENCH_WORK/bin/nook
-    fi
-    NOOK_FOR_USER=$NOOK_BIN
-else
-    NOOK_FOR_USER=
-fi
+install_scripts "$SELF" lifecycle.sh
+find_binaries
 
 AS_USER=(runuser -u "$BENCH_USER" -- env -i HOME="$BHOME" USER="$BENCH_USER" LOGNAME="$BENCH_USER"
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
@@ -372,23 +276,6 @@ AS_USER=(runuser -u "$BENCH_USER" -- env -i HOME="$BHOME" USER="$BENCH_USER" LOG
     NOOK_ROOT="$BENCH_WORK/nook-store" BENCH_USER="$BENCH_USER" BENCH_WORK="$BENCH_WORK"
     BENCH_NOOK="$NOOK_FOR_USER" WARMUP="$WARMUP" MIN_RUNS="$MIN_RUNS"
     PODMAN_STORAGE_DRIVER="$PODMAN_STORAGE_DRIVER")
-
-# Hybrid cgroups: hide the cgroup2 mount in a private mount namespace (see start-latency.sh).
-HYBRID=0
-if [[ $(stat -f -c %T /sys/fs/cgroup 2>/dev/null) == tmpfs && $(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null) == cgroup2fs ]]; then
-    HYBRID=1
-fi
-in_bench_ns() {
-    if ((HYBRID)); then
-        unshare -m --propagation private -- bash -c '
-            set -e
-            mount -t tmpfs -o ro,nosuid,nodev,noexec,size=4k,mode=0755 nook-bench-hide-cgroup2 /sys/fs/cgroup/unified
-            mount --make-rshared /
-            exec "$@"' bash "$@"
-    else
-        "$@"
-    fi
-}
 
 log "preparing rootfs, bundles and podman image as $BENCH_USER in $BENCH_WORK"
 in_bench_ns "${AS_USER[@]}" bash "$BENCH_WORK/lifecycle.sh" __prepare "$BUSYBOX"
@@ -399,17 +286,7 @@ trap 'rm -rf "$OUT"' EXIT
 
 ((HYBRID)) && log "hybrid cgroups: running in a private mount namespace with /sys/fs/cgroup/unified hidden (host mounts untouched)"
 [[ -n $NOOK_FOR_USER ]] || warn "NOOK BINARY NOT FOUND at $NOOK_BIN: measuring the peers only (build it with: cargo build --release -p nook-cli)"
-QUIET_LOAD=${QUIET_LOAD:-1}
-QUIET_WAIT=${QUIET_WAIT:-0}
-waited=0
-while ((waited < QUIET_WAIT)) && awk -v q="$QUIET_LOAD" '{exit !($1 >= q)}' /proc/loadavg; do
-    ((waited == 0)) && log "waiting up to ${QUIET_WAIT}s for the load average to drop below $QUIET_LOAD"
-    sleep 10
-    waited=$((waited + 10))
-done
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-awk -v q="$QUIET_LOAD" '{exit !($1 >= q)}' /proc/loadavg &&
-    warn "load average is $LOAD_BEFORE: other work is running, the timings will be noisy"
+wait_for_quiet 1
 in_bench_ns "${AS_USER[@]}" bash "$BENCH_WORK/lifecycle.sh" __bench "$OUT"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 

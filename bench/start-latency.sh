@@ -53,65 +53,19 @@ PODMAN_STORAGE_DRIVER=${PODMAN_STORAGE_DRIVER:-overlay}
 PACKAGES=(hyperfine bubblewrap crun podman uidmap busybox-static fuse-overlayfs slirp4netns jq)
 IMAGE=localhost/nook-bench-busybox:latest
 
-log()  { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-warn() { printf '\033[1;31m!!! %s\033[0m\n' "$*" >&2; }
-die()  { warn "$*"; exit 1; }
+source "$(dirname "$SELF")/bench-lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Pieces that run as the unprivileged account. The script re-invokes itself (a copy in
 # $BENCH_WORK, readable by the account) with an internal sub-command and a clean environment.
 # ---------------------------------------------------------------------------------------------
 
-# podman with everything on the command line: no config files in the account's home, no
-# systemd (cgroupfs manager, file event log), storage in $BENCH_WORK.
-podman_cmd() {
-    local d=$PODMAN_STORAGE_DRIVER
-    echo podman --root "$BENCH_WORK/podman-$d/storage" --runroot "$BENCH_WORK/podman-$d/run" \
-        --storage-driver "$d" --runtime crun --cgroup-manager cgroupfs --events-backend file
-}
-
-# podman keeps a rootless "pause" process alive to hold its user namespace; stop the one this
-# benchmark started (by its pid file) so nothing outlives the run.
-podman_stop_pause() {
-    local f=$XDG_RUNTIME_DIR/libpod/tmp/pause.pid pid
-    [[ -f $f ]] || return 0
-    pid=$(<"$f")
-    if [[ $pid =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == podman* ]]; then
-        kill "$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
-}
-
 user_prepare() {
     local busybox=$1 stamp rootfs=$BENCH_WORK/rootfs bundle=$BENCH_WORK/crun-bundle
     stamp=$(sha256sum "$busybox" | cut -d' ' -f1)
     podman_stop_pause
 
-    # The busybox root filesystem: bin/busybox plus one symlink per applet, the usual empty
-    # mount points, and a minimal /etc. Rebuilt only when the busybox binary changes.
-    if [[ $(cat "$rootfs/.nook-bench-stamp" 2>/dev/null) != "$stamp" ]]; then
-        log "building busybox rootfs in $rootfs"
-        rm -rf "$rootfs" "$rootfs.tmp"
-        mkdir -p "$rootfs.tmp"/{bin,etc,proc,sys,dev,root,run,tmp,var/tmp,usr}
-        chmod 1777 "$rootfs.tmp/tmp" "$rootfs.tmp/var/tmp"
-        chmod 0700 "$rootfs.tmp/root"
-        cp "$busybox" "$rootfs.tmp/bin/busybox"
-        local applet
-        for applet in $("$busybox" --list); do
-            [[ $applet == busybox ]] || ln -s busybox "$rootfs.tmp/bin/$applet"
-        done
-        ln -s bin "$rootfs.tmp/sbin"
-        ln -s ../bin "$rootfs.tmp/usr/bin"
-        ln -s ../bin "$rootfs.tmp/usr/sbin"
-        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs.tmp/etc/passwd"
-        printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' >"$rootfs.tmp/etc/group"
-        printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$rootfs.tmp/etc/hosts"
-        : >"$rootfs.tmp/etc/resolv.conf"
-        echo nook-bench >"$rootfs.tmp/etc/hostname"
-        echo "$stamp" >"$rootfs.tmp/.nook-bench-stamp"
-        mv "$rootfs.tmp" "$rootfs"
-        rm -rf "$bundle"
-    fi
+    busybox_rootfs "$busybox" "$stamp"
 
     # The crun bundle: crun's own rootless template, edited only to run `true` without a tty
     # and to point at the rootfs above.
@@ -125,16 +79,7 @@ user_prepare() {
         mv "$bundle/config.json.tmp" "$bundle/config.json"
     fi
 
-    # The podman image: the same files, imported from a tarball (no registry involved).
-    local P; P=$(podman_cmd)
-    if [[ $($P image inspect --format '{{index .Config.Labels "nook-bench-stamp"}}' "$IMAGE" 2>/dev/null) != "$stamp" ]]; then
-        log "importing podman image $IMAGE (storage driver $PODMAN_STORAGE_DRIVER)"
-        $P rmi -f "$IMAGE" >/dev/null 2>&1 || true
-        tar -C "$rootfs" --exclude=./.nook-bench-stamp -cf "$BENCH_WORK/busybox-rootfs.tar" .
-        $P import --change 'CMD ["/bin/sh"]' --change "LABEL nook-bench-stamp=$stamp" \
-            "$BENCH_WORK/busybox-rootfs.tar" "$IMAGE" >/dev/null
-        rm -f "$BENCH_WORK/busybox-rootfs.tar"
-    fi
+    podman_image "$stamp"
     podman_stop_pause
 }
 
@@ -228,83 +173,16 @@ esac
 # ---------------------------------------------------------------------------------------------
 [[ $(id -u) == 0 ]] || die "run me as root: I install packages, set up $BENCH_USER and then run every benchmark as $BENCH_USER"
 
-if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
-    missing=()
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-fi
-for t in hyperfine bwrap crun podman conmon newuidmap busybox jq unshare runuser; do
-    command -v "$t" >/dev/null || die "$t is not installed (package list: ${PACKAGES[*]})"
-done
-
-if ! id "$BENCH_USER" >/dev/null 2>&1; then
-    log "creating account $BENCH_USER"
-    useradd -m -s /bin/bash "$BENCH_USER"
-fi
-# podman's rootless mode needs a subordinate range for the account; nook needs none (it uses
-# the range when there is one: see the single-ID rows below).
-for f in /etc/subuid /etc/subgid; do
-    if ! grep -q "^$BENCH_USER:" "$f" 2>/dev/null; then
-        log "adding $BENCH_USER:100000:65536 to $f"
-        echo "$BENCH_USER:100000:65536" >>"$f"
-    fi
-done
-BUID=$(id -u "$BENCH_USER")
-BHOME=$(getent passwd "$BENCH_USER" | cut -d: -f6)
-
-mkdir -p "$BENCH_WORK"
-chown "$BENCH_USER:" "$BENCH_WORK"
-chmod 0755 "$BENCH_WORK"
-install -d -o "$BENCH_USER" -m 0700 "$BENCH_WORK/run"
-install -m 0755 "$SELF" "$BENCH_WORK/start-latency.sh"
-
-BUSYBOX=$(dpkg -L busybox-static 2>/dev/null | grep -E '/bin/busybox$' | head -1 || true)
-[[ -n $BUSYBOX && -x $BUSYBOX ]] || BUSYBOX=$(command -v busybox)
-
-# The nook binary must be executable by the account; a repo under /root is not, so copy it.
-if [[ -x $NOOK_BIN ]]; then
-    if ! runuser -u "$BENCH_USER" -- test -x "$NOOK_BIN"; then
-        warn "$NOOK_BIN is not executable by $BENCH_USER; benchmarking a copy in $BENCH_WORK/bin"
-        install -D -m 0755 "$NOOK_BIN" "$BENCH_WORK/bin/nook"
-        NOOK_BIN=$BENCH_WORK/bin/nook
-    fi
-    NOOK_FOR_USER=$NOOK_BIN
-else
-    NOOK_FOR_USER=
-fi
+install_packages hyperfine bwrap crun podman conmon newuidmap busybox jq unshare runuser
+prepare_account
+install_scripts "$SELF" start-latency.sh
+find_binaries
 
 AS_USER=(runuser -u "$BENCH_USER" -- env -i HOME="$BHOME" USER="$BENCH_USER" LOGNAME="$BENCH_USER"
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
     XDG_RUNTIME_DIR="$BENCH_WORK/run" BENCH_USER="$BENCH_USER" BENCH_WORK="$BENCH_WORK"
     BENCH_NOOK="$NOOK_FOR_USER" WARMUP="$WARMUP" MIN_RUNS="$MIN_RUNS"
     PODMAN_STORAGE_DRIVER="$PODMAN_STORAGE_DRIVER")
-
-# Hybrid cgroups (v1 controllers under a tmpfs /sys/fs/cgroup plus cgroup2 at .../unified):
-# hide the cgroup2 mount in a private mount namespace. `/` is then made rshared inside that
-# namespace only (new peer groups, not linked to the host's) because rootless podman warns
-# and misbehaves when / is not shared.
-HYBRID=0
-if [[ $(stat -f -c %T /sys/fs/cgroup 2>/dev/null) == tmpfs && $(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null) == cgroup2fs ]]; then
-    HYBRID=1
-fi
-in_bench_ns() {
-    if ((HYBRID)); then
-        unshare -m --propagation private -- bash -c '
-            set -e
-            mount -t tmpfs -o ro,nosuid,nodev,noexec,size=4k,mode=0755 nook-bench-hide-cgroup2 /sys/fs/cgroup/unified
-            mount --make-rshared /
-            exec "$@"' bash "$@"
-    else
-        "$@"
-    fi
-}
 
 log "preparing rootfs, crun bundle and podman image as $BENCH_USER in $BENCH_WORK"
 in_bench_ns "${AS_USER[@]}" bash "$BENCH_WORK/start-latency.sh" __prepare "$BUSYBOX"
@@ -315,20 +193,7 @@ trap 'rm -rf "$OUT"' EXIT
 
 ((HYBRID)) && log "hybrid cgroups: running the benchmark in a private mount namespace with /sys/fs/cgroup/unified hidden (host mounts untouched)"
 [[ -n $NOOK_FOR_USER ]] || warn "NOOK BINARY NOT FOUND at $NOOK_BIN: measuring the peers only (build it with: cargo build --release -p nook-cli)"
-# On a 2-core machine a concurrent build triples the numbers: optionally wait for a quiet
-# machine (QUIET_WAIT seconds at most, until the 1-minute load is below QUIET_LOAD), and say so
-# when it is busy.
-QUIET_LOAD=${QUIET_LOAD:-0.5}
-QUIET_WAIT=${QUIET_WAIT:-0}
-waited=0
-while ((waited < QUIET_WAIT)) && awk -v q="$QUIET_LOAD" '{exit !($1 >= q)}' /proc/loadavg; do
-    ((waited == 0)) && log "waiting up to ${QUIET_WAIT}s for the load average to drop below $QUIET_LOAD"
-    sleep 10
-    waited=$((waited + 10))
-done
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-awk -v q="$QUIET_LOAD" '{exit !($1 >= q)}' /proc/loadavg &&
-    warn "load average is $LOAD_BEFORE: other work is running, the timings will be noisy"
+wait_for_quiet 0.5
 in_bench_ns "${AS_USER[@]}" bash "$BENCH_WORK/start-latency.sh" __bench "$OUT"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
