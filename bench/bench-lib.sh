@@ -1,4 +1,5 @@
-# Shared by start-latency.sh and lifecycle.sh (sourced, not run): the root part's setup of
+# Shared by the bench scripts (sourced, not run; unionfs.sh and net-throughput.sh use only
+# install_packages). start-latency.sh and lifecycle.sh use the root part's setup of
 # the unprivileged account, the busybox root filesystem and podman image both compare
 # against, the hybrid-cgroup mount namespace and the wait for a quiet machine. Each script
 # re-runs a copy of itself in $BENCH_WORK as the account; install_scripts puts this file

@@ -36,22 +36,13 @@ BENCH_USER=${BENCH_USER:-nooktest}
 DURATION=${DURATION:-5}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 NOOK_BIN=${NOOK_BIN:-$ROOT/target/release/nook}
-PACKAGES="iperf3 passt slirp4netns busybox-static util-linux iproute2 jq"
+PACKAGES=(iperf3 passt slirp4netns busybox-static util-linux iproute2 jq)
 
 die() { echo "net-throughput.sh: $*" >&2; exit 1; }
 
 if [ "$(id -u)" = 0 ]; then
-    if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-        missing=""
-        for p in $PACKAGES; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-        done
-        if [ -n "$missing" ]; then
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null \
-                || die "apt-get install$missing failed"
-        fi
-    fi
+    source "$ROOT/bench/bench-lib.sh"
+    install_packages
     id "$BENCH_USER" >/dev/null 2>&1 || useradd -m "$BENCH_USER" || die "cannot create $BENCH_USER"
     chmod 0666 /dev/net/tun 2>/dev/null
     WORK=$(mktemp -d /tmp/nook-netbench.XXXXXX)
@@ -71,7 +62,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 for c in iperf3 pasta slirp4netns unshare nsenter ip jq; do
-    command -v "$c" >/dev/null || die "missing $c: as root, apt-get install $PACKAGES"
+    command -v "$c" >/dev/null || die "missing $c: as root, apt-get install ${PACKAGES[*]}"
 done
 [ -x "$NOOK_BIN" ] || die "no nook binary at $NOOK_BIN"
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}

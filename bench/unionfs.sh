@@ -30,20 +30,11 @@ NOOK=${NOOK:-$HERE/../target/release/nook}
 [ -x "$NOOK" ] || NOOK=$HERE/../target/debug/nook
 BENCH_USER=${BENCH_USER:-nooktest}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
-PACKAGES="hyperfine fuse-overlayfs busybox-static util-linux"
+PACKAGES=(hyperfine fuse-overlayfs busybox-static util-linux)
 
 if [ "$(id -u)" = 0 ]; then
-    if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-        missing=""
-        for p in $PACKAGES; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-        done
-        if [ -n "$missing" ]; then
-            apt-get update -q >/dev/null
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null \
-                || { echo "apt-get install$missing failed" >&2; exit 2; }
-        fi
-    fi
+    source "$HERE/bench-lib.sh"
+    install_packages
     id "$BENCH_USER" >/dev/null 2>&1 || { echo "no account $BENCH_USER: useradd -m $BENCH_USER" >&2; exit 2; }
     STAGE=$(mktemp -d /tmp/nook-unionbench-stage.XXXXXX)
     cp "$NOOK" "$STAGE/nook" && cp "$0" "$STAGE/unionfs.sh" || exit 2
@@ -65,7 +56,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 for c in hyperfine fuse-overlayfs busybox unshare; do
-    command -v "$c" >/dev/null || { echo "missing $c (as root: apt-get install $PACKAGES)" >&2; exit 2; }
+    command -v "$c" >/dev/null || { echo "missing $c (as root: apt-get install ${PACKAGES[*]})" >&2; exit 2; }
 done
 echo "load before: $(uptime)"
 W=$(mktemp -d /tmp/nook-unionbench.XXXXXX)
