@@ -291,6 +291,24 @@ pub fn spawn(cmd: &mut Command) -> Proc {
     spawn_raw(cmd)
 }
 
+/// Makes the pty's `slave` the stdio and the controlling terminal of `cmd`, in a session
+/// of its own: nook is then the foreground process group, as under an interactive shell.
+/// Spawn it with [`spawn_raw`] or `Command::spawn` (the session is its own group).
+pub fn on_terminal(cmd: &mut Command, slave: &std::os::fd::OwnedFd) {
+    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave.try_clone().unwrap()));
+    // SAFETY: setsid and ioctl are async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Spawns `cmd` as it is (the caller arranged its process group or session).
 pub fn spawn_raw(cmd: &mut Command) -> Proc {
     let desc = describe(cmd);

@@ -12,7 +12,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
@@ -336,18 +335,7 @@ fn a_terminal_from_the_containers_devpts() {
     };
     let pty = openpty(Some(&size), None).expect("openpty");
     let mut cmd = c.exec_cmd(&["-t", "sh", "-c", "tty; stty size; exit 5"]);
-    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
-    // SAFETY: setsid and ioctl are async-signal-safe; the closure allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    on_terminal(&mut cmd, &pty.slave);
     let mut child = cmd.spawn().expect("spawn nook");
     drop(cmd);
     drop(pty.slave);

@@ -8,8 +8,8 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ExitStatus, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,19 +44,7 @@ impl TtyRun {
         let before = tcgetattr(&pty.slave).expect("tcgetattr");
         let mut cmd = nook();
         cmd.args(["run", "--rm"]).args(args);
-        cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-            .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
-        // A new session whose controlling terminal is the pty: nook is its foreground
-        // process group, as under an interactive shell.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        on_terminal(&mut cmd, &pty.slave);
         let mut child: Child = cmd.spawn().expect("spawn nook");
         drop(cmd); // closes the Command's copies of the slave
         let pid = child.id() as i32;
