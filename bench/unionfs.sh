@@ -25,6 +25,9 @@ RUNS=${1:-3}
 MIB=${MIB:-1024}
 CASES=${CASES:-untar stat write read}
 has_case() { case " $CASES " in *" $1 "*) return 0 ;; esac; return 1; }
+for c in $CASES; do
+    case $c in untar | stat | write | read) ;; *) echo "CASES: no case \"$c\" (untar stat write read)" >&2; exit 2 ;; esac
+done
 HERE=$(cd "$(dirname "$0")" && pwd)
 NOOK=${NOOK:-$HERE/../target/release/nook}
 [ -x "$NOOK" ] || NOOK=$HERE/../target/debug/nook
