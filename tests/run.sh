@@ -13,6 +13,10 @@
 # Started by anyone else: says what it needs, then builds and runs the same tests as the
 # current user (the root-only test then prints SKIP).
 #
+# While working on one area: NOOK_TESTS="security exec_join" runs only those integration
+# test executables (no unit tests; the VM lane only if "vm-lane" is listed, the root test
+# only if "run_as_root" is), and NOOK_TEST_ARGS is passed to each (a libtest name filter).
+#
 # Output: each test executable's `test result:` line, every `SKIP:` line, and at the end
 # one line `integration: N passed, M failed, K skipped`. Exits non-zero when anything failed.
 
@@ -47,8 +51,10 @@ TEST_USER=nooktest
 #   apache2-utils   htpasswd, for the registry's basic-auth test
 #   openssl         the key, certificate and JWT signatures of the bearer-token test
 #   gzip zstd tar   building test image layers
-#   podman          the OCI runtime client test (podman --runtime nook-runtime, podman_client)
-PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman"
+#   podman slirp4netns  the OCI runtime client test (podman --runtime nook-runtime,
+#                   podman_client; rootless podman networks through slirp4netns, which
+#                   podman only recommends)
+PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns"
 
 IS_ROOT=0
 [ "$(id -u)" = 0 ] && IS_ROOT=1
@@ -99,8 +105,19 @@ NOOK="$ROOT/target/debug/nook"
 FAILED_STEPS=""
 
 # --- 3. unit tests ------------------------------------------------------------------------
-say "unit tests (cargo test --workspace --lib --bins)"
-cargo test --workspace --lib --bins || FAILED_STEPS="$FAILED_STEPS unit-tests"
+# Whether the executable named $1 runs in this invocation (NOOK_TESTS, see the top).
+selected() {
+    [ -z "${NOOK_TESTS:-}" ] && return 0
+    case " $NOOK_TESTS " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+# shellcheck disable=SC2206
+TEST_ARGS=(${NOOK_TEST_ARGS:-})
+
+if [ -z "${NOOK_TESTS:-}" ]; then
+    say "unit tests (cargo test --workspace --lib --bins)"
+    cargo test --workspace --lib --bins || FAILED_STEPS="$FAILED_STEPS unit-tests"
+fi
 
 # Runs one test executable ($2) with the command prefix in the rest, logs to $WORK/$1.log.
 TOTAL_PASS=0
@@ -138,9 +155,9 @@ run_test_exe() {
 
 # --- 4. started by root -------------------------------------------------------------------
 ROOT_TEST=$(grep '/run_as_root-[0-9a-f]*$' "$WORK/tests.list" | head -n1)
-if [ $IS_ROOT = 1 ]; then
+if [ $IS_ROOT = 1 ] && selected run_as_root; then
     if [ -n "$ROOT_TEST" ]; then
-        run_test_exe run_as_root env NOOK_BIN="$NOOK" "$ROOT_TEST"
+        run_test_exe run_as_root env NOOK_BIN="$NOOK" "$ROOT_TEST" "${TEST_ARGS[@]}"
     else
         echo "tests/run.sh: the run_as_root test executable is missing"
         FAILED_STEPS="$FAILED_STEPS run_as_root"
@@ -225,13 +242,15 @@ cd "$WORK" || die "cd $WORK"
 while read -r exe; do
     base=$(basename "$exe")
     name=${base%-*}
+    selected "$name" || continue
     if [ $IS_ROOT = 1 ]; then
         # Run as root above; as the test account it could only say SKIP.
         [ "$name" = run_as_root ] && continue
         run_test_exe "$name" runuser -u "$TEST_USER" -- \
-            env -i USER="$TEST_USER" LOGNAME="$TEST_USER" "${TEST_ENV[@]}" "$WORK/bin/$base"
+            env -i USER="$TEST_USER" LOGNAME="$TEST_USER" "${TEST_ENV[@]}" "$WORK/bin/$base" \
+            "${TEST_ARGS[@]}"
     else
-        run_test_exe "$name" env "${TEST_ENV[@]}" "$WORK/bin/$base"
+        run_test_exe "$name" env "${TEST_ENV[@]}" "$WORK/bin/$base" "${TEST_ARGS[@]}"
     fi
 done <"$WORK/tests.list"
 cd "$ROOT" || true
@@ -243,7 +262,9 @@ cd "$ROOT" || true
 # linux-image-amd64, busybox-static and cpio when missing). This host's cgroups are
 # never touched.
 VM_EXE=$(grep '/cgroup_vm-[0-9a-f]*$' "$WORK/tests.list" | head -n1)
-if [ -n "$VM_EXE" ]; then
+if ! selected vm-lane; then
+    :
+elif [ -n "$VM_EXE" ]; then
     run_test_exe vm-lane bash "$ROOT/tests/vm/run-cgroup-tests.sh" \
         "$WORK/nook" "$WORK/bin/$(basename "$VM_EXE")"
 else
