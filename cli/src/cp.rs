@@ -64,6 +64,8 @@ fn in_container(
     child_reads: bool,
     work: impl FnOnce(File) -> Result<()>,
 ) -> Result<(File, nix::unistd::Pid)> {
+    // Under --init the first process (nook's reaper) keeps its /proc entries closed.
+    let pid = nook_rootless::join::namespace_holder(pid);
     let user = File::open(format!("/proc/{pid}/ns/user")).context("the container is gone")?;
     let mnt = File::open(format!("/proc/{pid}/ns/mnt")).context("the container is gone")?;
     let (r, w) = nix::unistd::pipe().context("pipe")?;

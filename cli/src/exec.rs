@@ -30,5 +30,6 @@ pub fn exec_cmd(args: ExecArgs, store_root: Option<PathBuf>) -> Result<i32> {
         user: args.user,
         command: args.command,
         console_socket: None,
+        preserve_fds: args.preserve_fds,
     })
 }

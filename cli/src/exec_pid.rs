@@ -10,7 +10,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nook_rootless::join::{ensure_running, exec_in, ExecIo, ExecOptions, ExecOutcome, JoinTarget};
+use nook_rootless::fds::PassedFds;
+use nook_rootless::join::{
+    ensure_running, exec_in, namespace_holder, ExecIo, ExecOptions, ExecOutcome, JoinTarget,
+};
 use nook_rootless::StdinMode;
 use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, Process, ProcessBuilder, UserBuilder,
@@ -19,7 +22,18 @@ use oci_spec::runtime::{
 use crate::flags::ExecPidArgs;
 use crate::users::{self, Identity};
 
-pub fn run(args: ExecPidArgs) -> Result<i32> {
+pub fn run(mut args: ExecPidArgs) -> Result<i32> {
+    let passed = PassedFds::preserve(args.preserve_fds.unwrap_or(0));
+    if let Some(fd) = passed.first_missing() {
+        bail!(
+            "--preserve-fds {}: descriptor {fd} is not open (open 3..{} before calling nook)",
+            passed.count,
+            2 + passed.count
+        );
+    }
+    // Under --init the first process is nook's reaper, whose /proc entries are closed to
+    // everyone: the command's stand for the container.
+    args.pid = namespace_holder(args.pid);
     let pid = args.pid;
     // Reading its /proc files fails once the container is gone: say that, not EACCES.
     let process = build_process(&args).map_err(|e| match ensure_running(pid) {
@@ -43,6 +57,7 @@ pub fn run(args: ExecPidArgs) -> Result<i32> {
             StdinMode::Null
         },
         seccomp: None,
+        passed_fds: passed,
     };
     let outcome = exec_in(&target, &process, &opts)
         .with_context(|| format!("exec in the container of process {pid}"))?;

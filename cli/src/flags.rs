@@ -470,6 +470,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub init: bool,
 
+    /// Pass descriptors 3..3+N of this command to the container (no others cross)
+    #[arg(long = "preserve-fds", value_name = "N")]
+    pub preserve_fds: Option<u32>,
+
     /// Name of the container (unique among running containers)
     #[arg(long)]
     pub name: Option<String>,
@@ -671,6 +675,10 @@ pub struct ExecPidArgs {
     #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
+    /// Pass descriptors 3..3+N of this command to the process (no others cross)
+    #[arg(long = "preserve-fds", value_name = "N")]
+    pub preserve_fds: Option<u32>,
+
     /// Command and arguments
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
@@ -766,6 +774,9 @@ pub struct ExecArgs {
     /// Start it and return without waiting
     #[arg(short, long)]
     pub detach: bool,
+    /// Pass descriptors 3..3+N of this command to the process (no others cross)
+    #[arg(long = "preserve-fds", value_name = "N")]
+    pub preserve_fds: Option<u32>,
     pub container: String,
     /// Command and arguments
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -853,6 +864,15 @@ pub struct SuperviseArgs {
     /// fd 3 is the first attached client, attached before any output (`start -a`)
     #[arg(long)]
     pub attach_first: bool,
+    /// fds 3..3+N are the container's, passed by `run -d` (`--preserve-fds`, LISTEN_FDS)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub pass_fds: u32,
+    /// They are socket activation's (LISTEN_FDS)
+    #[arg(long)]
+    pub listen: bool,
+    /// Their LISTEN_FDNAMES
+    #[arg(long, value_name = "NAMES")]
+    pub listen_fdnames: Option<String>,
     /// The container's record directory
     pub dir: PathBuf,
 }

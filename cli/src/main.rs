@@ -31,6 +31,9 @@ use flags::{Cli, Command, Format};
 const EXIT_NOOK_FAILED: i32 = 125;
 
 fn main() {
+    // A caller that ignores SIGCHLD would have nook's children reaped behind its back.
+    // SAFETY: SIG_DFL installs no handler; no other thread exists yet.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     // `nook-runtime ...` and `nook oci ...` have runc's flags, not nook's.
     if let Some(code) = oci::from_argv() {
         std::process::exit(code);
@@ -42,6 +45,13 @@ fn main() {
             std::process::exit(if e.use_stderr() { EXIT_NOOK_FAILED } else { 0 });
         }
     };
+    // The caller's descriptors beyond stdio reach nothing nook starts: not its
+    // supervisor, logger, helpers or hooks, not a container (which gets those passed on
+    // purpose, `--preserve-fds` and LISTEN_FDS, back at its exec: rootless/src/fds.rs).
+    // `nook unshare` runs the caller's own command on the host, and hands them on.
+    if !matches!(cli.command, Command::Unshare(_)) {
+        nook_rootless::fds::mark_cloexec_from(nook_rootless::fds::FIRST_PASSED);
+    }
     logging::init(cli.globals.log_level);
     match config {
         Ok(config) => {
@@ -111,7 +121,16 @@ fn main() {
         Command::Container(flags::ContainerCommand::Prune(args)) => {
             container::lifecycle::container_prune_cmd(args, root)
         }
-        Command::Supervise(args) => container::supervisor::main(&args.dir, args.attach_first, root),
+        Command::Supervise(args) => {
+            let passing = run::Passing {
+                fds: nook_rootless::fds::PassedFds {
+                    count: args.pass_fds,
+                    listen: args.listen,
+                },
+                names: args.listen_fdnames,
+            };
+            container::supervisor::main(&args.dir, args.attach_first, &passing, root)
+        }
         Command::StoreHelper => store_helper::main(),
         Command::FuseServer => storage::fuse_server_main(),
         Command::ExecPid(args) => exec_pid::run(args),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nook_fs::manifest::RunConfig;
+use nook_rootless::fds::PassedFds;
 use nook_rootless::idmap::{self, HostIds, IdRange, Mapping, UsernsMode};
 use nook_rootless::state::{self, ContainerDir};
 use nook_rootless::{RunOptions, StartedHook, StdinMode};
@@ -45,15 +46,99 @@ impl ImageChoice {
 }
 
 pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    let passing = Passing::of(&args)?;
     if args.detach {
-        return crate::container::lifecycle::run_detached(args, store_root);
+        return crate::container::lifecycle::run_detached(args, store_root, &passing);
     }
     let places = Places::open(store_root.clone())?;
     // The image first: a failed pull leaves no container behind.
     let image = choose_image(&args, store_root)?;
     let ctr = Container::create(&places, &args, command_line(), image.image_id())?;
     let _runtime = RuntimeFiles::new(&places, &ctr)?;
-    run_container(&places, &ctr, &args, &image, None)
+    run_container(&places, &ctr, &args, &image, None, &passing)
+}
+
+/// Descriptors of nook's caller that the container gets, as podman hands them on:
+/// `--preserve-fds N` (fds 3..3+N), or without it socket activation's (LISTEN_FDS, with
+/// LISTEN_FDNAMES, and LISTEN_PID set to the command's own pid). Nothing else crosses.
+#[derive(Debug, Clone, Default)]
+pub struct Passing {
+    pub fds: PassedFds,
+    /// LISTEN_FDNAMES, with socket activation.
+    pub names: Option<String>,
+}
+
+impl Passing {
+    pub fn of(args: &RunArgs) -> Result<Passing> {
+        let listen = nook_rootless::fds::listen_fds();
+        let passing = match (args.preserve_fds, listen) {
+            (Some(n), Some(_)) => {
+                eprintln!(
+                    "nook: ignoring LISTEN_FDS: --preserve-fds {n} says which descriptors pass"
+                );
+                Passing::preserve(n)
+            }
+            (Some(n), None) => Passing::preserve(n),
+            (None, Some(listen)) => Passing {
+                fds: PassedFds {
+                    count: listen.count,
+                    listen: true,
+                },
+                names: listen.names,
+            },
+            (None, None) => Passing::default(),
+        };
+        passing.check()?;
+        Ok(passing)
+    }
+
+    fn preserve(count: u32) -> Passing {
+        Passing {
+            fds: PassedFds::preserve(count),
+            names: None,
+        }
+    }
+
+    /// Every descriptor to pass is open here: a missing one would be one of nook's own
+    /// by the time the command starts.
+    pub fn check(&self) -> Result<()> {
+        match (self.fds.first_missing(), self.fds.listen) {
+            (None, _) => Ok(()),
+            (Some(fd), false) => bail!(
+                "--preserve-fds {}: descriptor {fd} is not open (open 3..{} before calling nook)",
+                self.fds.count,
+                2 + self.fds.count
+            ),
+            (Some(fd), true) => bail!(
+                "LISTEN_FDS={} names descriptor {fd}, which is not open",
+                self.fds.count
+            ),
+        }
+    }
+
+    /// Socket activation's variables in the container's environment (podman's set;
+    /// LISTEN_PID is made the command's own pid when it starts).
+    fn set_env(&self, spec: &mut oci_spec::runtime::Spec) {
+        if !self.fds.listen {
+            return;
+        }
+        let Some(process) = spec.process_mut().as_mut() else {
+            return;
+        };
+        let mut env: Vec<String> = process
+            .env()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| !v.starts_with("LISTEN_"))
+            .collect();
+        env.push(format!("LISTEN_FDS={}", self.fds.count));
+        env.push("LISTEN_PID=1".into());
+        if let Some(names) = &self.names {
+            env.push(format!("LISTEN_FDNAMES={names}"));
+        }
+        process.set_env(Some(env));
+    }
 }
 
 /// nook's arguments as given (without the program name), kept in the record so every
@@ -88,6 +173,7 @@ pub fn run_container(
     args: &RunArgs,
     image: &ImageChoice,
     on_started: Option<Arc<dyn Fn() + Send + Sync>>,
+    passing: &Passing,
 ) -> Result<i32> {
     if args.rm && ctr.record.restart != RestartPolicy::No {
         bail!("--rm and --restart exclude each other: a removed container cannot restart");
@@ -95,7 +181,15 @@ pub fn run_container(
     let _ = std::fs::remove_file(ctr.stop_marker());
     let mut restarts = ctr.recorded_state().restarts;
     let result = loop {
-        let result = run_once(places, ctr, args, image, restarts, on_started.clone());
+        let result = run_once(
+            places,
+            ctr,
+            args,
+            image,
+            restarts,
+            on_started.clone(),
+            passing,
+        );
         let code = match &result {
             Ok(code) => *code,
             Err(e) => exit_code_of(e),
@@ -171,6 +265,7 @@ fn run_once(
     image: &ImageChoice,
     restarts: u32,
     on_started: Option<Arc<dyn Fn() + Send + Sync>>,
+    passing: &Passing,
 ) -> Result<i32> {
     let mut network = crate::network::choose(args)?;
     let userns = userns_mode(args)?;
@@ -206,6 +301,7 @@ fn run_once(
         host_network: network.host,
         image: root.image_config.as_ref(),
     })?;
+    passing.set_env(&mut spec);
     let _ = places;
     let spawned_hook = spawned_hook(ctr, restarts, ports);
     let options = RunOptions {
@@ -222,6 +318,7 @@ fn run_once(
             .and_then(storage::Prepared::fuse_socket_fd),
         on_spawned: Some(spawned_hook),
         on_started: on_started.map(|then| StartedHook(Arc::new(move |_| then()))),
+        passed_fds: passing.fds,
     };
     if let Some(notice) = &ids.notice {
         eprintln!("nook: {notice}");

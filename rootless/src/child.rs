@@ -14,13 +14,14 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use nix::pty::Winsize;
-use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use oci_spec::runtime::{Process, Spec};
 
 use crate::error::{Context, Error, Result};
 use crate::sync::{send_report, wait_for_go, Report};
 use crate::{
-    capabilities, exec, hooks, init, limits, mounts, netns, seccomp, tty, RunOptions, StdinMode,
+    capabilities, exec, fds, hooks, init, limits, mounts, netns, seccomp, tty, RunOptions,
+    StdinMode,
 };
 
 /// Everything the child needs, prepared by the parent before clone.
@@ -45,14 +46,31 @@ pub(crate) struct Child<'a> {
     pub become_root: bool,
     /// Existing namespaces to enter (the spec's namespaces with a path).
     pub joins: &'a [(nix::sched::CloneFlags, PathBuf)],
+    /// Non-dumpable from the release on (fds.rs; spawn.rs says when).
+    pub undumpable: bool,
 }
 
 impl Child<'_> {
     pub(crate) fn main(mut self) -> ! {
+        // Born in the container's namespaces with a copy of every descriptor of the
+        // supervisor and of its caller: only what the setup and the command need stays.
+        fds::close_all_except(&self.own_fds());
         // Die with the supervisor: nothing may outlive a killed `nook run`.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         if !wait_for_go(&mut self.go) {
             exit(125);
+        }
+        // Until the release the supervisor needed our /proc entries (ID maps, network).
+        if self.undumpable {
+            if let Err(e) = fds::make_undumpable() {
+                self.fail(&e);
+            }
+        }
+        // A session of its own: no controlling terminal of the caller (TIOCSTI into it,
+        // job-control signals), and not in the caller's process group (signals come
+        // through the supervisor, which forwards them). A pty, if any, is its terminal.
+        if let Err(e) = nix::unistd::setsid() {
+            self.fail(&Error::sys("starting a session (setsid)", e));
         }
         if self.become_root {
             let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
@@ -108,10 +126,27 @@ impl Child<'_> {
                 self.fail(&e);
             }
         }
+        let exec_fds = ExecFds {
+            keep: self.park,
+            passed: self.options.passed_fds,
+        };
         if self.options.init {
-            init::reap_and_forward(self.report, |report| exec_command(process, report))
+            init::reap_and_forward(self.report, |report| {
+                exec_command(process, report, &exec_fds)
+            })
         }
-        exec_command(process, self.report)
+        exec_command(process, self.report, &exec_fds)
+    }
+
+    /// The descriptors the setup and the command need: stdio, the two pipes, the pty's
+    /// socket, the FUSE socket, the start gate and those passed on purpose.
+    fn own_fds(&self) -> Vec<RawFd> {
+        let mut keep = vec![0, 1, 2, self.go.as_raw_fd(), self.report.as_raw_fd()];
+        keep.extend(self.console.as_ref().map(|c| c.as_raw_fd()));
+        keep.extend(self.options.fuse_socket);
+        keep.extend(self.park);
+        keep.extend(self.options.passed_fds.range());
+        keep
     }
 
     fn fail(mut self, e: &Error) -> ! {
@@ -130,6 +165,9 @@ impl Child<'_> {
                 process.cwd().display()
             );
             self.fail(&Error::Setup(msg));
+        }
+        if let Err(e) = fds::check_cwd_inside_root(process.cwd()) {
+            self.fail(&e);
         }
         let args = process.args().as_deref().unwrap_or_default();
         let env = process.env().as_deref().unwrap_or_default();
@@ -228,7 +266,7 @@ pub(crate) fn exec_with_own_env(command: &[String], report: File) -> std::conver
         .map(|(k, v)| format!("{k}={v}"))
         .chain(["NOOK_UNSHARED=1".to_string()])
         .collect();
-    exec_args(command, &env, report)
+    exec_args(command, &env, report, None)
 }
 
 /// `start`'s message on the gate: a 4-byte little-endian length, then the container's
@@ -247,24 +285,72 @@ fn process_of(spec: &Spec) -> &Process {
         .expect("spawn checked that the spec has a process")
 }
 
+/// What crosses the command's exec besides its stdio: the report pipe (close-on-exec:
+/// its EOF tells the supervisor that the command runs), the start gate of a parked OCI
+/// container (close-on-exec: `start` waits for it to go) and the descriptors passed on
+/// purpose.
+pub(crate) struct ExecFds {
+    pub keep: Option<RawFd>,
+    pub passed: fds::PassedFds,
+}
+
 /// The last step of the container's setup: chdir, find the command, exec it.
-pub(crate) fn exec_command(process: &Process, mut report: File) -> ! {
+pub(crate) fn exec_command(process: &Process, mut report: File, exec_fds: &ExecFds) -> ! {
+    // Nothing else of nook or of its caller reaches the chdir or the command.
+    let mut keep = vec![0, 1, 2, report.as_raw_fd()];
+    keep.extend(exec_fds.keep);
+    keep.extend(exec_fds.passed.range());
+    fds::close_all_except(&keep);
     let cwd = process.cwd();
     if let Err(e) = nix::unistd::chdir(cwd) {
         let msg = format!("changing to the working directory {}: {e}", cwd.display());
         send_report(&mut report, &Report::SetupFailed(msg));
         exit(125);
     }
+    if let Err(e) = fds::check_cwd_inside_root(cwd) {
+        send_report(&mut report, &Report::SetupFailed(e.to_string()));
+        exit(125);
+    }
     let args = process.args().as_deref().unwrap_or_default();
     let env = process.env().as_deref().unwrap_or_default();
-    exec_args(args, env, report)
+    let passed = exec_fds.passed;
+    if passed.listen {
+        // sd_listen_fds(3) takes the descriptors only in the process LISTEN_PID names.
+        let own = format!("LISTEN_PID={}", std::process::id());
+        let env: Vec<String> = env
+            .iter()
+            .filter(|v| !v.starts_with("LISTEN_PID="))
+            .cloned()
+            .chain([own])
+            .collect();
+        exec_args(args, &env, report, Some(passed))
+    }
+    exec_args(args, env, report, Some(passed))
 }
 
-/// Finds `args[0]` in the PATH of `env` and execs it; reports why not otherwise.
-fn exec_args(args: &[String], env: &[String], mut report: File) -> ! {
+/// Finds `args[0]` in the PATH of `env` and execs it; reports why not otherwise. With
+/// `container` (the descriptors it is passed), the command is a container's.
+fn exec_args(
+    args: &[String],
+    env: &[String],
+    mut report: File,
+    container: Option<fds::PassedFds>,
+) -> ! {
     let command = args.first().cloned().unwrap_or_default();
     let errno = match exec::find_command(&command, env) {
+        Ok(program) if container.is_some() && exec::is_own_binary(&program) => {
+            let msg = format!(
+                "refusing to run `{command}`: it is nook's own binary (or a script it \
+                 interprets), which a process of the container could then reach and \
+                 overwrite through /proc/PID/exe"
+            );
+            send_report(&mut report, &Report::SetupFailed(msg));
+            exit(125)
+        }
         Ok(program) => {
+            if let Some(passed) = container {
+                fds::make_inheritable(passed.range());
+            }
             restore_signal_defaults();
             exec::execute(&program, args, env)
         }
@@ -280,14 +366,26 @@ fn exec_args(args: &[String], env: &[String], mut report: File) -> ! {
     exit(exec::exec_failure_status(errno as i32))
 }
 
-/// The supervisor blocks the signals it forwards, and Rust's runtime ignores SIGPIPE;
-/// both would be inherited through exec. The command starts as it would from a shell.
+/// The command starts with every signal's default action and an empty mask, whatever
+/// nook inherited: its caller may ignore SIGINT and SIGQUIT (a background job of a
+/// script, `nohup`, `trap '' INT`), Rust's runtime ignores SIGPIPE, and the supervisor
+/// blocks the signals it forwards. An ignored signal and the mask survive exec; handlers
+/// do not, but nook installs none.
 fn restore_signal_defaults() {
-    // SAFETY: setting SIG_DFL installs no handler code; nothing else runs concurrently.
-    unsafe {
-        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
-    }
+    reset_dispositions();
     let _ = SigSet::all().thread_unblock();
+}
+
+/// Every signal's action back to SIG_DFL (the mask is left as it is).
+pub(crate) fn reset_dispositions() {
+    for signo in 1..=libc::SIGRTMAX() {
+        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler code; this process is single-threaded.
+        // Numbers the C library reserves for itself fail with EINVAL, which is ignored.
+        unsafe { libc::signal(signo, libc::SIG_DFL) };
+    }
 }
 
 fn exit(code: i32) -> ! {

@@ -37,6 +37,55 @@ pub(crate) fn find_command(command: &str, env: &[String]) -> Result<PathBuf, Err
     denied.map_or(Err(Errno::ENOENT), |_| Err(Errno::EACCES))
 }
 
+/// Whether executing `program` would run nook's own binary: `/proc/self/exe` (or a link
+/// to it) given as the command, or as the interpreter of a script, up to the kernel's four
+/// levels of interpreters. Run so, nook would be a dumpable process of the container, and
+/// its /proc/PID/exe the host's nook binary (CVE-2019-5736). Where a file cannot be read,
+/// the kernel cannot read an interpreter from it either.
+pub(crate) fn is_own_binary(program: &Path) -> bool {
+    let id = |p: &Path| {
+        nix::sys::stat::stat(p)
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino))
+    };
+    let Some(own) = id(Path::new("/proc/self/exe")) else {
+        return false;
+    };
+    let mut path = program.to_path_buf();
+    for _ in 0..5 {
+        if id(&path) == Some(own) {
+            return true;
+        }
+        match interpreter(&path) {
+            Some(next) => path = next,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The interpreter a `#!` line names (binfmt_script: up to the first blank, within the
+/// first 256 bytes).
+fn interpreter(script: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let mut file = std::fs::File::open(script).ok()?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let name = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|w| !w.is_empty())?;
+    Some(PathBuf::from(OsStr::from_bytes(name)))
+}
+
 /// execve; returns only on failure.
 pub(crate) fn execute(program: &Path, args: &[String], env: &[String]) -> Errno {
     let to_c = |s: &[u8]| CString::new(s).map_err(|_| Errno::EINVAL);
@@ -87,6 +136,23 @@ mod tests {
         assert_eq!(find_command("no-such-command-x", &env), Err(Errno::ENOENT));
         assert_eq!(exec_failure_status(libc::ENOENT), 127);
         assert_eq!(exec_failure_status(libc::EACCES), 126);
+    }
+
+    #[test]
+    fn own_binary_directly_or_as_interpreter() {
+        assert!(is_own_binary(Path::new("/proc/self/exe")));
+        assert!(!is_own_binary(Path::new("/bin/sh")));
+        let dir = std::env::temp_dir().join(format!("nook-own-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("s");
+        std::fs::write(&script, "#! /proc/self/exe --flag\necho\n").unwrap();
+        assert!(is_own_binary(&script));
+        let chained = dir.join("t");
+        std::fs::write(&chained, format!("#!{}\n", script.display())).unwrap();
+        assert!(is_own_binary(&chained));
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert!(!is_own_binary(&chained));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

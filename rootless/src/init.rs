@@ -6,6 +6,13 @@
 //! blocked and takes them with sigwait (blocked signals are queued even for pid 1),
 //! forwards them to the command, reaps whatever exits, and leaves with the command's
 //! status, 128+N for a signal, as a shell would.
+//!
+//! The reaper stays nook, and shares the container's pid namespace, for the container's
+//! whole life: it keeps no descriptor but its stdio, is non-dumpable (fds.rs: its fd/,
+//! exe, environ and memory are out of the container's reach) and blanks its command
+//! line, which anyone may read (/proc/1/cmdline would show the caller's `nook run ...`,
+//! its `-e` values included). Host tools reach the container's namespaces through the
+//! command instead (`join::namespace_holder`).
 
 use std::fs::File;
 
@@ -29,6 +36,9 @@ pub(crate) fn reap_and_forward(report: File, command: impl FnOnce(File)) -> ! {
         }
         Ok(ForkResult::Parent { child }) => {
             drop(report);
+            crate::fds::close_all_except(&[0, 1, 2]);
+            crate::child::reset_dispositions();
+            hide_command_line();
             reaper_loop(child, &all)
         }
         Err(e) => {
@@ -68,5 +78,37 @@ fn reap_all(command: Pid) -> Option<i32> {
             Ok(WaitStatus::StillAlive) | Err(_) => return result,
             Ok(_) => {}
         }
+    }
+}
+
+/// Overwrites this process's argument area (what /proc/PID/cmdline shows) with "nook-init".
+/// The reaper's is the caller's `nook run ...` command line, readable from the container.
+fn hide_command_line() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which may hold spaces: state is field 3, arg_start
+    // and arg_end are fields 48 and 49 (proc(5)).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
+    let (Some(start), Some(end)) = (field(48), field(49)) else {
+        return;
+    };
+    if end <= start {
+        return;
+    }
+    let name = b"nook-init";
+    let len = end - start;
+    // SAFETY: [arg_start, arg_end) is this process's own argument area, on its initial
+    // stack, mapped and writable; the reaper never reads its arguments again (Rust's
+    // `std::env::args` would, and is not called after this point).
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
+        area.fill(0);
+        let n = name.len().min(len.saturating_sub(1));
+        area[..n].copy_from_slice(&name[..n]);
     }
 }

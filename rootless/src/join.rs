@@ -9,15 +9,21 @@
 //! ```text
 //! caller (stays on the host, holds our stdio)   open ns files, cgroup.procs, console
 //!   │ fork                                       block forwarded signals first
-//!   ├─ joiner: [cgroup.procs ← itself] → setns user → mnt → pid → net → uts → ipc
+//!   ├─ joiner: non-dumpable, closes every descriptor it does not need (fds.rs)
+//!   │          → [cgroup.procs ← itself] → setns user → mnt → pid → net → uts → ipc
 //!   │          → cgroup (only those that differ from ours) → clone(CLONE_PARENT)
 //!   │          → sends the new pid, exits
-//!   └─ process (our child, in the container's pid namespace): [stdin /dev/null]
+//!   └─ process (our child, in the container's pid namespace, non-dumpable from birth):
+//!              closes the namespace files and pipes → own session → [stdin /dev/null]
 //!              [pty from the container's devpts] → rlimits → [seccomp] → user, caps,
-//!              no_new_privs → [seccomp] → chdir / then cwd → exec
+//!              no_new_privs → [seccomp] → chdir / then cwd, checked inside → exec
 //! caller: report pipe (EOF = exec'd; child.rs's protocol) → detach, or supervise.rs:
 //!         signals forwarded, pty relayed, exit status 128+N for signal N
 //! ```
+//!
+//! Until it execs, the new process is nook in the container's pid namespace, where every
+//! process of the container may look at its /proc entries: so it holds nothing of the
+//! host (stdio, the pty and `--preserve-fds` are all that cross) and is non-dumpable.
 //!
 //! The joiner is a fork so that the caller keeps the host's mount namespace (its paths,
 //! its runtime directory) and no credentials of the container. It is single-threaded,
@@ -44,6 +50,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
 use crate::error::{Context, Error, Result};
+use crate::fds::{self, PassedFds};
 use crate::spawn::{clone_process, with_signals_blocked, ExitStatus};
 use crate::sync::{self, send_report, Report};
 use crate::{capabilities, limits, seccomp, supervise, tty, StdinMode};
@@ -83,6 +90,8 @@ pub struct ExecOptions<'a> {
     /// The container's seccomp profile, installed in the new process as in the first
     /// one (before the capabilities are cut, or last under no_new_privs).
     pub seccomp: Option<&'a LinuxSeccomp>,
+    /// Descriptors of this process the command gets (`--preserve-fds`).
+    pub passed_fds: PassedFds,
 }
 
 /// How an exec ended, from the caller's point of view.
@@ -179,6 +188,54 @@ fn ns_id(dir: Option<RawFd>, path: &str) -> Option<(u64, u64)> {
     fstatat(dir, path, nix::fcntl::AtFlags::empty())
         .ok()
         .map(|st| (st.st_dev, st.st_ino))
+}
+
+/// The process whose /proc entries stand for the container of `pid` (its first process):
+/// `pid` itself, or, when that is nook's `--init` reaper (non-dumpable for the container's
+/// lifetime, so the host cannot open its namespace files either, see init.rs), the
+/// reaper's first child, the container's command, which shares every namespace with it.
+/// The oldest child: an orphan the reaper adopted later may live in namespaces of its own.
+pub fn namespace_holder(pid: i32) -> i32 {
+    let readable = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/user")).is_ok();
+    if readable(pid) {
+        return pid;
+    }
+    children_of(pid)
+        .into_iter()
+        .filter_map(|c| start_time(c).map(|t| (t, c)))
+        .min()
+        .map(|(_, c)| c)
+        .filter(|&c| readable(c))
+        .unwrap_or(pid)
+}
+
+/// `pid`'s children: /proc/PID/task/PID/children (CONFIG_PROC_CHILDREN), else a scan.
+fn children_of(pid: i32) -> Vec<i32> {
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        return text
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| stat_field(p, 4) == Some(pid as u64))
+        .collect()
+}
+
+/// A process's start time (clock ticks since boot).
+fn start_time(pid: i32) -> Option<u64> {
+    stat_field(pid, 22)
+}
+
+/// Field `n` (proc(5)'s numbering, n >= 3) of /proc/PID/stat as a number.
+fn stat_field(pid: i32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n - 3)?.parse().ok()
 }
 
 /// Fails with `Error::NotRunning` unless `pid` is a running (not exited, not zombie)
@@ -439,6 +496,13 @@ impl Joiner<'_> {
     fn main(mut self) -> ! {
         // A short life, but none beyond a killed caller.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        // Before entering anything: the new process is born of this one, already in the
+        // container's pid namespace, with a copy of what this one holds.
+        if let Err(e) = fds::make_undumpable() {
+            send_report(&mut self.report, &Report::SetupFailed(e.to_string()));
+            exit(125);
+        }
+        fds::close_all_except(&self.own_fds());
         if let Err(e) = self.join() {
             send_report(&mut self.report, &Report::SetupFailed(e.to_string()));
             exit(125);
@@ -460,6 +524,17 @@ impl Joiner<'_> {
                 exit(125)
             }
         }
+    }
+
+    /// Stdio, the namespaces to join, cgroup.procs, the two pipes, the pty's socket and
+    /// the descriptors passed on purpose.
+    fn own_fds(&self) -> Vec<RawFd> {
+        let mut keep = vec![0, 1, 2, self.pid_pipe.as_raw_fd(), self.report.as_raw_fd()];
+        keep.extend(self.joins.iter().map(|(_, fd)| fd.as_raw_fd()));
+        keep.extend(self.cgroup_procs.as_ref().map(|f| f.as_raw_fd()));
+        keep.extend(self.new.console.as_ref().map(|c| c.as_raw_fd()));
+        keep.extend(self.new.opts.passed_fds.range());
+        keep
     }
 
     fn join(&mut self) -> Result<()> {
@@ -492,14 +567,25 @@ struct NewProcess<'a> {
 
 impl NewProcess<'_> {
     fn main(self, mut report: File) -> ! {
+        // The namespace files, cgroup.procs and the pid pipe stay with the joiner.
+        let mut keep = vec![0, 1, 2, report.as_raw_fd()];
+        keep.extend(self.console.as_ref().map(|c| c.as_raw_fd()));
+        keep.extend(self.opts.passed_fds.range());
+        fds::close_all_except(&keep);
         if let Err(e) = self.setup() {
             send_report(&mut report, &Report::SetupFailed(e.to_string()));
             exit(125);
         }
-        crate::child::exec_command(self.process, report)
+        let exec_fds = crate::child::ExecFds {
+            keep: None,
+            passed: self.opts.passed_fds,
+        };
+        crate::child::exec_command(self.process, report, &exec_fds)
     }
 
     fn setup(&self) -> Result<()> {
+        // No controlling terminal of the caller, nor its process group (child.rs).
+        nix::unistd::setsid().context(|| "starting a session (setsid)".into())?;
         if !self.opts.detach {
             // Like the container's first process, it ends with the one who started it.
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);

@@ -7,10 +7,15 @@
 //! run()  ── block signals, pipes ──► clone(NEWUSER|NEWNS|NEWPID|...)   (spawn.rs)
 //!   parent: write ID maps (idmap.rs) ─► release child ─► collect setup/exec result
 //!           ─► supervise: signals, pty, exit status (supervise.rs, tty.rs)
-//!   child : mounts + pivot_root (mounts.rs) ─► hostname, lo ─► pty (tty.rs)
+//!   child : closes what it was not given (fds.rs) ─► [go] non-dumpable, own session
+//!           ─► mounts + pivot_root (mounts.rs) ─► hostname, lo ─► pty (tty.rs)
 //!           ─► user, capabilities, no_new_privs (capabilities.rs) ─► exec (exec.rs)
 //!           or, under --init, a reaper as pid 1 that execs the command as pid 2 (init.rs)
 //! ```
+//!
+//! fds.rs is the boundary every way in shares (run, exec, the OCI commands): which
+//! descriptors cross it, when a process is non-dumpable, where the working directory
+//! may lead.
 //!
 //! Everything the container runs with comes from the `Spec`; the few things that are
 //! not container configuration but I/O wiring of this invocation (stdin attached or
@@ -21,6 +26,7 @@ pub mod cgroups;
 mod child;
 pub mod error;
 mod exec;
+pub mod fds;
 pub mod hooks;
 pub mod idmap;
 mod init;

@@ -48,6 +48,9 @@ pub struct RunOptions {
     /// Called with the container's host pid once its command is running (the exec
     /// succeeded), before the supervisor loop.
     pub on_started: Option<StartedHook>,
+    /// Descriptors of this process the command gets (`--preserve-fds`, LISTEN_FDS); every
+    /// other one stays out of the container (fds.rs).
+    pub passed_fds: crate::fds::PassedFds,
 }
 
 /// A callback for [`RunOptions::on_started`].
@@ -287,6 +290,15 @@ fn spawn_child(
             new_netns: plan.clone_flags.contains(CloneFlags::CLONE_NEWNET),
             new_utsns: plan.clone_flags.contains(CloneFlags::CLONE_NEWUTS),
             park,
+            // runc's rule: a process that joins namespaces others live in is non-dumpable
+            // from the release on; so is one that stays nook there for the container's
+            // lifetime (the --init reaper). An OCI container of its own namespaces stays
+            // dumpable while parked: it is alone in them, and the caller's network helper
+            // (slirp4netns, pasta) joins its network namespace through /proc.
+            undumpable: options.init
+                || park.is_none()
+                || !plan.joins.is_empty()
+                || plan.pid_join.is_some(),
             // A spec may map other IDs than its creator's (an OCI bundle run by root
             // of a user namespace): the child then acts as the container's root.
             become_root: plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER)

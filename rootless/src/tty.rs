@@ -37,7 +37,8 @@ pub(crate) fn set_window_size(fd: RawFd, ws: &Winsize) {
 }
 
 /// Child: allocates the pty, makes its slave the controlling terminal and stdio of this
-/// process, and sends the master to the supervisor.
+/// process, and sends the master to the supervisor. The process leads a session of its
+/// own already (without a terminal: see child.rs).
 pub(crate) fn setup_child_terminal(console: &UnixStream, size: Option<Winsize>) -> Result<()> {
     let master = posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
         .context(|| "opening /dev/ptmx in the container".into())?;
@@ -53,7 +54,6 @@ pub(crate) fn setup_child_terminal(console: &UnixStream, size: Option<Winsize>) 
     if let Some(ws) = size {
         set_window_size(slave, &ws);
     }
-    nix::unistd::setsid().context(|| "setsid".into())?;
     // SAFETY: TIOCSCTTY takes an int argument; 0 means do not steal from another session.
     if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } < 0 {
         return Err(Error::sys(

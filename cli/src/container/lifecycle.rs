@@ -23,9 +23,14 @@ use crate::store_helper::{self, Job};
 
 /// `nook run -d`: the image (pulled here, with progress), the record, then the
 /// supervisor; prints the ID once the container runs.
-pub fn run_detached(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
+/// The descriptors `passing` names go to the supervisor, which hands them on.
+pub fn run_detached(
+    args: RunArgs,
+    store_root: Option<PathBuf>,
+    passing: &run::Passing,
+) -> Result<i32> {
     let ctr = create_container(&args, store_root)?;
-    supervisor::spawn(&ctr)?;
+    supervisor::spawn_with(&ctr, None, passing)?;
     println!("{}", ctr.record.id);
     Ok(0)
 }
@@ -34,6 +39,12 @@ pub fn run_detached(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
 pub fn create_cmd(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
     if args.rm {
         bail!("--rm is for `nook run`: a created container is removed with `nook rm`");
+    }
+    if let Some(n) = args.preserve_fds {
+        bail!(
+            "--preserve-fds {n} passes descriptors of the command that starts the container: \
+             use it with `nook run` (a created container starts from `nook start`, later)"
+        );
     }
     let ctr = create_container(&args, store_root)?;
     println!("{}", ctr.record.id);
@@ -60,7 +71,7 @@ pub fn start_cmd(args: StartArgs, store_root: Option<PathBuf>) -> Result<i32> {
             }
         } else if args.attach {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
-            supervisor::spawn_with(&ctr, Some(theirs))?;
+            supervisor::spawn_with(&ctr, Some(theirs), &run::Passing::default())?;
             return super::attach::attach_on(&ctr, ours, args.interactive);
         } else {
             supervisor::spawn(&ctr)?;

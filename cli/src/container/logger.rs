@@ -26,7 +26,9 @@ pub const STDERR: u8 = 2;
 /// Forks the logger and makes this process's fds 0/1/2 the container's pipes.
 /// `first_client` is attached before any output is read (`nook start -a`: nothing the
 /// container prints is missed).
-/// Returns the logger's pid.
+/// Returns the logger's pid. The logger keeps none of the supervisor's other descriptors:
+/// not the pipe to the starting command (`ready`), nor those `run -d` hands to the
+/// container (a caller's socket or pipe must close when the container closes it).
 pub fn start(
     ctr: &Container,
     socket: &Path,
@@ -46,7 +48,19 @@ pub fn start(
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Child => {
             drop((out_w, err_w, in_r));
-            let _ = nix::unistd::close(ready.as_raw_fd());
+            let mut keep = vec![
+                0,
+                1,
+                2,
+                out_r.as_raw_fd(),
+                err_r.as_raw_fd(),
+                in_w.as_raw_fd(),
+                listener.as_raw_fd(),
+            ];
+            keep.extend(log.file.as_ref().map(|f| f.as_raw_fd()));
+            keep.extend(first_client.as_ref().map(|c| c.as_raw_fd()));
+            debug_assert!(!keep.contains(&ready.as_raw_fd()));
+            nook_rootless::fds::close_all_except(&keep);
             detach_stdio();
             let mut logger = Logger {
                 out: Some(File::from(out_r)),

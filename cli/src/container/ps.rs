@@ -227,8 +227,11 @@ pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let Some(init) = st.pid.filter(|p| st.status == Status::Running && p.alive()) else {
         bail!("container {} is not running", ctr.record.name);
     };
-    let pidns = std::fs::read_link(format!("/proc/{}/ns/pid", init.pid))?;
-    let uid_map = std::fs::read_to_string(format!("/proc/{}/uid_map", init.pid))?;
+    // Under --init the first process (nook's reaper) keeps its /proc entries closed: the
+    // command's stand for the container, and the reaper is listed by its pid.
+    let holder = nook_rootless::join::namespace_holder(init.pid);
+    let pidns = std::fs::read_link(format!("/proc/{holder}/ns/pid"))?;
+    let uid_map = std::fs::read_to_string(format!("/proc/{holder}/uid_map"))?;
     println!(
         "{:<10} {:>7} {:>7} {:<10} COMMAND",
         "USER", "PID", "PPID", "ELAPSED"
@@ -246,10 +249,11 @@ pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-            .ok()
-            .as_ref()
-            != Some(&pidns)
+        if pid != init.pid
+            && std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .ok()
+                .as_ref()
+                != Some(&pidns)
         {
             continue;
         }

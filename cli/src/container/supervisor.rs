@@ -32,6 +32,7 @@ use anyhow::{bail, Context, Result};
 use super::logger;
 use super::record::{Container, Places};
 use crate::flags::{Cli, Command as Cmd, RunArgs};
+use crate::run::Passing;
 
 /// Marker of the exit code after a start failure, on the same pipe.
 const EXIT_CODE: &str = "\u{1}nook-exit-code ";
@@ -42,16 +43,21 @@ const STARTED: &str = "\u{1}nook-started\n";
 /// Starts `ctr`'s supervisor in the background and waits until the container runs (or
 /// failed to start: its error, on stderr, and exit code are returned).
 pub fn spawn(ctr: &Container) -> Result<()> {
-    spawn_with(ctr, None)
+    spawn_with(ctr, None, &crate::run::Passing::default())
 }
 
 /// The descriptor on which `__supervise --attach-first` finds its first client.
 const ATTACH_FD: i32 = 3;
 
 /// [`spawn`]; with `attach`, that socket is the logger's first client, attached before
-/// the container prints anything (`nook start -a`).
-pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>) -> Result<()> {
+/// the container prints anything (`nook start -a`). The descriptors `passing` names (fds
+/// 3..3+N of `nook run -d`) are the supervisor's too, for the container; no other of
+/// ours crosses (every one is close-on-exec since nook started, see main.rs).
+pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing) -> Result<()> {
     let attach_first = attach.is_some();
+    if attach_first && passing.fds.count > 0 {
+        bail!("a container started with `start -a` is passed no descriptors");
+    }
     let exe = std::env::current_exe().context("finding nook's own executable")?;
     let (read_end, write_end) = nix::unistd::pipe().context("pipe")?;
     let mut cmd = Command::new(exe);
@@ -59,6 +65,16 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>) -> Result<()> {
     if attach_first {
         cmd.arg("--attach-first");
     }
+    if passing.fds.count > 0 {
+        cmd.arg(format!("--pass-fds={}", passing.fds.count));
+        if passing.fds.listen {
+            cmd.arg("--listen");
+        }
+        if let Some(names) = &passing.names {
+            cmd.arg(format!("--listen-fdnames={names}"));
+        }
+    }
+    let passed = passing.fds.range();
     cmd.arg(&ctr.dir)
         .env_clear()
         .envs(ctr.record.env.iter().map(|(k, v)| (k, v)))
@@ -80,6 +96,8 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>) -> Result<()> {
                 // dup2 clears close-on-exec on the copy: the supervisor inherits it.
                 nix::unistd::dup2(fd, ATTACH_FD)?;
             }
+            // fcntl only: async-signal-safe.
+            nook_rootless::fds::make_inheritable(passed.clone());
             Ok(())
         });
     }
@@ -137,8 +155,14 @@ impl std::fmt::Display for ExitError {
 
 impl std::error::Error for ExitError {}
 
-/// `nook __supervise DIR`.
-pub fn main(dir: &Path, attach_first: bool, store_root: Option<std::path::PathBuf>) -> Result<i32> {
+/// `nook __supervise DIR`: `passing` are the descriptors `run -d` handed on (none for a
+/// later `start`, whatever the recorded flags say: those descriptors are gone).
+pub fn main(
+    dir: &Path,
+    attach_first: bool,
+    passing: &Passing,
+    store_root: Option<std::path::PathBuf>,
+) -> Result<i32> {
     let ctr = Container::load(dir)?;
     let places = Places::open(store_root.clone())?;
     let args = run_args(&ctr)?;
@@ -165,8 +189,9 @@ pub fn main(dir: &Path, attach_first: bool, store_root: Option<std::path::PathBu
         }) as Arc<dyn Fn() + Send + Sync>
     };
     let image = crate::run::choose_image(&args, store_root);
-    let result = image
-        .and_then(|image| crate::run::run_container(&places, &ctr, &args, &image, Some(started)));
+    let result = image.and_then(|image| {
+        crate::run::run_container(&places, &ctr, &args, &image, Some(started), passing)
+    });
     if let Err(e) = &result {
         if let Some(mut f) = ready.lock().ok().and_then(|mut r| r.take()) {
             let code = crate::run::exit_code_of(e);

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use nook_rootless::fds::PassedFds;
 use nook_rootless::idmap::{self, HostIds, UsernsMode};
 use nook_rootless::{Created, RunOptions, StdinMode};
 use oci_spec::runtime::{
@@ -45,8 +46,9 @@ pub struct CreateArgs {
     /// Accepted for runc compatibility
     #[arg(long, hide = true)]
     pub no_new_keyring: bool,
-    /// Accepted for runc compatibility: file descriptors 3.. are not passed on
-    #[arg(long, hide = true, value_name = "N")]
+    /// Pass descriptors 3..3+N of this command to the container's process (after those
+    /// of socket activation, LISTEN_FDS, as runc orders them); no others cross
+    #[arg(long, value_name = "N")]
     pub preserve_fds: Option<u32>,
 }
 
@@ -121,6 +123,7 @@ pub fn create(global: &Global, args: &CreateArgs) -> Result<CreatedContainer> {
                 None
             }
         };
+    let (passed_fds, run_spec) = passed_fds(args, &spec)?;
     let options = RunOptions {
         stdin: StdinMode::Inherit,
         init: false,
@@ -128,8 +131,9 @@ pub fn create(global: &Global, args: &CreateArgs) -> Result<CreatedContainer> {
         fuse_socket: None,
         on_spawned: None,
         on_started: None,
+        passed_fds,
     };
-    let created = nook_rootless::create(&spec, &options, cgroup.as_ref(), &gate)?;
+    let created = nook_rootless::create(&run_spec, &options, cgroup.as_ref(), &gate)?;
     drop(gate);
     let start_time = container::proc_stat(created.pid).map_or(0, |(_, t)| t);
     let record = Record {
@@ -167,6 +171,44 @@ pub fn create(global: &Global, args: &CreateArgs) -> Result<CreatedContainer> {
         container,
         _created: Some(created),
     })
+}
+
+/// The descriptors the container's process gets, runc's way: socket activation's first
+/// (LISTEN_FDS, when LISTEN_PID names this process; the process is told LISTEN_FDS and
+/// its own pid), then `--preserve-fds N`. The spec to run has those variables; the saved
+/// config.json (which `exec` starts from) does not.
+fn passed_fds<'s>(
+    args: &CreateArgs,
+    spec: &'s Spec,
+) -> Result<(PassedFds, std::borrow::Cow<'s, Spec>)> {
+    let listen = nook_rootless::fds::listen_fds();
+    let listened = listen.as_ref().map_or(0, |l| l.count);
+    let passed = PassedFds {
+        count: listened.saturating_add(args.preserve_fds.unwrap_or(0)),
+        listen: listened > 0,
+    };
+    if let Some(fd) = passed.first_missing() {
+        bail!(
+            "descriptor {fd} is not open: --preserve-fds {} and LISTEN_FDS={listened} pass 3..{}",
+            args.preserve_fds.unwrap_or(0),
+            2 + passed.count
+        );
+    }
+    let Some(listen) = listen else {
+        return Ok((passed, std::borrow::Cow::Borrowed(spec)));
+    };
+    let mut spec = spec.clone();
+    if let Some(process) = spec.process_mut().as_mut() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.retain(|v| !v.starts_with("LISTEN_"));
+        env.push(format!("LISTEN_FDS={}", listen.count));
+        env.push("LISTEN_PID=1".into());
+        if let Some(names) = listen.names {
+            env.push(format!("LISTEN_FDNAMES={names}"));
+        }
+        process.set_env(Some(env));
+    }
+    Ok((passed, std::borrow::Cow::Owned(spec)))
 }
 
 /// A container without `process`: recorded (pid 0) with its FIFO, nothing runs.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use nook_rootless::fds::PassedFds;
 use nook_rootless::join::{exec_in, ExecIo, ExecOptions, ExecOutcome, JoinTarget};
 use nook_rootless::StdinMode;
 use oci_spec::runtime::Process;
@@ -39,8 +40,8 @@ pub struct ExecArgs {
     /// Extra environment variables (without --process)
     #[arg(long, short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// Accepted for runc compatibility: descriptors 3.. are not passed on
-    #[arg(long, hide = true, value_name = "N")]
+    /// Pass descriptors 3..3+N of this command to the process (no others cross)
+    #[arg(long, value_name = "N")]
     pub preserve_fds: Option<u32>,
     /// Accepted for runc compatibility (the process file says it)
     #[arg(long, hide = true)]
@@ -101,11 +102,19 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32> {
         .as_ref()
         .and_then(|s| s.linux().as_ref())
         .and_then(|l| l.seccomp().as_ref());
+    let passed_fds = PassedFds::preserve(args.preserve_fds.unwrap_or(0));
+    if let Some(fd) = passed_fds.first_missing() {
+        bail!(
+            "--preserve-fds {}: descriptor {fd} is not open",
+            passed_fds.count
+        );
+    }
     let options = ExecOptions {
         io,
         detach: args.detach,
         stdin: StdinMode::Inherit,
         seccomp,
+        passed_fds,
     };
     match exec_in(&target, &process, &options)? {
         ExecOutcome::Detached(pid) => {

@@ -144,6 +144,9 @@ pub fn from_argv() -> Option<i32> {
 /// Entry point for `nook oci ARGS` (`args` starts with a program name) and for the
 /// binary invoked as `nook-runtime`. Returns the exit status.
 pub fn main(args: Vec<OsString>) -> i32 {
+    // As for nook's own commands (main.rs): the caller's descriptors reach nothing nook
+    // starts, but those it passes on purpose (`--preserve-fds`, LISTEN_FDS).
+    nook_rootless::fds::mark_cloexec_from(nook_rootless::fds::FIRST_PASSED);
     let cli = match OciCli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
