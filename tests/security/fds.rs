@@ -358,7 +358,9 @@ fn preserve_fds_passes_exactly_those() {
     let canary = Canary::new();
     let probe = format!("{LIST_FDS}; cat <&3");
     let name = store.idle(&[]);
-    let runs: [Vec<&str>; 3] = [
+    let detached = format!("pd-{}", token());
+    store.forget_later(&detached);
+    let runs: [Vec<&str>; 4] = [
         vec![
             "run",
             "--rm",
@@ -377,6 +379,18 @@ fn preserve_fds_passes_exactly_those() {
             "host",
         ],
         vec!["exec", "--preserve-fds", "1", &name],
+        // Detached: through the supervisor, whose logger keeps none of them; `start -a`
+        // of the same container later passes nothing (those descriptors are gone).
+        vec![
+            "run",
+            "-d",
+            "--network=none",
+            "--name",
+            &detached,
+            "--preserve-fds",
+            "1",
+            "host",
+        ],
     ];
     for args in runs {
         // Opened anew for each: the container reads it to its end.
@@ -385,11 +399,17 @@ fn preserve_fds_passes_exactly_those() {
         cmd.args(["sh", "-c", &probe]);
         // fd 4 is the caller's too, and not passed.
         give_fds(&mut cmd, &[(&third, 3), (&canary.file, 4)]);
-        let o = spawn(&mut cmd).wait(TIMEOUT);
+        let mut o = spawn(&mut cmd).wait(TIMEOUT);
         o.success();
+        if args[1] == "-d" {
+            store.nook(&["wait", &detached]).success();
+            o = store.nook(&["logs", &detached]);
+        }
         assert_eq!(listed_fds(&o.out()), "0 1 2 3", "{o}");
         assert!(o.out().contains("passed-content"), "{o}");
     }
+    let o = store.nook(&["start", "-a", &detached]);
+    assert_eq!(listed_fds(&o.out()), "0 1 2", "{o}");
     // Asking for more than is open is a clear error, not one of nook's own descriptors.
     let mut cmd = store.cmd(&[
         "run",
