@@ -230,6 +230,23 @@ while time.time() < deadline:
             os.kill(int(p), signal.SIGSTOP)
         except OSError:
             continue
+        # Once stopped it cannot exec: it is still nook only if its name still says so.
+        state = ''
+        for _ in range(100000):
+            try:
+                stat = open(f'/proc/{{p}}/stat').read()
+                state = stat[stat.rfind(')') + 2]
+                comm = open(f'/proc/{{p}}/comm').read().strip()
+            except OSError:
+                break
+            if state == 'T':
+                break
+        if state != 'T' or comm != 'nook':
+            try:
+                os.kill(int(p), signal.SIGCONT)
+            except OSError:
+                pass
+            continue
         result = closed(p)
         hits = reached(sys.argv[1])
         os.kill(int(p), signal.SIGCONT)
