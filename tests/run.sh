@@ -215,8 +215,11 @@ else
     NEWGIDMAP=${NOOK_TEST_NEWGIDMAP:-}
 fi
 
-# The clone may live where the test account cannot read (/root): copy what runs.
+# The clone may live where the test account cannot read (/root): copy what runs. The
+# escape suite's probe goes beside nook, where the tests look for it.
 cp "$NOOK" "$WORK/nook"
+[ -x "$ROOT/target/debug/nook-attack" ] || die "target/debug/nook-attack was not built"
+cp "$ROOT/target/debug/nook-attack" "$WORK/nook-attack"
 # nook uses a setuid helper found next to itself before shadow's on PATH: put nook's own
 # there, so container runs go through it (on a nosuid /tmp nook skips them for shadow's).
 if [ $IS_ROOT = 1 ] && [ -n "$NEWUIDMAP" ] && [ -n "$NEWGIDMAP" ]; then
