@@ -123,7 +123,32 @@ fn proc_sys_and_sysrq_trigger_writes_are_refused_and_the_host_keeps_its_values()
             ":nook:E::nook::/tmp/x:",
         ],
     );
+    // kernel.hostname is namespaced: in a UTS namespace of its own (nested, with a user
+    // namespace) the container may set it; neither its own nor the host's changes.
+    a.shell("hostname-before", "cat /proc/sys/kernel/hostname");
+    a.probe(
+        "nested-uts",
+        &[
+            "in-ns",
+            "user,uts",
+            "sethostname",
+            "nook-nested",
+            "+",
+            "read",
+            "/proc/sys/kernel/hostname",
+        ],
+    );
+    a.shell("hostname-after", "cat /proc/sys/kernel/hostname");
+    let host_name = nix::unistd::gethostname().unwrap();
     let (o, r) = attempt(&[], &a);
+    let nested = &r["nested-uts"];
+    assert!(
+        // 12 bytes: "nook-nested\n", read back inside the nested namespace.
+        nested == "ok + ok 12" || nested.starts_with("err EPERM (unshare)"),
+        "sethostname in a nested UTS namespace: {nested}\n{o}"
+    );
+    assert_eq!(r.get("hostname-before"), r.get("hostname-after"), "{o}");
+    assert_eq!(nix::unistd::gethostname().unwrap(), host_name, "{o}");
     for (k, _, before) in &sysctls {
         // O_WRONLY without O_CREAT: the permission check (EACCES: the file is the host's
         // root's) may come before the read-only mount's (EROFS).
