@@ -9,7 +9,9 @@
 #   5. prepares the unprivileged account `nooktest` (home, /etc/subuid and /etc/subgid
 #      entries, the setuid ID-map helpers when they are built, /dev/fuse and /dev/net/tun
 #      0666), copies the binaries to a world-readable temporary directory, and runs every
-#      integration test executable as `nooktest` with a clean, explicit environment.
+#      integration test executable as `nooktest` with a clean, explicit environment;
+#      the escape suite's cross-account tests (tests/security/cross_user.rs) run as root,
+#      which only drives `nooktest` and a second account `nooktest2` through runuser.
 # Started by anyone else: says what it needs, then builds and runs the same tests as the
 # current user (the root-only test then prints SKIP).
 #
@@ -37,6 +39,9 @@ die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) for this user"
 
 TEST_USER=nooktest
+# A second account, only for the cross-account attempts (tests/security/cross_user.rs):
+# root drives both through runuser. It gets no subordinate ID ranges.
+TEST_USER2=nooktest2
 # Debian packages the tests use, and a command that shows each is there.
 #   busybox-static  /bin/busybox for the --rootfs tests (must be static)
 #   uidmap          newuidmap/newgidmap, the reference for the ID-map helper tests
@@ -206,6 +211,9 @@ if [ $IS_ROOT = 1 ]; then
     done
     [ -x "$HELPER_DIR/nook-newuidmap" ] && NEWUIDMAP=$HELPER_DIR/nook-newuidmap
     [ -x "$HELPER_DIR/nook-newgidmap" ] && NEWGIDMAP=$HELPER_DIR/nook-newgidmap
+    if ! id "$TEST_USER2" >/dev/null 2>&1; then
+        useradd --create-home --shell /bin/sh "$TEST_USER2" || die "useradd $TEST_USER2 failed"
+    fi
     for d in /dev/fuse /dev/net/tun; do
         if [ -c "$d" ]; then chmod 0666 "$d"; else echo "    $d is missing on this machine"; fi
     done
@@ -215,8 +223,11 @@ else
     NEWGIDMAP=${NOOK_TEST_NEWGIDMAP:-}
 fi
 
-# The clone may live where the test account cannot read (/root): copy what runs.
+# The clone may live where the test account cannot read (/root): copy what runs. The
+# escape suite's probe goes beside nook, where the tests look for it.
 cp "$NOOK" "$WORK/nook"
+[ -x "$ROOT/target/debug/nook-attack" ] || die "target/debug/nook-attack was not built"
+cp "$ROOT/target/debug/nook-attack" "$WORK/nook-attack"
 # nook uses a setuid helper found next to itself before shadow's on PATH: put nook's own
 # there, so container runs go through it (on a nosuid /tmp nook skips them for shadow's).
 if [ $IS_ROOT = 1 ] && [ -n "$NEWUIDMAP" ] && [ -n "$NEWGIDMAP" ]; then
@@ -246,9 +257,28 @@ while read -r exe; do
     if [ $IS_ROOT = 1 ]; then
         # Run as root above; as the test account it could only say SKIP.
         [ "$name" = run_as_root ] && continue
+        # The escape suite's cross-account tests need two accounts: the root pass below.
+        skip_args=()
+        [ "$name" = security ] && skip_args=(--skip cross_user::)
         run_test_exe "$name" runuser -u "$TEST_USER" -- \
             env -i USER="$TEST_USER" LOGNAME="$TEST_USER" "${TEST_ENV[@]}" "$WORK/bin/$base" \
-            "${TEST_ARGS[@]}"
+            "${TEST_ARGS[@]}" "${skip_args[@]}"
+        if [ "$name" = security ]; then
+            # Root only orchestrates: every nook command in these tests runs as
+            # $TEST_USER or $TEST_USER2 through runuser. Runs when no filter is given or
+            # the filter names cross_user.
+            xu_args=()
+            if [ ${#TEST_ARGS[@]} = 0 ]; then
+                xu_args=(cross_user::)
+            elif printf '%s\n' "${TEST_ARGS[@]}" | grep -q cross_user; then
+                xu_args=("${TEST_ARGS[@]}")
+            fi
+            if [ ${#xu_args[@]} -gt 0 ]; then
+                run_test_exe security-cross-user env -i PATH="${TEST_ENV[1]#PATH=}" \
+                    LANG=C.UTF-8 TMPDIR=/tmp NOOK_BIN="$WORK/nook" \
+                    NOOK_CROSS_USERS="$TEST_USER $TEST_USER2" "$WORK/bin/$base" "${xu_args[@]}"
+            fi
+        fi
     else
         run_test_exe "$name" env "${TEST_ENV[@]}" "$WORK/bin/$base" "${TEST_ARGS[@]}"
     fi

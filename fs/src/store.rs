@@ -53,6 +53,9 @@ pub enum StoreError {
     Source { what: String, source: io::Error },
     #[error("{what} is larger than the {limit} bytes allowed")]
     TooLarge { what: String, limit: u64 },
+    /// `--root`/`NOOK_ROOT` names another account's directory (or not a directory).
+    #[error(transparent)]
+    Dir(#[from] crate::paths::DirError),
     #[error("image store {path}: images.json is corrupt ({why}); `nook system check --repair` rebuilds what it can")]
     Corrupt { path: PathBuf, why: String },
 }
@@ -121,8 +124,10 @@ pub struct Lock {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
-    /// Opens (creating) the store at `root`.
+    /// Opens (creating) the store at `root`, which must be this account's: another
+    /// account's store is refused before anything in it is read or created.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        crate::paths::check_own_dir(root, "image store", crate::paths::STORE_HINT)?;
         for d in ["", "blobs/sha256", "layers", "tmp"] {
             let p = root.join(d);
             fs::DirBuilder::new()

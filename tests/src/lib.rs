@@ -732,3 +732,127 @@ pub fn has(cmd: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+// ---------------------------------------------------------------------------------------
+// Attempts from inside a container (the escape regression suite, tests/security/)
+
+/// The probe binary `nook-attack` (tests/src/bin/nook-attack.rs): `$NOOK_ATTACK_BIN`,
+/// else beside the nook binary under test (tests/run.sh copies both to one directory;
+/// cargo builds both into target/debug).
+pub fn attack_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NOOK_ATTACK_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = nook_bin().with_file_name("nook-attack");
+    assert!(
+        bin.is_file(),
+        "the probe binary is not at {} (build it with `cargo build -p nook-tests`, or set \
+         NOOK_ATTACK_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// Where [`attack_volume`] puts the probe inside a container.
+pub const ATTACK: &str = "/nook-attack";
+
+/// `-v` argument that binds the probe read-only at [`ATTACK`] (for the `host` image, whose
+/// libraries are the host's, so the dynamically linked probe runs).
+pub fn attack_volume() -> String {
+    format!("{}:{ATTACK}:ro", attack_bin().display())
+}
+
+/// A word quoted for sh.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A shell script of attempts, each printing one line `KEY RESULT` (RESULT as the probe
+/// prints it: `ok[ DETAIL]`, `err ENAME[ (where)]` or `timeout`); read the lines back
+/// with [`attempt_results`].
+#[derive(Default)]
+pub struct Attempts {
+    script: String,
+}
+
+impl Attempts {
+    pub fn new() -> Attempts {
+        Attempts::default()
+    }
+
+    /// `nook-attack ARGS` under `key`.
+    pub fn probe(&mut self, key: &str, args: &[&str]) -> &mut Attempts {
+        let words: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
+        self.shell(key, &format!("{ATTACK} {}", words.join(" ")))
+    }
+
+    /// A shell command that prints one line, under `key`.
+    pub fn shell(&mut self, key: &str, command: &str) -> &mut Attempts {
+        assert!(!key.contains(char::is_whitespace), "key {key:?}");
+        self.script += &format!("printf '%s ' {}; {command}\n", sh_quote(key));
+        self
+    }
+
+    /// Like [`Attempts::shell`], with a key the shell expands (`"kill-$p"` in a loop).
+    pub fn shell_keyed(&mut self, key_expr: &str, command: &str) -> &mut Attempts {
+        assert!(!key_expr.contains(['"', '\\', '`']), "key {key_expr:?}");
+        self.script += &format!("printf '%s ' \"{key_expr}\"; {command}\n");
+        self
+    }
+
+    /// Raw script text (setup steps between attempts).
+    pub fn raw(&mut self, text: &str) -> &mut Attempts {
+        self.script += text;
+        self.script.push('\n');
+        self
+    }
+
+    pub fn script(&self) -> &str {
+        &self.script
+    }
+}
+
+/// The `KEY RESULT` lines of an [`Attempts`] run, by key. With `NOOK_TEST_SHOW=1` the
+/// whole run is printed (`--nocapture` to see it), for reading what each attempt got.
+pub fn attempt_results(o: &Output) -> std::collections::BTreeMap<String, String> {
+    if std::env::var_os("NOOK_TEST_SHOW").is_some() {
+        eprintln!("{o}");
+    }
+    o.out()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Asserts that attempt `key` failed with one of `errnos` (names as `EPERM`).
+#[track_caller]
+pub fn assert_refused(
+    results: &std::collections::BTreeMap<String, String>,
+    key: &str,
+    errnos: &[&str],
+    o: &Output,
+) {
+    let got = results
+        .get(key)
+        .unwrap_or_else(|| panic!("no result for attempt {key}\n{o}"));
+    let errno = got
+        .strip_prefix("err ")
+        .and_then(|e| e.split_whitespace().next());
+    assert!(
+        errno.is_some_and(|e| errnos.contains(&e)),
+        "attempt {key} should have been refused with {errnos:?}, got {got:?}\n{o}"
+    );
+}
+
+/// Asserts that attempt `key` succeeded (a control: the probe could have seen it).
+#[track_caller]
+pub fn assert_ok(results: &std::collections::BTreeMap<String, String>, key: &str, o: &Output) {
+    let got = results
+        .get(key)
+        .unwrap_or_else(|| panic!("no result for attempt {key}\n{o}"));
+    assert!(
+        got == "ok" || got.starts_with("ok "),
+        "attempt {key} should have succeeded, got {got:?}\n{o}"
+    );
+}

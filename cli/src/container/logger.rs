@@ -105,6 +105,14 @@ fn bind_short(socket: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(short)
 }
 
+/// The connection, if its peer runs as this account. The socket's directory is private
+/// (0700), so no one else can reach it; should its modes ever be opened up, another
+/// account's process still gets neither the container's output nor its stdin.
+fn own(conn: UnixStream) -> Option<UnixStream> {
+    let peer = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials);
+    (peer.ok()?.uid() == nix::unistd::getuid().as_raw()).then_some(conn)
+}
+
 /// Connects to a socket made by [`bind_short`].
 pub fn connect_short(socket: &Path) -> std::io::Result<UnixStream> {
     let (_dir, short) = short_socket_path(socket)?;
@@ -197,7 +205,7 @@ impl Logger {
                 i += 1;
             }
             if ready[i] {
-                if let Ok((conn, _)) = self.listener.accept() {
+                if let Some(conn) = self.listener.accept().ok().and_then(|(c, _)| own(c)) {
                     let _ = conn.set_nonblocking(true);
                     self.clients.push(Client {
                         conn,

@@ -36,7 +36,13 @@ pub struct Places {
 impl Places {
     pub fn open(store_root: Option<PathBuf>) -> Result<Places> {
         let runtime = nook_rootless::state::runtime_dir()?.join("containers");
-        let persistent = nook_fs::paths::store_root(store_root).map(|r| r.join("containers"));
+        let store_root = nook_fs::paths::store_root(store_root);
+        if let Some(root) = &store_root {
+            // Another account's store: refused before a record in it is read, so no
+            // command lists, inspects or acts on that account's containers.
+            nook_fs::paths::check_own_dir(root, "image store", nook_fs::paths::STORE_HINT)?;
+        }
+        let persistent = store_root.map(|r| r.join("containers"));
         Ok(Places {
             runtime,
             persistent,

@@ -64,12 +64,18 @@ pub struct Container {
     pub record: Record,
 }
 
-/// `--root`, or nook's runtime dir + `/oci`; created (0700) if missing.
+/// `--root`, or nook's runtime dir + `/oci`; created (0700) if missing. Another
+/// account's state directory is refused before a container's state in it is read.
 pub fn root_dir(global: &Global) -> Result<PathBuf> {
     let root = match &global.root {
         Some(r) => r.clone(),
         None => nook_rootless::state::runtime_dir()?.join("oci"),
     };
+    nook_fs::paths::check_own_dir(
+        &root,
+        "state directory",
+        "give a --root of your own (default: $XDG_RUNTIME_DIR/nook/oci)",
+    )?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
