@@ -674,10 +674,6 @@ fn a_detached_containers_supervisor_and_logger_cannot_be_named_from_inside() {
 }
 
 #[test]
-#[ignore = "fails today: under --init, pid 1 is nook's own reaper, not exec'd: dumpable, \
-            traceable by the container, holding nook's pipes, /proc/1/exe the host's nook \
-            binary. Fixed with the boundary branch (init exec'd from a sealed copy, then \
-            non-dumpable) and the descriptor-hygiene branch; un-ignore then"]
 fn the_init_reaper_cannot_be_traced_from_inside() {
     assert_unprivileged();
     let mut a = Attempts::new();
