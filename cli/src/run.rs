@@ -197,7 +197,7 @@ fn run_once(
         .map(|ports| ports.keys().cloned().collect());
     network.publish_all(args, exposed)?;
     let ports = network.published();
-    let mut spec = spec::build(&SpecInput {
+    let (mut spec, seccomp_record) = spec::build(&SpecInput {
         args,
         root: &root.root,
         ids: &ids,
@@ -206,6 +206,7 @@ fn run_once(
         host_network: network.host,
         image: root.image_config.as_ref(),
     })?;
+    crate::seccomp::write_record(&dir.path, &seccomp_record)?;
     let _ = places;
     let spawned_hook = spawned_hook(ctr, restarts, ports);
     let options = RunOptions {
