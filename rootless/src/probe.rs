@@ -165,6 +165,7 @@ pub fn probe_all() -> Report {
         probe_tun(),
         probe_ping(gid),
         probe_cgroup(is_root),
+        probe_seccomp(),
         probe_runtime_dir(uid),
         probe_store(home.as_deref()),
     ];
@@ -989,6 +990,30 @@ fn statfs_magic(p: &Path) -> Option<u32> {
 /// The path itself if it exists, else its closest existing ancestor.
 fn existing_ancestor(p: &Path) -> Option<&Path> {
     p.ancestors().find(|a| a.symlink_metadata().is_ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// seccomp
+
+/// Whether a filter can be installed (tried in a child), and the default profile in force
+/// with how to change it.
+fn probe_seccomp() -> Probe {
+    let summary = crate::seccomp::default::summary();
+    let detail = format!(
+        "filters work; default profile {}: {}; per container: --security-opt \
+         seccomp=unconfined | seccomp=PROFILE.json (podman's format), --privileged",
+        crate::seccomp::default::NAME,
+        summary
+    );
+    match crate::seccomp::filters_work() {
+        Ok(()) => Probe::ok("seccomp", detail),
+        Err(why) => Probe::missing(
+            "seccomp",
+            format!("no seccomp filters: {why}"),
+            "containers run without the default profile: use a kernel with \
+             CONFIG_SECCOMP_FILTER, or run nook outside the sandbox that refuses seccomp(2)",
+        ),
+    }
 }
 
 /// The runtime directory nook uses: `$XDG_RUNTIME_DIR/nook` when that directory belongs to the

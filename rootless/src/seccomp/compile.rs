@@ -59,6 +59,8 @@ const DEFAULT_ERRNO: u32 = libc::EPERM as u32;
 
 /// One system-call ABI the filter answers for.
 struct Abi {
+    /// libseccomp's name, lower case.
+    name: &'static str,
     audit_arch: u32,
     number: fn(&str) -> Option<u32>,
     /// x86_64: refuse x32 calls (see the module doc).
@@ -75,6 +77,7 @@ const SECCOMPILER_ARCH: TargetArch = TargetArch::riscv64;
 fn native_abi() -> Abi {
     #[cfg(target_arch = "x86_64")]
     return Abi {
+        name: "x86_64",
         audit_arch: Arch::ScmpArchX86_64 as u32,
         number: |n| {
             syscalls::x86_64::Sysno::from_str(n)
@@ -85,6 +88,7 @@ fn native_abi() -> Abi {
     };
     #[cfg(target_arch = "aarch64")]
     return Abi {
+        name: "aarch64",
         audit_arch: Arch::ScmpArchAarch64 as u32,
         number: |n| {
             syscalls::aarch64::Sysno::from_str(n)
@@ -95,6 +99,7 @@ fn native_abi() -> Abi {
     };
     #[cfg(target_arch = "riscv64")]
     return Abi {
+        name: "riscv64",
         audit_arch: Arch::ScmpArchRiscv64 as u32,
         number: |n| {
             syscalls::riscv64::Sysno::from_str(n)
@@ -111,6 +116,7 @@ fn compat_abi(arch: Arch) -> Option<Abi> {
     match arch {
         #[cfg(target_arch = "x86_64")]
         Arch::ScmpArchX86 => Some(Abi {
+            name: "x86",
             audit_arch: Arch::ScmpArchX86 as u32,
             number: |n| {
                 syscalls::x86::Sysno::from_str(n)
@@ -121,6 +127,7 @@ fn compat_abi(arch: Arch) -> Option<Abi> {
         }),
         #[cfg(target_arch = "aarch64")]
         Arch::ScmpArchArm => Some(Abi {
+            name: "arm",
             audit_arch: Arch::ScmpArchArm as u32,
             number: |n| {
                 syscalls::arm::Sysno::from_str(n)
@@ -133,10 +140,10 @@ fn compat_abi(arch: Arch) -> Option<Abi> {
     }
 }
 
-/// The architectures whose calls the filter lets through to its rules: the native one
-/// and the compat ABIs the profile lists (for `nook info` and tests).
-pub fn filtered_architectures(seccomp: &LinuxSeccomp) -> Vec<u32> {
-    abis(seccomp).iter().map(|a| a.audit_arch).collect()
+/// The ABIs whose calls reach the profile's rules (the others are killed; x32 calls
+/// get ENOSYS), by libseccomp's lower-case names.
+pub fn filtered_abis(seccomp: &LinuxSeccomp) -> Vec<&'static str> {
+    abis(seccomp).iter().map(|a| a.name).collect()
 }
 
 fn abis(seccomp: &LinuxSeccomp) -> Vec<Abi> {
@@ -149,6 +156,21 @@ fn abis(seccomp: &LinuxSeccomp) -> Vec<Abi> {
         }
     }
     abis
+}
+
+/// How many syscalls of the native architecture `seccomp` allows whatever their
+/// arguments (for `nook info`).
+pub fn allowed_natively(seccomp: &LinuxSeccomp) -> usize {
+    let abi = native_abi();
+    let mut allowed = std::collections::BTreeSet::new();
+    for s in seccomp.syscalls().as_deref().unwrap_or_default() {
+        if s.action() == LinuxSeccompAction::ScmpActAllow
+            && s.args().as_deref().unwrap_or_default().is_empty()
+        {
+            allowed.extend(s.names().iter().filter_map(|n| (abi.number)(n)));
+        }
+    }
+    allowed.len()
 }
 
 /// One entry of the profile, checked and in seccompiler's terms.

@@ -22,7 +22,7 @@ use seccompiler::BpfProgram;
 
 use crate::error::{Error, Result};
 
-pub use compile::{filtered_architectures, MAX_ERRNO};
+pub use compile::MAX_ERRNO;
 
 /// A compiled profile, ready to install (in the container's process, after clone or
 /// fork: compiling before keeps allocation and failure out of the child).
