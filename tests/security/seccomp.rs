@@ -485,3 +485,47 @@ fn exec_gets_the_containers_filter() {
     std::fs::remove_file(&profile).unwrap();
     assert_eq!(check(&ctr), ("2".into(), "add_key EXDEV".into()));
 }
+
+/// The OCI runtime runs a bundle's profile as given, but not an errno the kernel would
+/// turn into a bogus result: `errnoRet` 4294967295 made getuid return 4294963201.
+#[test]
+fn an_oci_profile_with_an_errno_out_of_range_is_refused() {
+    assert_unprivileged();
+    let test = "an_oci_profile_with_an_errno_out_of_range_is_refused";
+    let rootfs = match busybox_rootfs() {
+        Ok(r) => r,
+        Err(why) => return skip(test, &why),
+    };
+    let bundle = tempdir();
+    let state = tempdir();
+    let mut cmd = nook();
+    cmd.args(["oci", "spec", "--rootless", "--bundle"])
+        .arg(bundle.path());
+    spawn(&mut cmd).wait(TIMEOUT).success();
+    let config = bundle.path().join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    c["root"]["path"] = serde_json::json!(rootfs.path_str());
+    c["process"]["args"] = serde_json::json!(["id", "-u"]);
+    c["process"]["terminal"] = serde_json::json!(false);
+    c["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["getuid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 4294967295u64}]
+    });
+    std::fs::write(&config, serde_json::to_vec(&c).unwrap()).unwrap();
+    let mut cmd = nook();
+    cmd.arg("oci")
+        .arg("--root")
+        .arg(state.path())
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg(format!("errno{}", token()));
+    spawn(&mut cmd).wait(TIMEOUT).assert_error_line(
+        1,
+        &[
+            "linux.seccomp.syscalls[0].errnoRet",
+            "4294967295",
+            "1..4095",
+        ],
+    );
+}
