@@ -108,7 +108,7 @@ impl Profile {
         };
         let default_errno = errno(root, "defaultErrno", "defaultErrnoRet", "")?;
         check_errno(default_action, default_errno, "defaultErrnoRet")?;
-        let architectures = list(root, "architectures", "", |v, at| enum_value(v, at))?;
+        let architectures = list(root, "architectures", "", enum_value)?;
         let arch_map = list(root, "archMap", "", |v, at| {
             let o = v
                 .as_object()
@@ -117,13 +117,13 @@ impl Profile {
                 Some(a) => enum_value(a, &format!("{at}.architecture"))?,
                 None => return Err(format!("{at}.architecture is missing")),
             };
-            let subs = list(o, "subArchitectures", at, |v, at| enum_value(v, at))?;
+            let subs = list(o, "subArchitectures", at, enum_value)?;
             Ok((arch, subs))
         })?;
         if !architectures.is_empty() && !arch_map.is_empty() {
             return Err("architectures and archMap are both given: use one of them".into());
         }
-        let flags = list(root, "flags", "", |v, at| enum_value(v, at))?;
+        let flags = list(root, "flags", "", enum_value)?;
         let syscalls = list(root, "syscalls", "", rule)?;
         Ok(Profile {
             default_action,
