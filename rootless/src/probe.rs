@@ -9,7 +9,8 @@
 //! for anything short of `Ok`, the one thing to do about it (DESIGN.md section 6).
 //!
 //! Probes only look: they read /proc and /etc, `stat`/`statfs` paths, open and close device
-//! nodes, and fork one short-lived child that tries to create a user namespace. Nothing is
+//! nodes, and fork two short-lived children: one tries to create a user namespace, one to
+//! install a seccomp filter (the default profile needs that). Nothing is
 //! mounted and no container is started, so `nook info` stays far below 100 ms. A file that is
 //! missing or unreadable becomes a probe result with a reason, never a panic.
 //!
@@ -1312,6 +1313,7 @@ mod tests {
                 "tun",
                 "ping",
                 "cgroup",
+                "seccomp",
                 "runtime-dir",
                 "store"
             ]
