@@ -22,9 +22,13 @@
 //! 30 set) are refused with ENOSYS, as on a kernel without x32: nook has no x32 table,
 //! and letting them through would bypass a deny-list.
 //!
-//! Semantics, per syscall: the most severe action among the entries that match wins
-//! (KILL > TRAP > ERRNO > TRACE > LOG > ALLOW, as the kernel ranks stacked filters;
-//! among equal actions the first entry listed); the default action when none matches.
+//! Semantics, per syscall, libseccomp's (so runc's, crun's and podman's): an entry
+//! whose action is the default one is left out (libseccomp refuses it, the runtimes skip
+//! it); an entry without argument conditions decides alone, the first such entry listed
+//! if there are several (podman's profile lists setns as allowed and, without
+//! CAP_SYS_ADMIN, as EPERM: the allow comes first and wins); else the entries with
+//! conditions are tried, the most severe action first (KILL > TRAP > ERRNO > TRACE >
+//! LOG > ALLOW, the kernel's ranking), and the default answers when none matches.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -209,9 +213,9 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<BpfProgram> {
             .map_err(|e| Error::Spec(format!("linux.seccomp.syscalls[{i}].args: {e}")))?;
         entries.push(Entry { action: act, rules });
     }
-    // Entries in the order the kernel ranks their actions, stable for equal ones.
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| precedence(u32::from(entries[i].action.clone())));
+    let order: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].action != default)
+        .collect();
 
     let abis = abis(seccomp);
     let mut trees = Vec::with_capacity(abis.len());
@@ -287,16 +291,21 @@ fn precedence(ret: u32) -> i32 {
     (ret & 0xffff_0000) as i32
 }
 
+/// The answer for one syscall from its entries (`list`, in the profile's order).
 fn leaf_for(entries: &[Entry], list: &[usize], default_ret: u32) -> Leaf {
-    let mut chain = Vec::new();
-    for &i in list {
-        let e = &entries[i];
-        match &e.rules {
-            None if chain.is_empty() => return Leaf::Ret(u32::from(e.action.clone())),
-            None => return Leaf::Chain(chain, u32::from(e.action.clone())),
-            Some(rules) => chain.push((e.action.clone(), rules.clone())),
-        }
+    if let Some(e) = list
+        .iter()
+        .map(|&i| &entries[i])
+        .find(|e| e.rules.is_none())
+    {
+        return Leaf::Ret(u32::from(e.action.clone()));
     }
+    let mut chain: Vec<(SeccompAction, Vec<SeccompRule>)> = list
+        .iter()
+        .filter_map(|&i| Some((entries[i].action.clone(), entries[i].rules.clone()?)))
+        .collect();
+    // Stable: among equal actions, the profile's order.
+    chain.sort_by_key(|(act, _)| precedence(u32::from(act.clone())));
     Leaf::Chain(chain, default_ret)
 }
 
@@ -546,6 +555,17 @@ pub(crate) mod tests {
         native_abi().audit_arch
     }
 
+    /// A syscall table: name → number.
+    pub(crate) type Table = fn(&str) -> Option<u32>;
+
+    /// The ABIs `seccomp` filters: audit arch and syscall table.
+    pub(crate) fn abi_tables(seccomp: &LinuxSeccomp) -> Vec<(u32, Table)> {
+        abis(seccomp)
+            .iter()
+            .map(|a| (a.audit_arch, a.number))
+            .collect()
+    }
+
     pub(crate) fn nr(name: &str) -> u32 {
         (native_abi().number)(name).unwrap()
     }
@@ -587,7 +607,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_most_severe_matching_entry_wins() {
+    fn the_first_unconditional_entry_decides_else_the_most_severe_match() {
         // podman's socket rules: EINVAL for (AF_NETLINK, NETLINK_AUDIT), else allowed.
         let p = compile(&profile(
             r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"syscalls":[
@@ -600,15 +620,29 @@ pub(crate) mod tests {
                     {"index":0,"value":16,"op":"SCMP_CMP_NE"}]},
                 {"names":["kill"],"action":"SCMP_ACT_ALLOW"},
                 {"names":["kill"],"action":"SCMP_ACT_KILL_PROCESS","args":[
-                    {"index":1,"value":9,"op":"SCMP_CMP_EQ"}]}]}"#,
+                    {"index":1,"value":9,"op":"SCMP_CMP_EQ"}]},
+                {"names":["setns"],"action":"SCMP_ACT_ERRNO","errnoRet":38},
+                {"names":["setns"],"action":"SCMP_ACT_ALLOW"},
+                {"names":["setns"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
+                {"names":["tkill"],"action":"SCMP_ACT_ERRNO","errnoRet":5,"args":[
+                    {"index":1,"value":9,"op":"SCMP_CMP_EQ"}]},
+                {"names":["tkill"],"action":"SCMP_ACT_KILL_PROCESS","args":[
+                    {"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
         ))
         .unwrap();
         let (a, s) = (native(), nr("socket"));
         assert_eq!(run(&p, a, s, [16, 3, 9, 0, 0, 0]), ERRNO | 22);
         assert_eq!(run(&p, a, s, [16, 3, 0, 0, 0, 0]), ALLOW);
         assert_eq!(run(&p, a, s, [2, 1, 9, 0, 0, 0]), ALLOW);
-        assert_eq!(run(&p, a, nr("kill"), [1, 9, 0, 0, 0, 0]), 0x8000_0000);
-        assert_eq!(run(&p, a, nr("kill"), [1, 15, 0, 0, 0, 0]), ALLOW);
+        // An unconditional entry wins over conditional ones (libseccomp drops those).
+        assert_eq!(run(&p, a, nr("kill"), [1, 9, 0, 0, 0, 0]), ALLOW);
+        // The first unconditional entry wins; one with the default action is left out.
+        assert_eq!(run(&p, a, nr("setns"), [0; 6]), ALLOW);
+        // Conditional entries: the most severe match, else the default.
+        let tkill = nr("tkill");
+        assert_eq!(run(&p, a, tkill, [1, 9, 0, 0, 0, 0]), 0x8000_0000);
+        assert_eq!(run(&p, a, tkill, [2, 9, 0, 0, 0, 0]), ERRNO | 5);
+        assert_eq!(run(&p, a, tkill, [2, 15, 0, 0, 0, 0]), ERRNO | 38);
     }
 
     #[cfg(target_arch = "x86_64")]
