@@ -20,16 +20,20 @@ pub fn exec_cmd(args: ExecArgs, store_root: Option<PathBuf>) -> Result<i32> {
             ctr.record.name
         );
     };
-    crate::exec_pid::run(ExecPidArgs {
-        pid: pid.pid,
-        tty: args.tty,
-        interactive: args.interactive,
-        detach: args.detach,
-        env: args.env,
-        workdir: args.workdir.map(PathBuf::from),
-        user: args.user,
-        command: args.command,
-        console_socket: None,
-        preserve_fds: args.preserve_fds,
-    })
+    let runtime_dir = ctr.runtime_dir(&places);
+    crate::exec_pid::run(
+        ExecPidArgs {
+            pid: pid.pid,
+            tty: args.tty,
+            interactive: args.interactive,
+            detach: args.detach,
+            env: args.env,
+            workdir: args.workdir.map(PathBuf::from),
+            user: args.user,
+            command: args.command,
+            console_socket: None,
+            preserve_fds: args.preserve_fds,
+        },
+        Some(&runtime_dir),
+    )
 }

@@ -4,7 +4,9 @@
 //! Without a stored spec to read, the process is modelled on the container's first
 //! process as the host sees it: its environment (/proc/PID/environ), its user (translated
 //! through the container's ID maps), its capability sets and no_new_privs
-//! (/proc/PID/status); -e, -w and --user then apply as for `nook run`.
+//! (/proc/PID/status); -e, -w and --user then apply as for `nook run`. Its seccomp
+//! profile is the one recorded in the container's runtime directory when `nook exec`
+//! knows it, else judged from the first process (seccomp.rs).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,8 @@ use oci_spec::runtime::{
 use crate::flags::ExecPidArgs;
 use crate::users::{self, Identity};
 
-pub fn run(mut args: ExecPidArgs) -> Result<i32> {
+/// `runtime_dir`: the container's runtime directory, where its seccomp record is.
+pub fn run(mut args: ExecPidArgs, runtime_dir: Option<&Path>) -> Result<i32> {
     let passed = PassedFds::preserve(args.preserve_fds.unwrap_or(0));
     if let Some(fd) = passed.first_missing() {
         bail!(
@@ -36,10 +39,23 @@ pub fn run(mut args: ExecPidArgs) -> Result<i32> {
     args.pid = namespace_holder(args.pid);
     let pid = args.pid;
     // Reading its /proc files fails once the container is gone: say that, not EACCES.
-    let process = build_process(&args).map_err(|e| match ensure_running(pid) {
+    let gone = |e: anyhow::Error| match ensure_running(pid) {
         Err(gone) => anyhow::Error::new(gone),
         Ok(()) => e,
-    })?;
+    };
+    let process = build_process(&args).map_err(gone)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))
+        .map_err(gone)?;
+    let bounding: Vec<String> = process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| format!("CAP_{c}"))
+        .collect();
+    let seccomp = crate::seccomp::for_exec(runtime_dir, &status, &bounding)?;
     let target = JoinTarget {
         pid,
         cgroup: container_cgroup(pid),
@@ -56,7 +72,7 @@ pub fn run(mut args: ExecPidArgs) -> Result<i32> {
         } else {
             StdinMode::Null
         },
-        seccomp: None,
+        seccomp: seccomp.as_ref(),
         passed_fds: passed,
     };
     let outcome = exec_in(&target, &process, &opts)

@@ -426,9 +426,18 @@ pub struct RunArgs {
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
 
-    /// Security options: no-new-privileges[=true|false] (on by default)
+    /// Security options: no-new-privileges[=true|false] (on by default);
+    /// seccomp=unconfined (no seccomp filter) or seccomp=PROFILE.json (a profile in
+    /// podman's JSON format instead of the default, podman's; see `nook info`)
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
+
+    /// Give the container every capability of its user namespace, no seccomp filter
+    /// (unless seccomp=FILE), no masked or read-only /proc paths, a writable /sys and
+    /// cgroup, and the host's devices that you can open. Rootless, as podman's: nothing
+    /// you could not do on the host yourself
+    #[arg(long)]
+    pub privileged: bool,
 
     /// Container hostname (default: the short container ID)
     #[arg(long)]

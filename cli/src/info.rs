@@ -4,7 +4,8 @@
 //! for a person deciding what to ask an administrator for: a host line, then one aligned line
 //! per probe and, under anything not `ok`, an indented `fix:` line. `--format json` prints one
 //! object (host facts plus a `probes` array of `{name, status, detail, fix}`) for scripts and
-//! bug reports; `fix` is `null` when nothing needs doing.
+//! bug reports; `fix` is `null` when nothing needs doing. A `seccomp` object repeats the seccomp
+//! probe in fields: whether filters work, the default profile, and how to change it.
 
 use std::io::Write;
 
@@ -47,6 +48,23 @@ pub fn to_json(report: &Report) -> Value {
         "gid": report.gid,
         "root": report.is_root,
         "probes": probes,
+        "seccomp": seccomp_json(report),
+    })
+}
+
+/// The seccomp facts in fields of their own: whether filters work here (the probe), the
+/// default profile, and the options that change it.
+fn seccomp_json(report: &Report) -> Value {
+    use nook_rootless::seccomp::default;
+    let summary = default::summary();
+    json!({
+        "filters": report.probe("seccomp").map(|p| p.status == Status::Ok),
+        "default_profile": default::NAME,
+        "allowed_syscalls": summary.allowed,
+        "architectures": summary.architectures,
+        "unlisted_syscalls": "ENOSYS",
+        "change": ["--security-opt seccomp=unconfined", "--security-opt seccomp=PROFILE.json",
+                   "--privileged"],
     })
 }
 
@@ -143,5 +161,10 @@ mod tests {
         assert_eq!(v["probes"][0]["status"], "ok");
         assert!(v["probes"][0]["fix"].is_null());
         assert_eq!(v["probes"][1]["fix"], "do this");
+        assert!(
+            v["seccomp"]["filters"].is_null(),
+            "no seccomp probe in the sample"
+        );
+        assert!(v["seccomp"]["allowed_syscalls"].as_u64().unwrap() > 300);
     }
 }

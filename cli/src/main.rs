@@ -18,6 +18,7 @@ mod network;
 mod oci;
 mod resources;
 mod run;
+mod seccomp;
 mod spec;
 mod stats;
 mod storage;
@@ -133,7 +134,7 @@ fn main() {
         }
         Command::StoreHelper => store_helper::main(),
         Command::FuseServer => storage::fuse_server_main(),
-        Command::ExecPid(args) => exec_pid::run(args),
+        Command::ExecPid(args) => exec_pid::run(args, None),
         Command::Completion(args) => completion::completion_cmd(args.shell),
         Command::Man(args) => completion::man_cmd(&args.dir),
         Command::Oci(args) => Ok(oci::main(

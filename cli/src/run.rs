@@ -292,7 +292,7 @@ fn run_once(
         .map(|ports| ports.keys().cloned().collect());
     network.publish_all(args, exposed)?;
     let ports = network.published();
-    let mut spec = spec::build(&SpecInput {
+    let (mut spec, seccomp_record) = spec::build(&SpecInput {
         args,
         root: &root.root,
         ids: &ids,
@@ -302,6 +302,7 @@ fn run_once(
         image: root.image_config.as_ref(),
     })?;
     passing.set_env(&mut spec);
+    crate::seccomp::write_record(&dir.path, &seccomp_record)?;
     let _ = places;
     let spawned_hook = spawned_hook(ctr, restarts, ports);
     let options = RunOptions {

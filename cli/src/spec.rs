@@ -3,6 +3,15 @@
 //! The Spec is the single contract with the rootless crate: whatever a flag changes in
 //! the container is expressed here, so the OCI-runtime commands (which receive a Spec
 //! from podman or Slurm) run through exactly the same code.
+//!
+//! Security settings: podman's default capabilities (`--cap-add`/`--cap-drop`), its
+//! default seccomp profile fitted to them (seccomp.rs; `--security-opt seccomp=`),
+//! no_new_privs, masked and read-only /proc paths. `--privileged` is podman's rootless
+//! meaning: every capability of the user namespace, no seccomp filter (unless a file is
+//! given), no masked or read-only paths, /sys and the container's cgroup writable, and
+//! the host's devices that the user can open bound in (an unprivileged user cannot
+//! mknod). It gives nothing the user does not have on the host: the user namespace
+//! still bounds every capability.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -10,8 +19,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxSeccomp, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use nook_fs::host_image;
@@ -19,6 +28,7 @@ use nook_rootless::capabilities::DEFAULT_CAPABILITIES;
 use nook_rootless::idmap::{self, IdRange, Mapping};
 
 use crate::flags::RunArgs;
+use crate::seccomp::{self, Choice};
 use crate::users::{self, Identity};
 
 /// Where the container's root comes from.
@@ -76,25 +86,40 @@ pub struct SpecInput<'a> {
     pub image: Option<&'a nook_fs::manifest::RunConfig>,
 }
 
-pub fn build(input: &SpecInput) -> Result<Spec> {
-    let process = build_process(input)?;
+/// The spec, and the record of its seccomp profile (for `nook exec`, seccomp.rs).
+pub fn build(input: &SpecInput) -> Result<(Spec, seccomp::Record)> {
+    let security = security_opts(&input.args.security_opt)?;
+    let caps = capabilities(
+        &input.args.cap_add,
+        &input.args.cap_drop,
+        input.args.privileged,
+    )?;
+    let bounding: Vec<String> = caps.iter().map(|c| format!("CAP_{c}")).collect();
+    let (profile, record) =
+        seccomp::for_container(&security.seccomp, input.args.privileged, &bounding)?;
+    let process = build_process(input, caps, security.no_new_privileges)?;
     let mounts = build_mounts(input)?;
-    let linux = build_linux(input)?;
+    let linux = build_linux(input, profile)?;
     let root = RootBuilder::default()
         .path(input.root.path())
         .readonly(input.args.read_only)
         .build()?;
-    Ok(SpecBuilder::default()
+    let spec = SpecBuilder::default()
         .version("1.2.0")
         .root(root)
         .hostname(input.hostname)
         .process(process)
         .mounts(mounts)
         .linux(linux)
-        .build()?)
+        .build()?;
+    Ok((spec, record))
 }
 
-fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
+fn build_process(
+    input: &SpecInput,
+    caps: HashSet<Capability>,
+    no_new_privileges: bool,
+) -> Result<oci_spec::runtime::Process> {
     let args = input.args;
     let image_user = input
         .image
@@ -113,7 +138,6 @@ fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
         None if args.command.is_empty() => vec!["/bin/sh".to_string()],
         None => args.command.clone(),
     };
-    let caps: HashSet<Capability> = capabilities(&args.cap_add, &args.cap_drop)?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -151,7 +175,7 @@ fn build_process(input: &SpecInput) -> Result<oci_spec::runtime::Process> {
                 .unwrap_or_else(|| PathBuf::from("/")),
         )
         .capabilities(capabilities)
-        .no_new_privileges(no_new_privileges(&args.security_opt)?)
+        .no_new_privileges(no_new_privileges)
         // None: the container inherits nook's limits, as in podman. (The builder's
         // default is oci-spec's RLIMIT_NOFILE 1024, which the runtime would apply.)
         .rlimits(Vec::<oci_spec::runtime::PosixRlimit>::new())
@@ -179,8 +203,9 @@ fn image_command(args: &RunArgs, image: &nook_fs::manifest::RunConfig) -> Result
     Ok(command)
 }
 
-/// podman's default set, plus `--cap-add`, minus `--cap-drop` (ALL allowed in both).
-fn capabilities(add: &[String], drop: &[String]) -> Result<HashSet<Capability>> {
+/// podman's default set (every capability with `--privileged`), plus `--cap-add`, minus
+/// `--cap-drop` (ALL allowed in both).
+fn capabilities(add: &[String], drop: &[String], privileged: bool) -> Result<HashSet<Capability>> {
     let parse = |name: &str| -> Result<Capability> {
         let short = name.to_ascii_uppercase();
         let short = short.trim_start_matches("CAP_");
@@ -188,10 +213,14 @@ fn capabilities(add: &[String], drop: &[String]) -> Result<HashSet<Capability>> 
             .parse()
             .with_context(|| format!("unknown capability {name:?} (e.g. NET_RAW, SYS_ADMIN)"))
     };
-    let mut set: HashSet<Capability> = DEFAULT_CAPABILITIES
-        .iter()
-        .map(|c| parse(c))
-        .collect::<Result<_>>()?;
+    let mut set: HashSet<Capability> = if privileged {
+        all_capabilities().collect()
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| parse(c))
+            .collect::<Result<_>>()?
+    };
     if drop.iter().any(|d| d.eq_ignore_ascii_case("all")) {
         set.clear();
     }
@@ -215,21 +244,32 @@ fn all_capabilities() -> impl Iterator<Item = Capability> {
         .filter_map(|c| c.to_string().trim_start_matches("CAP_").parse().ok())
 }
 
-fn no_new_privileges(options: &[String]) -> Result<bool> {
-    let mut enabled = true;
+/// What `--security-opt` asks for.
+struct SecurityOpts {
+    no_new_privileges: bool,
+    seccomp: Choice,
+}
+
+fn security_opts(options: &[String]) -> Result<SecurityOpts> {
+    let mut opts = SecurityOpts {
+        no_new_privileges: true,
+        seccomp: Choice::Default,
+    };
     for opt in options {
         let (key, value) = opt
             .split_once(['=', ':'])
             .map_or((opt.as_str(), "true"), |(k, v)| (k, v));
         match (key, value) {
-            ("no-new-privileges", "true") => enabled = true,
-            ("no-new-privileges", "false") => enabled = false,
+            ("no-new-privileges", "true") => opts.no_new_privileges = true,
+            ("no-new-privileges", "false") => opts.no_new_privileges = false,
+            ("seccomp", value) if opt.contains(['=', ':']) => opts.seccomp = Choice::parse(value)?,
             _ => bail!(
-                "unsupported --security-opt {opt:?}: nook supports no-new-privileges[=true|false]"
+                "unsupported --security-opt {opt:?}: nook supports \
+                 no-new-privileges[=true|false], seccomp=unconfined and seccomp=PROFILE.json"
             ),
         }
     }
-    Ok(enabled)
+    Ok(opts)
 }
 
 fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
@@ -295,7 +335,10 @@ fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
     if idmap::is_mapped(&input.ids.gid_map, 5) {
         devpts.push("gid=5");
     }
-    Ok(vec![
+    // --privileged: /sys writable, as podman gives it (what the user may write there is
+    // still what the host allows the user).
+    let sys = if input.args.privileged { "rw" } else { "ro" };
+    let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
             "/dev",
@@ -320,9 +363,78 @@ fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            &["nosuid", "noexec", "nodev", sys],
         )?,
-    ])
+    ];
+    if input.args.privileged {
+        mounts.extend(host_devices()?);
+    }
+    Ok(mounts)
+}
+
+/// Directories of /dev that are not devices to pass on (runc's and podman's list).
+const NOT_DEVICE_DIRS: [&str; 6] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts"];
+
+/// `--privileged`: a bind mount for every character or block device under the host's
+/// /dev that the user can open, as podman does rootless (it cannot mknod either). Left
+/// out, as podman leaves them: /dev/console, /dev/ptmx (the container has its own),
+/// /dev/tty and the virtual consoles /dev/ttyN, and the nodes every container gets
+/// already (/dev/null & co., rootless/src/mounts.rs).
+fn host_devices() -> Result<Vec<Mount>> {
+    use std::os::unix::fs::FileTypeExt;
+    const ALREADY: [&str; 6] = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+    ];
+    let mut found = Vec::new();
+    let mut dirs = vec![PathBuf::from("/dev")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() {
+                if !NOT_DEVICE_DIRS.contains(&name.as_ref()) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let virtual_console = name
+                .strip_prefix("tty")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !(kind.is_char_device() || kind.is_block_device())
+                || name == "console"
+                || name == "ptmx"
+                || virtual_console
+                || ALREADY.iter().any(|a| Path::new(a) == path)
+            {
+                continue;
+            }
+            let usable = nix::unistd::access(&path, nix::unistd::AccessFlags::R_OK).is_ok()
+                || nix::unistd::access(&path, nix::unistd::AccessFlags::W_OK).is_ok();
+            if usable {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+        .iter()
+        .map(|p| {
+            let p = p.to_string_lossy();
+            mount(&p, &p, "bind", &["bind", "nosuid", "noexec"])
+        })
+        .collect()
 }
 
 fn mount(dest: &str, source: &str, typ: &str, options: &[&str]) -> Result<Mount> {
@@ -389,7 +501,10 @@ pub const EXTRA_MASKED_PATHS: [&str; 4] = [
     "/proc/interrupts",
 ];
 
-fn build_linux(input: &SpecInput) -> Result<oci_spec::runtime::Linux> {
+fn build_linux(
+    input: &SpecInput,
+    seccomp: Option<LinuxSeccomp>,
+) -> Result<oci_spec::runtime::Linux> {
     let mut namespaces = Vec::new();
     for typ in [
         LinuxNamespaceType::User,
@@ -417,14 +532,23 @@ fn build_linux(input: &SpecInput) -> Result<oci_spec::runtime::Linux> {
             })
             .collect()
     };
-    let mut masked = oci_spec::runtime::get_default_maskedpaths();
-    masked.extend(EXTRA_MASKED_PATHS.iter().map(|p| p.to_string()));
+    let (masked, readonly) = if input.args.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        let mut masked = oci_spec::runtime::get_default_maskedpaths();
+        masked.extend(EXTRA_MASKED_PATHS.iter().map(|p| p.to_string()));
+        (masked, oci_spec::runtime::get_default_readonly_paths())
+    };
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .uid_mappings(to_oci(&input.ids.uid_map)?)
         .gid_mappings(to_oci(&input.ids.gid_map)?)
         .masked_paths(masked)
-        .readonly_paths(oci_spec::runtime::get_default_readonly_paths());
+        .readonly_paths(readonly);
+    let linux = match seccomp {
+        Some(profile) => linux.seccomp(profile),
+        None => linux,
+    };
     // --memory, --cpus, --pids-limit ... (resources.rs), applied by the rootless crate.
     let linux = match crate::resources::build(&input.args.resources)? {
         Some(resources) => linux.resources(resources),
@@ -434,16 +558,29 @@ fn build_linux(input: &SpecInput) -> Result<oci_spec::runtime::Linux> {
 }
 
 /// The container's own cgroup at /sys/fs/cgroup (its cgroup namespace makes it the
-/// root there), read-only as podman mounts it; placed right after /sys. Added only
-/// when the container has a cgroup (see resources.rs).
+/// root there), read-only as podman mounts it (writable as /sys is, under
+/// `--privileged`); placed right after /sys. Added only when the container has a cgroup
+/// (see resources.rs).
 pub fn add_cgroup_mount(spec: &mut Spec) -> Result<()> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let sys_writable = mounts.iter().any(|m| {
+        m.destination() == Path::new("/sys")
+            && m.options()
+                .as_deref()
+                .is_some_and(|o| o.iter().any(|o| o == "rw"))
+    });
     let cgroup = mount(
         "/sys/fs/cgroup",
         "cgroup2",
         "cgroup2",
-        &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        &[
+            "nosuid",
+            "noexec",
+            "nodev",
+            "relatime",
+            if sys_writable { "rw" } else { "ro" },
+        ],
     )?;
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
     let at = mounts
         .iter()
         .position(|m| m.destination() == Path::new("/sys"))
@@ -459,14 +596,16 @@ mod tests {
 
     #[test]
     fn default_and_modified_capabilities() {
-        let default = capabilities(&[], &[]).unwrap();
+        let default = capabilities(&[], &[], false).unwrap();
         assert_eq!(default.len(), DEFAULT_CAPABILITIES.len());
-        let set = capabilities(&["net_raw".into()], &["CAP_CHOWN".into()]).unwrap();
+        let set = capabilities(&["net_raw".into()], &["CAP_CHOWN".into()], false).unwrap();
         assert!(set.contains(&Capability::NetRaw));
         assert!(!set.contains(&Capability::Chown));
-        let none = capabilities(&[], &["ALL".into()]).unwrap();
+        let none = capabilities(&[], &["ALL".into()], false).unwrap();
         assert!(none.is_empty());
-        assert!(capabilities(&["NOT_A_CAP".into()], &[]).is_err());
+        assert!(capabilities(&["NOT_A_CAP".into()], &[], false).is_err());
+        let all = capabilities(&[], &[], true).unwrap();
+        assert!(all.contains(&Capability::SysAdmin) && all.len() > default.len());
     }
 
     #[test]
@@ -482,8 +621,39 @@ mod tests {
 
     #[test]
     fn security_options() {
-        assert!(no_new_privileges(&[]).unwrap());
-        assert!(!no_new_privileges(&["no-new-privileges=false".into()]).unwrap());
-        assert!(no_new_privileges(&["seccomp=unconfined".into()]).is_err());
+        let opts = |o: &[&str]| security_opts(&o.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let default = opts(&[]).unwrap();
+        assert!(default.no_new_privileges);
+        assert_eq!(default.seccomp, Choice::Default);
+        assert!(
+            !opts(&["no-new-privileges=false"])
+                .unwrap()
+                .no_new_privileges
+        );
+        assert_eq!(
+            opts(&["seccomp=unconfined"]).unwrap().seccomp,
+            Choice::Unconfined
+        );
+        assert_eq!(
+            opts(&["seccomp=/p.json"]).unwrap().seccomp,
+            Choice::File("/p.json".into())
+        );
+        assert!(opts(&["seccomp"]).is_err());
+        assert!(opts(&["apparmor=unconfined"]).is_err());
+    }
+
+    #[test]
+    fn host_devices_are_only_those_the_user_can_open() {
+        for m in host_devices().unwrap() {
+            let p = m.destination();
+            assert!(
+                nix::unistd::access(p, nix::unistd::AccessFlags::R_OK).is_ok()
+                    || nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok(),
+                "{}",
+                p.display()
+            );
+            assert_ne!(p, Path::new("/dev/ptmx"));
+            assert_ne!(p, Path::new("/dev/console"));
+        }
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct Child<'a> {
     pub joins: &'a [(nix::sched::CloneFlags, PathBuf)],
     /// Non-dumpable from the release on (fds.rs; spawn.rs says when).
     pub undumpable: bool,
+    /// The spec's seccomp profile, compiled by the parent.
+    pub seccomp: Option<&'a seccomp::Filter>,
 }
 
 impl Child<'_> {
@@ -101,13 +103,13 @@ impl Child<'_> {
         }
         let spec = self.spec;
         let process = process_of(spec);
-        let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        let profile = self.seccomp;
         let no_new_privs = process.no_new_privileges() == Some(true);
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so it goes on
         // before the capabilities are cut (runc's order); with it, last, so the profile
         // need not allow the setup's own syscalls.
         if let (Some(profile), false) = (profile, no_new_privs) {
-            if let Err(e) = seccomp::apply(profile) {
+            if let Err(e) = profile.install() {
                 self.fail(&e);
             }
         }
@@ -122,7 +124,7 @@ impl Child<'_> {
             self = self.park(gate, process);
         }
         if let (Some(profile), true) = (profile, no_new_privs) {
-            if let Err(e) = seccomp::apply(profile) {
+            if let Err(e) = profile.install() {
                 self.fail(&e);
             }
         }

@@ -360,6 +360,8 @@ struct Prepared {
     window: Option<Winsize>,
     /// process.rlimits and oomScoreAdj, in the form limits.rs applies.
     limits: Spec,
+    /// The container's seccomp profile, compiled before the forks.
+    seccomp: Option<seccomp::Filter>,
 }
 
 fn prepare(target: &JoinTarget, process: &Process, opts: &ExecOptions) -> Result<Prepared> {
@@ -395,11 +397,13 @@ fn prepare(target: &JoinTarget, process: &Process, opts: &ExecOptions) -> Result
     let mut limits = Spec::default();
     limits.set_process(Some(process.clone()));
     limits.set_linux(None);
+    let seccomp = opts.seccomp.map(seccomp::Filter::compile).transpose()?;
     Ok(Prepared {
         cgroup_procs,
         console,
         window,
         limits,
+        seccomp,
     })
 }
 
@@ -430,6 +434,7 @@ fn start(
                 console: console_theirs,
                 window: prepared.window,
                 limits: &prepared.limits,
+                seccomp: prepared.seccomp.as_ref(),
             },
         }
         .main(),
@@ -563,6 +568,7 @@ struct NewProcess<'a> {
     console: Option<UnixStream>,
     window: Option<Winsize>,
     limits: &'a Spec,
+    seccomp: Option<&'a seccomp::Filter>,
 }
 
 impl NewProcess<'_> {
@@ -607,16 +613,16 @@ impl NewProcess<'_> {
         let no_new_privs = self.process.no_new_privileges() == Some(true);
         // The same order as the first process (child.rs): without no_new_privs the filter
         // needs CAP_SYS_ADMIN, so it goes on before the capabilities are cut.
-        if let (Some(profile), false) = (self.opts.seccomp, no_new_privs) {
-            seccomp::apply(profile)?;
+        if let (Some(filter), false) = (self.seccomp, no_new_privs) {
+            filter.install()?;
         }
         capabilities::apply(self.process)?;
         if !self.opts.detach {
             // Changing the uid cleared the parent-death signal.
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         }
-        if let (Some(profile), true) = (self.opts.seccomp, no_new_privs) {
-            seccomp::apply(profile)?;
+        if let (Some(filter), true) = (self.seccomp, no_new_privs) {
+            filter.install()?;
         }
         Ok(())
     }

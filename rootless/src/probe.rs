@@ -9,7 +9,8 @@
 //! for anything short of `Ok`, the one thing to do about it (DESIGN.md section 6).
 //!
 //! Probes only look: they read /proc and /etc, `stat`/`statfs` paths, open and close device
-//! nodes, and fork one short-lived child that tries to create a user namespace. Nothing is
+//! nodes, and fork two short-lived children: one tries to create a user namespace, one to
+//! install a seccomp filter (the default profile needs that). Nothing is
 //! mounted and no container is started, so `nook info` stays far below 100 ms. A file that is
 //! missing or unreadable becomes a probe result with a reason, never a panic.
 //!
@@ -165,6 +166,7 @@ pub fn probe_all() -> Report {
         probe_tun(),
         probe_ping(gid),
         probe_cgroup(is_root),
+        probe_seccomp(),
         probe_runtime_dir(uid),
         probe_store(home.as_deref()),
     ];
@@ -991,6 +993,30 @@ fn existing_ancestor(p: &Path) -> Option<&Path> {
     p.ancestors().find(|a| a.symlink_metadata().is_ok())
 }
 
+// ---------------------------------------------------------------------------------------------
+// seccomp
+
+/// Whether a filter can be installed (tried in a child), and the default profile in force
+/// with how to change it.
+fn probe_seccomp() -> Probe {
+    let summary = crate::seccomp::default::summary();
+    let detail = format!(
+        "filters work; default profile {}: {}; per container: --security-opt \
+         seccomp=unconfined | seccomp=PROFILE.json (podman's format), --privileged",
+        crate::seccomp::default::NAME,
+        summary
+    );
+    match crate::seccomp::filters_work() {
+        Ok(()) => Probe::ok("seccomp", detail),
+        Err(why) => Probe::missing(
+            "seccomp",
+            format!("no seccomp filters: {why}"),
+            "containers run without the default profile: use a kernel with \
+             CONFIG_SECCOMP_FILTER, or run nook outside the sandbox that refuses seccomp(2)",
+        ),
+    }
+}
+
 /// The runtime directory nook uses: `$XDG_RUNTIME_DIR/nook` when that directory belongs to the
 /// caller (an inherited one, e.g. after `su`, belongs to someone else), else `/tmp/nook-UID`.
 /// Also returns why XDG_RUNTIME_DIR was passed over, if it was.
@@ -1287,6 +1313,7 @@ mod tests {
                 "tun",
                 "ping",
                 "cgroup",
+                "seccomp",
                 "runtime-dir",
                 "store"
             ]

@@ -305,6 +305,7 @@ fn spawn_child(
                 && crate::idmap::inside_id(&plan.uid_map, nix::unistd::geteuid().as_raw())
                     .is_none(),
             joins: &plan.joins,
+            seccomp: plan.seccomp.as_ref(),
         }
         .main();
     }
@@ -438,6 +439,8 @@ struct Plan {
     joins: Vec<(CloneFlags, PathBuf)>,
     /// A pid namespace by path: entered by this process for the clone.
     pid_join: Option<PathBuf>,
+    /// The spec's seccomp profile, compiled before the clone (the child installs it).
+    seccomp: Option<crate::seccomp::Filter>,
 }
 
 impl Plan {
@@ -460,11 +463,14 @@ impl Plan {
                 "process.user.additionalGids lists gid {dup} more than once: list each once"
             )));
         }
-        // A profile the child could not install fails here, before anything exists,
-        // rather than in a container that `create` already reported ready.
-        if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            crate::seccomp::compile(profile)?;
-        }
+        // Compiled here, once: a profile the child could not install fails before
+        // anything exists, rather than in a container that `create` reported ready.
+        let seccomp = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(crate::seccomp::Filter::compile)
+            .transpose()?;
         let rootfs = spec
             .root()
             .as_ref()
@@ -527,6 +533,7 @@ impl Plan {
             gid_map: if needs_maps { gid_map } else { Vec::new() },
             joins,
             pid_join,
+            seccomp,
         })
     }
 }

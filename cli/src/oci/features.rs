@@ -23,7 +23,7 @@ pub fn features() -> Result<()> {
                             "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE",
                               "SCMP_CMP_GT", "SCMP_CMP_GE", "SCMP_CMP_MASKED_EQ"],
-                "archs": [native_arch()],
+                "archs": archs(),
             },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
@@ -34,12 +34,14 @@ pub fn features() -> Result<()> {
     Ok(())
 }
 
-fn native_arch() -> &'static str {
+/// The ABIs a profile can filter here: the native one and its compat ABI (x32 calls are
+/// refused whatever the profile, rootless/src/seccomp/compile.rs).
+fn archs() -> &'static [&'static str] {
     if cfg!(target_arch = "x86_64") {
-        "SCMP_ARCH_X86_64"
+        &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
     } else if cfg!(target_arch = "aarch64") {
-        "SCMP_ARCH_AARCH64"
+        &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
     } else {
-        "SCMP_ARCH_RISCV64"
+        &["SCMP_ARCH_RISCV64"]
     }
 }

@@ -1,0 +1,234 @@
+//! Which seccomp profile a container of `nook run` gets, and how `nook exec` finds it
+//! again.
+//!
+//! `--security-opt seccomp=unconfined` (none), `seccomp=PROFILE.json` (a file in
+//! podman's format, rootless::seccomp::profile), else nook's default (podman's policy,
+//! rootless::seccomp::default) fitted to the container's capabilities. `--privileged`
+//! drops the default, not a file given with it (as podman). On a kernel without seccomp
+//! the default is left out with a warning (podman leaves it out silently).
+//!
+//! What the container's first process got is written to its runtime directory at each
+//! start (`seccomp.json`: default, unconfined, or the file's profile as converted), so
+//! that `nook exec` applies the same, even if the file changed since. A container
+//! without that record (started by an older nook, or `nook __exec-pid`) is judged by its
+//! first process: no filter (`Seccomp: 0`) → none, else nook's default.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use oci_spec::runtime::LinuxSeccomp;
+use serde::{Deserialize, Serialize};
+
+use nook_rootless::seccomp::{default, profile::Profile};
+
+/// What `--security-opt seccomp=` asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Default,
+    Unconfined,
+    File(PathBuf),
+}
+
+impl Choice {
+    /// The value of `seccomp=VALUE`.
+    pub fn parse(value: &str) -> Result<Choice> {
+        Ok(match value {
+            "" => bail!(
+                "--security-opt seccomp= needs a value: unconfined, or the path of a profile \
+                 in podman's JSON format"
+            ),
+            "unconfined" => Choice::Unconfined,
+            path => Choice::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// The record kept in the container's runtime directory.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(tag = "profile", rename_all = "lowercase")]
+pub enum Record {
+    Default,
+    Unconfined,
+    File {
+        path: PathBuf,
+        seccomp: Box<LinuxSeccomp>,
+    },
+}
+
+const RECORD: &str = "seccomp.json";
+
+/// The profile for a container with bounding set `bounding` (`CAP_...` names), and the
+/// record of it.
+pub fn for_container(
+    choice: &Choice,
+    privileged: bool,
+    bounding: &[String],
+) -> Result<(Option<LinuxSeccomp>, Record)> {
+    match choice {
+        Choice::Unconfined => Ok((None, Record::Unconfined)),
+        Choice::Default if privileged => Ok((None, Record::Unconfined)),
+        Choice::Default if !nook_rootless::seccomp::kernel_has_seccomp() => {
+            eprintln!(
+                "nook: warning: this kernel has no seccomp: the container runs without the \
+                 default profile (see `nook info`)"
+            );
+            Ok((None, Record::Unconfined))
+        }
+        Choice::Default => Ok((Some(default::for_capabilities(bounding)), Record::Default)),
+        Choice::File(path) => {
+            let seccomp = load_file(path, bounding)?;
+            let record = Record::File {
+                path: path.clone(),
+                seccomp: Box::new(seccomp.clone()),
+            };
+            Ok((Some(seccomp), record))
+        }
+    }
+}
+
+/// A profile file in podman's format, fitted to `bounding`, and compiled once so that a
+/// profile the kernel could not take is refused here, with the file named.
+fn load_file(path: &Path, bounding: &[String]) -> Result<LinuxSeccomp> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "--security-opt seccomp={}: cannot read the profile",
+            path.display()
+        )
+    })?;
+    let seccomp = Profile::parse(&text)
+        .map(|p| p.to_oci(bounding))
+        .map_err(|why| anyhow::anyhow!("--security-opt seccomp={}: {why}", path.display()))?;
+    nook_rootless::seccomp::Filter::compile(&seccomp)
+        .map_err(|e| anyhow::anyhow!("--security-opt seccomp={}: {e}", path.display()))?;
+    Ok(seccomp)
+}
+
+/// Writes the record into the container's runtime directory (private: the directory is
+/// the user's, the file 0600).
+pub fn write_record(dir: &Path, record: &Record) -> Result<()> {
+    let path = dir.join(RECORD);
+    let tmp = dir.join(format!(".{RECORD}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(record)?)?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().with_context(|| format!("writing {}", path.display()))
+}
+
+/// The profile `nook exec` installs in a new process of the container whose first
+/// process has `status` (/proc/PID/status) and, when known, runtime directory `dir`.
+pub fn for_exec(
+    dir: Option<&Path>,
+    status: &str,
+    bounding: &[String],
+) -> Result<Option<LinuxSeccomp>> {
+    let recorded = match dir.map(|d| d.join(RECORD)) {
+        Some(path) => match std::fs::read(&path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice::<Record>(&bytes)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        },
+        None => None,
+    };
+    Ok(match recorded {
+        Some(Record::Default) => Some(default::for_capabilities(bounding)),
+        Some(Record::Unconfined) => None,
+        Some(Record::File { seccomp, .. }) => Some(*seccomp),
+        None => {
+            let filtered = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .is_some_and(|v| v.trim() != "0");
+            filtered.then(|| default::for_capabilities(bounding))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps() -> Vec<String> {
+        nook_rootless::capabilities::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn choices() {
+        assert_eq!(Choice::parse("unconfined").unwrap(), Choice::Unconfined);
+        assert_eq!(
+            Choice::parse("/x.json").unwrap(),
+            Choice::File("/x.json".into())
+        );
+        assert!(Choice::parse("").is_err());
+        let (p, r) = for_container(&Choice::Default, true, &caps()).unwrap();
+        assert!(p.is_none());
+        assert_eq!(r, Record::Unconfined);
+    }
+
+    #[test]
+    fn a_bad_file_is_one_line_naming_the_file_and_field() {
+        let dir = tempfile_dir();
+        let path = dir.join("p.json");
+        std::fs::write(
+            &path,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getuid"],
+                "action":"SCMP_ACT_ERRNO","errnoRet":4294967295}]}"#,
+        )
+        .unwrap();
+        let e = for_container(&Choice::File(path.clone()), false, &caps())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p.json: syscalls[0].errnoRet 4294967295"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = for_container(&Choice::File(dir.join("missing.json")), false, &caps()).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read the profile"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn exec_finds_the_record_or_judges_by_the_first_process() {
+        let dir = tempfile_dir();
+        let filtered = "Name:\tsh\nSeccomp:\t2\n";
+        let open = "Name:\tsh\nSeccomp:\t0\n";
+        assert!(for_exec(Some(&dir), filtered, &caps()).unwrap().is_some());
+        assert!(for_exec(None, open, &caps()).unwrap().is_none());
+        write_record(&dir, &Record::Unconfined).unwrap();
+        assert!(for_exec(Some(&dir), filtered, &caps()).unwrap().is_none());
+        let custom: LinuxSeccomp =
+            serde_json::from_str(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+        write_record(
+            &dir,
+            &Record::File {
+                path: "/p.json".into(),
+                seccomp: Box::new(custom.clone()),
+            },
+        )
+        .unwrap();
+        assert_eq!(for_exec(Some(&dir), open, &caps()).unwrap(), Some(custom));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "nook-seccomp-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
