@@ -353,6 +353,15 @@ impl Root {
         })
     }
 
+    /// A container's root (or a directory in it) from a descriptor already open.
+    pub fn container_from_fd(fd: OwnedFd) -> Root {
+        Root {
+            fd,
+            resolve: 0,
+            walk_only: false,
+        }
+    }
+
     /// The same root, always resolved by the userspace walk (tests of the fallback).
     #[doc(hidden)]
     pub fn walk_only(mut self) -> Root {
