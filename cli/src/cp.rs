@@ -93,6 +93,15 @@ fn in_container(
                 .and_then(|_| work(File::from(theirs)));
             let code = match result {
                 Ok(()) => 0,
+                // The other side stopped reading: it says why itself.
+                Err(e)
+                    if e.chain().any(|c| {
+                        c.downcast_ref::<std::io::Error>()
+                            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                    }) =>
+                {
+                    1
+                }
                 Err(e) => {
                     eprintln!("nook cp: {e:#}");
                     1
@@ -165,8 +174,10 @@ fn from_container(pid: i32, src: &Path, dest: &Path) -> Result<()> {
     })?;
     let unpacked = receive(pipe, &landing_dir, &name)
         .with_context(|| format!("writing into {}", dest_dir.display()));
-    wait_child(child)?;
-    unpacked
+    let copied = wait_child(child);
+    // Refused here, the sender's broken pipe is no news: this side's reason first.
+    unpacked?;
+    copied
 }
 
 fn to_container(pid: i32, src: &Path, dest: &Path) -> Result<()> {
