@@ -418,10 +418,17 @@ impl Root {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                     Err(e) => return Err(e),
                 }
-                let fd = openat(dir.as_raw_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-                let st = fstatat(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
-                if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-                    return Ok(fd);
+                // A directory is opened as one (a symlink fails, ENOTDIR); a file is
+                // checked after.
+                let flags = match make {
+                    Make::Dir => libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY,
+                    Make::File => libc::O_PATH | libc::O_NOFOLLOW,
+                };
+                match openat(dir.as_raw_fd(), &name, flags, 0) {
+                    Ok(fd) if make == Make::Dir || !is_symlink(&fd)? => return Ok(fd),
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {}
+                    Err(e) => return Err(e),
                 }
                 // A (dangling) symlink: the walk follows it and creates its target.
             }

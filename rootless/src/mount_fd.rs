@@ -19,7 +19,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -41,6 +41,13 @@ pub(crate) struct Dest<'a> {
 
 /// The root of a mount just attached, which later flag and propagation changes act on.
 pub(crate) struct Top(OwnedFd);
+
+impl Top {
+    /// The mount's root, as a bind source (a clone of this very mount).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
 
 /// 0 not probed yet, 1 present, 2 missing (or refused by a seccomp filter).
 static MOUNT_API: AtomicU8 = AtomicU8::new(0);

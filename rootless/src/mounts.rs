@@ -503,9 +503,9 @@ pub(crate) fn finish_root(spec: &Spec) -> Result<()> {
     let readonly = linux.and_then(|l| l.readonly_paths().as_ref());
     if masked.is_some_and(|m| !m.is_empty()) || readonly.is_some_and(|r| !r.is_empty()) {
         let root = Root::open_container(Path::new("/")).context(|| "opening /".into())?;
-        let mut null = None;
+        let mut masks = Masks::default();
         for path in masked.into_iter().flatten() {
-            mask(&root, Path::new(path), &mut null)?;
+            mask(&root, Path::new(path), &mut masks)?;
         }
         for path in readonly.into_iter().flatten() {
             make_readonly(&root, Path::new(path))?;
@@ -538,8 +538,16 @@ fn existing(root: &Root, path: &Path, what: &str) -> Result<Option<OwnedFd>> {
     }
 }
 
+/// What masks are made of, each made once: /dev/null for files, one empty read-only tmpfs
+/// for directories (mounted on the first, cloned onto the others).
+#[derive(Default)]
+struct Masks {
+    null: Option<OwnedFd>,
+    empty: Option<mount_fd::Top>,
+}
+
 /// Hides a path: files read as /dev/null, directories become an empty read-only tmpfs.
-fn mask(root: &Root, path: &Path, null: &mut Option<OwnedFd>) -> Result<()> {
+fn mask(root: &Root, path: &Path, masks: &mut Masks) -> Result<()> {
     let Some(fd) = existing(root, path, "masked path")? else {
         return Ok(());
     };
@@ -547,14 +555,23 @@ fn mask(root: &Root, path: &Path, null: &mut Option<OwnedFd>) -> Result<()> {
     let dir = is_dir(&fd).context(what)?;
     let dest = Dest { fd, root, path };
     if dir {
-        let data = ["size=0".to_string(), "mode=0555".to_string()];
-        mount_fd::new_fs_onto("tmpfs", "tmpfs", &data, MsFlags::MS_RDONLY, &dest).context(what)?;
+        match &masks.empty {
+            Some(empty) => {
+                mount_fd::bind_onto(empty.as_fd(), false, &dest).context(what)?;
+            }
+            None => {
+                let data = ["size=0".to_string(), "mode=0555".to_string()];
+                let top = mount_fd::new_fs_onto("tmpfs", "tmpfs", &data, MsFlags::MS_RDONLY, &dest)
+                    .context(what)?;
+                masks.empty = Some(top);
+            }
+        }
         return Ok(());
     }
-    if null.is_none() {
-        *null = Some(open_source(Path::new("/dev/null")).context(what)?);
+    if masks.null.is_none() {
+        masks.null = Some(open_source(Path::new("/dev/null")).context(what)?);
     }
-    let null = null.as_ref().expect("just opened");
+    let null = masks.null.as_ref().expect("just opened");
     mount_fd::bind_onto(null.as_fd(), false, &dest).context(what)?;
     Ok(())
 }
