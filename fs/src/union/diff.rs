@@ -260,4 +260,55 @@ mod tests {
         assert!(names.contains(&"o/.wh..wh..opq".to_string()), "{names:?}");
         fs::remove_dir_all(&base).unwrap();
     }
+
+    /// A running container flips a directory of its upper layer with a symlink to a
+    /// host directory while the layer is committed: no entry ever comes from the host.
+    #[test]
+    fn a_swapped_directory_never_exports_host_files() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let base = std::env::temp_dir().join(format!("nook-diff-swap-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let (up, host) = (base.join("up"), base.join("host"));
+        fs::create_dir_all(up.join("d")).unwrap();
+        fs::create_dir_all(&host).unwrap();
+        fs::write(up.join("d/own"), "own").unwrap();
+        fs::write(host.join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink(&host, up.join("alt")).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let stop = stop.clone();
+            let a = std::ffi::CString::new(up.join("d").as_os_str().as_bytes()).unwrap();
+            let b = std::ffi::CString::new(up.join("alt").as_os_str().as_bytes()).unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: two NUL-terminated paths; RENAME_EXCHANGE swaps them.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_renameat2,
+                            libc::AT_FDCWD,
+                            a.as_ptr(),
+                            libc::AT_FDCWD,
+                            b.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                }
+            })
+        };
+        for _ in 0..300 {
+            let Ok(tar) = write_layer(&up, Vec::new()) else {
+                continue; // changed while read: refused, which is safe
+            };
+            let mut archive = tar::Archive::new(&tar[..]);
+            for entry in archive.entries().unwrap() {
+                let entry = entry.unwrap();
+                let path = entry.path().unwrap().into_owned();
+                assert!(!path.ends_with("secret"), "exported the host's {path:?}");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        fs::remove_dir_all(&base).unwrap();
+    }
 }
