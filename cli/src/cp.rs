@@ -164,6 +164,7 @@ fn from_container(pid: i32, src: &Path, dest: &Path) -> Result<()> {
         let root = Root::open_container(Path::new("/")).context("opening the container's /")?;
         let (dir, leaf) = split(&src_in, |p| {
             root.open_in(p, libc::O_PATH | libc::O_DIRECTORY)
+                .map_err(refuse_loops)
         })
         .map_err(|e| e.context("in the container"))?;
         let mut tar = tar::Builder::new(out);
@@ -210,6 +211,7 @@ fn to_container(pid: i32, src: &Path, dest: &Path) -> Result<()> {
         let (dir, name) = landing(&src_name, &dest_in, is_dir);
         let dir_fd = root
             .open_in(&dir, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(refuse_loops)
             .with_context(|| format!("{} in the container", dir.display()))?;
         receive(input, &Root::container_from_fd(dir_fd), &name)
             .with_context(|| format!("writing into {} in the container", dir.display()))
@@ -219,6 +221,18 @@ fn to_container(pid: i32, src: &Path, dest: &Path) -> Result<()> {
         .and_then(|()| tar.into_inner().map(drop).map_err(anyhow::Error::from));
     wait_child(child)?;
     sent.context("sending the files")
+}
+
+/// ELOOP from the confined resolver, in the user's terms.
+fn refuse_loops(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() != Some(libc::ELOOP) {
+        return e;
+    }
+    std::io::Error::new(
+        e.kind(),
+        "refused: the path goes through a symlink loop or a /proc magic link \
+         (/proc/PID/root, cwd, fd/N ...), which could lead out of the container",
+    )
 }
 
 /// The archive's name for the copied object; the receiver renames it to the landing name.
