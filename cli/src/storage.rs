@@ -173,7 +173,12 @@ pub fn prepare(
 fn readable_root(layers: &Layers, container: &ContainerLayer) -> PathBuf {
     std::iter::once(container.diff())
         .chain(layers.top_down().map(Path::to_path_buf))
-        .find(|l| l.join("etc/passwd").exists())
+        .find(|l| {
+            // Resolved inside the layer: a layer's symlink cannot point nook at the host.
+            nook_fs::at::Root::open(l)
+                .and_then(|r| r.open_in(Path::new("etc/passwd"), libc::O_PATH))
+                .is_ok()
+        })
         .or_else(|| layers.lower.last().cloned())
         .unwrap_or_else(|| container.diff())
 }

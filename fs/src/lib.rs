@@ -8,7 +8,7 @@
 //!   layers into a container root ([`flatten`]) until the union drivers exist.
 
 pub mod archive;
-pub mod at;
+pub use nook_at as at;
 pub mod auth;
 pub mod digest;
 pub mod flatten;

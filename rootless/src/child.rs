@@ -250,15 +250,25 @@ impl Child<'_> {
 
     /// podman creates a missing working directory; do it while still root in the
     /// container and before the root may become read-only.
+    /// The path is resolved and created inside the root by the one confined resolver: a
+    /// symlink or a /proc magic link on the way cannot make it land on the host.
     fn create_workdir(&self) -> Result<()> {
         let cwd = process_of(self.spec).cwd();
-        let host = crate::secure_path::resolve_in_root(&self.rootfs, cwd)
-            .context(|| format!("resolving the working directory {}", cwd.display()))?;
-        if !host.exists() {
-            std::fs::create_dir_all(&host)
-                .context(|| format!("creating the working directory {}", cwd.display()))?;
+        let root = nook_at::Root::open_container(&self.rootfs)
+            .context(|| format!("opening the container's root {}", self.rootfs.display()))?;
+        match root.open_or_create(cwd, nook_at::Make::Dir) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::Setup(format!(
+                "working directory {}: refused: it goes through a symlink loop or a /proc \
+                 magic link (/proc/self/fd/N, /proc/self/cwd ...), which could lead out of \
+                 the container",
+                cwd.display()
+            ))),
+            Err(e) => Err(Error::sys(
+                format!("creating the working directory {}", cwd.display()),
+                e,
+            )),
         }
-        Ok(())
     }
 }
 

@@ -32,12 +32,13 @@ pub mod idmap;
 mod init;
 pub mod join;
 mod limits;
+mod mount_fd;
 pub mod mounts;
 mod netns;
 mod overlay_api;
 pub mod probe;
 pub mod seccomp;
-pub mod secure_path;
+
 mod spawn;
 pub mod state;
 pub mod subid;

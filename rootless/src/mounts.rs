@@ -11,20 +11,32 @@
 //! 5. pivot_root into the root and detach the old one (no chroot: chroot can be escaped).
 //! 6. Masked paths, read-only paths, and a read-only root if asked.
 //!
+//! Every destination below the root comes from an image, a flag or a spec, so none is
+//! trusted: the confined resolver (nook-at, `Root::open_or_create`) opens it inside the
+//! root, creating what is missing there (a file for a file bind mount), and the mount is
+//! made onto that descriptor (mount_fd.rs), so a component swapped for a symlink after
+//! the check cannot redirect it onto a host path. Bind sources are opened once and
+//! mounted through that descriptor too. Only the root itself and `/` after pivot_root,
+//! nook's own choices, are mounted by path.
+//!
 //! A bind mount made read-only inside a user namespace must keep the flags that are
 //! locked on its source (nosuid, nodev, noexec, atime), or the kernel refuses the
-//! remount; `locked_flags` reads them with statvfs.
+//! remount; `locked_flags` reads them with statvfs (mount_fd.rs does the same where it
+//! remounts; mount_setattr needs none of that).
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
+use nook_at::{Make, Root};
 use oci_spec::runtime::{Mount, Spec};
 
 use crate::error::{Context, Error, Result};
-use crate::secure_path::resolve_in_root;
+use crate::mount_fd::{self, Dest};
 
 /// Device nodes every container gets (runtime-spec "Default Devices").
 const DEFAULT_DEVICES: [&str; 6] = [
@@ -155,17 +167,59 @@ pub(crate) fn prepare_root(
         Some(root_mount) if is_fuse(root_mount) => {
             mount_fuse_root(rootfs, root_mount, fuse_socket)?
         }
-        Some(root_mount) => mount_entry(rootfs, root_mount)?,
+        Some(root_mount) => mount_root(rootfs, root_mount)?,
         None => bind(rootfs, rootfs, true)?,
     }
+    // Opened once the root is mounted: every destination is resolved from here.
+    let root = Root::open_container(rootfs)
+        .context(|| format!("opening the container's root {}", rootfs.display()))?;
     for m in other_mounts {
-        let dest = resolve_in_root(rootfs, m.destination())
-            .context(|| format!("resolving mount destination {}", m.destination().display()))?;
-        mount_entry(&dest, m)?;
+        mount_entry(&root, m)?;
     }
-    bind_devices(rootfs)?;
-    dev_symlinks(rootfs);
+    bind_devices(&root)?;
+    dev_symlinks(&root);
     Ok(())
+}
+
+/// Opens `path` (a container path) inside `root` for a mount onto it, creating it as
+/// `make` when missing. A refusal says why in the user's terms.
+fn destination<'a>(root: &'a Root, path: &'a Path, make: Make) -> Result<Dest<'a>> {
+    match root.open_or_create(path, make) {
+        Ok(fd) => Ok(Dest { fd, root, path }),
+        Err(e) => Err(refused(path, "mount destination", e)),
+    }
+}
+
+/// The error for a container path that cannot be resolved inside the root: a symlink
+/// loop or a /proc magic link (ELOOP) is named as such.
+fn refused(path: &Path, what: &str, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return Error::Setup(format!(
+            "{what} {}: refused: it goes through a symlink loop or a /proc magic link \
+             (/proc/self/fd/N, /proc/self/cwd ...), which could lead out of the container",
+            path.display()
+        ));
+    }
+    Error::sys(
+        format!("resolving {what} {} inside the container", path.display()),
+        e,
+    )
+}
+
+/// A host path nook or the user chose (a bind source, a device node): opened once, so
+/// what is mounted is what was opened.
+fn open_source(path: &Path) -> io::Result<OwnedFd> {
+    nook_at::openat(
+        libc::AT_FDCWD,
+        &nook_at::cstr(path.as_os_str())?,
+        libc::O_PATH,
+        0,
+    )
+}
+
+fn is_dir(fd: &OwnedFd) -> io::Result<bool> {
+    let st = nook_at::fstatat(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 fn is_fuse(m: &Mount) -> bool {
@@ -219,7 +273,8 @@ fn mount_fuse_root(rootfs: &Path, m: &Mount, socket: Option<std::os::fd::RawFd>)
     Ok(())
 }
 
-fn mount_entry(dest: &Path, m: &Mount) -> Result<()> {
+/// One of the spec's mounts below the root, onto its destination resolved inside it.
+fn mount_entry(root: &Root, m: &Mount) -> Result<()> {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let typ = match m.typ().as_deref().unwrap_or("none") {
         // Specs written for runc/crun (podman's) say "cgroup"; inside a user namespace
@@ -235,36 +290,92 @@ fn mount_entry(dest: &Path, m: &Mount) -> Result<()> {
             m.destination().display()
         )
     };
+    let top = if opts.bind {
+        let src = open_source(&source).map_err(|e| with_hint(Error::sys(what(), e), what()))?;
+        let make = if is_dir(&src).context(what)? {
+            Make::Dir
+        } else {
+            Make::File
+        };
+        let dest = destination(root, m.destination(), make)?;
+        let top = mount_fd::bind_onto(src.as_fd(), opts.recursive, &dest).context(what)?;
+        let wanted = opts.flags & !opts.cleared;
+        if !wanted.is_empty() {
+            mount_fd::set_flags(&top, wanted, opts.recursive)
+                .context(|| format!("remounting {} with {wanted:?}", m.destination().display()))?;
+        }
+        top
+    } else {
+        let dest = destination(root, m.destination(), Make::Dir)?;
+        let data = opts.data.join(",");
+        if typ == "overlay" && data.len() > crate::overlay_api::MOUNT_DATA_MAX {
+            let tree = crate::overlay_api::overlay_tree(&opts.data)?;
+            mount_fd::attach(tree, &dest).context(what)?
+        } else {
+            let source = source.to_string_lossy();
+            match mount_fd::new_fs_onto(typ, &source, &opts.data, opts.flags, &dest) {
+                Ok(top) => top,
+                // sysfs can be mounted only by the owner of the current network
+                // namespace: with the host's network, show the host's /sys read-only.
+                // A cgroup2 mount needs a cgroup namespace of the container's own; a
+                // spec without one (crun's rootless template) gets the host's hierarchy
+                // read-only, as crun gives it.
+                Err(e)
+                    if mount_fd::errno(&e) == Some(libc::EPERM)
+                        && (typ == "sysfs" || typ == "cgroup2") =>
+                {
+                    let host = if typ == "sysfs" {
+                        "/sys"
+                    } else {
+                        "/sys/fs/cgroup"
+                    };
+                    let src = open_source(Path::new(host)).context(what)?;
+                    let top = mount_fd::bind_onto(src.as_fd(), true, &dest).context(what)?;
+                    mount_fd::set_flags(&top, MsFlags::MS_RDONLY | opts.flags, true)
+                        .context(what)?;
+                    top
+                }
+                Err(e) => return Err(Error::sys(what(), e)),
+            }
+        }
+    };
+    if !opts.propagation.is_empty() {
+        mount_fd::set_propagation(&top, opts.propagation).context(what)?;
+    }
+    Ok(())
+}
+
+/// The spec's mount at `/`, onto the root directory itself (nook's own path, not taken
+/// from the container): a tmpfs for the `host` image, an overlay for a union root.
+fn mount_root(dest: &Path, m: &Mount) -> Result<()> {
+    let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
+    let typ = m.typ().as_deref().unwrap_or("none");
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+    let what = || {
+        format!(
+            "mounting {} on the root {}",
+            source.display(),
+            dest.display()
+        )
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dest)
+        .context(what)?;
     if opts.bind {
-        create_mount_point(dest, source.is_dir()).context(what)?;
         bind(&source, dest, opts.recursive).map_err(|e| with_hint(e, what()))?;
         let wanted = opts.flags & !opts.cleared;
         if !wanted.is_empty() {
             remount_bind(dest, wanted, opts.recursive)?;
         }
     } else {
-        create_mount_point(dest, true).context(what)?;
         let data = opts.data.join(",");
         if typ == "overlay" && data.len() > crate::overlay_api::MOUNT_DATA_MAX {
-            return crate::overlay_api::mount_overlay(&opts.data, dest);
-        }
-        let data = (!data.is_empty()).then_some(data);
-        let result = mount(Some(&source), dest, Some(typ), opts.flags, data.as_deref());
-        match result {
-            // sysfs can be mounted only by the owner of the current network namespace:
-            // with the host's network, show the host's /sys read-only instead.
-            Err(nix::errno::Errno::EPERM) if typ == "sysfs" => {
-                bind(Path::new("/sys"), dest, true)?;
-                remount_bind(dest, MsFlags::MS_RDONLY | opts.flags, true)?;
-            }
-            // A cgroup2 mount needs a cgroup namespace of the container's own; a spec
-            // without one (crun's rootless template) gets the host's hierarchy
-            // read-only, as crun gives it.
-            Err(nix::errno::Errno::EPERM) if typ == "cgroup2" => {
-                bind(Path::new("/sys/fs/cgroup"), dest, true)?;
-                remount_bind(dest, MsFlags::MS_RDONLY | opts.flags, true)?;
-            }
-            r => r.context(what)?,
+            crate::overlay_api::mount_overlay(&opts.data, dest)?;
+        } else {
+            let data = (!data.is_empty()).then_some(data);
+            mount(Some(&source), dest, Some(typ), opts.flags, data.as_deref()).context(what)?;
         }
     }
     if !opts.propagation.is_empty() {
@@ -346,49 +457,33 @@ fn set_recursive_readonly(dest: &Path) {
     }
 }
 
-/// Creates the mount point: a directory, or an empty file for a file bind mount.
-fn create_mount_point(dest: &Path, dir: bool) -> std::io::Result<()> {
-    if dest.exists() {
-        return Ok(());
-    }
-    if dir {
-        return fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dest);
-    }
-    if let Some(parent) = dest.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)?;
-    }
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(dest)
-        .map(drop)
-}
-
-fn bind_devices(rootfs: &Path) -> Result<()> {
+fn bind_devices(root: &Root) -> Result<()> {
     for dev in DEFAULT_DEVICES {
-        let dest = resolve_in_root(rootfs, Path::new(dev))
-            .context(|| format!("resolving {dev} in the container"))?;
-        if !Path::new(dev).exists() {
-            continue;
-        }
-        create_mount_point(&dest, false).context(|| format!("creating {dev}"))?;
-        bind(Path::new(dev), &dest, false)?;
+        let path = Path::new(dev);
+        let what = || format!("binding the host's {dev} into the container");
+        let src = match open_source(path) {
+            Ok(src) => src,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::sys(what(), e)),
+        };
+        let dest = destination(root, path, Make::File)?;
+        mount_fd::bind_onto(src.as_fd(), false, &dest).context(what)?;
     }
     Ok(())
 }
 
-fn dev_symlinks(rootfs: &Path) {
+fn dev_symlinks(root: &Root) {
+    let Ok(dev) = root.open_in(Path::new("/dev"), libc::O_PATH | libc::O_DIRECTORY) else {
+        return;
+    };
     for (target, link) in DEV_SYMLINKS {
-        // An existing entry (an image's own /dev/ptmx, say) is kept.
-        let _ = std::os::unix::fs::symlink(target, rootfs.join(link));
+        let name = link.trim_start_matches("dev/");
+        if let (Ok(target), Ok(name)) =
+            (std::ffi::CString::new(target), std::ffi::CString::new(name))
+        {
+            // An existing entry (an image's own /dev/ptmx, say) is kept.
+            let _ = nook_at::symlinkat(&target, dev.as_raw_fd(), &name);
+        }
     }
 }
 
@@ -401,22 +496,20 @@ pub(crate) fn pivot_into(rootfs: &Path) -> Result<()> {
     nix::unistd::chdir("/").context(|| "chdir /".into())
 }
 
-/// Step 6, inside the new root.
+/// Step 6, inside the new root: paths resolved inside `/`, which is now the container's.
 pub(crate) fn finish_root(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    for path in linux
-        .and_then(|l| l.masked_paths().as_ref())
-        .into_iter()
-        .flatten()
-    {
-        mask(Path::new(path))?;
-    }
-    for path in linux
-        .and_then(|l| l.readonly_paths().as_ref())
-        .into_iter()
-        .flatten()
-    {
-        make_readonly(Path::new(path))?;
+    let masked = linux.and_then(|l| l.masked_paths().as_ref());
+    let readonly = linux.and_then(|l| l.readonly_paths().as_ref());
+    if masked.is_some_and(|m| !m.is_empty()) || readonly.is_some_and(|r| !r.is_empty()) {
+        let root = Root::open_container(Path::new("/")).context(|| "opening /".into())?;
+        let mut masks = Masks::default();
+        for path in masked.into_iter().flatten() {
+            mask(&root, Path::new(path), &mut masks)?;
+        }
+        for path in readonly.into_iter().flatten() {
+            make_readonly(&root, Path::new(path))?;
+        }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         remount_bind(Path::new("/"), MsFlags::MS_RDONLY, false)?;
@@ -435,37 +528,63 @@ pub(crate) fn finish_root(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Hides a path: files read as /dev/null, directories become an empty read-only tmpfs.
-fn mask(path: &Path) -> Result<()> {
-    let Ok(meta) = fs::metadata(path) else {
-        return Ok(());
-    };
-    let result = if meta.is_dir() {
-        mount(
-            Some("tmpfs"),
-            path,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            Some("size=0,mode=0555"),
-        )
-    } else {
-        mount(
-            Some("/dev/null"),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-    };
-    result.context(|| format!("masking {}", path.display()))
+/// A masked or read-only path, opened inside the root; `None` when it does not exist
+/// (nothing to hide).
+fn existing(root: &Root, path: &Path, what: &str) -> Result<Option<OwnedFd>> {
+    match root.open_in(path, libc::O_PATH) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
+        Err(e) => Err(refused(path, what, e)),
+    }
 }
 
-fn make_readonly(path: &Path) -> Result<()> {
-    if fs::symlink_metadata(path).is_err() {
+/// What masks are made of, each made once: /dev/null for files, one empty read-only tmpfs
+/// for directories (mounted on the first, cloned onto the others).
+#[derive(Default)]
+struct Masks {
+    null: Option<OwnedFd>,
+    empty: Option<mount_fd::Top>,
+}
+
+/// Hides a path: files read as /dev/null, directories become an empty read-only tmpfs.
+fn mask(root: &Root, path: &Path, masks: &mut Masks) -> Result<()> {
+    let Some(fd) = existing(root, path, "masked path")? else {
+        return Ok(());
+    };
+    let what = || format!("masking {}", path.display());
+    let dir = is_dir(&fd).context(what)?;
+    let dest = Dest { fd, root, path };
+    if dir {
+        match &masks.empty {
+            Some(empty) => {
+                mount_fd::bind_onto(empty.as_fd(), false, &dest).context(what)?;
+            }
+            None => {
+                let data = ["size=0".to_string(), "mode=0555".to_string()];
+                let top = mount_fd::new_fs_onto("tmpfs", "tmpfs", &data, MsFlags::MS_RDONLY, &dest)
+                    .context(what)?;
+                masks.empty = Some(top);
+            }
+        }
         return Ok(());
     }
-    bind(path, path, true)?;
-    remount_bind(path, MsFlags::MS_RDONLY, true)
+    if masks.null.is_none() {
+        masks.null = Some(open_source(Path::new("/dev/null")).context(what)?);
+    }
+    let null = masks.null.as_ref().expect("just opened");
+    mount_fd::bind_onto(null.as_fd(), false, &dest).context(what)?;
+    Ok(())
+}
+
+/// Makes a path read-only, its submounts too: a recursive bind of it onto itself.
+fn make_readonly(root: &Root, path: &Path) -> Result<()> {
+    let Some(fd) = existing(root, path, "read-only path")? else {
+        return Ok(());
+    };
+    let what = || format!("making {} read-only", path.display());
+    let dest = Dest { fd, root, path };
+    let top = mount_fd::bind_onto(dest.fd.as_fd(), true, &dest).context(what)?;
+    mount_fd::set_flags(&top, MsFlags::MS_RDONLY, true).context(what)
 }
 
 #[cfg(test)]

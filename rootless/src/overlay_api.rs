@@ -84,8 +84,32 @@ fn check(r: libc::c_long, what: &str) -> Result<libc::c_long> {
     Ok(r)
 }
 
-/// Mounts overlayfs with `options` on `target` through the new mount API.
+/// Mounts overlayfs with `options` on `target` (the root directory, nook's own path)
+/// through the new mount API.
 pub(crate) fn mount_overlay(options: &[String], target: &Path) -> Result<()> {
+    let mnt = overlay_tree(options)?;
+    let to = cstr(&target.to_string_lossy())?;
+    let empty = cstr("")?;
+    // SAFETY: a detached mount fd with an empty path, and an absolute target path.
+    check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mnt.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        },
+        "attaching the overlay",
+    )?;
+    Ok(())
+}
+
+/// An overlayfs with `options`, made through the new mount API and not attached yet:
+/// the caller moves it onto the root or onto a destination's descriptor.
+pub(crate) fn overlay_tree(options: &[String]) -> Result<OwnedFd> {
     let fstype = cstr("overlay")?;
     // SAFETY: fsopen takes a NUL-terminated name and flags; it returns a new fd or -1.
     let fs = check(
@@ -137,24 +161,7 @@ pub(crate) fn mount_overlay(options: &[String], target: &Path) -> Result<()> {
         "fsmount(overlay)",
     )?;
     // SAFETY: the kernel just returned this descriptor to us.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
-    let to = cstr(&target.to_string_lossy())?;
-    let empty = cstr("")?;
-    // SAFETY: a detached mount fd with an empty path, and an absolute target path.
-    check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                mnt.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        },
-        "attaching the overlay",
-    )?;
-    Ok(())
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
 }
 
 #[cfg(test)]
