@@ -87,9 +87,18 @@ fn in_container(
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Child => {
             drop(ours);
-            let joined = nix::sched::setns(user.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER)
-                .and_then(|_| nix::sched::setns(mnt.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS))
+            // The same boundary as every process entering a container (rootless fds.rs):
+            // non-dumpable first, and nothing of the caller's or of nook's beyond the pipe
+            // and stdio once inside.
+            let joined = nook_rootless::fds::make_undumpable()
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    nix::sched::setns(user.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER)?;
+                    nix::sched::setns(mnt.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)?;
+                    Ok(())
+                })
                 .context("joining the container's namespaces");
+            nook_rootless::fds::close_all_except(&[0, 1, 2, theirs.as_raw_fd()]);
             let result = joined
                 .and_then(|_| nix::unistd::chdir("/").context("chdir /"))
                 .and_then(|_| work(File::from(theirs)));
