@@ -16,6 +16,7 @@
 //! not container configuration but I/O wiring of this invocation (stdin attached or
 //! not, the reaper) come in [`RunOptions`].
 
+pub mod bundle;
 pub mod capabilities;
 pub mod cgroups;
 mod child;
