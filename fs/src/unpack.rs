@@ -398,12 +398,16 @@ impl Unpacker {
                         return Err(e);
                     }
                     at::mkdirat(fd.as_raw_fd(), &name, 0o755)?;
-                    at::openat(
+                    let dir = at::openat(
                         fd.as_raw_fd(),
                         &name,
-                        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
                         0,
-                    )?
+                    )?;
+                    // 0755 exactly: under umask 077 mkdirat alone would hide the
+                    // directory from the container's other users.
+                    at::fchmod(dir.as_raw_fd(), 0o755)?;
+                    dir
                 }
                 Err(e) => return Err(e),
             };

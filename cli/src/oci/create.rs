@@ -98,8 +98,13 @@ pub fn create(global: &Global, args: &CreateArgs) -> Result<CreatedContainer> {
         Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
     let cleanup = DirGuard(Some(dir.clone()));
-    spec.save(dir.join(CONFIG_FILE))
-        .map_err(|e| anyhow::anyhow!("saving the container's configuration: {e}"))?;
+    let config = dir.join(CONFIG_FILE);
+    nook_rootless::state::write_file(
+        &config,
+        serde_json::to_vec(&spec)?,
+        nook_rootless::state::PRIVATE_FILE,
+    )
+    .with_context(|| format!("saving the container's configuration {}", config.display()))?;
     let gate = make_gate(&dir)?;
     if spec.process().is_none() {
         // Allowed by the runtime-spec: such a container exists, and `start` fails.
@@ -405,6 +410,8 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
         path.to_path_buf()
     };
     let tmp = path.with_extension("nook-tmp");
-    fs::write(&tmp, pid.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    // Read by the runtime's caller (conmon, a shim): readable, never writable by others.
+    nook_rootless::state::write_file(&tmp, pid.to_string(), nook_rootless::state::SHARED_FILE)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("writing the pid file {}", path.display()))
 }

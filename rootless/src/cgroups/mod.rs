@@ -504,8 +504,12 @@ pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> b
 /// stats`, `pause`, `unpause`).
 pub fn record(container_dir: &Path, cgroup: &Cgroup) -> Result<()> {
     let file = container_dir.join("cgroup");
-    fs::write(&file, format!("{}\n", cgroup.path.display()))
-        .map_err(|e| Error::sys(format!("writing {}", file.display()), e))
+    crate::state::write_file(
+        &file,
+        format!("{}\n", cgroup.path.display()),
+        crate::state::PRIVATE_FILE,
+    )
+    .map_err(|e| Error::sys(format!("writing {}", file.display()), e))
 }
 
 /// The cgroup a running container recorded with [`record`], if any.
