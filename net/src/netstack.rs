@@ -180,6 +180,16 @@ impl Drop for RaisedNofile {
     }
 }
 
+/// The host's resolver: the first nameserver of /etc/resolv.conf, port 53 (glibc's
+/// default 127.0.0.1 when there is none).
+fn host_resolver() -> SocketAddr {
+    let ip = std::fs::read_to_string("/etc/resolv.conf")
+        .ok()
+        .and_then(|t| first_nameserver(&t))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    SocketAddr::new(ip, 53)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,14 +222,4 @@ mod tests {
         drop(b);
         assert_eq!(soft(), before);
     }
-}
-
-/// The host's resolver: the first nameserver of /etc/resolv.conf, port 53 (glibc's
-/// default 127.0.0.1 when there is none).
-fn host_resolver() -> SocketAddr {
-    let ip = std::fs::read_to_string("/etc/resolv.conf")
-        .ok()
-        .and_then(|t| first_nameserver(&t))
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    SocketAddr::new(ip, 53)
 }

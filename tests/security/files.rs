@@ -75,9 +75,7 @@ fn exposed(dir: &Path, found: &mut Vec<String>) {
         if ft.is_symlink() {
             continue;
         }
-        let bad = if ft.is_dir() {
-            mode & 0o022 != 0
-        } else if SHARED.contains(&name.as_str()) {
+        let bad = if ft.is_dir() || SHARED.contains(&name.as_str()) {
             mode & 0o022 != 0
         } else {
             mode & 0o077 != 0

@@ -568,7 +568,7 @@ c.close()
         "the container's own limit"
     );
     p.wait_for(&format!("opened {CONNS}"), TIMEOUT);
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", published))
+    let c = std::net::TcpStream::connect(("127.0.0.1", published))
         .expect("the published port refused a connection");
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut reply = String::new();
