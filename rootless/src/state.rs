@@ -26,8 +26,8 @@ use crate::error::{Error, Result};
 /// The runtime directory nook uses for this user, created if missing.
 pub fn runtime_dir() -> Result<PathBuf> {
     let uid = Uid::current().as_raw();
-    let (dir, _) = runtime_dir_for(uid);
-    if dir != fallback_dir() {
+    let (dir, fallback, _) = choose(uid);
+    if !fallback {
         ensure_private_dir(&dir, uid)?;
         return Ok(dir);
     }
@@ -47,33 +47,28 @@ pub fn runtime_dir() -> Result<PathBuf> {
 /// The second is [`fallback_dir`], which [`runtime_dir`] replaces by a private one
 /// when someone else holds it.
 pub fn runtime_dir_for(uid: u32) -> (PathBuf, Option<String>) {
-    let fallback = fallback_dir();
+    let (dir, _, why) = choose(uid);
+    (dir, why)
+}
+
+/// The first choice, whether it is the shared-/tmp fallback, and why XDG_RUNTIME_DIR
+/// was passed over if it was.
+fn choose(uid: u32) -> (PathBuf, bool, Option<String>) {
     let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) else {
-        return (fallback, None);
+        return (fallback_dir(), true, None);
     };
     let xdg = PathBuf::from(xdg);
-    match fs::metadata(&xdg) {
-        Ok(m) if m.is_dir() && m.uid() == uid => (xdg.join("nook"), None),
-        Ok(m) if m.uid() != uid => {
-            let why = format!(
-                "XDG_RUNTIME_DIR={} belongs to uid {}",
-                xdg.display(),
-                m.uid()
-            );
-            (fallback, Some(why))
-        }
-        Ok(_) => (
-            fallback,
-            Some(format!(
-                "XDG_RUNTIME_DIR={} is not a directory",
-                xdg.display()
-            )),
+    let why = match fs::metadata(&xdg) {
+        Ok(m) if m.is_dir() && m.uid() == uid => return (xdg.join("nook"), false, None),
+        Ok(m) if m.uid() != uid => format!(
+            "XDG_RUNTIME_DIR={} belongs to uid {}",
+            xdg.display(),
+            m.uid()
         ),
-        Err(e) => (
-            fallback,
-            Some(format!("XDG_RUNTIME_DIR={}: {}", xdg.display(), e)),
-        ),
-    }
+        Ok(_) => format!("XDG_RUNTIME_DIR={} is not a directory", xdg.display()),
+        Err(e) => format!("XDG_RUNTIME_DIR={}: {}", xdg.display(), e),
+    };
+    (fallback_dir(), true, Some(why))
 }
 
 /// `$TMPDIR/nook-UID`, UID the caller's uid on the host (see the module doc).
@@ -84,9 +79,12 @@ pub fn fallback_dir() -> PathBuf {
 /// This process's uid in the parent user namespace, from /proc/self/uid_map (its own
 /// uid where there is no map to read, or the uid is unmapped).
 pub fn host_uid() -> u32 {
-    let uid = Uid::current().as_raw();
-    let map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    outside_uid(&map, uid).unwrap_or(uid)
+    static HOST_UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *HOST_UID.get_or_init(|| {
+        let uid = Uid::current().as_raw();
+        let map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        outside_uid(&map, uid).unwrap_or(uid)
+    })
 }
 
 /// The outside ID of `inside` in a uid_map's text.
