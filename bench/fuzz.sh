@@ -19,7 +19,8 @@
 # Each crate's targets are built once (one shared target dir, target/fuzz), then each
 # binary runs with -max_total_time=FUZZ_SECONDS, its corpus in CRATE/fuzz/corpus/NAME and
 # crashes in CRATE/fuzz/artifacts/NAME/ (both ignored by git; the committed seeds of
-# CRATE/fuzz/seeds/NAME, where there are some, are read too). Started as root, the
+# CRATE/fuzz/seeds/NAME, where there are some, are read too, and CRATE/fuzz/NAME.dict is
+# the target's libFuzzer dictionary where there is one). Started as root, the
 # targets run as FUZZ_USER (default nobody); the unpacker, which writes files, runs as
 # the root of a user namespace of its own (`unshare --map-root-user`, as the store
 # helper runs), so a bug there cannot write the host's files. nice -n 19 throughout:
@@ -109,6 +110,8 @@ for t in $WANTED; do
     mkdir -p "$corpus" "$artifacts"
     dirs=("$corpus")
     [ -d "$seeds" ] && dirs+=("$seeds")
+    dict=()
+    [ -f "$ROOT/$c/fuzz/$name.dict" ] && dict=(-dict="$ROOT/$c/fuzz/$name.dict")
     if [ -n "$BIN_DIR" ]; then
         cp "$bin" "$BIN_DIR/$name" && chmod 755 "$BIN_DIR/$name"
         bin=$BIN_DIR/$name
@@ -122,7 +125,7 @@ for t in $WANTED; do
     echo "==> $name for ${SECONDS_EACH}s"
     (cd "$artifacts" && nice -n 19 "${RUN_AS[@]}" "${ns[@]}" "$bin" \
         -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="$artifacts/" -print_final_stats=1 "${dirs[@]}") >"$log" 2>&1
+        -artifact_prefix="$artifacts/" -print_final_stats=1 "${dict[@]}" "${dirs[@]}") >"$log" 2>&1
     status=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     crash=$(ls "$artifacts" | grep -E '^(crash|leak|timeout|oom|slow-unit)-' | head -1)
