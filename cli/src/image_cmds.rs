@@ -297,9 +297,10 @@ impl ContainerRoot {
     /// store's shared lock (so `rmi` cannot take the layers away mid-copy).
     pub fn create(image: &RunImage, container_dir: &Path) -> Result<ContainerRoot> {
         let _lock = image.store.lock_shared()?;
-        std::fs::write(
-            container_dir.join("image"),
+        nook_rootless::state::write_file(
+            &container_dir.join("image"),
             format!("{}\n{}\n", image.record.id.hex(), std::process::id()),
+            nook_rootless::state::PRIVATE_FILE,
         )
         .context("recording the container's image")?;
         let path = container_dir.join("rootfs");

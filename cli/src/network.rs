@@ -130,7 +130,8 @@ impl NetworkChoice {
         }
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let path = dir.join("resolv.conf");
-        std::fs::write(&path, nook_net::config::container_resolv_conf(&host))
+        let text = nook_net::config::container_resolv_conf(&host);
+        nook_rootless::state::write_file(&path, text, nook_rootless::state::SHARED_FILE)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(Some(path))
     }

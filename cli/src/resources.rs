@@ -347,7 +347,7 @@ fn notice_once(runtime_dir: &Path, notice: &str) {
         return;
     }
     eprintln!("nook: {notice}");
-    let _ = std::fs::write(&marker, notice);
+    let _ = nook_rootless::state::write_file(&marker, notice, nook_rootless::state::PRIVATE_FILE);
 }
 
 /// After the container exited: the OOM report (memory.events says who the kernel killed).

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use nook_fs::manifest::RunConfig;
 use nook_rootless::fds::PassedFds;
 use nook_rootless::idmap::{self, HostIds, IdRange, Mapping, UsernsMode};
-use nook_rootless::state::{self, ContainerDir};
+use nook_rootless::state::{self, write_file, ContainerDir, PRIVATE_FILE, SHARED_FILE};
 use nook_rootless::{RunOptions, StartedHook, StdinMode};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -159,7 +159,8 @@ impl RuntimeFiles {
         let dir = ContainerDir::create(runtime_dir, &ctr.record.id, true)?;
         // Who owns these files: `container prune` sweeps directories whose owner is gone.
         let me = ProcessId::current();
-        std::fs::write(dir.path.join("owner"), format!("{} {}\n", me.pid, me.start))
+        let owner = format!("{} {}\n", me.pid, me.start);
+        write_file(&dir.path.join("owner"), owner, PRIVATE_FILE)
             .context("writing the container's runtime files")?;
         Ok(RuntimeFiles { _dir: dir })
     }
@@ -382,7 +383,7 @@ fn prepare_root(
     match image {
         ImageChoice::Host => {
             let mount_point = container_dir.join("rootfs");
-            std::fs::create_dir_all(&mount_point)
+            state::create_dir(&mount_point, 0o755)
                 .with_context(|| format!("creating {}", mount_point.display()))?;
             Ok(plain(Root::Host { mount_point }))
         }
@@ -416,9 +417,10 @@ fn prepare_root(
                 });
             }
             // Marks the image as in use, so `nook rmi` refuses to remove it.
-            std::fs::write(
-                container_dir.join("image"),
+            write_file(
+                &container_dir.join("image"),
                 format!("{}\n{}\n", img.record.id.hex(), std::process::id()),
+                PRIVATE_FILE,
             )
             .context("recording the container's image")?;
             let layer_dir = if base == ctr.dir {
@@ -505,18 +507,19 @@ fn userns_mode(args: &RunArgs) -> Result<UsernsMode> {
 /// The container's /etc/hostname, and its /etc/hosts unless it shares the host's network.
 fn write_etc_files(dir: &Path, hostname: &str, host_network: bool) -> Result<GeneratedFiles> {
     let hostname_file = dir.join("hostname");
-    std::fs::write(&hostname_file, format!("{hostname}\n"))
+    write_file(&hostname_file, format!("{hostname}\n"), SHARED_FILE)
         .with_context(|| format!("writing {}", hostname_file.display()))?;
     let hosts = if host_network {
         None
     } else {
         let hosts = dir.join("hosts");
-        std::fs::write(
+        write_file(
             &hosts,
             format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
                  127.0.1.1\t{hostname}\n"
             ),
+            SHARED_FILE,
         )
         .with_context(|| format!("writing {}", hosts.display()))?;
         Some(hosts)

@@ -274,16 +274,17 @@ pub fn fuse_server_main() -> Result<i32> {
 
 /// The `storage` line of `nook info`: which driver `nook run` would use, and why.
 pub fn probe() -> Probe {
-    let uid = nix::unistd::getuid().as_raw();
-    let (runtime, _) = nook_rootless::state::runtime_dir_for(uid);
-    if nook_rootless::state::ensure_private_dir(&runtime, uid).is_err() {
-        return Probe {
-            name: "storage",
-            status: Status::Missing,
-            detail: format!("cannot probe: runtime dir {} unusable", runtime.display()),
-            fix: Some("see runtime-dir".into()),
-        };
-    }
+    let runtime = match nook_rootless::state::runtime_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return Probe {
+                name: "storage",
+                status: Status::Missing,
+                detail: format!("cannot probe: {e}"),
+                fix: Some("see runtime-dir".into()),
+            }
+        }
+    };
     let base = runtime.join("containers");
     let _ = std::fs::create_dir_all(&base);
     let v = union::probe::verdicts(&base, &runtime);

@@ -155,7 +155,8 @@ fn work(job: Job) -> Result<Outcome> {
             stats
         }
         Job::Flatten { layers, dest } => {
-            std::fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?;
+            nook_rootless::state::create_dir(&dest, 0o755)
+                .with_context(|| format!("creating {}", dest.display()))?;
             nook_fs::flatten::flatten(&layers, &dest)
                 .context("building the container's root filesystem")?;
             Vec::new()
@@ -178,7 +179,7 @@ fn work(job: Job) -> Result<Outcome> {
             });
         }
         Job::LayerTar { upper, dest } => {
-            let file = std::fs::File::create(&dest)
+            let file = nook_rootless::state::create_file(&dest, nook_rootless::state::PRIVATE_FILE)
                 .with_context(|| format!("creating {}", dest.display()))?;
             nook_fs::union::diff::write_layer(&upper, std::io::BufWriter::new(file))?
                 .into_inner()
@@ -195,12 +196,21 @@ fn work(job: Job) -> Result<Outcome> {
 }
 
 fn unpack_one(j: &UnpackJob) -> Result<UnpackStats> {
-    std::fs::create_dir(&j.dest).with_context(|| format!("creating {}", j.dest.display()))?;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&j.dest)
+        .with_context(|| format!("creating {}", j.dest.display()))?;
+    // The layer's root is the container's /: 0755 unless the layer lists its own `./`
+    // (the unpacker then applies that entry's mode), not whatever the umask makes it.
     let diff = j.dest.join("diff");
-    std::fs::create_dir(&diff).with_context(|| format!("creating {}", diff.display()))?;
+    nook_rootless::state::create_dir(&diff, 0o755)
+        .with_context(|| format!("creating {}", diff.display()))?;
     let stats = nook_fs::unpack::unpack_layer(&j.blob, j.diff_id.as_ref(), &diff)?;
     let meta = serde_json::to_vec_pretty(&stats).expect("stats serialise");
-    std::fs::write(j.dest.join("stats.json"), meta).context("writing the layer's stats")?;
+    let stats_file = j.dest.join("stats.json");
+    nook_rootless::state::write_file(&stats_file, meta, nook_rootless::state::PRIVATE_FILE)
+        .context("writing the layer's stats")?;
     Ok(stats)
 }
 

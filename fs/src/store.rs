@@ -123,6 +123,17 @@ pub struct Lock {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A new file of the store (a record, a blob), 0600 whatever the umask: the store is
+/// the user's alone (its directories are 0700 too).
+pub fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 impl Store {
     /// Opens (creating) the store at `root`, which must be this account's: another
     /// account's store is refused before anything in it is read or created.
@@ -223,7 +234,7 @@ impl Store {
     ) -> Result<(Digest, u64), StoreError> {
         let tmp = self.temp_path("blob");
         let result = (|| {
-            let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut out = create_private(&tmp).map_err(io_err(&tmp))?;
             let mut r = HashingReader::new(src);
             let mut buf = vec![0u8; 256 << 10];
             loop {
@@ -325,7 +336,7 @@ impl Store {
             images: images.to_vec(),
         })
         .expect("image records serialise");
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut f = create_private(&tmp).map_err(io_err(&tmp))?;
         f.write_all(&data)
             .and_then(|()| f.sync_all())
             .map_err(io_err(&tmp))?;

@@ -105,6 +105,27 @@ pub fn unpack_layer(
     };
     let file = File::open(blob).map_err(io_err)?;
     let stream = HashingReader::new(decompress(file).map_err(io_err)?);
+    let (stats, mut stream) = unpack_tar(stream, dest)?;
+    // The digest covers the whole stream, the end-of-archive blocks and padding too.
+    io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Archive)?;
+    let (actual, _) = stream.finish();
+    if let Some(expected) = diff_id {
+        if &actual != expected {
+            return Err(UnpackError::DiffId {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(stats)
+}
+
+/// Unpacks the (uncompressed) tar stream `stream` into `dest`, an existing directory,
+/// and gives the stream back positioned after the last entry. In-process, no helper:
+/// run as the root of a user namespace (the store helper's, or a single-ID one as the
+/// `unpack` fuzz target makes for itself), an owner the map lacks is squashed and
+/// counted.
+pub fn unpack_tar<R: Read>(stream: R, dest: &Path) -> Result<(UnpackStats, R), UnpackError> {
     let root = Root::open(dest).map_err(|source| UnpackError::Io {
         path: dest.display().to_string(),
         source,
@@ -117,19 +138,7 @@ pub fn unpack_layer(
         unpacker.entry(&mut entry)?;
     }
     unpacker.finish()?;
-    let mut stream = archive.into_inner();
-    // The digest covers the whole stream, the end-of-archive blocks and padding too.
-    io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Archive)?;
-    let (actual, _) = stream.finish();
-    if let Some(expected) = diff_id {
-        if &actual != expected {
-            return Err(UnpackError::DiffId {
-                expected: expected.clone(),
-                actual,
-            });
-        }
-    }
-    Ok(unpacker.stats)
+    Ok((std::mem::take(&mut unpacker.stats), archive.into_inner()))
 }
 
 /// The part of the data path after decompression, reusable for any tar source.
@@ -398,12 +407,16 @@ impl Unpacker {
                         return Err(e);
                     }
                     at::mkdirat(fd.as_raw_fd(), &name, 0o755)?;
-                    at::openat(
+                    let dir = at::openat(
                         fd.as_raw_fd(),
                         &name,
-                        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
                         0,
-                    )?
+                    )?;
+                    // 0755 exactly: under umask 077 mkdirat alone would hide the
+                    // directory from the container's other users.
+                    at::fchmod(dir.as_raw_fd(), 0o755)?;
+                    dir
                 }
                 Err(e) => return Err(e),
             };

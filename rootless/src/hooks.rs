@@ -29,6 +29,11 @@ pub fn run(stage: &str, hooks: &[Hook], state: &[u8]) -> Result<()> {
 }
 
 fn run_one(hook: &Hook, state: &[u8]) -> std::result::Result<(), String> {
+    // `create` refuses such a spec (bundle.rs); this keeps a PATH lookup on the host
+    // impossible whatever the caller checked.
+    if !hook.path().is_absolute() {
+        return Err("not an absolute path (the runtime spec requires one)".into());
+    }
     let mut cmd = Command::new(hook.path());
     if let Some(args) = hook.args().as_deref() {
         if let Some((arg0, rest)) = args.split_first() {
@@ -100,6 +105,9 @@ mod tests {
     fn failing_and_slow_hooks_are_errors() {
         let fail = hook(r#"{"path":"/bin/false"}"#);
         assert!(run("prestart", &[fail], b"{}").is_err());
+        let relative = hook(r#"{"path":"true"}"#);
+        let err = run("prestart", &[relative], b"{}").unwrap_err().to_string();
+        assert!(err.contains("not an absolute path"), "{err}");
         let slow = hook(r#"{"path":"/bin/sleep","args":["sleep","5"],"timeout":1}"#);
         let err = run("prestart", &[slow], b"{}").unwrap_err().to_string();
         assert!(err.contains("timeout"), "{err}");

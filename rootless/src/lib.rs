@@ -21,6 +21,7 @@
 //! not container configuration but I/O wiring of this invocation (stdin attached or
 //! not, the reaper) come in [`RunOptions`].
 
+pub mod bundle;
 pub mod capabilities;
 pub mod cgroups;
 mod child;
@@ -48,8 +49,8 @@ mod tty;
 
 pub use error::{Error, Result};
 pub use spawn::{
-    create, run, run_in_cgroup, run_in_user_namespace, unshare, Created, ExitStatus, RunOptions,
-    StartedHook, StdinMode,
+    check_plan, create, run, run_in_cgroup, run_in_user_namespace, unshare, Created, ExitStatus,
+    RunOptions, StartedHook, StdinMode,
 };
 /// A terminal in raw mode until dropped (for clients that relay a container's pty).
 pub use tty::RawMode;

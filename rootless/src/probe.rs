@@ -1018,11 +1018,39 @@ fn probe_seccomp() -> Probe {
 }
 
 /// The runtime directory nook uses: `$XDG_RUNTIME_DIR/nook` when that directory belongs to the
-/// caller (an inherited one, e.g. after `su`, belongs to someone else), else `/tmp/nook-UID`.
+/// caller (an inherited one, e.g. after `su`, belongs to someone else), else `$TMPDIR/nook-UID`,
+/// or the private replacement recorded for this boot when someone else holds that.
 /// Also returns why XDG_RUNTIME_DIR was passed over, if it was.
 fn probe_runtime_dir(uid: u32) -> Probe {
     let (dir, skipped) = crate::state::runtime_dir_for(uid);
     let note = skipped.map(|s| format!(" ({s})")).unwrap_or_default();
+    let squatted = |why: String| {
+        let record = crate::state::fallback_record();
+        let recorded = record
+            .as_ref()
+            .and_then(|r| fs::read_to_string(r).ok())
+            .map(|d| format!("uses {}", d.trim_end()));
+        Probe::ok(
+            "runtime-dir",
+            format!(
+                "{} is not safe to use ({why}): nook {}{note}",
+                dir.display(),
+                recorded.unwrap_or_else(|| "makes a private directory instead".into())
+            ),
+        )
+    };
+    if dir == crate::state::fallback_dir() {
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+                return squatted("not a directory".into())
+            }
+            Ok(m) if m.uid() != uid => return squatted(format!("owned by uid {}", m.uid())),
+            Ok(m) if m.mode() & 0o077 != 0 => {
+                return squatted(format!("mode {:04o}", m.mode() & 0o7777))
+            }
+            _ => {}
+        }
+    }
     let fs_name = existing_ancestor(&dir)
         .and_then(statfs_magic)
         .map(fs_type_name)

@@ -428,6 +428,13 @@ fn failed_start(pid: Pid, report: Report, unexpected: &str) -> Error {
     error
 }
 
+/// The checks [`run`] and [`create`] make on a spec before anything is created (the
+/// namespaces, ID maps, command, seccomp profile), on their own: for callers that
+/// validate first, and the `oci_config` fuzz target.
+pub fn check_plan(spec: &Spec) -> Result<()> {
+    Plan::from_spec(spec).map(drop)
+}
+
 /// What the spec asks of the process creation, checked before anything is created.
 struct Plan {
     clone_flags: CloneFlags,

@@ -95,11 +95,12 @@ pub fn skip(test: &str, why: &str) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-/// The runtime state directory nook uses: `$XDG_RUNTIME_DIR/nook` or `/tmp/nook-$UID`.
+/// The runtime state directory nook uses: `$XDG_RUNTIME_DIR/nook` or `$TMPDIR/nook-$UID`
+/// (TMPDIR defaults to /tmp; unless someone else holds that, see tests/security/files.rs).
 pub fn state_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d).join("nook"),
-        _ => PathBuf::from(format!("/tmp/nook-{}", nix::unistd::getuid())),
+        _ => std::env::temp_dir().join(format!("nook-{}", nix::unistd::getuid())),
     }
 }
 

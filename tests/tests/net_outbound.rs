@@ -458,3 +458,162 @@ fn ipv6_tcp_to_the_hosts_loopback() {
     assert_eq!(o.out(), "v6-ok\n", "{o}");
     assert!(server.join().unwrap().ip().is_loopback());
 }
+
+/// `cmd` starts with its RLIMIT_NOFILE soft limit at `soft` (the hard one unchanged), so
+/// what the container inherits is known whatever the test process raised.
+fn with_nofile(cmd: &mut std::process::Command, soft: u64) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getrlimit/setrlimit are async-signal-safe and use only this stack frame.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            lim.rlim_cur = soft.min(lim.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// This process's RLIMIT_NOFILE soft limit raised to the hard one; returns the hard one.
+fn raise_own_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_max
+}
+
+/// 1,500 connections from one container each hold a host socket in the netstack: past
+/// nook's 1,024 descriptors they stalled, and with them the published ports. The
+/// netstack raises its own soft limit to the hard one; the container keeps the caller's.
+#[test]
+fn fifteen_hundred_connections_and_a_published_port_still_answers() {
+    let test = "fifteen_hundred_connections_and_a_published_port_still_answers";
+    assert_unprivileged();
+    if !tun_usable(test) {
+        return;
+    }
+    const CONNS: usize = 1500;
+    let hard = raise_own_nofile();
+    if hard < 2 * CONNS as u64 + 200 {
+        skip(
+            test,
+            &format!("the hard RLIMIT_NOFILE is {hard}: too low for {CONNS} connections"),
+        );
+        return;
+    }
+    let (l, port) = listener();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let mut held = Vec::with_capacity(CONNS);
+        while held.len() < CONNS {
+            held.push(l.accept().expect("accept").0);
+        }
+        // Held open until the container has made its last check.
+        let _ = done_rx.recv_timeout(TIMEOUT);
+        held.len()
+    });
+    let published = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        r#"
+import resource, socket
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+print("limit", soft, flush=True)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 8080))
+srv.listen(8)
+conns = [socket.create_connection(("10.0.2.2", {port}), timeout=30) for _ in range({CONNS})]
+print("opened", len(conns), flush=True)
+c, _ = srv.accept()
+c.sendall(b"pong\n")
+c.close()
+"#
+    );
+    let mut cmd = nook();
+    cmd.args([
+        "run",
+        "--rm",
+        LOOPBACK_NET,
+        "-p",
+        &format!("127.0.0.1:{published}:8080"),
+        "host",
+        "python3",
+        "-c",
+        &script,
+    ]);
+    let mut p = spawn(with_nofile(&mut cmd, 1024));
+    assert_eq!(
+        p.wait_for("limit", TIMEOUT),
+        "limit 1024",
+        "the container's own limit"
+    );
+    p.wait_for(&format!("opened {CONNS}"), TIMEOUT);
+    let c = std::net::TcpStream::connect(("127.0.0.1", published))
+        .expect("the published port refused a connection");
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reply = String::new();
+    BufReader::new(c).read_line(&mut reply).unwrap();
+    assert_eq!(reply, "pong\n", "the published port answered nothing");
+    let o = p.wait(TIMEOUT);
+    o.success();
+    let _ = done_tx.send(());
+    assert_eq!(server.join().unwrap(), CONNS);
+}
+
+/// A restart clones the container again from the supervisor, whose netstack raised
+/// its descriptor limit: the container must not inherit that.
+#[test]
+fn restarted_container_keeps_the_callers_nofile_limit() {
+    let test = "restarted_container_keeps_the_callers_nofile_limit";
+    assert_unprivileged();
+    if !tun_usable(test) {
+        return;
+    }
+    let store = tempdir();
+    let name = format!("nofile-{}", token());
+    let nook_in_store = |args: &[&str]| {
+        let mut c = nook();
+        c.env("NOOK_ROOT", store.path()).args(args);
+        spawn(with_nofile(&mut c, 1024)).wait(TIMEOUT)
+    };
+    nook_in_store(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--restart",
+        "on-failure:1",
+        "host",
+        "sh",
+        "-c",
+        "echo limit $(ulimit -n); exit 3",
+    ])
+    .success();
+    assert_eq!(nook_in_store(&["wait", &name]).success().line(), "3");
+    let logs = nook_in_store(&["logs", &name]).success().out();
+    nook_in_store(&["rm", "-f", &name]).success();
+    assert_eq!(
+        logs, "limit 1024\nlimit 1024\n",
+        "the first run and the restart keep the caller's soft limit"
+    );
+}

@@ -182,7 +182,7 @@ pub fn stop(ctr: &Container, timeout: Duration) -> Result<()> {
 }
 
 fn mark_stopped(ctr: &Container) -> Result<()> {
-    std::fs::write(ctr.stop_marker(), b"")
+    nook_rootless::state::write_file(&ctr.stop_marker(), b"", nook_rootless::state::PRIVATE_FILE)
         .with_context(|| format!("marking container {} as stopped", ctr.record.name))
 }
 

@@ -101,8 +101,13 @@ pub fn short_socket_path(socket: &Path) -> std::io::Result<(File, PathBuf)> {
 }
 
 fn bind_short(socket: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     let (_dir, short) = short_socket_path(socket)?;
-    UnixListener::bind(short)
+    let listener = UnixListener::bind(&short)?;
+    // bind(2) gives the socket 0777 less the umask; connecting needs write permission.
+    // Its directory is private already; the socket is too, whatever the umask.
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// The connection, if its peer runs as this account. The socket's directory is private
@@ -330,11 +335,17 @@ impl LogWriter {
 }
 
 fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = nook_rootless::state::PRIVATE_FILE;
+    let f = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(mode)
         .open(path)
-        .with_context(|| format!("opening the container's log {}", path.display()))
+        .with_context(|| format!("opening the container's log {}", path.display()))?;
+    // A log kept from an older nook may be wider: the container's output is private.
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
+    Ok(f)
 }
 
 /// One chunk of a stream as log lines: each complete line an `F` entry, a trailing

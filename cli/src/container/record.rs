@@ -492,7 +492,8 @@ impl Container {
 /// `path` replaced whole: a temp file in the same directory, renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f = nook_rootless::state::create_file(&tmp, nook_rootless::state::PRIVATE_FILE)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(bytes)
         .with_context(|| format!("writing {}", tmp.display()))?;
     drop(f);

@@ -112,7 +112,8 @@ impl Container {
 
     pub fn save(&self) -> Result<()> {
         let tmp = self.dir.join(".state.json.tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(&self.record)?)
+        let bytes = serde_json::to_vec_pretty(&self.record)?;
+        nook_rootless::state::write_file(&tmp, bytes, nook_rootless::state::PRIVATE_FILE)
             .with_context(|| format!("writing {}", tmp.display()))?;
         fs::rename(&tmp, self.dir.join(STATE_FILE)).context("saving the container's state")
     }

@@ -1,12 +1,14 @@
 //! `create`: the bundle's spec, completed for a rootless start, through the shared
 //! execution path up to the command, which then waits for `start`.
 //!
-//! Steps: read BUNDLE/config.json → resolve the root and relative bind sources against
-//! the bundle → add a user namespace with the account's ID map when the spec has none
-//! (an unprivileged runtime needs one; the subordinate range through the setuid
-//! helper, so that a default spec's `gid=5` devpts mount works) → the container's
-//! directory and its start FIFO → cgroup (where delegated) → `nook_rootless::create`
-//! → record → console socket, pid file → prestart, createRuntime, createContainer hooks.
+//! Steps: read and check BUNDLE/config.json (`nook_rootless::bundle`: every refusal
+//! names the field; hooks absolute; the command line within execve's limit) → resolve
+//! the root and relative bind sources against the bundle → add a user namespace with
+//! the account's ID map when the spec has none (an unprivileged runtime needs one; the
+//! subordinate range through the setuid helper, so that a default spec's `gid=5`
+//! devpts mount works) → the container's directory and its start FIFO → cgroup (where
+//! delegated) → `nook_rootless::create` → record → console socket, pid file →
+//! prestart, createRuntime, createContainer hooks.
 
 use std::fs;
 use std::io::IoSlice;
@@ -74,13 +76,7 @@ pub fn create(global: &Global, args: &CreateArgs) -> Result<CreatedContainer> {
             bundle.display()
         );
     }
-    let mut spec = Spec::load(&config).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the bundle's configuration {}: {e}",
-            config.display()
-        )
-    })?;
-    check_version(spec.version())?;
+    let mut spec = load_config(&config)?;
     complete_spec(global, &mut spec, &bundle)?;
     let terminal = spec
         .process()
@@ -104,8 +100,13 @@ pub fn create(global: &Global, args: &CreateArgs) -> Result<CreatedContainer> {
         Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
     let cleanup = DirGuard(Some(dir.clone()));
-    spec.save(dir.join(CONFIG_FILE))
-        .map_err(|e| anyhow::anyhow!("saving the container's configuration: {e}"))?;
+    let config = dir.join(CONFIG_FILE);
+    nook_rootless::state::write_file(
+        &config,
+        serde_json::to_vec(&spec)?,
+        nook_rootless::state::PRIVATE_FILE,
+    )
+    .with_context(|| format!("saving the container's configuration {}", config.display()))?;
     let gate = make_gate(&dir)?;
     if spec.process().is_none() {
         // Allowed by the runtime-spec: such a container exists, and `start` fails.
@@ -242,21 +243,23 @@ fn no_process(
     })
 }
 
-/// `ociVersion` must be a 1.x semantic version (runtime-spec "Valid values").
-fn check_version(version: &str) -> Result<()> {
-    let core = version.split(['-', '+']).next().unwrap_or_default();
-    let parts: Vec<&str> = core.split('.').collect();
-    let numeric = parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if !numeric || parts[0] != "1" {
-        bail!(
-            "config.json has ociVersion {version:?}: nook runs runtime-spec 1.x configurations \
-             (e.g. \"1.0.2\")"
-        );
+/// Reads and checks BUNDLE/config.json (nook_rootless::bundle): every refusal names
+/// the field, and comes before anything of the container exists.
+pub fn load_config(config: &Path) -> Result<Spec> {
+    let bytes = fs::read(config).with_context(|| format!("reading {}", config.display()))?;
+    let spec = nook_rootless::bundle::parse_config(&bytes)
+        .and_then(|spec| nook_rootless::bundle::check_spec(&spec).map(|()| spec))
+        .map_err(|e| anyhow::anyhow!("{}: {}", config.display(), spec_message(&e)))?;
+    Ok(spec)
+}
+
+/// The reason without the generic "invalid container configuration: " prefix (the file
+/// is named instead).
+fn spec_message(e: &nook_rootless::Error) -> String {
+    match e {
+        nook_rootless::Error::Spec(why) => why.clone(),
+        other => other.to_string(),
     }
-    Ok(())
 }
 
 /// Removes a half-created container's directory when `create` fails.
@@ -449,6 +452,8 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
         path.to_path_buf()
     };
     let tmp = path.with_extension("nook-tmp");
-    fs::write(&tmp, pid.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    // Read by the runtime's caller (conmon, a shim): readable, never writable by others.
+    nook_rootless::state::write_file(&tmp, pid.to_string(), nook_rootless::state::SHARED_FILE)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("writing the pid file {}", path.display()))
 }

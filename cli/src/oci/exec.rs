@@ -10,7 +10,6 @@ use clap::Args;
 use nook_rootless::fds::PassedFds;
 use nook_rootless::join::{exec_in, ExecIo, ExecOptions, ExecOutcome, JoinTarget};
 use nook_rootless::StdinMode;
-use oci_spec::runtime::Process;
 
 use super::container::{Container, Status};
 use super::Global;
@@ -66,8 +65,9 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32> {
         Some(file) => {
             let text = std::fs::read(file)
                 .with_context(|| format!("reading the process file {}", file.display()))?;
-            serde_json::from_slice::<Process>(&text)
-                .with_context(|| format!("parsing the process file {}", file.display()))?
+            let process = nook_rootless::bundle::parse_process(&text)
+                .and_then(|p| nook_rootless::bundle::check_process(&p).map(|()| p));
+            process.map_err(|e| anyhow::anyhow!("the process file {}: {e}", file.display()))?
         }
         None => {
             if args.command.is_empty() {

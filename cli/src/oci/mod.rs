@@ -223,8 +223,10 @@ fn log_line(global: &Global, level: &str, msg: &str) {
         }
         LogFormat::Text => format!("time=\"{time}\" level={level} msg={msg:?}\n"),
     };
+    use std::os::unix::fs::OpenOptionsExt;
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
+        .mode(0o600)
         .append(true)
         .open(path)
     {

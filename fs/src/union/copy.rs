@@ -19,7 +19,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::union::{sys, ContainerLayer, Layers, Result, UnionError};
@@ -45,7 +45,12 @@ pub fn prepare(layers: &Layers, container: &ContainerLayer) -> Result<PathBuf> {
 /// flattener (`crate::flatten`), which walks both trees through descriptors and never
 /// follows a symlink of the layers.
 pub fn flatten(layers: &Layers, dest: &Path) -> Result<()> {
-    fs::create_dir(dest).map_err(|e| UnionError::io(format!("creating {}", dest.display()), e))?;
+    // The container's /: 0755 (the layers' own root entry may change it), not the umask's.
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(dest)
+        .and_then(|()| fs::set_permissions(dest, fs::Permissions::from_mode(0o755)))
+        .map_err(|e| UnionError::io(format!("creating {}", dest.display()), e))?;
     crate::flatten::flatten(&layers.lower, dest)
         .map_err(|e| UnionError::io(format!("copying the layers into {}", dest.display()), e))
 }

@@ -239,7 +239,7 @@ pub fn make_whiteout(dir: &Path, name: &OsStr) -> Result<WhiteoutForm> {
             err,
         ));
     }
-    std::fs::File::create(&path)
+    crate::store::create_private(&path)
         .map_err(|e| UnionError::io(format!("creating whiteout {}", path.display()), e))?;
     sys::set_xattr(&path, WHITEOUT_XATTR, b"y")
         .map_err(|e| UnionError::io(format!("marking whiteout {}", path.display()), e))?;

@@ -112,11 +112,10 @@ pub fn verdicts(layer_base: &Path, cache_dir: &Path) -> Verdicts {
         Err(e) => e.replace('\n', " "),
     };
     let tmp = cache.with_extension("tmp");
-    if fs::write(
-        &tmp,
-        format!("{key}\n{}\n{}\n", show(&v.overlay), show(&v.fuse)),
-    )
-    .is_ok()
+    let text = format!("{key}\n{}\n{}\n", show(&v.overlay), show(&v.fuse));
+    if crate::store::create_private(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .is_ok()
     {
         let _ = fs::rename(&tmp, &cache);
     }

@@ -269,7 +269,7 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Setup> {
     };
     enable_controllers(&base, &available, &settings)?;
     let leaf = base.join(&name);
-    fs::create_dir(&leaf)
+    mkdir_leaf(&leaf)
         .map_err(|e| Error::Cgroup(format!("cannot create the cgroup {}: {e}", leaf.display())))?;
     let cgroup = Cgroup {
         dir: open_locked(&leaf)?,
@@ -341,11 +341,18 @@ fn leaf_name(spec: &Spec) -> String {
     }
 }
 
+/// A cgroup directory, 0755 whatever the umask: under umask 000 mkdir would let any
+/// local user create cgroups inside ours.
+fn mkdir_leaf(leaf: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o755).create(leaf)
+}
+
 /// The no-internal-processes rule: before controllers can be enabled on `base`, which
 /// holds only the supervisor, the supervisor moves into a leaf of its own.
 fn move_supervisor(base: &Path) -> Result<Locked> {
     let leaf = base.join(format!("{PREFIX}supervisor-{}", std::process::id()));
-    match fs::create_dir(&leaf) {
+    match mkdir_leaf(&leaf) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
@@ -504,8 +511,12 @@ pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> b
 /// stats`, `pause`, `unpause`).
 pub fn record(container_dir: &Path, cgroup: &Cgroup) -> Result<()> {
     let file = container_dir.join("cgroup");
-    fs::write(&file, format!("{}\n", cgroup.path.display()))
-        .map_err(|e| Error::sys(format!("writing {}", file.display()), e))
+    crate::state::write_file(
+        &file,
+        format!("{}\n", cgroup.path.display()),
+        crate::state::PRIVATE_FILE,
+    )
+    .map_err(|e| Error::sys(format!("writing {}", file.display()), e))
 }
 
 /// The cgroup a running container recorded with [`record`], if any.
