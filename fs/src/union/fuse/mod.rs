@@ -30,6 +30,7 @@
 //! see `init`) and passthrough (registering a backing file needs CAP_SYS_ADMIN in the
 //! initial user namespace, fs/fuse/passthrough.c, so no rootless server can).
 
+mod beneath;
 mod splice;
 mod union_fs;
 
