@@ -43,6 +43,9 @@ fn layers(test: &str) -> Option<Layers> {
     fs::write(b.join("wh_file"), "hidden by a whiteout\n").unwrap();
     fs::create_dir_all(b.join("opq")).unwrap();
     fs::write(b.join("opq/low"), "hidden by opaque\n").unwrap();
+    fs::create_dir_all(b.join("hl")).unwrap();
+    fs::write(b.join("hl/a"), "orig\n").unwrap();
+    fs::hard_link(b.join("hl/a"), b.join("hl/b")).unwrap();
     fs::create_dir_all(b.join("many")).unwrap();
     for i in 0..5000 {
         fs::write(b.join(format!("many/low{i}")), "").unwrap();
@@ -517,4 +520,22 @@ fn fuse_server_memory_with_many_openers_of_a_large_directory() {
         "100 listings must stay within the 64 MiB budget: {base} -> {changed} kB"
     );
     cleanup(ctr.path());
+}
+
+#[test]
+fn image_hard_links_break_at_copy_up() {
+    // overlayfs without index copies up the name written to; the other name keeps the
+    // image's file (and its link count).
+    battery(
+        "image_hard_links_break_at_copy_up",
+        "cat /hl/a /hl/b; stat -c %h /hl/a /hl/b; echo new > /hl/a; cat /hl/a /hl/b; \
+         stat -c %h /hl/a /hl/b",
+        Some("cat /hl/a /hl/b"),
+        |out| {
+            assert_eq!(
+                out,
+                "orig\norig\n2\n2\nnew\norig\n1\n2\n--- after remount\nnew\norig\n"
+            )
+        },
+    );
 }

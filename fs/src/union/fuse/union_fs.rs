@@ -181,7 +181,7 @@ struct Node {
     /// The node's own descriptor: a detached node's (O_PATH, or the directory's) or an
     /// unnamed copy-up's. Reached through it, never through a name.
     pinned: Option<Arc<OwnedFd>>,
-    key: (u64, u64),
+    key: Key,
     /// The file type bits (S_IFMT) of the inode; a node never changes type.
     fmt: u32,
     nlookup: u64,
@@ -191,7 +191,7 @@ struct Node {
 
 struct Nodes {
     map: HashMap<u64, Node>,
-    keys: HashMap<(u64, u64), u64>,
+    keys: HashMap<Key, u64>,
     next: u64,
     /// Directory descriptors per (node, layer), opened one name at a time below the
     /// layer root. A descriptor names its directory for as long as it lives, whatever
@@ -282,8 +282,41 @@ struct Found {
 }
 
 impl Found {
-    fn key(&self) -> (u64, u64) {
-        (self.st.st_dev, self.st.st_ino)
+    fn key(&self, parent: u64, name: &CStr) -> Key {
+        let mut k = Key::of(&self.st);
+        if self.layer != UPPER && self.dirs.is_none() && self.st.st_nlink > 1 {
+            k.at = Some((parent, name.to_owned()));
+        }
+        k
+    }
+
+    fn same_inode(&self, other: &Found) -> bool {
+        (self.st.st_dev, self.st.st_ino) == (other.st.st_dev, other.st.st_ino)
+    }
+}
+
+/// How a node is found again: the (device, inode) of its file; for a file with several
+/// names in a read-only layer also the name, since overlayfs (without index) breaks such
+/// a link at copy-up: each name is a file of its own, and a write through one name must
+/// copy up that name.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    dev: u64,
+    ino: u64,
+    at: Option<(u64, CString)>,
+}
+
+impl Key {
+    fn of(st: &libc::stat) -> Key {
+        Key {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            at: None,
+        }
+    }
+
+    fn is(&self, st: &libc::stat) -> bool {
+        (self.dev, self.ino) == (st.st_dev, st.st_ino)
     }
 }
 
@@ -413,7 +446,7 @@ impl UnionFs {
                 layer: UPPER,
                 dirs: Some(root_dirs),
                 pinned: None,
-                key: (st.st_dev, st.st_ino),
+                key: Key::of(&st),
                 fmt: libc::S_IFDIR,
                 nlookup: 1,
                 gen: 0,
@@ -462,6 +495,8 @@ impl UnionFs {
 
     /// The descriptor of directory node `ino` in `layer` (which must be one of its
     /// layers): cached, or opened from its parent's, one name with O_NOFOLLOW.
+    // `t` is the proof that the tree lock is held: it is only passed down, by design.
+    #[allow(clippy::only_used_in_recursion)]
     fn dir_fd(&self, t: &Held, ino: u64, layer: usize) -> R<Arc<OwnedFd>> {
         if ino == ROOT {
             return Ok(self.layers[layer].fd.clone());
@@ -515,7 +550,7 @@ impl UnionFs {
         let fd = place.fd()?;
         if let Place::At(..) = place {
             let st = fstat(fd.as_raw_fd()).map_err(errno)?;
-            if self.nodes().get(ino)?.key != (st.st_dev, st.st_ino) {
+            if !self.nodes().get(ino)?.key.is(&st) {
                 return Err(Errno::ESTALE);
             }
         }
@@ -600,7 +635,7 @@ impl UnionFs {
     /// Registers a lookup of `found` as `name` in `parent`; returns its node ID. A node
     /// found again by its inode is (re)attached under this name.
     fn remember(&self, parent: u64, name: &CStr, found: Found) -> R<u64> {
-        let key = found.key();
+        let key = found.key(parent, name);
         let layers = found
             .dirs
             .as_ref()
@@ -636,7 +671,7 @@ impl UnionFs {
                         layer: found.layer,
                         dirs: layers,
                         pinned: None,
-                        key,
+                        key: key.clone(),
                         fmt: found.st.st_mode & libc::S_IFMT,
                         nlookup: 1,
                         gen: 0,
@@ -720,12 +755,12 @@ impl UnionFs {
             if let Some(d) = n.dirs.as_mut() {
                 d.insert(0, UPPER);
             }
-            std::mem::replace(&mut n.key, (st.st_dev, st.st_ino))
+            std::mem::replace(&mut n.key, Key::of(&st))
         };
         if nodes.keys.get(&old) == Some(&ino) {
             nodes.keys.remove(&old);
         }
-        nodes.keys.insert((st.st_dev, st.st_ino), ino);
+        nodes.keys.insert(Key::of(&st), ino);
         nodes.cache_dir(ino, UPPER, dst);
         Ok(())
     }
@@ -811,13 +846,13 @@ impl UnionFs {
             }
         };
         let st = fstat(fd.as_raw_fd()).map_err(errno)?;
-        let key = (st.st_dev, st.st_ino);
+        let key = Key::of(&st);
         let mut nodes = self.nodes();
         let old = {
             let n = nodes.get_mut(ino)?;
             n.layer = UPPER;
             n.pinned = unnamed.then(|| Arc::new(fd));
-            std::mem::replace(&mut n.key, key)
+            std::mem::replace(&mut n.key, key.clone())
         };
         if nodes.keys.get(&old) == Some(&ino) {
             nodes.keys.remove(&old);
@@ -950,7 +985,7 @@ impl UnionFs {
             let nodes = self.nodes();
             match nodes
                 .keys
-                .get(&found.key())
+                .get(&found.key(parent, name))
                 .and_then(|i| nodes.map.get(i).map(|n| (i, n)))
             {
                 Some((&i, n)) if n.parent == parent && n.name.as_c_str() == name => i,
@@ -969,9 +1004,20 @@ impl UnionFs {
 
     fn detach(&self, what: Option<(u64, Arc<OwnedFd>)>) {
         if let Some((ino, fd)) = what {
-            if let Some(n) = self.nodes().map.get_mut(&ino) {
-                n.parent = DETACHED;
-                n.pinned = Some(fd);
+            let mut nodes = self.nodes();
+            let named = match nodes.map.get_mut(&ino) {
+                Some(n) => {
+                    n.parent = DETACHED;
+                    n.pinned = Some(fd);
+                    n.key.at.is_some().then(|| n.key.clone())
+                }
+                None => None,
+            };
+            // A name-bound key names nothing any more.
+            if let Some(k) = named {
+                if nodes.keys.get(&k) == Some(&ino) {
+                    nodes.keys.remove(&k);
+                }
             }
         }
     }
@@ -1042,7 +1088,7 @@ impl UnionFs {
                     return Err(Errno::EXDEV);
                 }
             }
-            let ino = self.nodes().keys.get(&src.key()).copied();
+            let ino = self.nodes().keys.get(&src.key(parent, &sn)).copied();
             if ino.is_none() && src.layer != UPPER {
                 return Err(Errno::EXDEV);
             }
@@ -1086,9 +1132,9 @@ impl UnionFs {
         let dst_lower = self.in_lower(&t, newparent, &dlayers, &dn)?;
         let spfd = self.dir_fd(&t, parent, UPPER)?;
         let dpfd = self.dir_fd(&t, newparent, UPPER)?;
-        let src_node = self.nodes().keys.get(&src.key()).copied();
+        let src_node = self.nodes().keys.get(&src.key(parent, &sn)).copied();
         let detach = match &dst {
-            Some(d) if Some(d.key()) != Some(src.key()) => self.to_detach(&t, newparent, &dn, d)?,
+            Some(d) if !d.same_inode(&src) => self.to_detach(&t, newparent, &dn, d)?,
             _ => None,
         };
         if let Ok(st) = stat_at(dpfd.as_raw_fd(), &dn) {
