@@ -539,3 +539,22 @@ fn image_hard_links_break_at_copy_up() {
         },
     );
 }
+
+#[test]
+fn fallocate_and_timestamps_across_copy_up() {
+    // fallocate on a new file, times set by hand on an image file (copy-up), an image
+    // file's mtime kept by a chmod's copy-up, and all of it after a remount.
+    battery(
+        "fallocate_and_timestamps_across_copy_up",
+        "fallocate -l 65536 /fa && stat -c %s /fa; touch -d @1000000000 /d/file && stat -c %Y /d/file; \
+         stat -c %Y /d/sub/x > /tmp/before; chmod 600 /d/sub/x; stat -c %Y /d/sub/x | cmp - /tmp/before && echo mtime-kept; \
+         stat -c %a /d/sub/x",
+        Some("stat -c %s /fa; stat -c %Y /d/file; stat -c %a /d/sub/x"),
+        |out| {
+            assert_eq!(
+                out,
+                "65536\n1000000000\nmtime-kept\n600\n--- after remount\n65536\n1000000000\n600\n"
+            )
+        },
+    );
+}
