@@ -186,6 +186,17 @@ fn reference_usable(test: &str, l: &Layers) -> bool {
 /// Runs `first` (then `after` on the same writable layer) with every driver and the
 /// reference; checks `expect` on the reference and equality of every driver with it.
 fn battery(test: &str, first: &str, after: Option<&str>, expect: impl Fn(&str)) {
+    battery_on(&DRIVERS, test, first, after, expect)
+}
+
+/// [`battery`] on some of the drivers only.
+fn battery_on(
+    drivers: &[&str],
+    test: &str,
+    first: &str,
+    after: Option<&str>,
+    expect: impl Fn(&str),
+) {
     assert_unprivileged();
     let Some(l) = layers(test) else { return };
     let both = |run: &dyn Fn(&Path, &str) -> Output| -> String {
@@ -223,7 +234,7 @@ fn battery(test: &str, first: &str, after: Option<&str>, expect: impl Fn(&str)) 
     } else {
         None
     };
-    for driver in DRIVERS {
+    for &driver in drivers {
         if !usable(test, driver, &l) {
             continue;
         }
@@ -525,8 +536,10 @@ fn fuse_server_memory_with_many_openers_of_a_large_directory() {
 #[test]
 fn image_hard_links_break_at_copy_up() {
     // overlayfs without index copies up the name written to; the other name keeps the
-    // image's file (and its link count).
-    battery(
+    // image's file (and its link count). Not the copy driver: its root is a plain
+    // directory, where the two names stay one file.
+    battery_on(
+        &["overlay", "fuse"],
         "image_hard_links_break_at_copy_up",
         "cat /hl/a /hl/b; stat -c %h /hl/a /hl/b; echo new > /hl/a; cat /hl/a /hl/b; \
          stat -c %h /hl/a /hl/b",
