@@ -380,6 +380,8 @@ pub(super) struct Dirent<'a> {
     pub off: i64,
     pub kind: u8,
     pub name: &'a CStr,
+    /// The record's length in the buffer.
+    pub len: usize,
 }
 
 pub(super) struct Dirents<'a> {
@@ -414,6 +416,7 @@ impl<'a> Iterator for Dirents<'a> {
             off,
             kind: b[18],
             name,
+            len: reclen,
         })
     }
 }

@@ -360,7 +360,17 @@ struct Stream {
     fd: OwnedFd,
     /// The directory holds whiteouts in the xattr form (`user.overlay.opaque=x`).
     xattr_whiteouts: bool,
+    /// Records read and not yet sent (`buf[start..end]`), which continue the listing at
+    /// offset `next`: a reply holds fewer entries than one getdents gives. At most
+    /// [`STREAM_BUF`] bytes, freed at the end of the directory.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    next: u64,
 }
+
+/// The getdents buffer of a streamed directory handle.
+const STREAM_BUF: usize = 4096;
 
 enum Handle {
     File(Arc<File>),
@@ -1280,6 +1290,10 @@ impl UnionFs {
             return Ok(Handle::Stream(Arc::new(Mutex::new(Stream {
                 xattr_whiteouts: xattr_whiteouts(fd.as_raw_fd()),
                 fd,
+                buf: Vec::new(),
+                start: 0,
+                end: 0,
+                next: 0,
             }))));
         }
         if let Some((g, w)) = self.listings.lock().unwrap().get(&ino) {
@@ -1334,52 +1348,69 @@ impl UnionFs {
                 Ok(())
             }
             Err(stream) => {
-                let s = stream.lock().unwrap_or_else(|e| e.into_inner());
-                let fd = s.fd.as_raw_fd();
-                // SAFETY: lseek on our own directory descriptor, to an offset the
-                // filesystem gave (or 0).
-                if unsafe { libc::lseek(fd, offset as i64, libc::SEEK_SET) } < 0 {
-                    return Err(errno_last());
-                }
-                DIR_BUF.with(|b| {
-                    let mut buf = b.borrow_mut();
-                    if buf.is_empty() {
-                        buf.resize(64 << 10, 0);
+                let mut guard = stream.lock().unwrap_or_else(|e| e.into_inner());
+                let Stream {
+                    fd,
+                    xattr_whiteouts,
+                    buf,
+                    start,
+                    end,
+                    next,
+                } = &mut *guard;
+                let fd = fd.as_raw_fd();
+                if offset != *next || *start >= *end {
+                    // A seek (or nothing read ahead): from the filesystem's offset.
+                    // SAFETY: lseek on our own directory descriptor, to an offset the
+                    // filesystem gave (or 0).
+                    if unsafe { libc::lseek(fd, offset as i64, libc::SEEK_SET) } < 0 {
+                        return Err(errno_last());
                     }
-                    loop {
-                        let n = beneath::getdents(fd, &mut buf).map_err(errno)?;
+                    *start = 0;
+                    *end = 0;
+                }
+                // The offset the kernel asks for next: that of the last entry it got.
+                let mut sent = offset;
+                loop {
+                    if *start >= *end {
+                        buf.resize(STREAM_BUF, 0);
+                        let n = beneath::getdents(fd, buf).map_err(errno)?;
                         if n == 0 {
+                            *buf = Vec::new();
+                            *start = 0;
+                            *end = 0;
                             return Ok(());
                         }
-                        for e in beneath::Dirents::new(&buf[..n]) {
-                            let dot = e.name == c"." || e.name == c"..";
-                            if !dot
-                                && (e.kind == libc::DT_CHR
-                                    || e.kind == libc::DT_UNKNOWN
-                                    || (s.xattr_whiteouts && e.kind == libc::DT_REG))
-                                && self.entry_is_whiteout(fd, e.name, e.kind)
-                            {
-                                continue;
-                            }
-                            let kind = match kind_of_dtype(e.kind) {
-                                Some(k) => k,
-                                None => match stat_at(fd, e.name) {
-                                    Ok(st) => kind_of(st.st_mode),
-                                    Err(_) => continue,
-                                },
-                            };
-                            let ino = if dot { 0 } else { e.ino };
-                            if add(
-                                ino,
-                                e.off as u64,
-                                kind,
-                                OsStr::from_bytes(e.name.to_bytes()),
-                            ) {
-                                return Ok(());
-                            }
-                        }
+                        *start = 0;
+                        *end = n;
                     }
-                })
+                    let Some(e) = beneath::Dirents::new(&buf[*start..*end]).next() else {
+                        *start = *end; // a torn record: read on
+                        continue;
+                    };
+                    let len = e.len;
+                    let dot = e.name == c"." || e.name == c"..";
+                    let skip = !dot
+                        && (e.kind == libc::DT_CHR
+                            || e.kind == libc::DT_UNKNOWN
+                            || (*xattr_whiteouts && e.kind == libc::DT_REG))
+                        && self.entry_is_whiteout(fd, e.name, e.kind);
+                    let kind = match kind_of_dtype(e.kind) {
+                        Some(k) => Some(k),
+                        None => stat_at(fd, e.name).ok().map(|st| kind_of(st.st_mode)),
+                    };
+                    if let (false, Some(kind)) = (skip, kind) {
+                        let ino = if dot { 0 } else { e.ino };
+                        let off = e.off as u64;
+                        if add(ino, off, kind, OsStr::from_bytes(e.name.to_bytes())) {
+                            // Full: this record goes first in the next reply.
+                            *next = sent;
+                            return Ok(());
+                        }
+                        sent = off;
+                    }
+                    *start += len;
+                    *next = sent;
+                }
             }
         }
     }
@@ -1516,7 +1547,6 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
 
 thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    static DIR_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Filesystem for UnionFs {
@@ -1638,35 +1668,64 @@ impl Filesystem for UnionFs {
             let truncate_all = size == Some(0) && mode.is_none() && uid.is_none();
             self.copy_up(ino.0, truncate_all)?;
             let t = self.read();
-            // Every change goes through a descriptor of the node's own inode (or the
-            // open file's): never a name that could have been swapped for a symlink.
-            let target = self.node_fd(&t, ino.0)?;
-            let fd = target.as_raw_fd();
+            // Owner and times are set through the parent's descriptor without following
+            // the name (the *at calls' NOFOLLOW forms); mode and size, which have no such
+            // form on every kernel, through a descriptor of the node's own inode checked
+            // to be the node's (or the open file's): never a name swapped for a symlink.
+            let place = self.place(&t, ino.0)?;
             let (fmt, merged) = {
                 let nodes = self.nodes();
                 let n = nodes.get(ino.0)?;
                 (n.fmt, n.dirs.as_ref().is_some_and(|d| d.len() > 1))
             };
+            let mut own: Option<Arc<OwnedFd>> = None;
+            let mut target = || -> R<RawFd> {
+                if own.is_none() {
+                    own = Some(self.node_fd(&t, ino.0)?);
+                }
+                Ok(own.as_ref().expect("just set").as_raw_fd())
+            };
             if uid.is_some() || gid.is_some() {
                 let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
-                beneath::chown_fd(fd, u, g).map_err(errno)?;
+                match &place {
+                    // SAFETY: one NUL-terminated component below an open directory; the
+                    // final name is not followed.
+                    Place::At(d, n) => check(unsafe {
+                        libc::fchownat(d.as_raw_fd(), n.as_ptr(), u, g, libc::AT_SYMLINK_NOFOLLOW)
+                    })?,
+                    Place::Fd(f) => beneath::chown_fd(f.as_raw_fd(), u, g).map_err(errno)?,
+                }
             }
             // Symlinks have no mode of their own to change.
             if let Some(mode) = mode.filter(|_| fmt != libc::S_IFLNK) {
-                beneath::chmod_fd(fd, (mode & 0o7777) as libc::mode_t).map_err(errno)?;
+                beneath::chmod_fd(target()?, (mode & 0o7777) as libc::mode_t).map_err(errno)?;
             }
             if let Some(size) = size {
                 match fh.and_then(|fh| self.file(fh).ok()) {
                     Some(f) => f.set_len(size).map_err(Errno::from)?,
                     None if fmt != libc::S_IFREG => return Err(Errno::EINVAL),
-                    None => beneath::truncate_fd(fd, size as i64).map_err(errno)?,
+                    None => beneath::truncate_fd(target()?, size as i64).map_err(errno)?,
                 }
             }
             if atime.is_some() || mtime.is_some() {
                 let ts = [timespec(atime), timespec(mtime)];
-                beneath::utimens_fd(fd, &ts).map_err(errno)?;
+                match &place {
+                    // SAFETY: as for fchownat above; two timespecs.
+                    Place::At(d, n) => check(unsafe {
+                        libc::utimensat(
+                            d.as_raw_fd(),
+                            n.as_ptr(),
+                            ts.as_ptr(),
+                            libc::AT_SYMLINK_NOFOLLOW,
+                        )
+                    })?,
+                    Place::Fd(f) => beneath::utimens_fd(f.as_raw_fd(), &ts).map_err(errno)?,
+                }
             }
-            let st = fstat(fd).map_err(errno)?;
+            let st = match own {
+                Some(f) => fstat(f.as_raw_fd()).map_err(errno)?,
+                None => place.stat()?,
+            };
             Ok(attr_of(ino.0, &st, merged))
         })();
         match r {
