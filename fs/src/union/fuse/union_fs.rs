@@ -41,7 +41,8 @@
 //! redirect_dir).
 //!
 //! Directory listings: a directory of one layer is streamed from that layer (offsets
-//! are the filesystem's own, nothing held per handle but a descriptor); a merged one is
+//! are the filesystem's own; a handle holds a descriptor and at most [`STREAM_BUF`]
+//! bytes read ahead); a merged one is
 //! read once into a listing shared by every handle opened while the directory is
 //! unchanged, all listings together at most [`LISTING_BUDGET`] bytes (beyond it opendir
 //! fails with ENOMEM).
