@@ -329,6 +329,15 @@ fn run_once(
     // processes killed) as soon as the container has exited.
     let cgroup =
         crate::resources::prepare(&mut spec, &args.resources, &id, &runtime_dir, &dir.path)?;
+    if let (Some(cg), Some(union)) = (&cgroup, &root.union) {
+        // The FUSE server was started before the cgroup existed; what a container makes
+        // it hold counts against the container's limits.
+        if let Err(e) = union.join_cgroup(cg) {
+            eprintln!(
+                "nook: warning: {e:#}; the FUSE server's memory is outside the container's limits"
+            );
+        }
+    }
     let status = nook_rootless::run_in_cgroup(&spec, &options, cgroup.as_ref())?;
     crate::resources::report_exit(cgroup.as_ref());
     Ok(status.code())

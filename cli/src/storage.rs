@@ -46,6 +46,31 @@ impl Prepared {
     pub fn fuse_socket_fd(&self) -> Option<RawFd> {
         self.fuse_socket.as_ref().map(AsRawFd::as_raw_fd)
     }
+
+    /// Moves the FUSE server into the container's cgroup, so that its limits (memory
+    /// above all) cover what the container makes the server hold. The server process
+    /// first (a child it forks later is born there), then the children it already has
+    /// (the one in the user namespace that serves).
+    pub fn join_cgroup(&self, cgroup: &nook_rootless::cgroups::Cgroup) -> Result<()> {
+        let Some(server) = &self.server else {
+            return Ok(());
+        };
+        let pid = server.id() as i32;
+        cgroup
+            .add_process(pid)
+            .with_context(|| format!("moving the FUSE server into {}", cgroup.path().display()))?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            cgroup.add_process(child).with_context(|| {
+                format!("moving the FUSE server into {}", cgroup.path().display())
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Prepared {

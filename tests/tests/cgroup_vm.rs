@@ -393,3 +393,66 @@ fn stats_match_the_cgroup_files() {
     p.signal(Signal::SIGTERM);
     p.wait(SLOW).assert_code(143);
 }
+
+#[test]
+fn the_fuse_server_is_in_the_containers_cgroup() {
+    // The FUSE server holds what the container makes it hold (listings, nodes, handles):
+    // it must count against the container's limits, so it joins the container's cgroup
+    // (issue 14; it is started before the cgroup exists).
+    let test = "the_fuse_server_is_in_the_containers_cgroup";
+    if !in_lane(test) {
+        return;
+    }
+    let base = match busybox_rootfs() {
+        Ok(b) => b,
+        Err(why) => return skip(test, &why),
+    };
+    let ctr = tempdir();
+    let fuse_run = |script: &str, interactive: bool| {
+        let mut cmd = nook();
+        cmd.args(["run", "--rm", "--network=none", "--memory", "48m"]);
+        if interactive {
+            cmd.arg("-i").stdin(std::process::Stdio::piped());
+        }
+        cmd.args(["--storage-driver", "fuse", "--layer"])
+            .arg(base.path())
+            .arg("--rootfs")
+            .arg(ctr.path())
+            .args(["/bin/sh", "-c", script]);
+        spawn(&mut cmd)
+    };
+    let probe = fuse_run("echo usable", false).wait(SLOW);
+    if !probe.out().contains("usable") {
+        if probe.err().contains("is not usable here") {
+            return skip(
+                test,
+                &format!("no FUSE driver in the guest: {}", probe.err().trim()),
+            );
+        }
+        panic!("the FUSE driver failed a trivial run\n{probe}");
+    }
+    let mut p = fuse_run("echo ready; read x", true);
+    p.wait_for("ready", SLOW);
+    let init = container_init(p.pid).expect("the container's pid 1");
+    let want = fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    let servers: Vec<i32> = descendants(p.pid)
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|&b| b == 0)
+                .any(|a| a == b"__fuse-server")
+        })
+        .collect();
+    assert!(!servers.is_empty(), "no FUSE server found");
+    for s in servers {
+        let got = fs::read_to_string(format!("/proc/{s}/cgroup")).unwrap();
+        assert_eq!(
+            got, want,
+            "FUSE server {s} is outside the container's cgroup"
+        );
+    }
+    p.write_stdin(b"\n");
+    p.close_stdin();
+    p.wait(SLOW).success();
+}

@@ -43,6 +43,9 @@ fn layers(test: &str) -> Option<Layers> {
     fs::write(b.join("wh_file"), "hidden by a whiteout\n").unwrap();
     fs::create_dir_all(b.join("opq")).unwrap();
     fs::write(b.join("opq/low"), "hidden by opaque\n").unwrap();
+    fs::create_dir_all(b.join("hl")).unwrap();
+    fs::write(b.join("hl/a"), "orig\n").unwrap();
+    fs::hard_link(b.join("hl/a"), b.join("hl/b")).unwrap();
     fs::create_dir_all(b.join("many")).unwrap();
     for i in 0..5000 {
         fs::write(b.join(format!("many/low{i}")), "").unwrap();
@@ -112,7 +115,8 @@ fn run_driver(driver: &str, l: &Layers, ctr: &Path, script: &str) -> Output {
     spawn(&mut cmd).wait(Duration::from_secs(300))
 }
 
-/// Runs `script` in the host kernel's overlayfs mounted by hand (the reference).
+/// Runs `script` in the host kernel's overlayfs mounted by hand (the reference), with
+/// /dev, /tmp and /proc as in a container.
 fn run_reference(l: &Layers, ctr: &Path, script: &str) -> Output {
     for d in ["diff", "work", "merged"] {
         fs::create_dir_all(ctr.join(d)).unwrap();
@@ -121,7 +125,7 @@ fn run_reference(l: &Layers, ctr: &Path, script: &str) -> Output {
     let setup = format!(
         "mount -t overlay overlay -o lowerdir={}:{},upperdir={}/diff,workdir={}/work,userxattr {}/merged \
          && mount --rbind /dev {}/merged/dev && mount -t tmpfs tmpfs {}/merged/tmp \
-         && exec chroot {}/merged /bin/sh -c \"$0\"",
+         && mount -t proc proc {}/merged/proc && exec chroot {}/merged /bin/sh -c \"$0\"",
         top.display(),
         low.display(),
         ctr.display(),
@@ -129,10 +133,12 @@ fn run_reference(l: &Layers, ctr: &Path, script: &str) -> Output {
         ctr.display(),
         ctr.display(),
         ctr.display(),
+        ctr.display(),
         ctr.display()
     );
+    // A pid namespace of its own for a /proc of its own (/proc/self/fd in the scripts).
     let mut cmd = Command::new("unshare");
-    cmd.args(["-Urm", "--", "/bin/sh", "-c", &setup, script])
+    cmd.args(["-Urmpf", "--", "/bin/sh", "-c", &setup, script])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -180,6 +186,17 @@ fn reference_usable(test: &str, l: &Layers) -> bool {
 /// Runs `first` (then `after` on the same writable layer) with every driver and the
 /// reference; checks `expect` on the reference and equality of every driver with it.
 fn battery(test: &str, first: &str, after: Option<&str>, expect: impl Fn(&str)) {
+    battery_on(&DRIVERS, test, first, after, expect)
+}
+
+/// [`battery`] on some of the drivers only.
+fn battery_on(
+    drivers: &[&str],
+    test: &str,
+    first: &str,
+    after: Option<&str>,
+    expect: impl Fn(&str),
+) {
     assert_unprivileged();
     let Some(l) = layers(test) else { return };
     let both = |run: &dyn Fn(&Path, &str) -> Output| -> String {
@@ -217,7 +234,7 @@ fn battery(test: &str, first: &str, after: Option<&str>, expect: impl Fn(&str)) 
     } else {
         None
     };
-    for driver in DRIVERS {
+    for &driver in drivers {
         if !usable(test, driver, &l) {
             continue;
         }
@@ -406,6 +423,151 @@ fn file_deleted_while_open() {
                 out.contains("upper-absent") && out.contains("still-absent"),
                 "{out}"
             );
+        },
+    );
+}
+
+#[test]
+fn open_files_after_unlink_and_rename_over() {
+    // fstat, fchmod and ftruncate (through /proc/self/fd, which reaches the open file's
+    // inode as the f* calls do) on a file removed while open, on a file a rename
+    // replaced, and on an image file removed while open.
+    battery(
+        "open_files_after_unlink_and_rename_over",
+        "echo data > /f; exec 3<>/f; rm /f; stat -L -c '%s %h %a' /proc/self/fd/3; \
+         chmod 600 /proc/self/fd/3; truncate -s 2 /proc/self/fd/3; stat -L -c '%s %a' /proc/self/fd/3; \
+         cat <&3; echo; \
+         echo old > /a; echo new > /b; exec 4</a; mv /b /a; stat -L -c %s /proc/self/fd/4; cat <&4; \
+         cat /a; chmod 640 /proc/self/fd/4; stat -L -c %a /proc/self/fd/4; stat -c %a /a; \
+         exec 5</d/file; rm /d/file; stat -L -c %s /proc/self/fd/5; cat <&5",
+        None,
+        |out| assert_eq!(out, "5 0 644\n2 600\nda\n4\nold\nnew\n640\n644\n4\nlow\n"),
+    );
+}
+
+/// The FUSE server's resident memory (kB): its processes among nook's descendants (the
+/// one that serves, and the one that started it in the user namespace and waits).
+fn fuse_server_rss_kb(nook_pid: i32) -> u64 {
+    let mut total = 0;
+    let mut found = false;
+    for p in descendants(nook_pid) {
+        let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        if !cmd.split(|&b| b == 0).any(|a| a == b"__fuse-server") {
+            continue;
+        }
+        let Ok(status) = fs::read_to_string(format!("/proc/{p}/status")) else {
+            continue;
+        };
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmRSS:")) {
+            total += line
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+            found = true;
+        }
+    }
+    assert!(found, "no FUSE server among the descendants of {nook_pid}");
+    total
+}
+
+#[test]
+fn fuse_server_memory_with_many_openers_of_a_large_directory() {
+    // 100 processes holding a merged directory of 20 000 entries open share one listing;
+    // 100 more, each opened after a change to it, hold a listing each, all within the
+    // server's budget for listings (64 MiB). Before, each opener held its own copy:
+    // 542 MB for 100.
+    let test = "fuse_server_memory_with_many_openers_of_a_large_directory";
+    assert_unprivileged();
+    let Some(l) = layers(test) else { return };
+    if !usable(test, "fuse", &l) {
+        return;
+    }
+    let big = tempdir();
+    fs::create_dir(big.path().join("big")).unwrap();
+    for i in 0..20_000 {
+        fs::write(big.path().join(format!("big/entry-{i:05}")), "").unwrap();
+    }
+    let ctr = tempdir();
+    let script = "touch /big/first; \
+        held() { while [ $(ls -l /proc/[0-9]*/fd/3 2>/dev/null | grep -c ' /big$') -lt $1 ]; do :; done; }; \
+        echo ready0; read x; \
+        i=0; while [ $i -lt 100 ]; do (exec 3</big && exec sleep 3600) & i=$((i+1)); done; \
+        held 100; echo shared; read x; \
+        i=0; while [ $i -lt 100 ]; do : > /big/n$i; (exec 3</big && exec sleep 3600) & held $((101+i)); \
+        i=$((i+1)); done; echo changed; read x";
+    let mut cmd = nook();
+    cmd.args(["run", "--rm", "-i", "--storage-driver", "fuse"]);
+    for layer in l.lower() {
+        cmd.arg("--layer").arg(layer);
+    }
+    cmd.arg("--layer")
+        .arg(big.path())
+        .arg("--rootfs")
+        .arg(ctr.path())
+        .args(["/bin/sh", "-c", script])
+        .stdin(std::process::Stdio::piped());
+    let mut p = spawn(&mut cmd);
+    p.wait_for("ready0", Duration::from_secs(60));
+    let base = fuse_server_rss_kb(p.pid);
+    p.write_stdin(b"\n");
+    p.wait_for("shared", Duration::from_secs(120));
+    let shared = fuse_server_rss_kb(p.pid);
+    p.write_stdin(b"\n");
+    p.wait_for("changed", Duration::from_secs(300));
+    let changed = fuse_server_rss_kb(p.pid);
+    p.write_stdin(b"\n");
+    p.close_stdin();
+    let o = p.wait(Duration::from_secs(60));
+    eprintln!("fuse server RSS: {base} kB at start, {shared} kB with 100 openers of one state, {changed} kB with 100 more of 100 states");
+    assert_eq!(o.code(), 0, "{o}");
+    assert!(
+        shared < base + 8 * 1024,
+        "100 openers of one directory: {base} -> {shared} kB"
+    );
+    assert!(
+        changed < base + (64 + 16) * 1024,
+        "100 listings must stay within the 64 MiB budget: {base} -> {changed} kB"
+    );
+    cleanup(ctr.path());
+}
+
+#[test]
+fn image_hard_links_break_at_copy_up() {
+    // overlayfs without index copies up the name written to; the other name keeps the
+    // image's file (and its link count). Not the copy driver: its root is a plain
+    // directory, where the two names stay one file.
+    battery_on(
+        &["overlay", "fuse"],
+        "image_hard_links_break_at_copy_up",
+        "cat /hl/a /hl/b; stat -c %h /hl/a /hl/b; echo new > /hl/a; cat /hl/a /hl/b; \
+         stat -c %h /hl/a /hl/b",
+        Some("cat /hl/a /hl/b"),
+        |out| {
+            assert_eq!(
+                out,
+                "orig\norig\n2\n2\nnew\norig\n1\n2\n--- after remount\nnew\norig\n"
+            )
+        },
+    );
+}
+
+#[test]
+fn fallocate_and_timestamps_across_copy_up() {
+    // fallocate on a new file, times set by hand on an image file (copy-up), an image
+    // file's mtime kept by a chmod's copy-up, and all of it after a remount.
+    battery(
+        "fallocate_and_timestamps_across_copy_up",
+        "fallocate -l 65536 /fa && stat -c %s /fa; touch -d @1000000000 /d/file && stat -c %Y /d/file; \
+         stat -c %Y /d/sub/x > /tmp/before; chmod 600 /d/sub/x; stat -c %Y /d/sub/x | cmp - /tmp/before && echo mtime-kept; \
+         stat -c %a /d/sub/x",
+        Some("stat -c %s /fa; stat -c %Y /d/file; stat -c %a /d/sub/x"),
+        |out| {
+            assert_eq!(
+                out,
+                "65536\n1000000000\nmtime-kept\n600\n--- after remount\n65536\n1000000000\n600\n"
+            )
         },
     );
 }

@@ -24,6 +24,7 @@ chmod 755 $R/run
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
+[ -e $R/dev/fuse ] && chmod 666 $R/dev/fuse    # the FUSE driver, as tests/run.sh does
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $R/dev/pts
 ln -sf pts/ptmx $R/dev/ptmx

@@ -18,7 +18,7 @@ mkdir -p "$STAGE"/{bin,dev,proc,sys,newroot,modules}
 cp "$BUSYBOX" "$STAGE/bin/busybox"
 
 # Modules the guest needs: virtio transport and console, 9p for the host's files,
-# overlay for image roots. modules.dep lists "path: deps..." with deps needing loading
+# overlay for image roots, fuse for the FUSE driver. modules.dep lists "path: deps..." with deps needing loading
 # before; a depth-first walk gives a valid order.
 declare -A done=()
 ordered=()
@@ -31,7 +31,7 @@ visit() {
     done
     ordered+=("$path")
 }
-for name in virtio_mmio virtio_console 9pnet_virtio 9p overlay; do
+for name in virtio_mmio virtio_console 9pnet_virtio 9p overlay fuse; do
     path=$(grep -E "(^|/)$name\.ko(\.xz|\.zst|\.gz)?:" "$MODDIR/modules.dep" | head -n1 | cut -d: -f1)
     [ -n "$path" ] && visit "$path"     # absent from modules.dep: built into the kernel
 done

@@ -63,47 +63,6 @@ pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()>
     Ok(())
 }
 
-/// Names of the xattrs on `path` (not following a final symlink).
-pub(crate) fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let p = cpath(path)?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: p is NUL-terminated; buf is writable for buf.len() bytes.
-        let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() > 1 << 20 {
-            return Err(e);
-        }
-        buf.resize(buf.len() * 4, 0);
-    }
-    Ok(buf
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect())
-}
-
-/// Copies every xattr of `from` to `to` except overlay's own markers; attributes the
-/// destination refuses (security.* without privilege, say) are skipped.
-pub(crate) fn copy_xattrs(from: &Path, to: &Path) {
-    let Ok(names) = list_xattrs(from) else { return };
-    for name in names {
-        let Ok(s) = std::str::from_utf8(&name) else {
-            continue;
-        };
-        if s.starts_with("user.overlay.") || s.starts_with("trusted.overlay.") {
-            continue;
-        }
-        if let Some(v) = get_xattr(from, s) {
-            let _ = set_xattr(to, s, &v);
-        }
-    }
-}
-
 /// Copies the whole content of `src` to `dst` (both open; `dst` empty): a reflink
 /// (FICLONE) where the filesystem shares extents, else copy_file_range over the data
 /// segments only (SEEK_DATA/SEEK_HOLE), so sparse files stay sparse; plain read/write

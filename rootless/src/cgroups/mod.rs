@@ -463,8 +463,9 @@ impl Cgroup {
         self.dir.as_raw_fd()
     }
 
-    /// Moves `pid` in (for kernels without CLONE_INTO_CGROUP).
-    pub(crate) fn add_process(&self, pid: i32) -> Result<()> {
+    /// Moves `pid` in (for kernels without CLONE_INTO_CGROUP, and for the processes
+    /// that serve the container, such as its FUSE server, so its limits cover them).
+    pub fn add_process(&self, pid: i32) -> Result<()> {
         files::write(&self.path, "cgroup.procs", &pid.to_string())
     }
 

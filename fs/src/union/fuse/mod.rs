@@ -20,9 +20,11 @@
 //!   connection ends (the container's mount namespace is gone). A killed server aborts
 //!   the connection: pending and later requests fail with ENOTCONN, nothing hangs.
 //!
-//! The filesystem (`union_fs`) keeps one node per looked-up inode, a merged-readdir
-//! snapshot per open directory, and copies files up to the writable layer on first
-//! write. Kernel help used: entry, negative-entry and attribute caching (10 s),
+//! The filesystem (`union_fs`) keeps one node per looked-up inode (detached, with a
+//! descriptor of its own, once its name is gone), streams single-layer directories and
+//! shares merged listings between handles, and copies files up to the writable layer on
+//! first write. It reaches the layers only as `beneath` allows: one name at a time below
+//! a descriptor, never following a symlink (the module's invariant). Kernel help used: entry, negative-entry and attribute caching (10 s),
 //! readdirplus, parallel dirops, 1 MiB writes, atomic O_TRUNC, cached symlinks, kept
 //! page cache across opens, READ replies spliced from the layer file (`splice`, beside
 //! fuser, which has no splice path); FLUSH is declined once (ENOSYS) so close() costs
@@ -30,6 +32,7 @@
 //! see `init`) and passthrough (registering a backing file needs CAP_SYS_ADMIN in the
 //! initial user namespace, fs/fuse/passthrough.c, so no rootless server can).
 
+mod beneath;
 mod splice;
 mod union_fs;
 

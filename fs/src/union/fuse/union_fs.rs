@@ -1,17 +1,30 @@
 //! The union filesystem behind the FUSE driver: overlayfs semantics over plain layer
 //! directories, answering the kernel's requests through `fuser`.
 //!
-//! Data path. Layers are index 0 (the writable upper, `diff/`) then the read-only ones
-//! topmost first; each is held open as an O_PATH directory descriptor and addressed
-//! with `*at` calls and paths relative to it. A node (one per inode the kernel knows)
-//! records its parent and name (its path is rebuilt by walking parents), the topmost
-//! layer holding it, for a directory the layers that make up its merged view (cut at
-//! an opaque directory or a whiteout), and its file type. Requests reach a file by
-//! one `*at` call on its path relative to its layer (no descriptor opened per
-//! request); only a node copied up by this server holds an O_PATH descriptor, which
-//! keeps a copy reachable that was deleted or replaced while open. Node IDs are never
-//! reused. Hardlinks are one node: nodes are found again by the (device, inode) of the
-//! underlying file.
+//! Confinement (the invariant of beneath.rs): the server never resolves a path. Each
+//! layer is held open as a directory descriptor; every other file is reached from it one
+//! name at a time with O_NOFOLLOW, through the descriptors of the directories on the way
+//! (cached, see below), and acted on through its parent's descriptor without following a
+//! final symlink, or through a descriptor of its own. A symlink in a layer is data, never
+//! a path the server follows, whatever a container plants or swaps.
+//!
+//! Nodes follow the kernel's view of open files. A node (one per inode the kernel knows)
+//! records the parent and name it was last looked up as, the topmost layer holding it,
+//! for a directory the layers that make up its merged view (cut at an opaque directory
+//! or a whiteout), and its file type. When the name a node is recorded under stops
+//! naming it (unlink, rmdir, a rename over it), the node is detached: it keeps an O_PATH
+//! descriptor of its inode, opened before the name went, and from then on is reached
+//! only through it, as the kernel still reaches it through open files, until the kernel
+//! forgets it or finds it again under another name (a hard link). Operations on an open
+//! file (read, write, fsync, fallocate, lseek, ftruncate, getattr with a handle) use the
+//! descriptor opened at OPEN time. Namespace changes (unlink, rmdir, rename) hold the
+//! tree lock exclusively, everything that resolves a record holds it shared, so a record
+//! is always the name the layers hold. Node IDs are never reused; hardlinks are one
+//! node, found again by the (device, inode) of the underlying file.
+//!
+//! Directory descriptors are cached per (node, layer), at most [`UnionFs::new`]'s share
+//! of RLIMIT_NOFILE: a lookup is one fstatat on the parent's descriptor. A miss reopens
+//! the directory from its parent's, up to the layer root.
 //!
 //! Round trips to the kernel cost more than anything done here, so the kernel is let
 //! cache entries, attributes and misses (negative entries) for [`TTL`], FLUSH is
@@ -21,22 +34,29 @@
 //! handle, no lock taken). Opening for write, and any metadata change, first copies the
 //! file up: data (reflink or sparse copy_file_range) into `work/`, then owner, mode,
 //! xattrs and times, then an atomic rename into the upper layer, after the parent
-//! directories were copied up the same way. Deleting a name that a lower layer still
-//! has leaves a whiteout; a directory created where a lower one was deleted is marked
-//! opaque; renaming a directory that is not purely in the upper layer is EXDEV, as in
-//! overlayfs with `userxattr` (no redirect_dir). Directory listings are merged once at
-//! opendir into a snapshot, so offsets are stable indexes for the life of the handle.
+//! directories were copied up the same way; a detached file is copied to an unnamed
+//! file. Deleting a name that a lower layer still has leaves a whiteout; a directory
+//! created where a lower one was deleted is marked opaque; renaming a directory that is
+//! not purely in the upper layer is EXDEV, as in overlayfs with `userxattr` (no
+//! redirect_dir).
+//!
+//! Directory listings: a directory of one layer is streamed from that layer (offsets
+//! are the filesystem's own; a handle holds a descriptor and at most [`STREAM_BUF`]
+//! bytes read ahead); a merged one is
+//! read once into a listing shared by every handle opened while the directory is
+//! unchanged, all listings together at most [`LISTING_BUDGET`] bytes (beyond it opendir
+//! fails with ENOMEM).
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -46,8 +66,9 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::beneath::{self, component, fstat, open_at, open_dir_at, stat_at, Xattr};
 use super::splice::SpliceReplies;
-use crate::union::{ContainerLayer, Layers, OPAQUE_XATTR, WHITEOUT_XATTR};
+use crate::union::{ContainerLayer, Layers};
 
 /// How long the kernel may trust entries and attributes. Every change to the layers
 /// passes through this filesystem, which tells the kernel; the timeout only bounds
@@ -55,41 +76,28 @@ use crate::union::{ContainerLayer, Layers, OPAQUE_XATTR, WHITEOUT_XATTR};
 const TTL: Duration = Duration::from_secs(10);
 const ROOT: u64 = 1;
 const UPPER: usize = 0;
+/// The parent of a detached node (no node has ID 0).
+const DETACHED: u64 = 0;
+/// The most bytes all merged-directory listings may hold together.
+pub const LISTING_BUDGET: usize = 64 << 20;
+/// Directory descriptors cached, at most (and at most a quarter of RLIMIT_NOFILE).
+const DIR_FD_CACHE_MAX: usize = 16384;
+
+const OPAQUE: &CStr = c"user.overlay.opaque";
+const WHITEOUT: &CStr = c"user.overlay.whiteout";
 
 type R<T> = std::result::Result<T, Errno>;
-/// (path relative to the layer roots, topmost layer, merged-dir layers, O_PATH fd).
-type NodeInfo = (PathBuf, usize, Option<Vec<usize>>, Option<Arc<OwnedFd>>);
+
+fn errno(e: io::Error) -> Errno {
+    Errno::from(e)
+}
 
 fn errno_last() -> Errno {
     Errno::from(io::Error::last_os_error())
 }
 
-fn cstr(p: &Path) -> R<CString> {
-    if p.as_os_str().is_empty() {
-        return Ok(c".".to_owned());
-    }
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
-}
-
-fn stat_at(dir: RawFd, rel: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: stat is plain data; all-zero is valid to be filled.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: rel is NUL-terminated, st writable.
-    let r = unsafe { libc::fstatat(dir, rel.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-fn fstat(fd: RawFd) -> R<libc::stat> {
-    // SAFETY: as in stat_at.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open, st writable.
-    if unsafe { libc::fstat(fd, &mut st) } < 0 {
-        return Err(errno_last());
-    }
-    Ok(st)
+fn cname(name: &OsStr) -> R<CString> {
+    component(name).map_err(errno)
 }
 
 fn is_dir(st: &libc::stat) -> bool {
@@ -106,6 +114,19 @@ fn kind_of(mode: u32) -> FileType {
         libc::S_IFSOCK => FileType::Socket,
         _ => FileType::RegularFile,
     }
+}
+
+fn kind_of_dtype(t: u8) -> Option<FileType> {
+    Some(match t {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_REG => FileType::RegularFile,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        _ => return None,
+    })
 }
 
 fn time(sec: i64, nsec: i64) -> SystemTime {
@@ -138,72 +159,109 @@ fn attr_of(ino: u64, st: &libc::stat, merged_dir: bool) -> FileAttr {
     }
 }
 
-/// One read-only or writable layer, held open.
-struct Layer {
-    fd: OwnedFd,
-    path: PathBuf,
+fn check(r: libc::c_int) -> R<()> {
+    if r < 0 {
+        Err(errno_last())
+    } else {
+        Ok(())
+    }
 }
 
-impl Layer {
-    fn open(path: &Path) -> io::Result<Layer> {
-        let c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: c is NUL-terminated.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Layer {
-            // SAFETY: fd was just opened and is owned by nobody else.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            path: path.to_path_buf(),
-        })
-    }
-
-    fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
+fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> R<()> {
+    // SAFETY: `name` is one NUL-terminated component below an open directory.
+    check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) })
 }
 
 struct Node {
+    /// The directory node it was last looked up in, [`DETACHED`] once that name is gone.
     parent: u64,
-    name: OsString,
+    name: CString,
     layer: usize,
     /// Directories: the layers of the merged view, topmost first.
     dirs: Option<Vec<usize>>,
-    /// Non-directories: O_PATH descriptor of the underlying file.
-    fd: Option<Arc<OwnedFd>>,
-    key: (u64, u64),
+    /// The node's own descriptor: a detached node's (O_PATH, or the directory's) or an
+    /// unnamed copy-up's. Reached through it, never through a name.
+    pinned: Option<Arc<OwnedFd>>,
+    key: Key,
     /// The file type bits (S_IFMT) of the inode; a node never changes type.
     fmt: u32,
     nlookup: u64,
+    /// Directories: bumped at every change of its entries (shared listings).
+    gen: u64,
 }
 
-#[derive(Default)]
 struct Nodes {
     map: HashMap<u64, Node>,
-    keys: HashMap<(u64, u64), u64>,
+    keys: HashMap<Key, u64>,
     next: u64,
+    /// Directory descriptors per (node, layer), opened one name at a time below the
+    /// layer root. A descriptor names its directory for as long as it lives, whatever
+    /// is renamed, so an entry never goes stale; the cache is only emptied when full.
+    dirfds: HashMap<(u64, usize), Arc<OwnedFd>>,
+    dirfd_cap: usize,
 }
 
 impl Nodes {
-    fn rel(&self, mut ino: u64) -> R<PathBuf> {
-        let mut parts = Vec::new();
-        while ino != ROOT {
-            let n = self.map.get(&ino).ok_or(Errno::ESTALE)?;
-            parts.push(n.name.clone());
-            ino = n.parent;
-        }
-        Ok(parts.iter().rev().collect())
-    }
-
     fn get(&self, ino: u64) -> R<&Node> {
         self.map.get(&ino).ok_or(Errno::ESTALE)
+    }
+
+    fn get_mut(&mut self, ino: u64) -> R<&mut Node> {
+        self.map.get_mut(&ino).ok_or(Errno::ESTALE)
+    }
+
+    fn cache_dir(&mut self, ino: u64, layer: usize, fd: Arc<OwnedFd>) {
+        if self.dirfds.len() >= self.dirfd_cap {
+            self.dirfds.clear();
+        }
+        self.dirfds.insert((ino, layer), fd);
+    }
+
+    fn bump(&mut self, dir: u64) {
+        if let Some(n) = self.map.get_mut(&dir) {
+            n.gen += 1;
+        }
+    }
+}
+
+/// Proof that the caller holds the tree lock (shared or exclusive): records are the
+/// names the layers hold while it lives.
+enum Held<'a> {
+    Shared { _g: RwLockReadGuard<'a, ()> },
+    Exclusive { _g: RwLockWriteGuard<'a, ()> },
+}
+
+/// Where a node's inode is: a name in a directory, or a descriptor of its own.
+enum Place {
+    At(Arc<OwnedFd>, CString),
+    Fd(Arc<OwnedFd>),
+}
+
+impl Place {
+    fn stat(&self) -> R<libc::stat> {
+        match self {
+            Place::At(d, n) => stat_at(d.as_raw_fd(), n),
+            Place::Fd(f) => fstat(f.as_raw_fd()),
+        }
+        .map_err(errno)
+    }
+
+    /// An O_PATH descriptor of the inode itself (a symlink is not followed).
+    fn fd(&self) -> R<Arc<OwnedFd>> {
+        match self {
+            Place::At(d, n) => Ok(Arc::new(
+                open_at(d.as_raw_fd(), n, libc::O_PATH, 0).map_err(errno)?,
+            )),
+            Place::Fd(f) => Ok(f.clone()),
+        }
+    }
+
+    fn open(&self, flags: libc::c_int) -> R<OwnedFd> {
+        match self {
+            Place::At(d, n) => open_at(d.as_raw_fd(), n, flags, 0),
+            Place::Fd(f) => beneath::reopen(f.as_raw_fd(), flags),
+        }
+        .map_err(errno)
     }
 }
 
@@ -220,30 +278,147 @@ enum Resolved {
 struct Found {
     layer: usize,
     st: libc::stat,
-    dirs: Option<Vec<usize>>,
+    /// Directories: the layers of the merged view, and a descriptor for each.
+    dirs: Option<Vec<(usize, Arc<OwnedFd>)>>,
 }
+
+impl Found {
+    fn key(&self, parent: u64, name: &CStr) -> Key {
+        let mut k = Key::of(&self.st);
+        if self.layer != UPPER && self.dirs.is_none() && self.st.st_nlink > 1 {
+            k.at = Some((parent, name.to_owned()));
+        }
+        k
+    }
+
+    fn same_inode(&self, other: &Found) -> bool {
+        (self.st.st_dev, self.st.st_ino) == (other.st.st_dev, other.st.st_ino)
+    }
+}
+
+/// How a node is found again: the (device, inode) of its file; for a file with several
+/// names in a read-only layer also the name, since overlayfs (without index) breaks such
+/// a link at copy-up: each name is a file of its own, and a write through one name must
+/// copy up that name.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    dev: u64,
+    ino: u64,
+    at: Option<(u64, CString)>,
+}
+
+impl Key {
+    fn of(st: &libc::stat) -> Key {
+        Key {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            at: None,
+        }
+    }
+
+    fn is(&self, st: &libc::stat) -> bool {
+        (self.dev, self.ino) == (st.st_dev, st.st_ino)
+    }
+}
+
+/// A merged directory's entries, read once, shared by the handles opened on the same
+/// state of the directory. Names are packed in one buffer.
+struct Listing {
+    names: Vec<u8>,
+    ents: Vec<ListEnt>,
+    budget: Arc<AtomicUsize>,
+}
+
+struct ListEnt {
+    end: u32,
+    kind: FileType,
+    ino: u64,
+}
+
+impl Listing {
+    fn bytes(&self) -> usize {
+        self.names.capacity() + self.ents.capacity() * std::mem::size_of::<ListEnt>()
+    }
+
+    fn name(&self, i: usize) -> &OsStr {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ents[i - 1].end as usize
+        };
+        OsStr::from_bytes(&self.names[start..self.ents[i].end as usize])
+    }
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes(), Ordering::Relaxed);
+    }
+}
+
+/// A directory of one layer, read straight from it: the offsets are its own.
+struct Stream {
+    fd: OwnedFd,
+    /// The directory holds whiteouts in the xattr form (`user.overlay.opaque=x`).
+    xattr_whiteouts: bool,
+    /// Records read and not yet sent (`buf[start..end]`), which continue the listing at
+    /// offset `next`: a reply holds fewer entries than one getdents gives. At most
+    /// [`STREAM_BUF`] bytes, freed at the end of the directory.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    next: u64,
+}
+
+/// The getdents buffer of a streamed directory handle.
+const STREAM_BUF: usize = 4096;
 
 enum Handle {
     File(Arc<File>),
-    Dir(Arc<Vec<DirEnt>>),
+    Listing(Arc<Listing>),
+    Stream(Arc<Mutex<Stream>>),
 }
 
-struct DirEnt {
-    name: OsString,
-    kind: FileType,
-    ino: u64,
+/// One read-only or writable layer, held open.
+struct Layer {
+    fd: Arc<OwnedFd>,
+}
+
+impl Layer {
+    fn open(path: &Path) -> io::Result<Layer> {
+        Ok(Layer {
+            fd: Arc::new(crate::at::open_dir(path)?),
+        })
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 /// The union filesystem served over FUSE.
 pub struct UnionFs {
     layers: Vec<Layer>,
     work: Layer,
+    tree: RwLock<()>,
     nodes: Mutex<Nodes>,
     handles: Mutex<HashMap<u64, Handle>>,
+    listings: Mutex<HashMap<u64, (u64, Weak<Listing>)>>,
+    listing_bytes: Arc<AtomicUsize>,
     next_fh: AtomicU64,
     copy_up_lock: Mutex<()>,
     tmp_seq: AtomicU64,
     splice: Option<SpliceReplies>,
+}
+
+fn fd_limit() -> usize {
+    // SAFETY: getrlimit fills a plain struct.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 impl UnionFs {
@@ -256,30 +431,36 @@ impl UnionFs {
         let fs = UnionFs {
             layers: all,
             work,
+            tree: RwLock::new(()),
             nodes: Mutex::new(Nodes {
+                map: HashMap::new(),
+                keys: HashMap::new(),
                 next: ROOT + 1,
-                ..Nodes::default()
+                dirfds: HashMap::new(),
+                dirfd_cap: (fd_limit() / 4).clamp(64, DIR_FD_CACHE_MAX),
             }),
             handles: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+            listing_bytes: Arc::new(AtomicUsize::new(0)),
             next_fh: AtomicU64::new(1),
             copy_up_lock: Mutex::new(()),
             tmp_seq: AtomicU64::new(0),
             splice: None,
         };
         let root_dirs = fs.root_layers();
-        let top = root_dirs.first().copied().unwrap_or(UPPER);
-        let st = stat_at(fs.layers[top].raw(), c".")?;
+        let st = fstat(fs.layers[UPPER].raw())?;
         fs.nodes.lock().unwrap().map.insert(
             ROOT,
             Node {
                 parent: ROOT,
-                name: OsString::new(),
-                layer: top,
+                name: CString::default(),
+                layer: UPPER,
                 dirs: Some(root_dirs),
-                fd: None,
-                key: (st.st_dev, st.st_ino),
+                pinned: None,
+                key: Key::of(&st),
                 fmt: libc::S_IFDIR,
                 nlookup: 1,
+                gen: 0,
             },
         );
         Ok(fs)
@@ -290,29 +471,108 @@ impl UnionFs {
         self.splice = Some(splice);
     }
 
+    fn read(&self) -> Held<'_> {
+        Held::Shared {
+            _g: self.tree.read().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    fn write(&self) -> Held<'_> {
+        Held::Exclusive {
+            _g: self.tree.write().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn root_layers(&self) -> Vec<usize> {
         let mut v = vec![UPPER];
-        if self.opaque(UPPER, Path::new("")) {
+        if opaque(self.layers[UPPER].raw()) {
             return v;
         }
         for i in 1..self.layers.len() {
             v.push(i);
-            if self.opaque(i, Path::new("")) {
+            if opaque(self.layers[i].raw()) {
                 break;
             }
         }
         v
     }
 
-    fn abs(&self, layer: usize, rel: &Path) -> PathBuf {
-        self.layers[layer].path.join(rel)
+    // -----------------------------------------------------------------------------
+    // Reaching nodes
+
+    /// The descriptor of directory node `ino` in `layer` (which must be one of its
+    /// layers): cached, or opened from its parent's, one name with O_NOFOLLOW.
+    // `t` is the proof that the tree lock is held: it is only passed down, by design.
+    #[allow(clippy::only_used_in_recursion)]
+    fn dir_fd(&self, t: &Held, ino: u64, layer: usize) -> R<Arc<OwnedFd>> {
+        if ino == ROOT {
+            return Ok(self.layers[layer].fd.clone());
+        }
+        let (parent, name) = {
+            let nodes = self.nodes();
+            if let Some(fd) = nodes.dirfds.get(&(ino, layer)) {
+                return Ok(fd.clone());
+            }
+            let n = nodes.get(ino)?;
+            if let Some(p) = &n.pinned {
+                return if n.layer == layer {
+                    Ok(p.clone())
+                } else {
+                    Err(Errno::ENOENT)
+                };
+            }
+            if n.parent == DETACHED {
+                return Err(Errno::ENOENT);
+            }
+            (n.parent, n.name.clone())
+        };
+        let pfd = self.dir_fd(t, parent, layer)?;
+        let fd = Arc::new(open_dir_at(pfd.as_raw_fd(), &name).map_err(errno)?);
+        self.nodes().cache_dir(ino, layer, fd.clone());
+        Ok(fd)
     }
 
-    fn opaque(&self, layer: usize, rel: &Path) -> bool {
-        crate::union::sys::get_xattr(&self.abs(layer, rel), OPAQUE_XATTR).is_some_and(|v| v == b"y")
+    fn place(&self, t: &Held, ino: u64) -> R<Place> {
+        let (parent, name, layer, dir) = {
+            let nodes = self.nodes();
+            let n = nodes.get(ino)?;
+            if let Some(p) = &n.pinned {
+                return Ok(Place::Fd(p.clone()));
+            }
+            (n.parent, n.name.clone(), n.layer, n.dirs.is_some())
+        };
+        if dir {
+            return Ok(Place::Fd(self.dir_fd(t, ino, layer)?));
+        }
+        if parent == DETACHED {
+            return Err(Errno::ESTALE);
+        }
+        Ok(Place::At(self.dir_fd(t, parent, layer)?, name))
     }
 
-    fn whiteout(&self, layer: usize, rel: &Path, st: &libc::stat) -> bool {
+    /// A descriptor of the node's own inode, checked to be the node's file (a record
+    /// that went astray is ESTALE, never another file).
+    fn node_fd(&self, t: &Held, ino: u64) -> R<Arc<OwnedFd>> {
+        let place = self.place(t, ino)?;
+        let fd = place.fd()?;
+        if let Place::At(..) = place {
+            let st = fstat(fd.as_raw_fd()).map_err(errno)?;
+            if !self.nodes().get(ino)?.key.is(&st) {
+                return Err(Errno::ESTALE);
+            }
+        }
+        Ok(fd)
+    }
+
+    fn dirs_of(&self, ino: u64) -> R<Vec<usize>> {
+        self.nodes().get(ino)?.dirs.clone().ok_or(Errno::ENOTDIR)
+    }
+
+    fn is_whiteout(&self, dir: RawFd, name: &CStr, st: &libc::stat) -> bool {
         let fmt = st.st_mode & libc::S_IFMT;
         if fmt == libc::S_IFCHR {
             return st.st_rdev == 0;
@@ -320,44 +580,39 @@ impl UnionFs {
         // The xattr form counts only in a directory marked as holding such whiteouts.
         fmt == libc::S_IFREG
             && st.st_size == 0
-            && crate::union::sys::has_xattr(&self.abs(layer, rel), WHITEOUT_XATTR)
-            && rel.parent().is_some_and(|p| {
-                crate::union::sys::get_xattr(&self.abs(layer, p), OPAQUE_XATTR)
-                    .is_some_and(|v| v == b"x")
-            })
+            && xattr_whiteouts(dir)
+            && open_at(dir, name, libc::O_PATH, 0)
+                .is_ok_and(|f| beneath::get_xattr(f.as_raw_fd(), WHITEOUT).is_some())
     }
 
-    /// Resolves `name` in the merged directory at `dir` made of `layers`.
-    fn find(&self, dir: &Path, layers: &[usize], name: &OsStr) -> R<Option<Found>> {
-        Ok(match self.resolve(dir, layers, name)? {
-            Resolved::Found(f) => Some(f),
-            _ => None,
-        })
-    }
-
-    /// [`Self::find`], telling a whiteout from a name no layer has.
-    fn resolve(&self, dir: &Path, layers: &[usize], name: &OsStr) -> R<Resolved> {
-        let rel = dir.join(name);
-        let c = cstr(&rel)?;
+    /// Resolves `name` in the merged directory `parent` made of `layers`.
+    fn resolve(&self, t: &Held, parent: u64, layers: &[usize], name: &CStr) -> R<Resolved> {
         for (k, &i) in layers.iter().enumerate() {
-            let st = match stat_at(self.layers[i].raw(), &c) {
+            let pfd = self.dir_fd(t, parent, i)?;
+            let st = match stat_at(pfd.as_raw_fd(), name) {
                 Ok(st) => st,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
                     continue
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(errno(e)),
             };
-            if self.whiteout(i, &rel, &st) {
+            if self.is_whiteout(pfd.as_raw_fd(), name, &st) {
                 return Ok(Resolved::Whiteout(i));
             }
             let dirs = if is_dir(&st) {
-                let mut d = vec![i];
-                if !self.opaque(i, &rel) {
+                let fd = Arc::new(open_dir_at(pfd.as_raw_fd(), name).map_err(errno)?);
+                let stop = opaque(fd.as_raw_fd());
+                let mut d = vec![(i, fd)];
+                if !stop {
                     for &j in &layers[k + 1..] {
-                        match stat_at(self.layers[j].raw(), &c) {
+                        let pj = self.dir_fd(t, parent, j)?;
+                        match stat_at(pj.as_raw_fd(), name) {
                             Ok(s) if is_dir(&s) => {
-                                d.push(j);
-                                if self.opaque(j, &rel) {
+                                let fj =
+                                    Arc::new(open_dir_at(pj.as_raw_fd(), name).map_err(errno)?);
+                                let stop = opaque(fj.as_raw_fd());
+                                d.push((j, fj));
+                                if stop {
                                     break;
                                 }
                             }
@@ -375,302 +630,319 @@ impl UnionFs {
         Ok(Resolved::Missing)
     }
 
+    fn find(&self, t: &Held, parent: u64, layers: &[usize], name: &CStr) -> R<Option<Found>> {
+        Ok(match self.resolve(t, parent, layers, name)? {
+            Resolved::Found(f) => Some(f),
+            _ => None,
+        })
+    }
+
     /// True when a layer below the upper one shows `name` in this merged directory.
-    fn in_lower(&self, dir: &Path, layers: &[usize], name: &OsStr) -> R<bool> {
+    fn in_lower(&self, t: &Held, parent: u64, layers: &[usize], name: &CStr) -> R<bool> {
         let lower: Vec<usize> = layers.iter().copied().filter(|&i| i != UPPER).collect();
-        Ok(self.find(dir, &lower, name)?.is_some())
+        Ok(self.find(t, parent, &lower, name)?.is_some())
     }
 
-    /// Node info needed by most operations: (relative path, layer, dir layers, fd).
-    fn info(&self, ino: u64) -> R<NodeInfo> {
-        let nodes = self.nodes.lock().unwrap();
-        let n = nodes.get(ino)?;
-        Ok((nodes.rel(ino)?, n.layer, n.dirs.clone(), n.fd.clone()))
-    }
-
-    fn dir_info(&self, ino: u64) -> R<(PathBuf, Vec<usize>)> {
-        let (rel, _, dirs, _) = self.info(ino)?;
-        Ok((rel, dirs.ok_or(Errno::ENOTDIR)?))
-    }
-
-    /// Registers a lookup of `found` as `name` in `parent`; returns its node ID.
-    fn remember(&self, parent: u64, name: &OsStr, found: &Found) -> R<u64> {
-        let key = (found.st.st_dev, found.st.st_ino);
-        // No descriptor is kept per node: the kernel keeps every looked-up inode until
-        // memory is short, and a descriptor each would exhaust RLIMIT_NOFILE on a tree
-        // of 20k files. Only an anonymous copy-up (deleted while open) holds one.
-        let fd: Option<Arc<OwnedFd>> = None;
-        let mut nodes = self.nodes.lock().unwrap();
-        if let Some(&ino) = nodes.keys.get(&key) {
-            if let Some(n) = nodes.map.get_mut(&ino) {
-                if n.dirs.is_some() == found.dirs.is_some() {
-                    n.nlookup += 1;
-                    n.parent = parent;
-                    n.name = name.to_os_string();
-                    n.layer = found.layer;
-                    if found.dirs.is_some() {
-                        n.dirs = found.dirs.clone();
-                    } else {
-                        n.fd = fd;
-                    }
-                    return Ok(ino);
+    /// Registers a lookup of `found` as `name` in `parent`; returns its node ID. A node
+    /// found again by its inode is (re)attached under this name.
+    fn remember(&self, parent: u64, name: &CStr, found: Found) -> R<u64> {
+        let key = found.key(parent, name);
+        let layers = found
+            .dirs
+            .as_ref()
+            .map(|d| d.iter().map(|(l, _)| *l).collect::<Vec<_>>());
+        let mut nodes = self.nodes();
+        let existing = nodes.keys.get(&key).copied().filter(|ino| {
+            nodes
+                .map
+                .get(ino)
+                .is_some_and(|n| n.dirs.is_some() == found.dirs.is_some())
+        });
+        let ino = match existing {
+            Some(ino) => {
+                let n = nodes.get_mut(ino)?;
+                n.nlookup += 1;
+                n.parent = parent;
+                n.name = name.to_owned();
+                n.layer = found.layer;
+                n.pinned = None;
+                if layers.is_some() {
+                    n.dirs = layers;
                 }
+                ino
             }
+            None => {
+                let ino = nodes.next;
+                nodes.next += 1;
+                nodes.map.insert(
+                    ino,
+                    Node {
+                        parent,
+                        name: name.to_owned(),
+                        layer: found.layer,
+                        dirs: layers,
+                        pinned: None,
+                        key: key.clone(),
+                        fmt: found.st.st_mode & libc::S_IFMT,
+                        nlookup: 1,
+                        gen: 0,
+                    },
+                );
+                nodes.keys.insert(key, ino);
+                ino
+            }
+        };
+        for (l, fd) in found.dirs.into_iter().flatten() {
+            nodes.cache_dir(ino, l, fd);
         }
-        let ino = nodes.next;
-        nodes.next += 1;
-        nodes.map.insert(
-            ino,
-            Node {
-                parent,
-                name: name.to_os_string(),
-                layer: found.layer,
-                dirs: found.dirs.clone(),
-                fd,
-                key,
-                fmt: found.st.st_mode & libc::S_IFMT,
-                nlookup: 1,
-            },
-        );
-        nodes.keys.insert(key, ino);
         Ok(ino)
     }
 
-    fn open_path(&self, layer: usize, rel: &Path) -> R<OwnedFd> {
-        let c = cstr(rel)?;
-        // SAFETY: c is NUL-terminated; the layer fd is open.
-        let fd = unsafe {
-            libc::openat(
-                self.layers[layer].raw(),
-                c.as_ptr(),
-                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(errno_last());
-        }
-        // SAFETY: fd was just opened.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    fn lookup_entry(&self, parent: u64, name: &OsStr) -> R<(u64, FileAttr)> {
-        let (dir, layers) = self.dir_info(parent)?;
-        let found = self.find(&dir, &layers, name)?.ok_or(Errno::ENOENT)?;
-        let ino = self.remember(parent, name, &found)?;
+    fn lookup_entry(&self, t: &Held, parent: u64, name: &CStr) -> R<(u64, FileAttr)> {
+        let layers = self.dirs_of(parent)?;
+        let found = self.find(t, parent, &layers, name)?.ok_or(Errno::ENOENT)?;
         let merged = found.dirs.as_ref().is_some_and(|d| d.len() > 1);
-        Ok((ino, attr_of(ino, &found.st, merged)))
+        let st = found.st;
+        let ino = self.remember(parent, name, found)?;
+        Ok((ino, attr_of(ino, &st, merged)))
     }
 
-    fn stat_node(&self, ino: u64) -> R<FileAttr> {
-        let (rel, layer, dirs, fd) = self.info(ino)?;
-        let st = match &fd {
-            Some(fd) => fstat(fd.as_raw_fd())?,
-            None => stat_at(self.layers[layer].raw(), &cstr(&rel)?)?,
-        };
-        let merged = dirs.as_ref().is_some_and(|d| d.len() > 1);
+    fn stat_node(&self, t: &Held, ino: u64) -> R<FileAttr> {
+        let st = self.place(t, ino)?.stat()?;
+        let merged = self
+            .nodes()
+            .get(ino)?
+            .dirs
+            .as_ref()
+            .is_some_and(|d| d.len() > 1);
         Ok(attr_of(ino, &st, merged))
     }
 
-    /// An O_PATH descriptor of a non-directory node (its own, or a fresh one).
-    fn node_fd(&self, ino: u64) -> R<Option<Arc<OwnedFd>>> {
-        let (rel, layer, dirs, fd) = self.info(ino)?;
-        if dirs.is_some() {
-            return Ok(None);
-        }
-        match fd {
-            Some(fd) => Ok(Some(fd)),
-            None => Ok(Some(Arc::new(self.open_path(layer, &rel)?))),
-        }
-    }
-
-    /// A path through which calls that take no descriptor reach the node's file itself
-    /// (never a symlink's target), and the descriptor that keeps that path valid.
-    fn node_path(&self, ino: u64) -> R<(CString, Option<Arc<OwnedFd>>)> {
-        match self.node_fd(ino)? {
-            Some(fd) => Ok((
-                CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap(),
-                Some(fd),
-            )),
-            None => {
-                let (rel, layer, _, _) = self.info(ino)?;
-                Ok((cstr(&self.abs(layer, &rel))?, None))
-            }
-        }
-    }
-
     // -----------------------------------------------------------------------------
-    // Copy-up
+    // Copy-up (called without the tree lock: it takes it itself)
 
     /// Makes sure the directory node `ino` exists in the upper layer.
-    fn copy_up_dir(&self, ino: u64) -> R<PathBuf> {
-        let (rel, layer, dirs, _) = self.info(ino)?;
-        let dirs = dirs.ok_or(Errno::ENOTDIR)?;
-        if layer == UPPER || dirs.first() == Some(&UPPER) {
-            return Ok(rel);
+    fn copy_up_dir(&self, ino: u64) -> R<()> {
+        let parent = {
+            let nodes = self.nodes();
+            let n = nodes.get(ino)?;
+            let dirs = n.dirs.as_ref().ok_or(Errno::ENOTDIR)?;
+            if dirs.first() == Some(&UPPER) {
+                return Ok(());
+            }
+            n.parent
+        };
+        if parent == DETACHED {
+            return Err(Errno::ENOENT);
         }
-        let parent = self.nodes.lock().unwrap().get(ino)?.parent;
-        if ino != ROOT {
-            self.copy_up_dir(parent)?;
-        }
-        let _guard = self.copy_up_lock.lock().unwrap();
-        let c = cstr(&rel)?;
-        let src = stat_at(self.layers[layer].raw(), &c)?;
-        // SAFETY: c is NUL-terminated; the upper fd is open.
-        let r = unsafe { libc::mkdirat(self.layers[UPPER].raw(), c.as_ptr(), 0o700) };
+        self.copy_up_dir(parent)?;
+        let _guard = self.copy_up_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let t = self.read();
+        let (layer, name, parent) = {
+            let nodes = self.nodes();
+            let n = nodes.get(ino)?;
+            if n.dirs.as_ref().is_some_and(|d| d.first() == Some(&UPPER)) {
+                return Ok(());
+            }
+            if n.parent == DETACHED {
+                return Err(Errno::ENOENT);
+            }
+            (n.layer, n.name.clone(), n.parent)
+        };
+        let src = self.dir_fd(&t, ino, layer)?;
+        let pfd = self.dir_fd(&t, parent, UPPER)?;
+        // SAFETY: one NUL-terminated component below an open directory.
+        let r = unsafe { libc::mkdirat(pfd.as_raw_fd(), name.as_ptr(), 0o700) };
         if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
             return Err(errno_last());
         }
-        let dst = self.abs(UPPER, &rel);
-        crate::union::copy::copy_metadata(&self.abs(layer, &rel), &dst);
-        let _ = src;
-        let mut nodes = self.nodes.lock().unwrap();
-        if let Some(n) = nodes.map.get_mut(&ino) {
+        let dst = Arc::new(open_dir_at(pfd.as_raw_fd(), &name).map_err(errno)?);
+        beneath::copy_metadata(src.as_raw_fd(), dst.as_raw_fd(), false);
+        let st = fstat(dst.as_raw_fd()).map_err(errno)?;
+        let mut nodes = self.nodes();
+        let old = {
+            let n = nodes.get_mut(ino)?;
             n.layer = UPPER;
             if let Some(d) = n.dirs.as_mut() {
-                if d.first() != Some(&UPPER) {
-                    d.insert(0, UPPER);
-                }
+                d.insert(0, UPPER);
             }
+            std::mem::replace(&mut n.key, Key::of(&st))
+        };
+        if nodes.keys.get(&old) == Some(&ino) {
+            nodes.keys.remove(&old);
         }
-        Ok(rel)
+        nodes.keys.insert(Key::of(&st), ino);
+        nodes.cache_dir(ino, UPPER, dst);
+        Ok(())
     }
 
-    /// Copies the non-directory node `ino` up (data unless `truncate`). Returns its path.
-    fn copy_up(&self, ino: u64, truncate: bool) -> R<PathBuf> {
-        let (rel, layer, dirs, _) = self.info(ino)?;
-        if dirs.is_some() {
+    /// Copies the non-directory node `ino` up (data unless `truncate`).
+    fn copy_up(&self, ino: u64, truncate: bool) -> R<()> {
+        let (dir, layer, parent) = {
+            let nodes = self.nodes();
+            let n = nodes.get(ino)?;
+            (n.dirs.is_some(), n.layer, n.parent)
+        };
+        if dir {
             return self.copy_up_dir(ino);
         }
         if layer == UPPER {
-            return Ok(rel);
+            return Ok(());
         }
-        let parent = self.nodes.lock().unwrap().get(ino)?.parent;
-        self.copy_up_dir(parent)?;
-        let _guard = self.copy_up_lock.lock().unwrap();
-        // Another thread may have finished it while we waited.
-        let (rel, layer, _, _) = self.info(ino)?;
-        if layer == UPPER {
-            return Ok(rel);
+        if parent != DETACHED {
+            self.copy_up_dir(parent)?;
         }
-        let src = self.abs(layer, &rel);
-        let meta = std::fs::symlink_metadata(&src).map_err(Errno::from)?;
-        let tmp_name = format!(
+        let _guard = self.copy_up_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (src, fmt) = {
+            let t = self.read();
+            let (layer, fmt) = {
+                let nodes = self.nodes();
+                let n = nodes.get(ino)?;
+                (n.layer, n.fmt)
+            };
+            if layer == UPPER {
+                return Ok(()); // another thread finished it while we waited
+            }
+            (self.node_fd(&t, ino)?, fmt)
+        };
+        // The data is copied without the tree lock: a large file blocks no rename.
+        let tmp = CString::new(format!(
             "copyup-{}-{}",
             std::process::id(),
             self.tmp_seq.fetch_add(1, Ordering::Relaxed)
-        );
-        let tmp = self.work.path.join(&tmp_name);
-        let result = if truncate && meta.is_file() {
-            File::create(&tmp)
-                .map(drop)
-                .map_err(|e| crate::union::UnionError::io("copy-up", e))
-                .map(|()| crate::union::copy::copy_metadata(&src, &tmp))
-        } else {
-            crate::union::copy::copy_entry(&src, &tmp, &meta)
-        };
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(match e {
-                crate::union::UnionError::Io { source, .. } => Errno::from(source),
-                _ => Errno::EIO,
-            });
+        ))
+        .expect("no NUL");
+        if let Err(e) = self.copy_to_work(&src, fmt, &tmp, truncate) {
+            let _ = unlink_at(self.work.raw(), &tmp, 0);
+            return Err(e);
         }
-        let tmp_c = CString::new(tmp_name).unwrap();
-        let c = cstr(&rel)?;
-        // Never over an existing entry: if the name is taken (the file was deleted or
-        // replaced while open), the copy stays anonymous, reachable only by its node.
-        // SAFETY: NUL-terminated names relative to open directory fds.
-        let r = unsafe {
-            libc::renameat2(
-                self.work.raw(),
-                tmp_c.as_ptr(),
-                self.layers[UPPER].raw(),
-                c.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
+        let t = self.read();
+        let (parent, name) = {
+            let nodes = self.nodes();
+            let n = nodes.get(ino)?;
+            (n.parent, n.name.clone())
         };
-        let fd = if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
-            // SAFETY: NUL-terminated name relative to the work dir fd.
-            let fd = unsafe {
-                libc::openat(
+        let mut unnamed = parent == DETACHED;
+        let mut fd = None;
+        if !unnamed {
+            let pfd = self.dir_fd(&t, parent, UPPER)?;
+            // Never over an existing entry.
+            // SAFETY: single NUL-terminated components below open directories.
+            let r = unsafe {
+                libc::renameat2(
                     self.work.raw(),
-                    tmp_c.as_ptr(),
-                    libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    tmp.as_ptr(),
+                    pfd.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::RENAME_NOREPLACE,
                 )
             };
-            // SAFETY: as above.
-            unsafe { libc::unlinkat(self.work.raw(), tmp_c.as_ptr(), 0) };
-            if fd < 0 {
-                return Err(errno_last());
+            if r == 0 {
+                fd = Some(open_at(pfd.as_raw_fd(), &name, libc::O_PATH, 0).map_err(errno)?);
+            } else if io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+                unnamed = true;
+            } else {
+                let e = errno_last();
+                let _ = unlink_at(self.work.raw(), &tmp, 0);
+                return Err(e);
             }
-            // SAFETY: fd was just opened.
-            Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })
-        } else if r < 0 {
-            let e = errno_last();
-            // SAFETY: as above.
-            unsafe { libc::unlinkat(self.work.raw(), tmp_c.as_ptr(), 0) };
-            return Err(e);
-        } else {
-            Arc::new(self.open_path(UPPER, &rel)?)
+        }
+        let fd = match fd {
+            Some(fd) => fd,
+            None => {
+                // Detached (or its name taken): the copy is reachable by its node only.
+                let fd = open_at(self.work.raw(), &tmp, libc::O_PATH, 0);
+                let _ = unlink_at(self.work.raw(), &tmp, 0);
+                fd.map_err(errno)?
+            }
         };
-        let st = fstat(fd.as_raw_fd())?;
-        let mut nodes = self.nodes.lock().unwrap();
-        let key = (st.st_dev, st.st_ino);
-        if let Some(n) = nodes.map.get_mut(&ino) {
+        let st = fstat(fd.as_raw_fd()).map_err(errno)?;
+        let key = Key::of(&st);
+        let mut nodes = self.nodes();
+        let old = {
+            let n = nodes.get_mut(ino)?;
             n.layer = UPPER;
-            n.fd = Some(fd);
-            n.key = key;
+            n.pinned = unnamed.then(|| Arc::new(fd));
+            std::mem::replace(&mut n.key, key.clone())
+        };
+        if nodes.keys.get(&old) == Some(&ino) {
+            nodes.keys.remove(&old);
         }
         nodes.keys.insert(key, ino);
-        Ok(rel)
+        Ok(())
     }
 
-    /// Prepares `name` in directory `parent` for a new entry: the directory is copied
-    /// up and a whiteout there removed. Returns (path of the entry, whether a lower
-    /// layer had the name, i.e. a new directory must be opaque).
-    fn prepare_new(&self, parent: u64, name: &OsStr) -> R<(PathBuf, bool)> {
-        let (dir, layers) = self.dir_info(parent)?;
-        let resolved = self.resolve(&dir, &layers, name)?;
-        if matches!(resolved, Resolved::Found(_)) {
-            return Err(Errno::EEXIST);
-        }
-        let upper_seen = layers.first() == Some(&UPPER);
-        self.copy_up_dir(parent)?;
-        let rel = dir.join(name);
-        let c = cstr(&rel)?;
-        if upper_seen {
-            // The resolution above looked at every layer, the upper one first: a name no
-            // layer has needs nothing more (the common case: tar, compilers, package
-            // managers creating new files).
-            match resolved {
-                Resolved::Missing => return Ok((rel, false)),
-                Resolved::Whiteout(i) if i != UPPER => return Ok((rel, true)),
-                _ => {}
-            }
-        }
-        let mut hid_lower = false;
-        if let Ok(st) = stat_at(self.layers[UPPER].raw(), &c) {
-            if self.whiteout(UPPER, &rel, &st) || st.st_mode & libc::S_IFMT == libc::S_IFCHR {
-                // SAFETY: NUL-terminated path relative to the upper fd.
-                if unsafe { libc::unlinkat(self.layers[UPPER].raw(), c.as_ptr(), 0) } < 0 {
-                    return Err(errno_last());
+    /// Makes `work/tmp` a copy of the file `src` (an O_PATH descriptor).
+    fn copy_to_work(&self, src: &OwnedFd, fmt: u32, tmp: &CStr, truncate: bool) -> R<()> {
+        let work = self.work.raw();
+        let src = src.as_raw_fd();
+        match fmt {
+            libc::S_IFREG => {
+                let to = open_at(
+                    work,
+                    tmp,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    0o600,
+                )
+                .map_err(errno)?;
+                if !truncate {
+                    let from = beneath::reopen(src, libc::O_RDONLY).map_err(errno)?;
+                    let size = fstat(from.as_raw_fd()).map_err(errno)?.st_size as u64;
+                    crate::union::sys::copy_data(from.as_fd(), to.as_fd(), size).map_err(errno)?;
                 }
-                hid_lower = true;
+                beneath::copy_metadata(src, to.as_raw_fd(), false);
+            }
+            libc::S_IFLNK => {
+                let target = CString::new(beneath::readlink_fd(src).map_err(errno)?)
+                    .map_err(|_| Errno::EINVAL)?;
+                // SAFETY: NUL-terminated strings; `tmp` is one component below work/.
+                check(unsafe { libc::symlinkat(target.as_ptr(), work, tmp.as_ptr()) })?;
+                let l = open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
+                beneath::copy_metadata(src, l.as_raw_fd(), true);
+            }
+            _ => {
+                let st = fstat(src).map_err(errno)?;
+                // SAFETY: `tmp` is one component below work/.
+                check(unsafe { libc::mknodat(work, tmp.as_ptr(), st.st_mode, st.st_rdev) })?;
+                let l = open_at(work, tmp, libc::O_PATH, 0).map_err(errno)?;
+                beneath::copy_metadata(src, l.as_raw_fd(), false);
             }
         }
-        if !hid_lower {
-            hid_lower = layers
-                .iter()
-                .any(|&i| i != UPPER && stat_at(self.layers[i].raw(), &c).is_ok());
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+    // Namespace changes
+
+    /// Prepares `name` in directory `parent` (already copied up) for a new entry: a
+    /// whiteout there is removed. Returns (the upper directory, whether a lower layer
+    /// had the name, i.e. a new directory must be opaque).
+    fn prepare_new(&self, t: &Held, parent: u64, name: &CStr) -> R<(Arc<OwnedFd>, bool)> {
+        let layers = self.dirs_of(parent)?;
+        if layers.first() != Some(&UPPER) {
+            return Err(Errno::ENOENT); // a detached directory (copy-up refused)
         }
-        Ok((rel, hid_lower))
+        let pfd = self.dir_fd(t, parent, UPPER)?;
+        let hid_lower = match self.resolve(t, parent, &layers, name)? {
+            Resolved::Found(_) => return Err(Errno::EEXIST),
+            Resolved::Missing => false,
+            Resolved::Whiteout(UPPER) => {
+                match unlink_at(pfd.as_raw_fd(), name, 0) {
+                    Err(e) if e != Errno::ENOENT => return Err(e),
+                    _ => {}
+                }
+                true
+            }
+            Resolved::Whiteout(_) => true,
+        };
+        Ok((pfd, hid_lower))
     }
 
     /// Gives a new upper entry the requesting container user as owner (the server
     /// creates as its own root). A set-group-ID directory passes its group on.
-    fn own(&self, rel: &Path, req: &Request, parent_rel: &Path) -> R<()> {
+    fn own(&self, dir: &OwnedFd, name: &CStr, req: &Request) -> R<()> {
         let mut gid = req.gid();
-        if let Ok(st) = stat_at(self.layers[UPPER].raw(), &cstr(parent_rel)?) {
+        if let Ok(st) = fstat(dir.as_raw_fd()) {
             if st.st_mode & libc::S_ISGID != 0 {
                 gid = st.st_gid;
             }
@@ -678,150 +950,470 @@ impl UnionFs {
         if req.uid() == 0 && gid == 0 {
             return Ok(());
         }
-        let c = cstr(rel)?;
-        // SAFETY: NUL-terminated path relative to the upper fd; no symlink is followed.
-        let r = unsafe {
+        // SAFETY: one NUL-terminated component below an open directory; no symlink is
+        // followed.
+        check(unsafe {
             libc::fchownat(
-                self.layers[UPPER].raw(),
-                c.as_ptr(),
+                dir.as_raw_fd(),
+                name.as_ptr(),
                 req.uid(),
                 gid,
                 libc::AT_SYMLINK_NOFOLLOW,
             )
-        };
-        if r < 0 {
-            return Err(errno_last());
-        }
-        Ok(())
-    }
-
-    fn new_entry(&self, parent: u64, name: &OsStr) -> R<(u64, FileAttr)> {
-        self.lookup_entry(parent, name)
+        })
     }
 
     /// Registers an entry this server just made in the upper layer, from its stat: no
     /// second resolution across the layers (a new directory is purely upper: either no
     /// lower layer had the name or it was made opaque).
-    fn new_upper_entry(&self, parent: u64, name: &OsStr, st: libc::stat) -> R<(u64, FileAttr)> {
-        let dirs = is_dir(&st).then(|| vec![UPPER]);
+    fn new_upper_entry(
+        &self,
+        parent: u64,
+        name: &CStr,
+        st: libc::stat,
+        dir: Option<Arc<OwnedFd>>,
+    ) -> R<(u64, FileAttr)> {
         let found = Found {
             layer: UPPER,
             st,
-            dirs,
+            dirs: dir.map(|d| vec![(UPPER, d)]),
         };
-        let ino = self.remember(parent, name, &found)?;
-        Ok((ino, attr_of(ino, &found.st, false)))
+        let ino = self.remember(parent, name, found)?;
+        self.nodes().bump(parent);
+        Ok((ino, attr_of(ino, &st, false)))
+    }
+
+    /// The node known under `name` in `parent`, if the kernel knows one, with a
+    /// descriptor of its inode to keep it reachable once the name is gone.
+    fn to_detach(
+        &self,
+        t: &Held,
+        parent: u64,
+        name: &CStr,
+        found: &Found,
+    ) -> R<Option<(u64, Arc<OwnedFd>)>> {
+        let ino = {
+            let nodes = self.nodes();
+            match nodes
+                .keys
+                .get(&found.key(parent, name))
+                .and_then(|i| nodes.map.get(i).map(|n| (i, n)))
+            {
+                Some((&i, n)) if n.parent == parent && n.name.as_c_str() == name => i,
+                _ => return Ok(None),
+            }
+        };
+        let fd = match &found.dirs {
+            Some(d) => d[0].1.clone(),
+            None => {
+                let pfd = self.dir_fd(t, parent, found.layer)?;
+                Arc::new(open_at(pfd.as_raw_fd(), name, libc::O_PATH, 0).map_err(errno)?)
+            }
+        };
+        Ok(Some((ino, fd)))
+    }
+
+    fn detach(&self, what: Option<(u64, Arc<OwnedFd>)>) {
+        if let Some((ino, fd)) = what {
+            let mut nodes = self.nodes();
+            let named = match nodes.map.get_mut(&ino) {
+                Some(n) => {
+                    n.parent = DETACHED;
+                    n.pinned = Some(fd);
+                    n.key.at.is_some().then(|| n.key.clone())
+                }
+                None => None,
+            };
+            // A name-bound key names nothing any more.
+            if let Some(k) = named {
+                if nodes.keys.get(&k) == Some(&ino) {
+                    nodes.keys.remove(&k);
+                }
+            }
+        }
     }
 
     /// Removes `name` from `parent` (a file, or with `dir` an empty directory).
     fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> R<()> {
-        let (pdir, layers) = self.dir_info(parent)?;
-        let found = self.find(&pdir, &layers, name)?.ok_or(Errno::ENOENT)?;
+        let name = cname(name)?;
+        {
+            let t = self.read();
+            let layers = self.dirs_of(parent)?;
+            self.find(&t, parent, &layers, &name)?
+                .ok_or(Errno::ENOENT)?;
+        }
+        self.copy_up_dir(parent)?;
+        let t = self.write();
+        let layers = self.dirs_of(parent)?;
+        let found = self
+            .find(&t, parent, &layers, &name)?
+            .ok_or(Errno::ENOENT)?;
         match (dir, found.dirs.is_some()) {
             (true, false) => return Err(Errno::ENOTDIR),
             (false, true) => return Err(Errno::EISDIR),
             _ => {}
         }
-        let rel = pdir.join(name);
         if let Some(dirs) = &found.dirs {
-            if !self.merged_entries(&rel, dirs)?.is_empty() {
+            if !self.merged_is_empty(dirs)? {
                 return Err(Errno::ENOTEMPTY);
             }
         }
-        let lower = self.in_lower(&pdir, &layers, name)?;
-        self.copy_up_dir(parent)?;
-        let c = cstr(&rel)?;
+        let lower = self.in_lower(&t, parent, &layers, &name)?;
+        let pfd = self.dir_fd(&t, parent, UPPER)?;
+        let detach = self.to_detach(&t, parent, &name, &found)?;
         if found.layer == UPPER {
-            if dir {
-                self.clear_whiteouts(&rel)?;
+            if let Some(dirs) = &found.dirs {
+                clear_whiteouts(dirs[0].1.as_raw_fd())?;
             }
             let flag = if dir { libc::AT_REMOVEDIR } else { 0 };
-            // SAFETY: NUL-terminated path relative to the upper fd.
-            if unsafe { libc::unlinkat(self.layers[UPPER].raw(), c.as_ptr(), flag) } < 0 {
-                return Err(errno_last());
-            }
+            unlink_at(pfd.as_raw_fd(), &name, flag)?;
         }
         if lower {
-            crate::union::make_whiteout(&self.abs(UPPER, &pdir), name).map_err(|e| match e {
-                crate::union::UnionError::Io { source, .. } => Errno::from(source),
-                _ => Errno::EIO,
-            })?;
+            make_whiteout(pfd.as_raw_fd(), &name)?;
         }
-        // A later file may get the same inode number: forget the key once it is gone.
-        let key = (found.st.st_dev, found.st.st_ino);
-        let mut nodes = self.nodes.lock().unwrap();
-        if let Some(&ino) = nodes.keys.get(&key) {
-            let gone = found.st.st_nlink <= 1;
-            if (gone || found.layer != UPPER) && nodes.map.contains_key(&ino) {
-                nodes.keys.remove(&key);
-            }
-        }
+        self.detach(detach);
+        self.nodes().bump(parent);
         Ok(())
     }
 
-    /// Deletes the whiteouts left in an upper directory whose merged view is empty.
-    fn clear_whiteouts(&self, rel: &Path) -> R<()> {
-        let abs = self.abs(UPPER, rel);
-        for e in std::fs::read_dir(&abs).map_err(Errno::from)? {
-            let e = e.map_err(Errno::from)?;
-            let p = e.path();
-            std::fs::remove_file(&p).map_err(Errno::from)?;
+    fn do_rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> R<()> {
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return Err(Errno::EINVAL);
         }
-        Ok(())
-    }
-
-    /// The merged listing of the directory at `rel` (without `.` and `..`).
-    fn merged_entries(&self, rel: &Path, layers: &[usize]) -> R<Vec<DirEnt>> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for &i in layers {
-            let abs = self.abs(i, rel);
-            let rd = match std::fs::read_dir(&abs) {
-                Ok(rd) => rd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let xattr_whiteouts =
-                crate::union::sys::get_xattr(&abs, OPAQUE_XATTR).is_some_and(|v| v == b"x");
-            for e in rd {
-                let e = e.map_err(Errno::from)?;
-                let name = e.file_name();
-                if !seen.insert(name.clone()) {
-                    continue;
+        let (sn, dn) = (cname(name)?, cname(newname)?);
+        // Copy-ups first, without the tree lock (they take it themselves).
+        let src_ino = {
+            let t = self.read();
+            let layers = self.dirs_of(parent)?;
+            let src = self.find(&t, parent, &layers, &sn)?.ok_or(Errno::ENOENT)?;
+            if let Some(d) = &src.dirs {
+                // Only a directory entirely in the upper layer can move (no redirect_dir).
+                if d.len() != 1 || d[0].0 != UPPER {
+                    return Err(Errno::EXDEV);
                 }
-                let ft = e.file_type().map_err(Errno::from)?;
-                use std::os::unix::fs::{DirEntryExt, FileTypeExt};
-                if ft.is_char_device() || (xattr_whiteouts && ft.is_file()) {
-                    let child = rel.join(&name);
-                    if let Ok(st) = stat_at(self.layers[i].raw(), &cstr(&child)?) {
-                        if self.whiteout(i, &child, &st) {
-                            continue;
-                        }
+            }
+            let ino = self.nodes().keys.get(&src.key(parent, &sn)).copied();
+            if ino.is_none() && src.layer != UPPER {
+                return Err(Errno::EXDEV);
+            }
+            ino
+        };
+        if let Some(ino) = src_ino {
+            self.copy_up(ino, false)?;
+        }
+        self.copy_up_dir(parent)?;
+        self.copy_up_dir(newparent)?;
+        let t = self.write();
+        let slayers = self.dirs_of(parent)?;
+        let dlayers = self.dirs_of(newparent)?;
+        let src = self.find(&t, parent, &slayers, &sn)?.ok_or(Errno::ENOENT)?;
+        if src.layer != UPPER {
+            return Err(Errno::EXDEV);
+        }
+        if src.dirs.as_ref().is_some_and(|d| d.len() != 1) {
+            return Err(Errno::EXDEV);
+        }
+        let dst = self.find(&t, newparent, &dlayers, &dn)?;
+        if parent == newparent && sn == dn {
+            return Ok(());
+        }
+        if let Some(dst) = &dst {
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(Errno::EEXIST);
+            }
+            match (&src.dirs, &dst.dirs) {
+                (None, Some(_)) => return Err(Errno::EISDIR),
+                (Some(_), None) => return Err(Errno::ENOTDIR),
+                (Some(_), Some(dd)) => {
+                    if !self.merged_is_empty(dd)? {
+                        return Err(Errno::ENOTEMPTY);
                     }
                 }
-                let kind = if ft.is_dir() {
-                    FileType::Directory
-                } else if ft.is_symlink() {
-                    FileType::Symlink
-                } else if ft.is_file() {
-                    FileType::RegularFile
-                } else if ft.is_char_device() {
-                    FileType::CharDevice
-                } else if ft.is_block_device() {
-                    FileType::BlockDevice
-                } else if ft.is_fifo() {
-                    FileType::NamedPipe
-                } else {
-                    FileType::Socket
-                };
-                out.push(DirEnt {
-                    name,
-                    kind,
-                    ino: e.ino(),
-                });
+                (None, None) => {}
             }
         }
-        Ok(out)
+        let src_lower = self.in_lower(&t, parent, &slayers, &sn)?;
+        let dst_lower = self.in_lower(&t, newparent, &dlayers, &dn)?;
+        let spfd = self.dir_fd(&t, parent, UPPER)?;
+        let dpfd = self.dir_fd(&t, newparent, UPPER)?;
+        let src_node = self.nodes().keys.get(&src.key(parent, &sn)).copied();
+        let detach = match &dst {
+            Some(d) if !d.same_inode(&src) => self.to_detach(&t, newparent, &dn, d)?,
+            _ => None,
+        };
+        if let Ok(st) = stat_at(dpfd.as_raw_fd(), &dn) {
+            if is_dir(&st) {
+                let d = open_dir_at(dpfd.as_raw_fd(), &dn).map_err(errno)?;
+                clear_whiteouts(d.as_raw_fd())?;
+            } else if self.is_whiteout(dpfd.as_raw_fd(), &dn, &st) && src.dirs.is_some() {
+                // A directory cannot replace the whiteout device: remove it first.
+                unlink_at(dpfd.as_raw_fd(), &dn, 0)?;
+            }
+        }
+        // SAFETY: single NUL-terminated components below open directories.
+        check(unsafe {
+            libc::renameat(spfd.as_raw_fd(), sn.as_ptr(), dpfd.as_raw_fd(), dn.as_ptr())
+        })?;
+        if src_lower {
+            make_whiteout(spfd.as_raw_fd(), &sn)?;
+        }
+        if src.dirs.is_some() && dst_lower {
+            let d = open_dir_at(dpfd.as_raw_fd(), &dn).map_err(errno)?;
+            beneath::xattr_fd(d.as_raw_fd(), Xattr::Set(OPAQUE, b"y", 0)).map_err(errno)?;
+        }
+        self.detach(detach);
+        let mut nodes = self.nodes();
+        if let Some(ino) = src_node {
+            if let Some(n) = nodes.map.get_mut(&ino) {
+                if n.parent == parent && n.name == sn {
+                    n.parent = newparent;
+                    n.name = dn;
+                }
+                if n.dirs.is_some() {
+                    n.dirs = Some(vec![UPPER]);
+                }
+            }
+        }
+        nodes.bump(parent);
+        nodes.bump(newparent);
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+    // Directory listings
+
+    /// Whether the merged directory made of `dirs` (topmost first) shows no entry.
+    fn merged_is_empty(&self, dirs: &[(usize, Arc<OwnedFd>)]) -> R<bool> {
+        let mut hidden: HashSet<CString> = HashSet::new();
+        for (_, fd) in dirs {
+            let d = fd.as_raw_fd();
+            let mut empty = true;
+            beneath::read_dir(d, |name, dtype, _| {
+                if hidden.contains(name) {
+                    return Ok(true);
+                }
+                if self.entry_is_whiteout(d, name, dtype) {
+                    hidden.insert(name.to_owned());
+                    return Ok(true);
+                }
+                empty = false;
+                Ok(false)
+            })
+            .map_err(errno)?;
+            if !empty {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn entry_is_whiteout(&self, dir: RawFd, name: &CStr, dtype: u8) -> bool {
+        match dtype {
+            libc::DT_CHR | libc::DT_REG | libc::DT_UNKNOWN => {
+                stat_at(dir, name).is_ok_and(|st| self.is_whiteout(dir, name, &st))
+            }
+            _ => false,
+        }
+    }
+
+    /// The merged listing of a directory, built within what is left of the budget.
+    fn build_listing(&self, dirs: &[(usize, Arc<OwnedFd>)]) -> R<Listing> {
+        let mut seen: HashSet<CString> = HashSet::new();
+        let mut names = Vec::new();
+        let mut ents = Vec::new();
+        let left = LISTING_BUDGET.saturating_sub(self.listing_bytes.load(Ordering::Relaxed));
+        for (_, fd) in dirs {
+            let d = fd.as_raw_fd();
+            beneath::read_dir(d, |name, dtype, ino| {
+                if seen.contains(name) {
+                    return Ok(true);
+                }
+                seen.insert(name.to_owned());
+                if self.entry_is_whiteout(d, name, dtype) {
+                    return Ok(true);
+                }
+                let kind = match kind_of_dtype(dtype) {
+                    Some(k) => k,
+                    None => kind_of(stat_at(d, name)?.st_mode),
+                };
+                names.extend_from_slice(name.to_bytes());
+                ents.push(ListEnt {
+                    end: names.len() as u32,
+                    kind,
+                    ino,
+                });
+                if names.len() + ents.len() * std::mem::size_of::<ListEnt>() > left
+                    || names.len() > u32::MAX as usize / 2
+                {
+                    return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+                }
+                Ok(true)
+            })
+            .map_err(errno)?;
+        }
+        names.shrink_to_fit();
+        ents.shrink_to_fit();
+        let listing = Listing {
+            names,
+            ents,
+            budget: self.listing_bytes.clone(),
+        };
+        let bytes = listing.bytes();
+        if self.listing_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > LISTING_BUDGET {
+            // Dropping it gives the bytes back.
+            return Err(Errno::ENOMEM);
+        }
+        Ok(listing)
+    }
+
+    fn open_dir_handle(&self, ino: u64) -> R<Handle> {
+        let t = self.read();
+        let (layers, gen, detached) = {
+            let nodes = self.nodes();
+            let n = nodes.get(ino)?;
+            (
+                n.dirs.clone().ok_or(Errno::ENOTDIR)?,
+                n.gen,
+                n.parent == DETACHED,
+            )
+        };
+        if layers.len() == 1 || detached {
+            let d = self.dir_fd(&t, ino, layers[0])?;
+            let fd = open_at(d.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .map_err(errno)?;
+            return Ok(Handle::Stream(Arc::new(Mutex::new(Stream {
+                xattr_whiteouts: xattr_whiteouts(fd.as_raw_fd()),
+                fd,
+                buf: Vec::new(),
+                start: 0,
+                end: 0,
+                next: 0,
+            }))));
+        }
+        if let Some((g, w)) = self.listings.lock().unwrap().get(&ino) {
+            if *g == gen {
+                if let Some(l) = w.upgrade() {
+                    return Ok(Handle::Listing(l));
+                }
+            }
+        }
+        let fds = layers
+            .iter()
+            .map(|&l| Ok((l, self.dir_fd(&t, ino, l)?)))
+            .collect::<R<Vec<_>>>()?;
+        let listing = Arc::new(self.build_listing(&fds)?);
+        self.listings
+            .lock()
+            .unwrap()
+            .insert(ino, (gen, Arc::downgrade(&listing)));
+        Ok(Handle::Listing(listing))
+    }
+
+    /// Walks a directory handle from `offset`, giving each entry (inode of the layer,
+    /// next offset, type, name) to `add` until it says the reply is full.
+    fn walk_dir(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, FileType, &OsStr) -> bool,
+    ) -> R<()> {
+        let handle = match self.handles.lock().unwrap().get(&fh.0) {
+            Some(Handle::Listing(l)) => Ok(l.clone()),
+            Some(Handle::Stream(s)) => Err(s.clone()),
+            _ => return Err(Errno::EBADF),
+        };
+        match handle {
+            Ok(list) => {
+                // Offsets: 1 is ".", 2 is "..", 3 + i is list[i].
+                let mut off = offset;
+                while off < 2 {
+                    let name = if off == 0 { "." } else { ".." };
+                    if add(0, off + 1, FileType::Directory, OsStr::new(name)) {
+                        return Ok(());
+                    }
+                    off += 1;
+                }
+                for i in (off - 2) as usize..list.ents.len() {
+                    let e = &list.ents[i];
+                    if add(e.ino, i as u64 + 3, e.kind, list.name(i)) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Err(stream) => {
+                let mut guard = stream.lock().unwrap_or_else(|e| e.into_inner());
+                let Stream {
+                    fd,
+                    xattr_whiteouts,
+                    buf,
+                    start,
+                    end,
+                    next,
+                } = &mut *guard;
+                let fd = fd.as_raw_fd();
+                if offset != *next || *start >= *end {
+                    // A seek (or nothing read ahead): from the filesystem's offset.
+                    // SAFETY: lseek on our own directory descriptor, to an offset the
+                    // filesystem gave (or 0).
+                    if unsafe { libc::lseek(fd, offset as i64, libc::SEEK_SET) } < 0 {
+                        return Err(errno_last());
+                    }
+                    *start = 0;
+                    *end = 0;
+                }
+                // The offset the kernel asks for next: that of the last entry it got.
+                let mut sent = offset;
+                loop {
+                    if *start >= *end {
+                        buf.resize(STREAM_BUF, 0);
+                        let n = beneath::getdents(fd, buf).map_err(errno)?;
+                        if n == 0 {
+                            *buf = Vec::new();
+                            *start = 0;
+                            *end = 0;
+                            return Ok(());
+                        }
+                        *start = 0;
+                        *end = n;
+                    }
+                    let Some(e) = beneath::Dirents::new(&buf[*start..*end]).next() else {
+                        *start = *end; // a torn record: read on
+                        continue;
+                    };
+                    let len = e.len;
+                    let dot = e.name == c"." || e.name == c"..";
+                    let skip = !dot
+                        && (e.kind == libc::DT_CHR
+                            || e.kind == libc::DT_UNKNOWN
+                            || (*xattr_whiteouts && e.kind == libc::DT_REG))
+                        && self.entry_is_whiteout(fd, e.name, e.kind);
+                    let kind = match kind_of_dtype(e.kind) {
+                        Some(k) => Some(k),
+                        None => stat_at(fd, e.name).ok().map(|st| kind_of(st.st_mode)),
+                    };
+                    if let (false, Some(kind)) = (skip, kind) {
+                        let ino = if dot { 0 } else { e.ino };
+                        let off = e.off as u64;
+                        if add(ino, off, kind, OsStr::from_bytes(e.name.to_bytes())) {
+                            // Full: this record goes first in the next reply.
+                            *next = sent;
+                            return Ok(());
+                        }
+                        sent = off;
+                    }
+                    *start += len;
+                    *next = sent;
+                }
+            }
+        }
     }
 
     fn add_handle(&self, h: Handle) -> u64 {
@@ -852,50 +1444,61 @@ impl UnionFs {
         if acc == libc::O_WRONLY {
             flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
         }
-        // One open: through the descriptor the node holds, or by its path relative to
-        // its layer (a regular file; the kernel opens no symlinks here).
-        let (rel, layer, _, held) = self.info(ino)?;
-        let rel = cstr(&rel)?;
-        // SAFETY: NUL-terminated paths; the layer fd is open.
-        let fd = unsafe {
-            match &held {
-                Some(h) => libc::open(proc_fd_path(h).as_ptr(), flags | libc::O_CLOEXEC),
-                None => libc::openat(
-                    self.layers[layer].raw(),
-                    rel.as_ptr(),
-                    flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                ),
-            }
-        };
-        if fd < 0 {
-            return Err(errno_last());
-        }
-        // SAFETY: fd was just opened.
-        Ok(unsafe { File::from_raw_fd(fd) })
-    }
-
-    /// Where the xattr calls reach the node's own inode, without opening anything: the
-    /// descriptor a node holds (through /proc/self/fd, which resolves to that inode even
-    /// for a symlink, so the following calls are right: `true`), or else its path in its
-    /// layer (for the calls that do not follow a final symlink: `false`).
-    fn xattr_target(&self, ino: u64) -> R<(CString, bool, Option<Arc<OwnedFd>>)> {
-        let (rel, layer, _, fd) = self.info(ino)?;
-        Ok(match fd {
-            Some(fd) => (proc_fd_path(&fd), true, Some(fd)),
-            None => (cstr(&self.abs(layer, &rel))?, false, None),
-        })
-    }
-
-    /// The node's place after a copy-up, for the metadata calls of setattr.
-    fn target(&self, ino: u64) -> R<(CString, usize, Option<Arc<OwnedFd>>, u32)> {
-        let nodes = self.nodes.lock().unwrap();
-        let n = nodes.get(ino)?;
-        Ok((cstr(&nodes.rel(ino)?)?, n.layer, n.fd.clone(), n.fmt))
+        let t = self.read();
+        let fd = self.place(&t, ino)?.open(flags)?;
+        Ok(File::from(fd))
     }
 }
 
-fn proc_fd_path(fd: &OwnedFd) -> CString {
-    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+/// Whether directory `dir` is opaque (hides the layers below it).
+fn opaque(dir: RawFd) -> bool {
+    beneath::get_xattr(dir, OPAQUE).is_some_and(|v| v == b"y")
+}
+
+/// Whether directory `dir` holds whiteouts in the xattr form.
+fn xattr_whiteouts(dir: RawFd) -> bool {
+    beneath::get_xattr(dir, OPAQUE).is_some_and(|v| v == b"x")
+}
+
+/// Creates a whiteout `name` in `dir`: the device form where the kernel allows it, else
+/// the xattr form (crate::union's layer format).
+fn make_whiteout(dir: RawFd, name: &CStr) -> R<()> {
+    // SAFETY: one NUL-terminated component below an open directory.
+    if unsafe { libc::mknodat(dir, name.as_ptr(), libc::S_IFCHR, 0) } == 0 {
+        return Ok(());
+    }
+    if io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return Err(errno_last());
+    }
+    let f = open_at(
+        dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        0o600,
+    )
+    .map_err(errno)?;
+    beneath::xattr_fd(f.as_raw_fd(), Xattr::Set(WHITEOUT, b"y", 0)).map_err(errno)?;
+    if !opaque(dir) {
+        let _ = beneath::xattr_fd(dir, Xattr::Set(OPAQUE, b"x", 0));
+    }
+    Ok(())
+}
+
+/// Deletes the whiteouts left in an upper directory whose merged view is empty.
+fn clear_whiteouts(dir: RawFd) -> R<()> {
+    let mut names = Vec::new();
+    beneath::read_dir(dir, |n, _, _| {
+        names.push(n.to_owned());
+        Ok(true)
+    })
+    .map_err(errno)?;
+    for n in names {
+        match unlink_at(dir, &n, 0) {
+            Err(e) if e == Errno::EISDIR => return Err(Errno::ENOTEMPTY),
+            r => r?,
+        }
+    }
+    Ok(())
 }
 
 /// The attributes of a negative entry: only the node ID (0) matters to the kernel.
@@ -973,7 +1576,11 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.lookup_entry(parent.0, name) {
+        let r = cname(name).and_then(|name| {
+            let t = self.read();
+            self.lookup_entry(&t, parent.0, &name)
+        });
+        match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
             // A negative entry (node ID 0 with a timeout): the kernel caches the miss,
             // so programs probing for absent files (tar's unlink before create, loaders
@@ -988,7 +1595,7 @@ impl Filesystem for UnionFs {
         if ino.0 == ROOT {
             return;
         }
-        let mut nodes = self.nodes.lock().unwrap();
+        let mut nodes = self.nodes();
         let remove = match nodes.map.get_mut(&ino.0) {
             Some(n) => {
                 n.nlookup = n.nlookup.saturating_sub(nlookup);
@@ -1001,14 +1608,26 @@ impl Filesystem for UnionFs {
                 if nodes.keys.get(&n.key) == Some(&ino.0) {
                     nodes.keys.remove(&n.key);
                 }
+                if n.dirs.is_some() {
+                    for l in 0..self.layers.len() {
+                        nodes.dirfds.remove(&(ino.0, l));
+                    }
+                    drop(nodes);
+                    self.listings.lock().unwrap().remove(&ino.0);
+                }
             }
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let r = match fh.and_then(|fh| self.file(fh).ok()) {
-            Some(f) => fstat(f.as_raw_fd()).map(|st| attr_of(ino.0, &st, false)),
-            None => self.stat_node(ino.0),
+            Some(f) => fstat(f.as_raw_fd())
+                .map(|st| attr_of(ino.0, &st, false))
+                .map_err(errno),
+            None => {
+                let t = self.read();
+                self.stat_node(&t, ino.0)
+            }
         };
         match r {
             Ok(attr) => reply.attr(&TTL, &attr),
@@ -1042,102 +1661,72 @@ impl Filesystem for UnionFs {
                 && atime.is_none()
                 && mtime.is_none()
             {
-                // Only ctime (the writeback cache reports it after unlink, link, rename):
-                // nothing to change, and a deleted lower file must not be copied up.
-                return self.stat_node(ino.0);
+                // Only ctime: nothing to change, and a deleted lower file must not be
+                // copied up.
+                let t = self.read();
+                return self.stat_node(&t, ino.0);
             }
             let truncate_all = size == Some(0) && mode.is_none() && uid.is_none();
             self.copy_up(ino.0, truncate_all)?;
-            // Each change is one call on the node's path relative to its layer (or on
-            // the descriptor it holds): no descriptor is opened per request.
-            let (rel, layer, fd, fmt) = self.target(ino.0)?;
-            let dirfd = self.layers[layer].raw();
+            let t = self.read();
+            // Owner and times are set through the parent's descriptor without following
+            // the name (the *at calls' NOFOLLOW forms); mode and size, which have no such
+            // form on every kernel, through a descriptor of the node's own inode checked
+            // to be the node's (or the open file's): never a name swapped for a symlink.
+            let place = self.place(&t, ino.0)?;
+            let (fmt, merged) = {
+                let nodes = self.nodes();
+                let n = nodes.get(ino.0)?;
+                (n.fmt, n.dirs.as_ref().is_some_and(|d| d.len() > 1))
+            };
+            let mut own: Option<Arc<OwnedFd>> = None;
+            let mut target = || -> R<RawFd> {
+                if own.is_none() {
+                    own = Some(self.node_fd(&t, ino.0)?);
+                }
+                Ok(own.as_ref().expect("just set").as_raw_fd())
+            };
             if uid.is_some() || gid.is_some() {
                 let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
-                // SAFETY: an open descriptor with an empty path, or a NUL-terminated path
-                // relative to the open layer fd; no symlink is followed.
-                let r = unsafe {
-                    match &fd {
-                        Some(fd) => {
-                            libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), u, g, libc::AT_EMPTY_PATH)
-                        }
-                        None => {
-                            libc::fchownat(dirfd, rel.as_ptr(), u, g, libc::AT_SYMLINK_NOFOLLOW)
-                        }
-                    }
-                };
-                if r < 0 {
-                    return Err(errno_last());
+                match &place {
+                    // SAFETY: one NUL-terminated component below an open directory; the
+                    // final name is not followed.
+                    Place::At(d, n) => check(unsafe {
+                        libc::fchownat(d.as_raw_fd(), n.as_ptr(), u, g, libc::AT_SYMLINK_NOFOLLOW)
+                    })?,
+                    Place::Fd(f) => beneath::chown_fd(f.as_raw_fd(), u, g).map_err(errno)?,
                 }
             }
-            // Symlinks have no mode of their own to change (fchmodat would follow them).
+            // Symlinks have no mode of their own to change.
             if let Some(mode) = mode.filter(|_| fmt != libc::S_IFLNK) {
-                let mode = (mode & 0o7777) as libc::mode_t;
-                // SAFETY: NUL-terminated paths; the node is no symlink.
-                let r = unsafe {
-                    match &fd {
-                        Some(fd) => libc::chmod(proc_fd_path(fd).as_ptr(), mode),
-                        None => libc::fchmodat(dirfd, rel.as_ptr(), mode, 0),
-                    }
-                };
-                if r < 0 {
-                    return Err(errno_last());
-                }
+                beneath::chmod_fd(target()?, (mode & 0o7777) as libc::mode_t).map_err(errno)?;
             }
             if let Some(size) = size {
-                let r = match fh.and_then(|fh| self.file(fh).ok()) {
-                    Some(f) => f.set_len(size).map_err(Errno::from),
-                    None => {
-                        let path = match &fd {
-                            Some(fd) => proc_fd_path(fd),
-                            None => cstr(
-                                &self.abs(layer, Path::new(OsStr::from_bytes(rel.as_bytes()))),
-                            )?,
-                        };
-                        // SAFETY: NUL-terminated path.
-                        match unsafe { libc::truncate(path.as_ptr(), size as i64) } {
-                            0 => Ok(()),
-                            _ => Err(errno_last()),
-                        }
-                    }
-                };
-                r?;
+                match fh.and_then(|fh| self.file(fh).ok()) {
+                    Some(f) => f.set_len(size).map_err(Errno::from)?,
+                    None if fmt != libc::S_IFREG => return Err(Errno::EINVAL),
+                    None => beneath::truncate_fd(target()?, size as i64).map_err(errno)?,
+                }
             }
             if atime.is_some() || mtime.is_some() {
                 let ts = [timespec(atime), timespec(mtime)];
-                // SAFETY: NUL-terminated paths and two timespecs.
-                let r = unsafe {
-                    match &fd {
-                        Some(fd) => libc::utimensat(
-                            libc::AT_FDCWD,
-                            proc_fd_path(fd).as_ptr(),
-                            ts.as_ptr(),
-                            0,
-                        ),
-                        None => libc::utimensat(
-                            dirfd,
-                            rel.as_ptr(),
+                match &place {
+                    // SAFETY: as for fchownat above; two timespecs.
+                    Place::At(d, n) => check(unsafe {
+                        libc::utimensat(
+                            d.as_raw_fd(),
+                            n.as_ptr(),
                             ts.as_ptr(),
                             libc::AT_SYMLINK_NOFOLLOW,
-                        ),
-                    }
-                };
-                if r < 0 {
-                    return Err(errno_last());
+                        )
+                    })?,
+                    Place::Fd(f) => beneath::utimens_fd(f.as_raw_fd(), &ts).map_err(errno)?,
                 }
             }
-            let st = match &fd {
-                Some(fd) => fstat(fd.as_raw_fd())?,
-                None => stat_at(dirfd, &rel)?,
+            let st = match own {
+                Some(f) => fstat(f.as_raw_fd()).map_err(errno)?,
+                None => place.stat()?,
             };
-            let merged = self
-                .nodes
-                .lock()
-                .unwrap()
-                .get(ino.0)?
-                .dirs
-                .as_ref()
-                .is_some_and(|d| d.len() > 1);
             Ok(attr_of(ino.0, &st, merged))
         })();
         match r {
@@ -1148,22 +1737,9 @@ impl Filesystem for UnionFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = (|| -> R<Vec<u8>> {
-            let fd = self.node_fd(ino.0)?.ok_or(Errno::EINVAL)?;
-            let mut buf = vec![0u8; libc::PATH_MAX as usize];
-            // SAFETY: an O_PATH fd of a symlink with an empty path reads that link.
-            let n = unsafe {
-                libc::readlinkat(
-                    fd.as_raw_fd(),
-                    c"".as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                return Err(errno_last());
-            }
-            buf.truncate(n as usize);
-            Ok(buf)
+            let t = self.read();
+            let fd = self.node_fd(&t, ino.0)?;
+            beneath::readlink_fd(fd.as_raw_fd()).map_err(errno)
         })();
         match r {
             Ok(d) => reply.data(&d),
@@ -1182,22 +1758,22 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         let r = (|| -> R<(u64, FileAttr)> {
-            let (rel, _) = self.prepare_new(parent.0, name)?;
-            let c = cstr(&rel)?;
-            // SAFETY: NUL-terminated path relative to the upper fd.
-            if unsafe {
+            let name = cname(name)?;
+            self.copy_up_dir(parent.0)?;
+            let t = self.read();
+            let (pfd, _) = self.prepare_new(&t, parent.0, &name)?;
+            // SAFETY: one NUL-terminated component below the open upper directory.
+            check(unsafe {
                 libc::mknodat(
-                    self.layers[UPPER].raw(),
-                    c.as_ptr(),
+                    pfd.as_raw_fd(),
+                    name.as_ptr(),
                     mode & !umask,
                     rdev as libc::dev_t,
                 )
-            } < 0
-            {
-                return Err(errno_last());
-            }
-            self.own(&rel, req, rel.parent().unwrap_or(Path::new("")))?;
-            self.new_entry(parent.0, name)
+            })?;
+            self.own(&pfd, &name, req)?;
+            let st = stat_at(pfd.as_raw_fd(), &name).map_err(errno)?;
+            self.new_upper_entry(parent.0, &name, st, None)
         })();
         match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
@@ -1215,25 +1791,25 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         let r = (|| -> R<(u64, FileAttr)> {
-            let (rel, hid_lower) = self.prepare_new(parent.0, name)?;
-            let c = cstr(&rel)?;
-            // SAFETY: NUL-terminated path relative to the upper fd.
-            if unsafe {
+            let name = cname(name)?;
+            self.copy_up_dir(parent.0)?;
+            let t = self.read();
+            let (pfd, hid_lower) = self.prepare_new(&t, parent.0, &name)?;
+            // SAFETY: one NUL-terminated component below the open upper directory.
+            check(unsafe {
                 libc::mkdirat(
-                    self.layers[UPPER].raw(),
-                    c.as_ptr(),
+                    pfd.as_raw_fd(),
+                    name.as_ptr(),
                     (mode & !umask) as libc::mode_t,
                 )
-            } < 0
-            {
-                return Err(errno_last());
-            }
+            })?;
+            let d = Arc::new(open_dir_at(pfd.as_raw_fd(), &name).map_err(errno)?);
             if hid_lower {
-                crate::union::set_opaque(&self.abs(UPPER, &rel)).map_err(|_| Errno::EIO)?;
+                beneath::xattr_fd(d.as_raw_fd(), Xattr::Set(OPAQUE, b"y", 0)).map_err(errno)?;
             }
-            self.own(&rel, req, rel.parent().unwrap_or(Path::new("")))?;
-            let st = stat_at(self.layers[UPPER].raw(), &c).map_err(Errno::from)?;
-            self.new_upper_entry(parent.0, name, st)
+            self.own(&pfd, &name, req)?;
+            let st = fstat(d.as_raw_fd()).map_err(errno)?;
+            self.new_upper_entry(parent.0, &name, st, Some(d))
         })();
         match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
@@ -1264,15 +1840,17 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         let r = (|| -> R<(u64, FileAttr)> {
-            let (rel, _) = self.prepare_new(parent.0, link_name)?;
-            let c = cstr(&rel)?;
-            let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-            // SAFETY: NUL-terminated strings; the upper fd is open.
-            if unsafe { libc::symlinkat(t.as_ptr(), self.layers[UPPER].raw(), c.as_ptr()) } < 0 {
-                return Err(errno_last());
-            }
-            self.own(&rel, req, rel.parent().unwrap_or(Path::new("")))?;
-            self.new_entry(parent.0, link_name)
+            let name = cname(link_name)?;
+            let target = CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+            self.copy_up_dir(parent.0)?;
+            let t = self.read();
+            let (pfd, _) = self.prepare_new(&t, parent.0, &name)?;
+            // SAFETY: NUL-terminated strings; `name` is one component below the open
+            // upper directory. The target is stored, never resolved here.
+            check(unsafe { libc::symlinkat(target.as_ptr(), pfd.as_raw_fd(), name.as_ptr()) })?;
+            self.own(&pfd, &name, req)?;
+            let st = stat_at(pfd.as_raw_fd(), &name).map_err(errno)?;
+            self.new_upper_entry(parent.0, &name, st, None)
         })();
         match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
@@ -1305,24 +1883,15 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         let r = (|| -> R<(u64, FileAttr)> {
+            let name = cname(newname)?;
             self.copy_up(ino.0, false)?;
-            let (rel, _) = self.prepare_new(newparent.0, newname)?;
-            let (src, _keep) = self.node_path(ino.0)?;
-            let c = cstr(&rel)?;
-            // SAFETY: NUL-terminated paths; the /proc/self/fd path names the open file.
-            let r = unsafe {
-                libc::linkat(
-                    libc::AT_FDCWD,
-                    src.as_ptr(),
-                    self.layers[UPPER].raw(),
-                    c.as_ptr(),
-                    libc::AT_SYMLINK_FOLLOW,
-                )
-            };
-            if r < 0 {
-                return Err(errno_last());
-            }
-            self.new_entry(newparent.0, newname)
+            self.copy_up_dir(newparent.0)?;
+            let t = self.read();
+            let src = self.node_fd(&t, ino.0)?;
+            let (pfd, _) = self.prepare_new(&t, newparent.0, &name)?;
+            beneath::link_fd(src.as_raw_fd(), pfd.as_raw_fd(), &name).map_err(errno)?;
+            self.nodes().bump(newparent.0);
+            self.lookup_entry(&t, newparent.0, &name)
         })();
         match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
@@ -1452,12 +2021,9 @@ impl Filesystem for UnionFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = self
-            .dir_info(ino.0)
-            .and_then(|(rel, layers)| self.merged_entries(&rel, &layers));
-        match r {
-            Ok(list) => {
-                let fh = self.add_handle(Handle::Dir(Arc::new(list)));
+        match self.open_dir_handle(ino.0) {
+            Ok(h) => {
+                let fh = self.add_handle(h);
                 reply.opened(FileHandle(fh), FopenFlags::empty())
             }
             Err(e) => reply.error(e),
@@ -1472,71 +2038,48 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.handles.lock().unwrap().get(&fh.0) {
-            Some(Handle::Dir(l)) => l.clone(),
-            _ => return reply.error(Errno::EBADF),
-        };
-        // Offsets: 1 is ".", 2 is "..", 3 + i is list[i].
-        let mut off = offset;
-        while off < 2 {
-            let name = if off == 0 { "." } else { ".." };
-            if reply.add(ino, off + 1, FileType::Directory, name) {
-                return reply.ok();
-            }
-            off += 1;
+        let r = self.walk_dir(fh, offset, |child, off, kind, name| {
+            let child = if child == 0 { ino } else { INodeNo(child) };
+            reply.add(child, off, kind, name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
-            if reply.add(INodeNo(e.ino), i as u64 + 3, e.kind, &e.name) {
-                break;
-            }
-        }
-        reply.ok()
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.handles.lock().unwrap().get(&fh.0) {
-            Some(Handle::Dir(l)) => l.clone(),
-            _ => return reply.error(Errno::EBADF),
+        let t = self.read();
+        let dir_attr = match self.stat_node(&t, ino.0) {
+            Ok(a) => a,
+            Err(e) => return reply.error(e),
         };
-        let mut off = offset;
-        if off < 2 {
-            let attr = match self.stat_node(ino.0) {
-                Ok(a) => a,
-                Err(e) => return reply.error(e),
-            };
-            while off < 2 {
-                let name = if off == 0 { "." } else { ".." };
-                if reply.add(ino, off + 1, name, &TTL, &attr, Generation(0)) {
-                    return reply.ok();
-                }
-                off += 1;
+        let r = self.walk_dir(fh, offset, |child, off, _, name| {
+            if child == 0 {
+                return reply.add(ino, off, name, &TTL, &dir_attr, Generation(0));
             }
-        }
-        for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
-            let Ok((child, attr)) = self.lookup_entry(ino.0, &e.name) else {
-                continue; // removed since opendir
+            let Ok(n) = cname(name) else { return false };
+            let Ok((child, attr)) = self.lookup_entry(&t, ino.0, &n) else {
+                return false; // removed since opendir, or a whiteout
             };
-            if reply.add(
-                INodeNo(child),
-                i as u64 + 3,
-                &e.name,
-                &TTL,
-                &attr,
-                Generation(0),
-            ) {
+            if reply.add(INodeNo(child), off, name, &TTL, &attr, Generation(0)) {
                 // Not sent: undo the lookup it counted.
-                self.forget(_req, INodeNo(child), 1);
-                break;
+                self.forget(req, INodeNo(child), 1);
+                return true;
             }
+            false
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok()
     }
 
     fn releasedir(
@@ -1560,10 +2103,13 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let r = (|| -> R<()> {
-            let (rel, layer, _, _) = self.info(ino.0)?;
+            let t = self.read();
+            let layer = self.nodes().get(ino.0)?.layer;
             if layer == UPPER {
-                let d = File::open(self.abs(UPPER, &rel)).map_err(Errno::from)?;
-                d.sync_all().map_err(Errno::from)?;
+                let d = self.dir_fd(&t, ino.0, UPPER)?;
+                let f = open_at(d.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                    .map_err(errno)?;
+                File::from(f).sync_all().map_err(Errno::from)?;
             }
             Ok(())
         })();
@@ -1606,27 +2152,11 @@ impl Filesystem for UnionFs {
             return reply.error(Errno::EPERM);
         }
         let r = (|| -> R<()> {
-            self.copy_up(ino.0, false)?;
-            let (p, follow, _keep) = self.xattr_target(ino.0)?;
             let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-            let set = if follow {
-                libc::setxattr
-            } else {
-                libc::lsetxattr
-            };
-            // SAFETY: NUL-terminated strings; value readable for its length.
-            if unsafe {
-                set(
-                    p.as_ptr(),
-                    n.as_ptr(),
-                    value.as_ptr().cast(),
-                    value.len(),
-                    flags,
-                )
-            } < 0
-            {
-                return Err(errno_last());
-            }
+            self.copy_up(ino.0, false)?;
+            let t = self.read();
+            let fd = self.node_fd(&t, ino.0)?;
+            beneath::xattr_fd(fd.as_raw_fd(), Xattr::Set(&n, value, flags)).map_err(errno)?;
             Ok(())
         })();
         match r {
@@ -1643,30 +2173,15 @@ impl Filesystem for UnionFs {
         // usual first call, and the kernel's own security.capability probes on write
         // and chown), so neither side allocates more than the caller wants.
         let r = (|| -> R<Vec<u8>> {
-            let (p, follow, _keep) = self.xattr_target(ino.0)?;
             let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+            let t = self.read();
+            let fd = self.node_fd(&t, ino.0)?;
             let mut buf = vec![0u8; size as usize];
-            let ptr = if size == 0 {
-                std::ptr::null_mut()
-            } else {
-                buf.as_mut_ptr().cast()
-            };
-            // SAFETY: NUL-terminated strings; buf writable for its length (or a null
-            // buffer of size 0, which only asks for the length).
-            let r = unsafe {
-                if follow {
-                    libc::getxattr(p.as_ptr(), n.as_ptr(), ptr, buf.len())
-                } else {
-                    libc::lgetxattr(p.as_ptr(), n.as_ptr(), ptr, buf.len())
-                }
-            };
-            if r < 0 {
-                return Err(errno_last());
-            }
+            let len = beneath::xattr_fd(fd.as_raw_fd(), Xattr::Get(&n, &mut buf)).map_err(errno)?;
             if size == 0 {
-                buf.resize(r as usize, 0);
+                buf.resize(len, 0);
             } else {
-                buf.truncate(r as usize);
+                buf.truncate(len);
             }
             Ok(buf)
         })();
@@ -1679,40 +2194,9 @@ impl Filesystem for UnionFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = (|| -> R<Vec<u8>> {
-            let (p, follow, _keep) = self.xattr_target(ino.0)?;
-            let list = |buf: &mut [u8]| {
-                let ptr = if buf.is_empty() {
-                    std::ptr::null_mut()
-                } else {
-                    buf.as_mut_ptr().cast()
-                };
-                // SAFETY: NUL-terminated path; buf writable for its length (or null).
-                unsafe {
-                    if follow {
-                        libc::listxattr(p.as_ptr(), ptr, buf.len())
-                    } else {
-                        libc::llistxattr(p.as_ptr(), ptr, buf.len())
-                    }
-                }
-            };
-            // Ask the length, then the names (hidden ones are filtered out below, so the
-            // kernel's size cannot be passed on); again if they grew in between.
-            let mut buf = Vec::new();
-            let r = loop {
-                let n = list(&mut []);
-                if n < 0 {
-                    return Err(errno_last());
-                }
-                buf.resize(n as usize, 0);
-                let r = list(&mut buf);
-                if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
-                    break r;
-                }
-            };
-            if r < 0 {
-                return Err(errno_last());
-            }
-            buf.truncate(r as usize);
+            let t = self.read();
+            let fd = self.node_fd(&t, ino.0)?;
+            let buf = beneath::list_xattrs(fd.as_raw_fd()).map_err(errno)?;
             let mut out = Vec::with_capacity(buf.len());
             for name in buf
                 .split(|&b| b == 0)
@@ -1736,18 +2220,11 @@ impl Filesystem for UnionFs {
             return reply.error(Errno::ENODATA);
         }
         let r = (|| -> R<()> {
-            self.copy_up(ino.0, false)?;
-            let (p, follow, _keep) = self.xattr_target(ino.0)?;
             let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-            let remove = if follow {
-                libc::removexattr
-            } else {
-                libc::lremovexattr
-            };
-            // SAFETY: NUL-terminated strings.
-            if unsafe { remove(p.as_ptr(), n.as_ptr()) } < 0 {
-                return Err(errno_last());
-            }
+            self.copy_up(ino.0, false)?;
+            let t = self.read();
+            let fd = self.node_fd(&t, ino.0)?;
+            beneath::xattr_fd(fd.as_raw_fd(), Xattr::Remove(&n)).map_err(errno)?;
             Ok(())
         })();
         match r {
@@ -1772,29 +2249,25 @@ impl Filesystem for UnionFs {
         reply: ReplyCreate,
     ) {
         let r = (|| -> R<(u64, FileAttr, File)> {
-            let (rel, _) = self.prepare_new(parent.0, name)?;
-            let c = cstr(&rel)?;
+            let name = cname(name)?;
+            self.copy_up_dir(parent.0)?;
+            let t = self.read();
+            let (pfd, _) = self.prepare_new(&t, parent.0, &name)?;
             let mut oflags = flags & !(libc::O_APPEND | libc::O_NOCTTY);
             if oflags & libc::O_ACCMODE == libc::O_WRONLY {
                 oflags = (oflags & !libc::O_ACCMODE) | libc::O_RDWR;
             }
-            // SAFETY: NUL-terminated path relative to the upper fd.
-            let fd = unsafe {
-                libc::openat(
-                    self.layers[UPPER].raw(),
-                    c.as_ptr(),
-                    oflags | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                    (mode & !umask & 0o7777) as libc::c_uint,
-                )
-            };
-            if fd < 0 {
-                return Err(errno_last());
-            }
-            // SAFETY: fd was just opened.
-            let file = unsafe { File::from_raw_fd(fd) };
-            self.own(&rel, req, rel.parent().unwrap_or(Path::new("")))?;
-            let st = fstat(file.as_raw_fd())?;
-            let (ino, attr) = self.new_upper_entry(parent.0, name, st)?;
+            let fd = open_at(
+                pfd.as_raw_fd(),
+                &name,
+                oflags | libc::O_CREAT | libc::O_EXCL,
+                (mode & !umask & 0o7777) as libc::mode_t,
+            )
+            .map_err(errno)?;
+            let file = File::from(fd);
+            self.own(&pfd, &name, req)?;
+            let st = fstat(file.as_raw_fd()).map_err(errno)?;
+            let (ino, attr) = self.new_upper_entry(parent.0, &name, st, None)?;
             Ok((ino, attr, file))
         })();
         match r {
@@ -1856,116 +2329,5 @@ impl Filesystem for UnionFs {
             Ok(n) => reply.offset(n),
             Err(e) => reply.error(e),
         }
-    }
-}
-
-impl UnionFs {
-    fn do_rename(
-        &self,
-        parent: u64,
-        name: &OsStr,
-        newparent: u64,
-        newname: &OsStr,
-        flags: RenameFlags,
-    ) -> R<()> {
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-            return Err(Errno::EINVAL);
-        }
-        let (sdir, slayers) = self.dir_info(parent)?;
-        let (ddir, dlayers) = self.dir_info(newparent)?;
-        let src = self.find(&sdir, &slayers, name)?.ok_or(Errno::ENOENT)?;
-        let dst = self.find(&ddir, &dlayers, newname)?;
-        let srel = sdir.join(name);
-        let drel = ddir.join(newname);
-        if srel == drel {
-            return Ok(());
-        }
-        if let Some(d) = &src.dirs {
-            // Only a directory entirely in the upper layer can move (no redirect_dir).
-            if d.as_slice() != [UPPER] {
-                return Err(Errno::EXDEV);
-            }
-        }
-        if let Some(dst) = &dst {
-            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
-                return Err(Errno::EEXIST);
-            }
-            match (&src.dirs, &dst.dirs) {
-                (None, Some(_)) => return Err(Errno::EISDIR),
-                (Some(_), None) => return Err(Errno::ENOTDIR),
-                (Some(_), Some(dd)) => {
-                    if !self.merged_entries(&drel, dd)?.is_empty() {
-                        return Err(Errno::ENOTEMPTY);
-                    }
-                }
-                (None, None) => {}
-            }
-        }
-        let src_ino = self
-            .nodes
-            .lock()
-            .unwrap()
-            .keys
-            .get(&(src.st.st_dev, src.st.st_ino))
-            .copied();
-        match src_ino {
-            Some(ino) => {
-                self.copy_up(ino, false)?;
-            }
-            None if src.layer != UPPER => return Err(Errno::EXDEV),
-            None => {}
-        }
-        let src_lower = self.in_lower(&sdir, &slayers, name)?;
-        let dst_lower = self.in_lower(&ddir, &dlayers, newname)?;
-        self.copy_up_dir(parent)?;
-        self.copy_up_dir(newparent)?;
-        let dc = cstr(&drel)?;
-        if let Ok(st) = stat_at(self.layers[UPPER].raw(), &dc) {
-            if is_dir(&st) {
-                self.clear_whiteouts(&drel)?;
-            } else if self.whiteout(UPPER, &drel, &st) && src.dirs.is_some() {
-                // A directory cannot replace the whiteout device: remove it first.
-                // SAFETY: NUL-terminated path relative to the upper fd.
-                if unsafe { libc::unlinkat(self.layers[UPPER].raw(), dc.as_ptr(), 0) } < 0 {
-                    return Err(errno_last());
-                }
-            }
-        }
-        let sc = cstr(&srel)?;
-        // SAFETY: NUL-terminated paths relative to the upper fd.
-        let r = unsafe {
-            libc::renameat(
-                self.layers[UPPER].raw(),
-                sc.as_ptr(),
-                self.layers[UPPER].raw(),
-                dc.as_ptr(),
-            )
-        };
-        if r < 0 {
-            return Err(errno_last());
-        }
-        if src_lower {
-            crate::union::make_whiteout(&self.abs(UPPER, &sdir), name).map_err(|_| Errno::EIO)?;
-        }
-        if src.dirs.is_some() && dst_lower {
-            crate::union::set_opaque(&self.abs(UPPER, &drel)).map_err(|_| Errno::EIO)?;
-        }
-        let mut nodes = self.nodes.lock().unwrap();
-        if let Some(dst) = &dst {
-            let key = (dst.st.st_dev, dst.st.st_ino);
-            if dst.layer == UPPER && dst.st.st_nlink <= 1 {
-                nodes.keys.remove(&key);
-            }
-        }
-        if let Some(ino) = src_ino {
-            if let Some(n) = nodes.map.get_mut(&ino) {
-                n.parent = newparent;
-                n.name = newname.to_os_string();
-                if n.dirs.is_some() {
-                    n.dirs = Some(vec![UPPER]);
-                }
-            }
-        }
-        Ok(())
     }
 }
