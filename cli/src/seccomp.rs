@@ -8,10 +8,10 @@
 //! the default is left out with a warning (podman leaves it out silently).
 //!
 //! What the container's first process got is written to its runtime directory at each
-//! start (`seccomp.json`: default, unconfined, or the file's profile as converted), so
-//! that `nook exec` applies the same, even if the file changed since. A container
-//! without that record (started by an older nook, or `nook __exec-pid`) is judged by its
-//! first process: no filter (`Seccomp: 0`) → none, else nook's default.
+//! start (`seccomp.json`: unconfined, or the file's profile as converted), so that `nook
+//! exec` applies the same, even if the file changed since. Without that record (the
+//! default, a container started by an older nook, or `nook __exec-pid`) the container is
+//! judged by its first process: no filter (`Seccomp: 0`) → none, else nook's default.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -106,8 +106,19 @@ fn load_file(path: &Path, bounding: &[String]) -> Result<LinuxSeccomp> {
 }
 
 /// Writes the record into the container's runtime directory (private: the directory is
-/// the user's, the file 0600).
+/// the user's, the file 0600) when `nook exec` needs it. The default is what exec
+/// concludes from a first process that has a filter, so it is not written: a file
+/// created, renamed and removed at every start is measurable on the start path (ext4
+/// inode allocation). Unconfined is written: a nook that itself runs under a filter (in
+/// another container) gives the first process that filter, `Seccomp: 2`, without nook's.
 pub fn write_record(dir: &Path, record: &Record) -> Result<()> {
+    if *record == Record::Default {
+        return Ok(());
+    }
+    write_record_file(dir, record)
+}
+
+fn write_record_file(dir: &Path, record: &Record) -> Result<()> {
     let path = dir.join(RECORD);
     let tmp = dir.join(format!(".{RECORD}.tmp"));
     let write = || -> std::io::Result<()> {
