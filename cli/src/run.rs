@@ -250,11 +250,14 @@ fn record_exit(ctr: &Container, result: &Result<i32>, restarts: u32) {
         }
         Err(e) => {
             st.exit_code = Some(exit_code_of(e));
-            st.reason = Some(format!("{e:#}"));
+            st.reason = Some(crate::errors::Chain(e).to_string());
         }
     }
     if let Err(e) = ctr.write_state(&st) {
-        eprintln!("nook: warning: could not record the container's exit: {e:#}");
+        eprintln!(
+            "nook: warning: could not record the container's exit: {why}",
+            why = crate::errors::Chain(&e)
+        );
     }
 }
 
@@ -334,7 +337,8 @@ fn run_once(
         // it hold counts against the container's limits.
         if let Err(e) = union.join_cgroup(cg) {
             eprintln!(
-                "nook: warning: {e:#}; the FUSE server's memory is outside the container's limits"
+                "nook: warning: {why}; the FUSE server's memory is outside the container's limits",
+                why = crate::errors::Chain(&e),
             );
         }
     }
@@ -358,7 +362,10 @@ fn spawned_hook(ctr: &Container, restarts: u32, ports: Vec<String>) -> StartedHo
             ..State::default()
         };
         if let Err(e) = ctr.write_state(&st) {
-            eprintln!("nook: warning: could not record the running container: {e:#}");
+            eprintln!(
+                "nook: warning: could not record the running container: {why}",
+                why = crate::errors::Chain(&e)
+            );
         }
     }))
 }

@@ -366,7 +366,7 @@ fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
         .write(true)
         .open(&path)
         .and_then(|mut f| f.write_all(content.as_bytes()))
-        .map_err(|source| Error::IdMap { path, source })
+        .map_err(|error| Error::IdMap { path, error })
 }
 
 /// A newuidmap/newgidmap binary and how it is privileged.
