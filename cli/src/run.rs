@@ -261,6 +261,9 @@ fn record_exit(ctr: &Container, result: &Result<i32>, restarts: u32) {
     }
 }
 
+/// The marker of the single-ID map's notice in the account's state directory.
+pub const SINGLE_ID_NOTICE: &str = "single-id-notice";
+
 /// One start of the container, up to its exit status.
 fn run_once(
     places: &Places,
@@ -326,7 +329,7 @@ fn run_once(
         passed_fds: passing.fds,
     };
     if let Some(notice) = &ids.notice {
-        eprintln!("nook: {notice}");
+        crate::logging::notice_once_per_account(SINGLE_ID_NOTICE, notice, Some(&runtime_dir));
     }
     // Cgroup last: a scope may move this process, and the leaf is removed (its
     // processes killed) as soon as the container has exited.
