@@ -62,7 +62,7 @@ pub enum StoreError {
     Corrupt { path: PathBuf, why: String },
     /// The store's filesystem is full: what was needed, what is free.
     #[error(transparent)]
-    NoSpace(crate::space::NoSpace),
+    NoSpace(Box<crate::space::NoSpace>),
 }
 
 impl StoreError {
@@ -70,14 +70,14 @@ impl StoreError {
     /// it: the manifest's layer size, the tarball's length); other errors unchanged.
     pub fn needing(self, bytes: u64) -> StoreError {
         match self {
-            StoreError::NoSpace(e) => StoreError::NoSpace(e.needing(bytes)),
+            StoreError::NoSpace(e) => StoreError::NoSpace(Box::new(e.needing(bytes))),
             other => other,
         }
     }
 
     fn needing_more_than(self, bytes: u64) -> StoreError {
         match self {
-            StoreError::NoSpace(e) => StoreError::NoSpace(e.needing_more_than(bytes)),
+            StoreError::NoSpace(e) => StoreError::NoSpace(Box::new(e.needing_more_than(bytes))),
             other => other,
         }
     }
@@ -329,7 +329,7 @@ impl Store {
             &self.root,
             crate::space::STORE_FIX,
         );
-        StoreError::NoSpace(full)
+        StoreError::NoSpace(Box::new(full))
     }
 
     pub fn put_blob_bytes(&self, data: &[u8], what: &str) -> Result<Digest, StoreError> {

@@ -63,7 +63,7 @@ pub enum UnpackError {
     Io { path: String, error: io::Error },
     /// The destination's filesystem is full; `needed` is the layer's size unpacked.
     #[error(transparent)]
-    NoSpace(crate::space::NoSpace),
+    NoSpace(Box<crate::space::NoSpace>),
 }
 
 /// What an unpack did that the user may want to know.
@@ -122,7 +122,7 @@ pub fn unpack_layer(
                 dest,
                 "make room there",
             );
-            return Err(UnpackError::NoSpace(full.needing(stream.count())));
+            return Err(UnpackError::NoSpace(Box::new(full.needing(stream.count()))));
         }
         Err(e) => return Err(e),
     };

@@ -198,7 +198,7 @@ pub fn main(
             let _ = write!(
                 f,
                 "nook: {why}\n{EXIT_CODE}{code}\n",
-                why = crate::errors::Chain(&e)
+                why = crate::errors::Chain(e)
             );
         }
     }
