@@ -26,8 +26,9 @@ impl From<io::Error> for ArchiveError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{0}: not an image archive nook reads (docker-archive with manifest.json, or OCI with index.json)")]
-    Unknown(String),
+    // Without the file's name: the caller says which file it was loading.
+    #[error("not an image archive nook reads (docker-archive with manifest.json, or OCI with index.json)")]
+    Unknown,
     #[error("archive: {0}")]
     Bad(String),
     #[error("reading the archive: {0}")]
@@ -280,13 +281,12 @@ pub fn load(
         let _ = std::fs::remove_file(&file);
         result?;
     }
-    let shown = input.display().to_string();
     if contents.files.contains_key("index.json") {
         load_oci(store, &contents, platform)
     } else if contents.files.contains_key("manifest.json") {
         load_docker(store, &contents)
     } else {
-        Err(ArchiveError::Unknown(shown))
+        Err(ArchiveError::Unknown)
     }
 }
 
