@@ -7,10 +7,24 @@
 //! cannot listen ...: Permission denied`). The error types are written not to do that
 //! (a variant either shows its cause or returns it as `source()`, not both); [`Chain`]
 //! makes the printed line right whatever a dependency does: a cause whose text the line
-//! already holds is left out, and one that holds the whole line so far replaces it.
+//! already holds is left out, one that holds the whole line so far replaces it, and one
+//! that starts by naming again what the line ends with ("loading /x.tar" around
+//! "/x.tar: not an archive") loses that start.
 //! Every place nook prints or records an anyhow error for a person goes through it.
 
 use std::fmt;
+
+/// `cause` without a start the line already ends with ("loading /x.tar" then
+/// "/x.tar: not an archive" → "not an archive"): a context naming what it worked on,
+/// around an error that names it again.
+fn without_restated_start<'a>(line: &str, cause: &'a str) -> &'a str {
+    cause
+        .match_indices(": ")
+        .map(|(at, _)| at)
+        .filter(|&at| at >= 4 && line.ends_with(&cause[..at]))
+        .last()
+        .map_or(cause, |at| &cause[at + 2..])
+}
 
 /// Displays an error and its causes, `outer: inner: ...`, each fragment once.
 pub struct Chain<'a>(pub &'a anyhow::Error);
@@ -29,6 +43,7 @@ pub fn join(causes: impl IntoIterator<Item = String>) -> String {
         if cause.is_empty() || line.contains(cause) {
             continue;
         }
+        let cause = without_restated_start(&line, cause);
         if line.is_empty() || cause.contains(line.as_str()) {
             line = cause.to_string();
         } else {
@@ -139,6 +154,19 @@ mod tests {
             .context("-p 80:80/tcp")
             .unwrap_err();
         assert_eq!(Chain(&e).to_string(), "-p 80:80/tcp: cannot listen: in use");
+        // A context naming the file, around an error that starts with it again.
+        let e = Err::<(), _>(anyhow::anyhow!("/x/a.tar: not an image archive"))
+            .context("loading /x/a.tar")
+            .unwrap_err();
+        assert_eq!(
+            Chain(&e).to_string(),
+            "loading /x/a.tar: not an image archive"
+        );
+        // A start that only looks alike is kept.
+        let e = Err::<(), _>(anyhow::anyhow!("a.tar: bad"))
+            .context("loading /x/b.tar")
+            .unwrap_err();
+        assert_eq!(Chain(&e).to_string(), "loading /x/b.tar: a.tar: bad");
     }
 
     #[test]
