@@ -6,9 +6,9 @@
 #   2. builds the workspace with every target,
 #   3. runs the unit tests (they start no containers),
 #   4. runs the started-by-root smoke test (tests/tests/run_as_root.rs) as root,
-#   5. prepares the unprivileged account `nooktest` (home, /etc/subuid and /etc/subgid
-#      entries, the setuid ID-map helpers when they are built, /dev/fuse and /dev/net/tun
-#      0666), copies the binaries to a world-readable temporary directory, and runs every
+#   5. prepares the unprivileged account `nooktest` (home, a subordinate ID range, the
+#      setuid ID-map helpers when they are built, /dev/fuse and /dev/net/tun 0666),
+#      copies the binaries to a world-readable temporary directory, and runs every
 #      integration test executable as `nooktest` with a clean, explicit environment;
 #      the escape suite's cross-account tests (tests/security/cross_user.rs) run as root,
 #      which only drives `nooktest` and a second account `nooktest2` through runuser.
@@ -18,6 +18,14 @@
 # While working on one area: NOOK_TESTS="security exec_join" runs only those integration
 # test executables (no unit tests; the VM lane only if "vm-lane" is listed, the root test
 # only if "run_as_root" is), and NOOK_TEST_ARGS is passed to each (a libtest name filter).
+#
+# /etc/subuid and /etc/subgid: the account's range is whatever this machine gives it. Only
+# where it has none does this script add one, with usermod, said loudly: the first free
+# range (the rule of `nook info` and the single-ID notice), never a fixed one that may be
+# another account's. The ID-map helper differential test needs fixed lines of its own;
+# it gets them from files bound over /etc/subuid and /etc/subgid in a private mount
+# namespace (the setuid helpers read those paths there), so the host's files never
+# hold them. A machine whose files already give other accounts ranges anywhere is fine.
 #
 # Output: each test executable's `test result:` line, every `SKIP:` line, and at the end
 # one line `integration: N passed, M failed, K skipped`. Exits non-zero when anything failed.
@@ -170,6 +178,32 @@ if [ $IS_ROOT = 1 ] && selected run_as_root; then
 fi
 
 # --- 5. the unprivileged account and its environment --------------------------------------
+# Whether the file $1 (/etc/subuid format) gives $TEST_USER (by name or uid) a range.
+has_range() {
+    [ -r "$1" ] && awk -F: -v u="$TEST_USER" -v id="$TEST_UID" \
+        '($1 == u || $1 == id) && $2 ~ /^[0-9]+$/ && $3 ~ /^[1-9][0-9]*$/ { found = 1 } END { exit !found }' "$1"
+}
+# FIRST-LAST of the first 65536-aligned range of 65536 IDs above 100000 that overlaps no
+# line of /etc/subuid or /etc/subgid, whoever it belongs to (rootless/src/subid.rs,
+# free_range: the same rule as `nook info` and the single-ID notice).
+free_subid_range() {
+    cat /etc/subuid /etc/subgid 2>/dev/null | awk -F: '
+        $1 !~ /^[[:space:]]*#/ && $2 ~ /^[[:space:]]*[0-9]+[[:space:]]*$/ && $3 ~ /^[[:space:]]*[0-9]+[[:space:]]*$/ && $3 + 0 > 0 {
+            n++; lo[n] = $2 + 0; hi[n] = $2 + $3
+        }
+        END {
+            size = 65536; start = 131072; limit = 4294967295
+            while (start + size <= limit) {
+                end = start + size; next_start = 0
+                for (i = 1; i <= n; i++)
+                    if (lo[i] < end && start < hi[i] && hi[i] > next_start) next_start = hi[i]
+                if (next_start == 0) { printf "%.0f-%.0f\n", start, end - 1; exit 0 }
+                start = (int((next_start + size - 1) / size)) * size
+            }
+            exit 1
+        }'
+}
+
 HELPER_DIR=/usr/local/libexec/nook-test
 NEWUIDMAP=""
 NEWGIDMAP=""
@@ -184,20 +218,35 @@ if [ $IS_ROOT = 1 ]; then
         mkdir -p "$TEST_HOME"
     fi
     chown "$TEST_USER:" "$TEST_HOME"
-    # Issue 2's tests pass with or without these; the ID-map tests need them: the named
-    # range first (containers map it), a numeric-uid entry and another user's range for
-    # the helper's differential test (tests/tests/idmap_helper_diff.rs).
+    # The account's subordinate range: whatever this machine gives it (by name or uid,
+    # as shadow reads them). Containers map it; tests read it from the files.
     TEST_UID=$(id -u "$TEST_USER")
+    add_uids="" add_gids=""
+    has_range /etc/subuid || add_uids=1
+    has_range /etc/subgid || add_gids=1
+    if [ -n "$add_uids$add_gids" ]; then
+        free=$(free_subid_range) || die "no free range of 65536 IDs in /etc/subuid and /etc/subgid"
+        args=()
+        [ -n "$add_uids" ] && args+=(--add-subuids "$free")
+        [ -n "$add_gids" ] && args+=(--add-subgids "$free")
+        say "NOTE: $TEST_USER has no subordinate ID range on this machine: giving it $free,"
+        echo "    which no line of /etc/subuid or /etc/subgid uses: usermod ${args[*]} $TEST_USER"
+        echo "    (ordinary administration, kept after this run; remove it with usermod --del-subuids/--del-subgids)"
+        usermod "${args[@]}" "$TEST_USER" \
+            || die "usermod ${args[*]} $TEST_USER failed: give $TEST_USER a free subordinate range by hand"
+    fi
     for f in /etc/subuid /etc/subgid; do
-        touch "$f"
-        if ! grep -q "^$TEST_USER:" "$f"; then
-            echo "$TEST_USER:100000:65536" >>"$f"
-        fi
-        for line in "$TEST_UID:165536:4464" "nook-nobody:300000:65536"; do
-            grep -qxF "$line" "$f" || echo "$line" >>"$f"
-        done
-        grep -E "^($TEST_USER|$TEST_UID):" "$f" | sed "s|^|    $f: |"
+        awk -F: -v u="$TEST_USER" -v id="$TEST_UID" '$1 == u || $1 == id' "$f" | sed "s|^|    $f: |"
     done
+    # The differential test's own lines (its contract, tests/tests/idmap_helper_diff.rs),
+    # bound over /etc/subuid and /etc/subgid in its private mount namespace only.
+    SUBID_DIR=$WORK/subid
+    mkdir -p "$SUBID_DIR"
+    printf '%s\n' "$TEST_USER:100000:65536" "$TEST_UID:165536:4464" "nook-nobody:300000:65536" \
+        >"$SUBID_DIR/subuid"
+    cp "$SUBID_DIR/subuid" "$SUBID_DIR/subgid"
+    chmod 755 "$SUBID_DIR"
+    chmod 644 "$SUBID_DIR/subuid" "$SUBID_DIR/subgid"
     # The setuid ID-map helpers, when built: root-owned, in a root-owned directory.
     install -d -m 755 -o root -g root "$HELPER_DIR"
     for h in nook-newuidmap nook-newgidmap; do
@@ -260,7 +309,13 @@ while read -r exe; do
         # The escape suite's cross-account tests need two accounts: the root pass below.
         skip_args=()
         [ "$name" = security ] && skip_args=(--skip cross_user::)
-        run_test_exe "$name" runuser -u "$TEST_USER" -- \
+        # The differential test sees its own /etc/subuid and /etc/subgid (section 5),
+        # bound in a private mount namespace that ends with it.
+        private_subids=()
+        [ "$name" = idmap_helper_diff ] && private_subids=(unshare --mount --propagation private -- \
+            sh -c 'mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 && exec "$@"' \
+            sh "$SUBID_DIR/subuid" "$SUBID_DIR/subgid")
+        run_test_exe "$name" "${private_subids[@]}" runuser -u "$TEST_USER" -- \
             env -i USER="$TEST_USER" LOGNAME="$TEST_USER" "${TEST_ENV[@]}" "$WORK/bin/$base" \
             "${TEST_ARGS[@]}" "${skip_args[@]}"
         if [ "$name" = security ]; then

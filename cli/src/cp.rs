@@ -114,7 +114,7 @@ fn in_container(
                     1
                 }
                 Err(e) => {
-                    eprintln!("nook cp: {e:#}");
+                    eprintln!("nook cp: {why}", why = crate::errors::Chain(&e));
                     1
                 }
             };

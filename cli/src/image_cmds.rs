@@ -38,7 +38,10 @@ pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
     if !stale.is_empty() {
         // Best effort: a failure here must not stop the command the user asked for.
         if let Err(e) = store_helper::run(&Job::Remove(stale)) {
-            eprintln!("nook: warning: could not clean the store's tmp/: {e:#}");
+            eprintln!(
+                "nook: warning: could not clean the store's tmp/: {why}",
+                why = crate::errors::Chain(&e)
+            );
         }
     }
     Ok(store)
@@ -188,6 +191,7 @@ pub fn ensure_layers(store: &Store, record: &ImageRecord) -> Result<()> {
                 blob: store.blob_path(&l.blob),
                 diff_id: Some(l.diff_id.clone()),
                 dest: store.temp_path("layer"),
+                store: Some(store.root().to_path_buf()),
             });
         }
     }
@@ -316,8 +320,9 @@ impl Drop for ContainerRoot {
     fn drop(&mut self) {
         if let Err(e) = store_helper::run(&Job::Remove(vec![self.path.clone()])) {
             eprintln!(
-                "nook: warning: could not remove the container's root {}: {e:#}",
-                self.path.display()
+                "nook: warning: could not remove the container's root {}: {why}",
+                self.path.display(),
+                why = crate::errors::Chain(&e),
             );
         }
     }
@@ -642,17 +647,24 @@ pub fn tag_cmd(root: Option<PathBuf>, args: TagArgs) -> Result<i32> {
 pub fn import_cmd(root: Option<PathBuf>, args: ImportArgs) -> Result<i32> {
     let store = open_store(root)?;
     let name = args.name.as_deref().map(qualify).transpose()?;
-    let src: Box<dyn std::io::Read> = if args.tarball == Path::new("-") {
-        Box::new(std::io::stdin().lock())
+    let (src, len): (Box<dyn std::io::Read>, Option<u64>) = if args.tarball == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), None)
     } else {
-        Box::new(std::fs::File::open(&args.tarball).with_context(|| {
+        let file = std::fs::File::open(&args.tarball).with_context(|| {
             format!(
                 "opening {}: give a root filesystem tarball",
                 args.tarball.display()
             )
-        })?)
+        })?;
+        let len = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), len)
     };
-    let (blob, size) = store.put_blob(src, None, None, "the tarball", |_| {})?;
+    let (blob, size) = store
+        .put_blob(src, None, None, "the tarball", |_| {})
+        .map_err(|e| match len {
+            Some(len) => e.needing(len),
+            None => e,
+        })?;
     let record = nook_fs::archive::record_from_rootfs_blob(&store, &blob, size, name)?;
     ensure_layers(&store, &record).context("importing the tarball")?;
     store.add_image(record.clone())?;

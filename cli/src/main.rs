@@ -7,6 +7,7 @@ mod config;
 mod container;
 mod cp;
 mod env;
+mod errors;
 mod exec;
 mod exec_pid;
 mod flags;
@@ -66,10 +67,10 @@ fn main() {
         }
         // Completions and man pages do not depend on it: a broken file must not stop them.
         Err(e) if matches!(cli.command, Command::Completion(_) | Command::Man(_)) => {
-            tracing::warn!("{e:#}");
+            tracing::warn!("{}", errors::Chain(&e));
         }
         Err(e) => {
-            eprintln!("nook: {e:#}");
+            eprintln!("nook: {}", errors::Chain(&e));
             std::process::exit(EXIT_NOOK_FAILED);
         }
     }
@@ -146,7 +147,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("nook: {e:#}");
+            eprintln!("nook: {}", errors::Chain(&e));
             let code = match e.downcast_ref::<container::supervisor::ExitError>() {
                 Some(exit) => exit.0,
                 None => e

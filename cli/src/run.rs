@@ -250,13 +250,19 @@ fn record_exit(ctr: &Container, result: &Result<i32>, restarts: u32) {
         }
         Err(e) => {
             st.exit_code = Some(exit_code_of(e));
-            st.reason = Some(format!("{e:#}"));
+            st.reason = Some(crate::errors::Chain(e).to_string());
         }
     }
     if let Err(e) = ctr.write_state(&st) {
-        eprintln!("nook: warning: could not record the container's exit: {e:#}");
+        eprintln!(
+            "nook: warning: could not record the container's exit: {why}",
+            why = crate::errors::Chain(&e)
+        );
     }
 }
+
+/// The marker of the single-ID map's notice in the account's state directory.
+pub const SINGLE_ID_NOTICE: &str = "single-id-notice";
 
 /// One start of the container, up to its exit status.
 fn run_once(
@@ -323,7 +329,7 @@ fn run_once(
         passed_fds: passing.fds,
     };
     if let Some(notice) = &ids.notice {
-        eprintln!("nook: {notice}");
+        crate::logging::notice_once_per_account(SINGLE_ID_NOTICE, notice, Some(&runtime_dir));
     }
     // Cgroup last: a scope may move this process, and the leaf is removed (its
     // processes killed) as soon as the container has exited.
@@ -334,7 +340,8 @@ fn run_once(
         // it hold counts against the container's limits.
         if let Err(e) = union.join_cgroup(cg) {
             eprintln!(
-                "nook: warning: {e:#}; the FUSE server's memory is outside the container's limits"
+                "nook: warning: {why}; the FUSE server's memory is outside the container's limits",
+                why = crate::errors::Chain(&e),
             );
         }
     }
@@ -358,7 +365,10 @@ fn spawned_hook(ctr: &Container, restarts: u32, ports: Vec<String>) -> StartedHo
             ..State::default()
         };
         if let Err(e) = ctr.write_state(&st) {
-            eprintln!("nook: warning: could not record the running container: {e:#}");
+            eprintln!(
+                "nook: warning: could not record the running container: {why}",
+                why = crate::errors::Chain(&e)
+            );
         }
     }))
 }

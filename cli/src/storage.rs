@@ -95,8 +95,9 @@ impl Drop for Prepared {
         if let Some(dir) = self.remove.take() {
             if let Err(e) = store_helper::run(&Job::Remove(vec![dir.clone()])) {
                 eprintln!(
-                    "nook: warning: could not remove the container's layer {}: {e:#}",
-                    dir.display()
+                    "nook: warning: could not remove the container's layer {}: {why}",
+                    dir.display(),
+                    why = crate::errors::Chain(&e),
                 );
             }
         }

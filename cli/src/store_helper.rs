@@ -42,6 +42,9 @@ pub struct UnpackJob {
     pub blob: PathBuf,
     pub diff_id: Option<Digest>,
     pub dest: PathBuf,
+    /// The store `dest` is in: named when its filesystem is full.
+    #[serde(default)]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -100,7 +103,7 @@ pub fn main() -> Result<i32> {
         let outcome = match work(job) {
             Ok(outcome) => outcome,
             Err(e) => Outcome {
-                error: Some(format!("{e:#}")),
+                error: Some(crate::errors::Chain(&e).to_string()),
                 ..Outcome::default()
             },
         };
@@ -133,7 +136,7 @@ fn work(job: Job) -> Result<Outcome> {
                         let r = unpack_one(j);
                         let failed = r.is_err();
                         results.lock().expect("not poisoned")[i] =
-                            Some(r.map_err(|e| format!("{e:#}")));
+                            Some(r.map_err(|e| crate::errors::Chain(&e).to_string()));
                         if failed {
                             queue.lock().expect("not poisoned").clear();
                         }
@@ -157,8 +160,14 @@ fn work(job: Job) -> Result<Outcome> {
         Job::Flatten { layers, dest } => {
             nook_rootless::state::create_dir(&dest, 0o755)
                 .with_context(|| format!("creating {}", dest.display()))?;
-            nook_fs::flatten::flatten(&layers, &dest)
-                .context("building the container's root filesystem")?;
+            if let Err(e) = nook_fs::flatten::flatten(&layers, &dest) {
+                if nook_fs::space::is_no_space(&e) {
+                    return Err(copy_no_space(&e, &layers, &dest).into());
+                }
+                return Err(
+                    anyhow::Error::new(e).context("building the container's root filesystem")
+                );
+            }
             Vec::new()
         }
         Job::Remove(paths) => {
@@ -206,12 +215,64 @@ fn unpack_one(j: &UnpackJob) -> Result<UnpackStats> {
     let diff = j.dest.join("diff");
     nook_rootless::state::create_dir(&diff, 0o755)
         .with_context(|| format!("creating {}", diff.display()))?;
-    let stats = nook_fs::unpack::unpack_layer(&j.blob, j.diff_id.as_ref(), &diff)?;
+    let stats = match nook_fs::unpack::unpack_layer(&j.blob, j.diff_id.as_ref(), &diff) {
+        Ok(stats) => stats,
+        Err(nook_fs::unpack::UnpackError::NoSpace(mut full)) => {
+            // Gone before the free space is measured: what the user has is what counts.
+            let _ = remove_tree(&j.dest);
+            if let Some(store) = &j.store {
+                full.place = format!("the image store {}", store.display());
+                full.path = store.clone();
+                full.fix = nook_fs::space::STORE_FIX.into();
+            }
+            if let Some(d) = &j.diff_id {
+                full.what = format!("unpacking layer {d}");
+            }
+            return Err(full.measure().into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let meta = serde_json::to_vec_pretty(&stats).expect("stats serialise");
     let stats_file = j.dest.join("stats.json");
     nook_rootless::state::write_file(&stats_file, meta, nook_rootless::state::PRIVATE_FILE)
         .context("writing the layer's stats")?;
     Ok(stats)
+}
+
+/// The copy driver's copy did not fit: the image's size (what the copy needs) and the
+/// space free once the partial copy is gone.
+fn copy_no_space(
+    e: &std::io::Error,
+    layers: &[PathBuf],
+    dest: &std::path::Path,
+) -> nook_fs::space::NoSpace {
+    let _ = remove_tree(dest);
+    let place = dest.parent().unwrap_or(dest);
+    nook_fs::space::NoSpace::new(
+        e,
+        "copying the image for --storage-driver copy",
+        format!("{}", place.display()),
+        place,
+        "use --storage-driver overlay or fuse (they share the image's layers instead of \
+         copying them), or make room there",
+    )
+    .needing(layers.iter().map(|l| tree_size(l)).sum())
+}
+
+/// Bytes of the regular files under `dir` (not following symlinks): what a copy of it
+/// takes, near enough.
+fn tree_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn remove_tree(p: &std::path::Path) -> std::io::Result<()> {

@@ -9,7 +9,12 @@ use crate::flags::UnshareArgs;
 pub fn run(args: UnshareArgs) -> Result<i32> {
     let mapping = idmap::plan(&UsernsMode::Default, &HostIds::current())?;
     if let Some(notice) = &mapping.notice {
-        eprintln!("nook: {notice}");
+        let runtime_dir = nook_rootless::state::runtime_dir().ok();
+        crate::logging::notice_once_per_account(
+            crate::run::SINGLE_ID_NOTICE,
+            notice,
+            runtime_dir.as_deref(),
+        );
     }
     let command = if args.command.is_empty() {
         vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())]

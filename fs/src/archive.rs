@@ -26,8 +26,9 @@ impl From<io::Error> for ArchiveError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{0}: not an image archive nook reads (docker-archive with manifest.json, or OCI with index.json)")]
-    Unknown(String),
+    // Without the file's name: the caller says which file it was loading.
+    #[error("not an image archive nook reads (docker-archive with manifest.json, or OCI with index.json)")]
+    Unknown,
     #[error("archive: {0}")]
     Bad(String),
     #[error("reading the archive: {0}")]
@@ -209,19 +210,28 @@ fn normal(p: &str) -> String {
 }
 
 impl Contents {
-    fn add(&mut self, store: &Store, path: &str, src: impl Read) -> Result<(), ArchiveError> {
+    /// Stores one file of the archive (`size` bytes).
+    fn add(
+        &mut self,
+        store: &Store,
+        path: &str,
+        src: impl Read,
+        size: u64,
+    ) -> Result<(), ArchiveError> {
         let path = normal(path);
         // A file named by its digest must be that content.
         let expected = path
             .strip_prefix("blobs/sha256/")
             .and_then(|h| Digest::from_hex(h).ok());
-        let (d, n) = store.put_blob(
-            src,
-            expected.as_ref(),
-            None,
-            &format!("archive file {path}"),
-            |_| {},
-        )?;
+        let (d, n) = store
+            .put_blob(
+                src,
+                expected.as_ref(),
+                None,
+                &format!("archive file {path}"),
+                |_| {},
+            )
+            .map_err(|e| e.needing(size))?;
         self.files.insert(path, (d, n));
         Ok(())
     }
@@ -262,7 +272,8 @@ pub fn load(
                 let e = e?;
                 if e.header().entry_type().is_file() {
                     let p = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-                    contents.add(store, &p, e)?;
+                    let size = e.size();
+                    contents.add(store, &p, e, size)?;
                 }
             }
             Ok::<_, ArchiveError>(())
@@ -270,13 +281,12 @@ pub fn load(
         let _ = std::fs::remove_file(&file);
         result?;
     }
-    let shown = input.display().to_string();
     if contents.files.contains_key("index.json") {
         load_oci(store, &contents, platform)
     } else if contents.files.contains_key("manifest.json") {
         load_docker(store, &contents)
     } else {
-        Err(ArchiveError::Unknown(shown))
+        Err(ArchiveError::Unknown)
     }
 }
 
@@ -284,8 +294,18 @@ pub fn load(
 fn tempfile_of(store: &Store, mut src: impl Read) -> Result<PathBuf, ArchiveError> {
     let p = store.temp_path("archive");
     let mut f = crate::store::create_private(&p)?;
-    io::copy(&mut src, &mut f)?;
-    Ok(p)
+    let copied = io::copy(&mut src, &mut f);
+    drop(f);
+    match copied {
+        Ok(_) => Ok(p),
+        // Only the write can find the disk full: the store's error (sizes, the fix), not
+        // one "reading the archive".
+        Err(e) if crate::space::is_no_space(&e) => Err(store.full(e, "the archive", &p).into()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&p);
+            Err(e.into())
+        }
+    }
 }
 
 fn walk_dir(
@@ -306,7 +326,9 @@ fn walk_dir(
                 .expect("under base")
                 .to_string_lossy()
                 .into_owned();
-            contents.add(store, &rel, std::fs::File::open(e.path())?)?;
+            let file = std::fs::File::open(e.path())?;
+            let size = file.metadata()?.len();
+            contents.add(store, &rel, file, size)?;
         }
     }
     Ok(())

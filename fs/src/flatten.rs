@@ -32,6 +32,11 @@ pub fn flatten(layers: &[PathBuf], dest: &Path) -> io::Result<()> {
         copy_meta(&src, dst.as_raw_fd(), c"", true)?;
         let mut links = HashMap::new();
         copy_dir(&src, &dst, Path::new(""), &dst_root, &mut links).map_err(|e| {
+            // A full disk keeps its errno (crate::space reads it); which layer it was
+            // does not matter then.
+            if crate::space::is_no_space(&e) {
+                return e;
+            }
             io::Error::new(e.kind(), format!("copying layer {}: {e}", layer.display()))
         })?;
         let st = at::fstatat(src.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;

@@ -5,7 +5,8 @@
 //!   manifests and configs ([`manifest`]), the content store ([`store`]), pulls
 //!   ([`pull`]), archives ([`archive`]: import, load, save);
 //! - layer unpack ([`unpack`], confined by [`at`]) and the copy driver that stacks
-//!   layers into a container root ([`flatten`]) until the union drivers exist.
+//!   layers into a container root ([`flatten`]) until the union drivers exist;
+//! - what a full disk is reported as ([`space`]).
 
 pub mod archive;
 pub use nook_at as at;
@@ -19,6 +20,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod rootfs_dir;
+pub mod space;
 pub mod store;
 pub mod union;
 pub mod unpack;

@@ -230,7 +230,7 @@ fn download_one(
                     .put_blob(body.reader, Some(&layer.blob), limit, &what, |n| {
                         bar.advance(n)
                     })
-                    .map_err(PullError::from)
+                    .map_err(|e| PullError::from(e.needing(layer.size)))
             });
         match result {
             Ok(_) => {

@@ -9,11 +9,12 @@ pub enum RootfsError {
     Missing(PathBuf),
     #[error("rootfs {0}: not a directory")]
     NotADirectory(PathBuf),
-    #[error("rootfs {path}: {source}")]
+    // Shows its cause rather than returning it as `source()`: a chain printer would
+    // say it twice.
+    #[error("rootfs {path}: {error}")]
     Unreadable {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -23,7 +24,7 @@ pub fn resolve(dir: &Path) -> Result<PathBuf, RootfsError> {
         std::io::ErrorKind::NotFound => RootfsError::Missing(dir.into()),
         _ => RootfsError::Unreadable {
             path: dir.into(),
-            source,
+            error: source,
         },
     })?;
     if !path.is_dir() {

@@ -38,8 +38,10 @@ use crate::reference::{self, Parsed, RegistriesConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("image store {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    // Causes are shown, not returned as `source()` (a field named `source` would be one):
+    // a chain printer would say them twice.
+    #[error("image store {path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{what} does not match its digest: expected {expected}, got {actual} ({bytes} bytes); nothing was stored")]
     DigestMismatch {
         what: String,
@@ -48,9 +50,9 @@ pub enum StoreError {
         bytes: u64,
     },
     #[error(
-        "downloading {what} failed: {source}; run the command again (what was complete is kept)"
+        "downloading {what} failed: {error}; run the command again (what was complete is kept)"
     )]
-    Source { what: String, source: io::Error },
+    Source { what: String, error: io::Error },
     #[error("{what} is larger than the {limit} bytes allowed")]
     TooLarge { what: String, limit: u64 },
     /// `--root`/`NOOK_ROOT` names another account's directory (or not a directory).
@@ -58,12 +60,33 @@ pub enum StoreError {
     Dir(#[from] crate::paths::DirError),
     #[error("image store {path}: images.json is corrupt ({why}); `nook system check --repair` rebuilds what it can")]
     Corrupt { path: PathBuf, why: String },
+    /// The store's filesystem is full: what was needed, what is free.
+    #[error(transparent)]
+    NoSpace(Box<crate::space::NoSpace>),
+}
+
+impl StoreError {
+    /// A full store's error with the size the whole write needed (a caller that knows
+    /// it: the manifest's layer size, the tarball's length); other errors unchanged.
+    pub fn needing(self, bytes: u64) -> StoreError {
+        match self {
+            StoreError::NoSpace(e) => StoreError::NoSpace(Box::new(e.needing(bytes))),
+            other => other,
+        }
+    }
+
+    fn needing_more_than(self, bytes: u64) -> StoreError {
+        match self {
+            StoreError::NoSpace(e) => StoreError::NoSpace(Box::new(e.needing_more_than(bytes))),
+            other => other,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -167,7 +190,7 @@ impl Store {
             .map_err(io_err(&p))?;
         let flock = Flock::lock(f, arg).map_err(|(_, e)| StoreError::Io {
             path: p.clone(),
-            source: e.into(),
+            error: e.into(),
         })?;
         Ok(Lock { _flock: flock })
     }
@@ -235,6 +258,7 @@ impl Store {
         let tmp = self.temp_path("blob");
         let result = (|| {
             let mut out = create_private(&tmp).map_err(io_err(&tmp))?;
+            let mut written = 0u64;
             let mut r = HashingReader::new(src);
             let mut buf = vec![0u8; 256 << 10];
             loop {
@@ -245,11 +269,18 @@ impl Store {
                     Err(source) => {
                         return Err(StoreError::Source {
                             what: what.to_string(),
-                            source,
+                            error: source,
                         })
                     }
                 };
-                out.write_all(&buf[..n]).map_err(io_err(&tmp))?;
+                if let Err(e) = out.write_all(&buf[..n]) {
+                    // Closed first: an open file's blocks are not free yet.
+                    drop(out);
+                    return Err(self
+                        .full(e, what, &tmp)
+                        .needing_more_than(written + n as u64));
+                }
+                written += n as u64;
                 progress(n as u64);
                 if let Some(limit) = limit {
                     if r.count() > limit {
@@ -280,6 +311,25 @@ impl Store {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// The error of a failed write of `what` to `tmp`: [`StoreError::NoSpace`] when the
+    /// filesystem is full (`tmp` removed first, so the free space is what the user has;
+    /// callers that know the size needed add it with [`StoreError::needing`]).
+    pub(crate) fn full(&self, e: io::Error, what: &str, tmp: &Path) -> StoreError {
+        if !crate::space::is_no_space(&e) {
+            return io_err(tmp)(e);
+        }
+        let _ = fs::remove_file(tmp);
+        let place = format!("the image store {}", self.root.display());
+        let full = crate::space::NoSpace::new(
+            &e,
+            format!("storing {what}"),
+            place,
+            &self.root,
+            crate::space::STORE_FIX,
+        );
+        StoreError::NoSpace(Box::new(full))
     }
 
     pub fn put_blob_bytes(&self, data: &[u8], what: &str) -> Result<Digest, StoreError> {
@@ -323,7 +373,7 @@ impl Store {
                     why: e.to_string(),
                 }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(StoreError::Io { path: p, source: e }),
+            Err(e) => Err(StoreError::Io { path: p, error: e }),
         }
     }
 

@@ -58,8 +58,12 @@ pub enum UnpackError {
     DiffId { expected: Digest, actual: Digest },
     #[error("reading the layer archive: {0}")]
     Archive(io::Error),
-    #[error("unpacking {path:?}: {source}")]
-    Io { path: String, source: io::Error },
+    // Not `source`: thiserror would make it one, and the message already shows it.
+    #[error("unpacking {path:?}: {error}")]
+    Io { path: String, error: io::Error },
+    /// The destination's filesystem is full; `needed` is the layer's size unpacked.
+    #[error(transparent)]
+    NoSpace(Box<crate::space::NoSpace>),
 }
 
 /// What an unpack did that the user may want to know.
@@ -99,13 +103,29 @@ pub fn unpack_layer(
     diff_id: Option<&Digest>,
     dest: &Path,
 ) -> Result<UnpackStats, UnpackError> {
-    let io_err = |source| UnpackError::Io {
+    let io_err = |error| UnpackError::Io {
         path: blob.display().to_string(),
-        source,
+        error,
     };
     let file = File::open(blob).map_err(io_err)?;
-    let stream = HashingReader::new(decompress(file).map_err(io_err)?);
-    let (stats, mut stream) = unpack_tar(stream, dest)?;
+    let mut stream = HashingReader::new(decompress(file).map_err(io_err)?);
+    let stats = match unpack_tar(&mut stream, dest) {
+        Ok((stats, _)) => stats,
+        Err(UnpackError::Io { path, error }) if crate::space::is_no_space(&error) => {
+            // What the user needs to know is the layer's size unpacked: read the rest of
+            // the stream, writing nothing (a few seconds, only on this failure).
+            let _ = io::copy(&mut stream, &mut io::sink());
+            let full = crate::space::NoSpace::new(
+                &error,
+                format!("unpacking {path:?}"),
+                format!("{}", dest.display()),
+                dest,
+                "make room there",
+            );
+            return Err(UnpackError::NoSpace(Box::new(full.needing(stream.count()))));
+        }
+        Err(e) => return Err(e),
+    };
     // The digest covers the whole stream, the end-of-archive blocks and padding too.
     io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Archive)?;
     let (actual, _) = stream.finish();
@@ -126,9 +146,9 @@ pub fn unpack_layer(
 /// `unpack` fuzz target makes for itself), an owner the map lacks is squashed and
 /// counted.
 pub fn unpack_tar<R: Read>(stream: R, dest: &Path) -> Result<(UnpackStats, R), UnpackError> {
-    let root = Root::open(dest).map_err(|source| UnpackError::Io {
+    let root = Root::open(dest).map_err(|error| UnpackError::Io {
         path: dest.display().to_string(),
-        source,
+        error,
     })?;
     let mut unpacker = Unpacker::new(root);
     let mut archive = tar::Archive::new(stream);
@@ -169,9 +189,9 @@ impl Unpacker {
         let path =
             clean(OsStr::from_bytes(&raw)).ok_or_else(|| UnpackError::Escape(shown.clone()))?;
         self.stats.entries += 1;
-        let err = |source: io::Error| UnpackError::Io {
+        let err = |error: io::Error| UnpackError::Io {
             path: shown.clone(),
-            source,
+            error,
         };
         let header = entry.header();
         let kind = header.entry_type();

@@ -92,6 +92,49 @@ pub struct Listener {
     mapping: PortMapping,
 }
 
+/// The lowest port an unprivileged process may bind in this network namespace (the
+/// caller's: host listeners are bound there), if the kernel says.
+fn unprivileged_port_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What to do about a failed bind of a published port, as "; ..." to append (empty when
+/// there is nothing to add). `start`: net.ipv4.ip_unprivileged_port_start (it covers
+/// IPv6 too).
+fn bind_hint(e: &io::Error, m: &PortMapping, start: Option<u16>) -> String {
+    let port = m.host.port();
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => match start {
+            Some(start) if port < start => {
+                // 80 → 8080, 443 → 8443: the usual stand-ins.
+                let higher = (u32::from(port) + 8000).clamp(u32::from(start), 65535);
+                format!(
+                    "; ports below {start} need privilege (net.ipv4.ip_unprivileged_port_start \
+                     is {start} here): publish a higher host port (-p {higher}:{}), or an \
+                     administrator can let every user bind from {port} on with `sysctl \
+                     net.ipv4.ip_unprivileged_port_start={port}` (and a file in \
+                     /etc/sysctl.d/ to keep it)",
+                    m.ctr_port
+                )
+            }
+            _ => String::new(),
+        },
+        Some(libc::EADDRINUSE) => {
+            "; another socket already uses it: stop that program or publish another host port"
+                .into()
+        }
+        Some(libc::EADDRNOTAVAIL) => format!(
+            "; {} is not an address of this host: use one `ip addr` lists, or 0.0.0.0",
+            m.host.ip()
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Binds every published port now, so that a port in use fails `nook run` before the
 /// container starts.
 pub fn bind_all(mappings: &[PortMapping]) -> Result<Vec<Listener>, Error> {
@@ -106,12 +149,13 @@ pub fn bind_all(mappings: &[PortMapping]) -> Result<Vec<Listener>, Error> {
                 Proto::Tcp => "tcp",
                 Proto::Udp => "udp",
             };
-            let fail = |e: io::Error| {
-                Error::Config(format!(
+            let what = |e: &io::Error| {
+                format!(
                     "-p {}:{}/{proto}: cannot listen on {}: {e}",
                     m.host, m.ctr_port, m.host
-                ))
+                )
             };
+            let fail = |e: io::Error| Error::Config(what(&e));
             let fd = sys::socket(sys::family(&m.host), kind, 0).map_err(fail)?;
             if m.host.is_ipv6() {
                 let _ = sys::set_v6only(fd.as_raw_fd(), !m.host.ip().is_unspecified());
@@ -119,7 +163,9 @@ pub fn bind_all(mappings: &[PortMapping]) -> Result<Vec<Listener>, Error> {
             if m.proto == Proto::Tcp {
                 sys::set_reuseaddr(fd.as_raw_fd()).map_err(fail)?;
             }
-            sys::bind(fd.as_raw_fd(), &m.host).map_err(fail)?;
+            sys::bind(fd.as_raw_fd(), &m.host).map_err(|e| {
+                Error::Config(what(&e) + &bind_hint(&e, m, unprivileged_port_start()))
+            })?;
             if m.proto == Proto::Tcp {
                 sys::listen(fd.as_raw_fd(), 1024).map_err(fail)?;
             }
@@ -724,11 +770,43 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
 
 #[cfg(test)]
 mod tests {
-    use super::{own_v6, unmap};
+    use super::{bind_hint, own_v6, unmap, PortMapping, Proto};
+    use std::io;
     use std::net::SocketAddr;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_refused_low_port_names_the_sysctl_and_its_value() {
+        let m = PortMapping {
+            host: addr("0.0.0.0:80"),
+            ctr_port: 80,
+            proto: Proto::Tcp,
+        };
+        let denied = io::Error::from_raw_os_error(libc::EACCES);
+        let hint = bind_hint(&denied, &m, Some(1024));
+        assert!(
+            hint.contains("net.ipv4.ip_unprivileged_port_start is 1024"),
+            "{hint}"
+        );
+        assert!(hint.contains("-p 8080:80"), "{hint}");
+        assert!(
+            hint.contains("sysctl net.ipv4.ip_unprivileged_port_start=80"),
+            "{hint}"
+        );
+        // Above the limit the refusal has another cause: no guess.
+        let high = PortMapping {
+            host: addr("0.0.0.0:2000"),
+            ..m
+        };
+        assert_eq!(bind_hint(&denied, &high, Some(1024)), "");
+        assert_eq!(bind_hint(&denied, &m, None), "");
+        // A limit above port + 8000 suggests the limit itself.
+        assert!(bind_hint(&denied, &m, Some(9000)).contains("-p 9000:80"));
+        let in_use = io::Error::from_raw_os_error(libc::EADDRINUSE);
+        assert!(bind_hint(&in_use, &high, Some(1024)).contains("another host port"));
     }
 
     #[test]

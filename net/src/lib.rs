@@ -44,10 +44,11 @@ pub enum Error {
     /// The network could not be set up; the message says what failed and what to do.
     #[error("{0}")]
     Setup(String),
-    #[error("{what}: {source}")]
+    /// Shows its cause rather than returning it as `source()`, so a chain printer does
+    /// not say it twice.
+    #[error("{what}: {error}")]
     Io {
         what: &'static str,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }

@@ -49,7 +49,7 @@ impl Netstack {
         // raise theirs too. The container was cloned before this, and a restart clones
         // it after the previous netstack put the limit back: it keeps its own.
         let nofile = RaisedNofile::raise();
-        let io_err = |what: &'static str| move |e: io::Error| Error::Io { what, source: e };
+        let io_err = |what: &'static str| move |e: io::Error| Error::Io { what, error: e };
         let mut stack = Stack::new(TapLink::new(tap), cfg, Policy::new(cfg, dns))
             .map_err(io_err("setting up the netstack"))?;
         let mut stop = Vec::new();

@@ -6,19 +6,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{what}: {source}")]
-    Sys {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // A variant either shows its cause in its message or returns it as `source()`, never
+    // both: a chain printer (anyhow's `{:#}`) would say it twice.
+    #[error("{what}: {error}")]
+    Sys { what: String, error: std::io::Error },
     #[error("cannot create the container's namespaces: {0}{hint}", hint = userns_hint(*.0))]
     Clone(nix::errno::Errno),
-    #[error("cannot write the ID map of the container ({path}): {source}")]
+    #[error("cannot write the ID map of the container ({path}): {error}")]
     IdMap {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The container's setup failed inside the child; the message was written there.
     #[error("{0}")]
@@ -29,7 +26,7 @@ pub enum Error {
     #[error("invalid container configuration: {0}")]
     Spec(String),
     /// The container's network (`--network=nook`) could not be set up.
-    #[error("{0}")]
+    #[error(transparent)]
     Network(#[from] nook_net::Error),
     /// A resource limit that cannot be applied, or a cgroup operation that failed.
     #[error("{0}")]
@@ -45,7 +42,7 @@ impl Error {
     pub fn sys(what: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
         Error::Sys {
             what: what.into(),
-            source: source.into(),
+            error: source.into(),
         }
     }
 }

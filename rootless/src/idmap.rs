@@ -119,24 +119,43 @@ impl HostIds {
             .ok()
             .flatten()
             .map_or_else(|| uid.to_string(), |u| u.name);
-        let subuids = subid::ranges_in(Path::new(subid::SUBUID_FILE), &user, uid);
-        let subgids = subid::ranges_in(Path::new(subid::SUBGID_FILE), &user, uid);
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+        let (subuid, subgid) = (read(subid::SUBUID_FILE), read(subid::SUBGID_FILE));
+        // The helper search only matters when there are ranges to map.
+        let helper = || find_helper("uid").is_some() && find_helper("gid").is_some();
+        HostIds::from_facts(uid, gid, user, &subuid, &subgid, helper)
+    }
+
+    /// The facts from the texts of /etc/subuid and /etc/subgid and whether both helpers
+    /// were found (asked only when the ranges exist).
+    pub fn from_facts(
+        uid: u32,
+        gid: u32,
+        user: String,
+        subuid: &str,
+        subgid: &str,
+        helper_found: impl FnOnce() -> bool,
+    ) -> HostIds {
+        let subuids = subid::parse_subid(subuid, &user, uid);
+        let subgids = subid::parse_subid(subgid, &user, uid);
+        // apt drops to its _apt user, which a single-ID map lacks.
+        const APT: &str = "apt inside needs -o APT::Sandbox::User=root";
         let unavailable = if uid == 0 {
             None
         } else if subuids.is_empty() || subgids.is_empty() {
+            let free = subid::free_range(&[subuid, subgid]);
             Some(format!(
                 "no /etc/subuid and /etc/subgid entries for {user}: running with a single-ID \
-                 map; an administrator can add them with `usermod --add-subuids \
-                 100000-165535 --add-subgids 100000-165535 {user}`"
+                 map ({APT}); {}",
+                subid::add_range_fix_for(&user, free)
             ))
-        } else if find_helper("uid").is_none() || find_helper("gid").is_none() {
-            Some(
+        } else if !helper_found() {
+            Some(format!(
                 "no newuidmap/newgidmap helper found (nook-newuidmap next to nook or on PATH, \
-                 or shadow's newuidmap): running with a single-ID map; an administrator can \
-                 install nook's with `install -m 4755 -o root nook-newuidmap nook-newgidmap \
-                 /usr/local/bin/`"
-                    .to_string(),
-            )
+                 or shadow's newuidmap): running with a single-ID map ({APT}); an \
+                 administrator can install nook's with `install -m 4755 -o root \
+                 nook-newuidmap nook-newgidmap /usr/local/bin/`"
+            ))
         } else {
             None
         };
@@ -366,7 +385,7 @@ fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
         .write(true)
         .open(&path)
         .and_then(|mut f| f.write_all(content.as_bytes()))
-        .map_err(|source| Error::IdMap { path, source })
+        .map_err(|error| Error::IdMap { path, error })
 }
 
 /// A newuidmap/newgidmap binary and how it is privileged.
@@ -500,6 +519,57 @@ mod tests {
             outside,
             count,
         }
+    }
+
+    #[test]
+    fn the_single_id_notice_suggests_a_free_range_not_a_fixed_one() {
+        // Another account holds 100000-165535, the range a fixed suggestion would give.
+        let taken = "bob:100000:65536\ncarol:165536:65536\n";
+        let h = HostIds::from_facts(1000, 1000, "alice".into(), taken, taken, || true);
+        let notice = h.unavailable.expect("no range: a notice");
+        assert!(notice.contains("single-ID map"), "{notice}");
+        assert!(
+            notice
+                .contains("usermod --add-subuids 262144-327679 --add-subgids 262144-327679 alice"),
+            "{notice}"
+        );
+        assert!(!notice.contains("100000-165535"), "{notice}");
+        assert!(notice.contains("APT::Sandbox::User=root"), "{notice}");
+        // A range in one file only is no range.
+        let h = HostIds::from_facts(
+            1000,
+            1000,
+            "alice".into(),
+            "alice:300000:65536\n",
+            "",
+            || true,
+        );
+        let notice = h.unavailable.expect("no subgid range: a notice");
+        assert!(
+            notice.contains("usermod --add-subuids 131072-196607"),
+            "{notice}"
+        );
+        // With ranges, the helper decides; without one, its own notice.
+        let mine = "alice:100000:65536\n";
+        let h = HostIds::from_facts(1000, 1000, "alice".into(), mine, mine, || false);
+        assert!(h
+            .unavailable
+            .expect("no helper")
+            .contains("install -m 4755"));
+        let h = HostIds::from_facts(1000, 1000, "alice".into(), mine, mine, || true);
+        assert_eq!(h.unavailable, None);
+        assert_eq!(
+            h.subuids,
+            vec![SubIdRange {
+                start: 100000,
+                count: 65536
+            }]
+        );
+        // Root needs neither.
+        assert_eq!(
+            HostIds::from_facts(0, 0, "root".into(), "", "", || false).unavailable,
+            None
+        );
     }
 
     #[test]

@@ -241,7 +241,22 @@ fn mount_fuse_root(rootfs: &Path, m: &Mount, socket: Option<std::os::fd::RawFd>)
         .read(true)
         .write(true)
         .open("/dev/fuse")
-        .context(|| "opening /dev/fuse in the container's user namespace".into())?;
+        .map_err(|e| {
+            let fix = match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => {
+                    "; an administrator can allow it with `chmod 0666 /dev/fuse`, or use \
+                     --storage-driver overlay or copy"
+                }
+                Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
+                    "; an administrator can load it with `modprobe fuse`, or use \
+                     --storage-driver overlay or copy"
+                }
+                _ => "",
+            };
+            Error::Setup(format!(
+                "opening /dev/fuse in the container's user namespace: {e}{fix}"
+            ))
+        })?;
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let mut data = vec![format!("fd={}", dev.as_raw_fd())];
     data.extend(opts.data.iter().cloned());
@@ -393,10 +408,10 @@ fn mount_root(dest: &Path, m: &Mount) -> Result<()> {
 
 fn with_hint(e: Error, what: String) -> Error {
     match e {
-        Error::Sys { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+        Error::Sys { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
             Error::Setup(format!("{what}: the source does not exist"))
         }
-        Error::Sys { source, .. } => Error::sys(what, source),
+        Error::Sys { error, .. } => Error::sys(what, error),
         other => other,
     }
 }

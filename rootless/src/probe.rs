@@ -144,22 +144,8 @@ pub fn probe_all() -> Report {
     let probes = vec![
         probe_kernel(&kernel_release, version),
         userns,
-        probe_subid(
-            "subuid",
-            "/etc/subuid",
-            "--add-subuids",
-            &user,
-            uid,
-            is_root,
-        ),
-        probe_subid(
-            "subgid",
-            "/etc/subgid",
-            "--add-subgids",
-            &user,
-            uid,
-            is_root,
-        ),
+        probe_subid("subuid", "/etc/subuid", &user, uid, is_root),
+        probe_subid("subgid", "/etc/subgid", &user, uid, is_root),
         probe_helper(is_root),
         probe_overlay(&kernel_release, version),
         probe_fuse(),
@@ -401,21 +387,14 @@ fn userns_child(wfd: libc::c_int, writes: &[(&CStr, &[u8]); 3]) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // subuid / subgid
 
-fn probe_subid(
-    name: &'static str,
-    file: &str,
-    flag: &str,
-    user: &str,
-    uid: u32,
-    is_root: bool,
-) -> Probe {
-    let fix = format!("ask an administrator: usermod {flag} 100000-165535 {user}");
+fn probe_subid(name: &'static str, file: &str, user: &str, uid: u32, is_root: bool) -> Probe {
+    let fix = || crate::subid::add_range_fix(user);
     let contents = match fs::read_to_string(file) {
         Ok(c) => c,
         Err(e) if is_root => {
             return Probe::ok(name, format!("{file}: {} (not needed as root)", plain(&e)))
         }
-        Err(e) => return Probe::missing(name, format!("{file}: {}", plain(&e)), fix),
+        Err(e) => return Probe::missing(name, format!("{file}: {}", plain(&e)), fix()),
     };
     let ranges = parse_subid(&contents, user, uid);
     if ranges.is_empty() {
@@ -433,7 +412,7 @@ fn probe_subid(
                 " (nsswitch.conf has `subid: {src}`: nook reads only the files)"
             ));
         }
-        return Probe::missing(name, detail, fix);
+        return Probe::missing(name, detail, fix());
     }
     let total: u64 = ranges.iter().map(|r| r.count).sum();
     let list: Vec<String> = ranges
@@ -446,7 +425,7 @@ fn probe_subid(
         return Probe::limited(
             name,
             format!("{detail}: fewer than 65536, images with higher IDs cannot be mapped"),
-            fix,
+            fix(),
         );
     }
     Probe::ok(name, detail)

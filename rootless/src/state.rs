@@ -136,9 +136,9 @@ fn trusted_dir(dir: &Path, uid: u32) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Where the path of a private fallback directory is recorded for this boot:
-/// `$XDG_STATE_HOME/nook/runtime-dir.BOOT_ID` (default `~/.local/state/nook`).
-pub fn fallback_record() -> Option<PathBuf> {
+/// nook's directory for the account's state that outlives a boot: `$XDG_STATE_HOME/nook`
+/// (default `~/.local/state/nook`). Not created here.
+pub fn state_home() -> Option<PathBuf> {
     let state = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => {
@@ -154,12 +154,15 @@ pub fn fallback_record() -> Option<PathBuf> {
             home.join(".local/state")
         }
     };
+    Some(state.join("nook"))
+}
+
+/// Where the path of a private fallback directory is recorded for this boot:
+/// `$XDG_STATE_HOME/nook/runtime-dir.BOOT_ID` (default `~/.local/state/nook`).
+pub fn fallback_record() -> Option<PathBuf> {
+    let state = state_home()?;
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    Some(
-        state
-            .join("nook")
-            .join(format!("runtime-dir.{}", boot.trim())),
-    )
+    Some(state.join(format!("runtime-dir.{}", boot.trim())))
 }
 
 /// The private directory recorded for this boot, if the record and the directory are

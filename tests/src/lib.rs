@@ -210,8 +210,30 @@ impl Output {
                 "the error line should mention {m:?}\n{self}"
             );
         }
+        assert_no_repeats(line);
         self
     }
+}
+
+/// Fails when a fragment of an error line (a part between ": " or "; ", 16 characters
+/// or more) appears in it twice: a cause said twice, as anyhow's `{:#}` prints an error
+/// whose message already shows its source.
+#[track_caller]
+pub fn assert_no_repeats(line: &str) {
+    if let Some(fragment) = repeated_fragment(line, 16) {
+        panic!("the error line repeats {fragment:?}:\n{line}");
+    }
+}
+
+/// A fragment of `line` (its parts between ": " and "; ") of at least `min` characters
+/// that appears in it more than once.
+pub fn repeated_fragment(line: &str, min: usize) -> Option<String> {
+    line.split(": ")
+        .flat_map(|part| part.split("; "))
+        .map(str::trim)
+        .filter(|f| f.chars().count() >= min)
+        .find(|f| line.matches(f).count() > 1)
+        .map(str::to_string)
 }
 
 impl fmt::Display for Output {

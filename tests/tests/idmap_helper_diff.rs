@@ -17,25 +17,30 @@
 //!   `install -m 4755 -o root -g root` in a root-owned directory.
 //! - shadow's helpers at /usr/bin/newuidmap and /usr/bin/newgidmap (package `uidmap`),
 //!   setuid root as the package installs them.
-//! - BOTH /etc/subuid and /etc/subgid contain these lines, where USER is the account's name
-//!   and UID its numeric uid (e.g. `nooktest` and `1001`), and no other line granting USER or
-//!   UID ids in 0..400000:
+//! - BOTH /etc/subuid and /etc/subgid, as this process sees them, contain these lines,
+//!   where USER is the account's name and UID its numeric uid (e.g. `nooktest` and
+//!   `1001`), and no other line granting USER or UID ids in 0..400000:
 //!   ```text
 //!   USER:100000:65536          # by name: the range podman and nook use
 //!   UID:165536:4464            # by numeric uid, touching the first: 100000..170000 in all
 //!   nook-nobody:300000:65536   # someone else's range (the account need not exist)
 //!   ```
-//!   For example, as root:
+//! - Those are files of the test's own, bound over /etc/subuid and /etc/subgid in a
+//!   private mount namespace, never lines of the host's files: fixed ranges there could be
+//!   real accounts' (a workstation's users often hold 100000..). Both helpers open the
+//!   files by path, and a setuid program started inside a mount namespace reads what is
+//!   mounted there. The test checks that both paths are mount points. tests/run.sh does
+//!   it, as root, roughly:
 //!   ```sh
-//!   u=nooktest; id=$(id -u $u)
-//!   for f in /etc/subuid /etc/subgid; do
-//!     for l in "$u:100000:65536" "$id:165536:4464" "nook-nobody:300000:65536"; do
-//!       grep -qxF "$l" "$f" || echo "$l" >>"$f"
-//!     done
-//!   done
+//!   u=nooktest; id=$(id -u $u); d=$(mktemp -d); chmod 755 $d
+//!   printf '%s\n' "$u:100000:65536" "$id:165536:4464" "nook-nobody:300000:65536" >$d/subuid
+//!   cp $d/subuid $d/subgid; chmod 644 $d/sub?id
+//!   unshare --mount --propagation private -- sh -c \
+//!     "mount --bind $d/subuid /etc/subuid && mount --bind $d/subgid /etc/subgid &&
+//!      exec runuser -u $u -- env NOOK_TEST_NEWUIDMAP=... NOOK_TEST_NEWGIDMAP=... TEST"
 //!   ```
-//!   If the helpers are configured but these lines are missing, the test fails with the
-//!   lines to add: that is a setup bug, not a reason to skip.
+//!   If the helpers are configured but the files are not so, the test fails saying what
+//!   is missing: that is a setup bug, not a reason to skip.
 //!
 //! # Targets
 //! Each target is `/bin/cat` reading a pipe, started through `pre_exec` (fork, then in the
@@ -788,8 +793,17 @@ impl Env {
         }
     }
 
-    /// The lines documented at the top of this file.
+    /// The lines documented at the top of this file, in files bound over the host's.
     fn assert_subid_lines(&self) {
+        let mounts = fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            assert!(
+                mounts.lines().any(|l| l.split(' ').nth(4) == Some(file)),
+                "{file} is not a file bound over the host's in a private mount namespace: the \
+                 differential test's fixed lines must never be the host's (see the top of \
+                 tests/tests/idmap_helper_diff.rs; tests/run.sh sets it up)"
+            );
+        }
         let name = Command::new("id")
             .arg("-un")
             .output()
@@ -806,8 +820,8 @@ impl Env {
                 assert!(
                     text.lines().any(|l| l == line),
                     "{file} lacks the line `{line}`: the differential test needs, in both \
-                     /etc/subuid and /etc/subgid: {wanted:?} (see the top of \
-                     tests/tests/idmap_helper_diff.rs)"
+                     files bound over /etc/subuid and /etc/subgid: {wanted:?} (see the top \
+                     of tests/tests/idmap_helper_diff.rs)"
                 );
             }
         }

@@ -183,34 +183,73 @@ fn keep_id_keeps_the_users_uid_with_a_full_map() {
     );
 }
 
-#[test]
-fn without_a_helper_the_single_id_map_runs_and_says_so() {
-    assert_unprivileged();
-    // No helper next to a copy of nook and none on PATH: nook must fall back, not fail.
-    let dir = tempdir();
-    let copy = dir.path().join("nook");
-    std::fs::copy(nook_bin(), &copy).expect("copy nook");
-    let mut cmd = std::process::Command::new(&copy);
-    cmd.env("PATH", dir.path())
+/// `nook run --rm host ...` through a copy of nook with no helper next to it and none
+/// on PATH, with the account's state in `state`.
+fn run_without_helper(copy: &std::path::Path, state: &std::path::Path, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(copy);
+    cmd.env("PATH", copy.parent().expect("a directory"))
+        .env("XDG_STATE_HOME", state)
+        .args(args)
         .args(["run", "--rm", "host", "cat", "/proc/self/uid_map"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let out = spawn(&mut cmd).wait(TIMEOUT);
-    out.success();
-    let map: Vec<Vec<u32>> = out
-        .out()
-        .lines()
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
+    spawn(&mut cmd).wait(TIMEOUT)
+}
+
+#[test]
+fn without_a_helper_the_single_id_map_runs_and_says_so_once() {
+    assert_unprivileged();
+    // No helper next to a copy of nook and none on PATH: nook must fall back, not fail.
+    let dir = tempdir();
+    let copy = dir.path().join("bin/nook");
+    std::fs::create_dir(dir.path().join("bin")).expect("mkdir");
+    std::fs::copy(nook_bin(), &copy).expect("copy nook");
+    let state = dir.path().join("state");
+    // A CI job of three runs: the notice once, on the first.
+    let runs: Vec<Output> = (0..3)
+        .map(|_| run_without_helper(&copy, &state, &[]))
         .collect();
-    assert_eq!(map, vec![vec![0, uid(), 1]], "single-ID map\n{out}");
-    let err = out.err();
-    assert_eq!(err.lines().count(), 1, "exactly one notice line\n{out}");
-    assert!(err.contains("single-ID map"), "{out}");
+    for out in &runs {
+        out.success();
+        let map: Vec<Vec<u32>> = out
+            .out()
+            .lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(map, vec![vec![0, uid(), 1]], "single-ID map\n{out}");
+    }
+    let first = runs[0].err();
+    assert_eq!(
+        first.lines().count(),
+        1,
+        "exactly one notice line\n{}",
+        runs[0]
+    );
+    assert!(first.contains("single-ID map"), "{}", runs[0]);
+    assert!(first.contains("APT::Sandbox::User=root"), "{}", runs[0]);
+    for out in &runs[1..] {
+        assert_eq!(out.err(), "", "the notice is shown once per account\n{out}");
+    }
+    // Kept in the account's state directory, private.
+    let marker = state.join("nook/single-id-notice");
+    let meta = std::fs::metadata(&marker).expect("the notice's marker");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // --log-level info shows it every time; error never, and does not use it up.
+    let info = run_without_helper(&copy, &state, &["--log-level", "info"]);
+    info.success();
+    assert!(info.err().contains("single-ID map"), "{info}");
+    let fresh = dir.path().join("fresh");
+    let quiet = run_without_helper(&copy, &fresh, &["--log-level", "error"]);
+    quiet.success();
+    assert_eq!(quiet.err(), "", "{quiet}");
+    let after = run_without_helper(&copy, &fresh, &[]);
+    assert!(after.err().contains("single-ID map"), "{after}");
 }
 
 #[test]

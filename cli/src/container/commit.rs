@@ -90,7 +90,10 @@ pub fn commit_cmd(args: CommitArgs, store_root: Option<PathBuf>) -> Result<i32> 
             dest: tar.clone(),
         })?;
         let file = std::fs::File::open(&tar).context("reading the committed layer")?;
-        let (blob, size) = store.put_blob(file, None, None, "the container's layer", |_| {})?;
+        let len = file.metadata().map_or(0, |m| m.len());
+        let (blob, size) = store
+            .put_blob(file, None, None, "the container's layer", |_| {})
+            .map_err(|e| e.needing(len))?;
         let created_by = format!("nook commit {}", ctr.record.name);
         let record =
             nook_fs::archive::record_with_layer(&store, &base, &blob, size, name, &created_by)?;

@@ -209,7 +209,11 @@ pub fn stop_cmd(args: StopArgs, store_root: Option<PathBuf>, restart: bool) -> R
         match result {
             Ok(()) => println!("{}", ctr.record.name),
             Err(e) => {
-                eprintln!("nook: {}: {e:#}", ctr.record.name);
+                eprintln!(
+                    "nook: {}: {why}",
+                    ctr.record.name,
+                    why = crate::errors::Chain(&e)
+                );
                 failed = true;
             }
         }
@@ -287,8 +291,9 @@ pub fn remove_container(places: &Places, ctr: &Container) {
     if !layers.is_empty() {
         if let Err(e) = store_helper::run(&Job::Remove(layers)) {
             eprintln!(
-                "nook: warning: could not remove the writable layer of {}: {e:#}",
-                ctr.record.name
+                "nook: warning: could not remove the writable layer of {}: {why}",
+                ctr.record.name,
+                why = crate::errors::Chain(&e),
             );
         }
     }
@@ -417,7 +422,10 @@ fn sweep_orphan_runtime_dirs(places: &Places) {
         .collect();
     if !orphans.is_empty() {
         if let Err(e) = store_helper::run(&Job::Remove(orphans)) {
-            eprintln!("nook: warning: could not remove stale runtime directories: {e:#}");
+            eprintln!(
+                "nook: warning: could not remove stale runtime directories: {why}",
+                why = crate::errors::Chain(&e)
+            );
         }
     }
 }

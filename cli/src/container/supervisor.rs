@@ -195,7 +195,11 @@ pub fn main(
     if let Err(e) = &result {
         if let Some(mut f) = ready.lock().ok().and_then(|mut r| r.take()) {
             let code = crate::run::exit_code_of(e);
-            let _ = write!(f, "nook: {e:#}\n{EXIT_CODE}{code}\n");
+            let _ = write!(
+                f,
+                "nook: {why}\n{EXIT_CODE}{code}\n",
+                why = crate::errors::Chain(e)
+            );
         }
     }
     // The log is complete before this process, which `nook wait` waits for, ends.

@@ -208,7 +208,7 @@ pub fn report_warning(global: &Global, msg: &str) {
 }
 
 fn report_error(global: &Global, e: &anyhow::Error) {
-    let msg = format!("{e:#}");
+    let msg = crate::errors::Chain(e).to_string();
     eprintln!("nook: {msg}");
     log_line(global, "error", &msg);
 }

@@ -64,12 +64,10 @@ pub const WHITEOUT_XATTR: &str = "user.overlay.whiteout";
 /// Errors of the union drivers.
 #[derive(Debug, thiserror::Error)]
 pub enum UnionError {
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // Shows its cause rather than returning it as `source()`: a chain printer would
+    // say it twice.
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
     #[error("storage driver {driver} is not usable here: {why}")]
     Unusable { driver: Driver, why: String },
     #[error("layer {0}: not a directory")]
@@ -82,7 +80,7 @@ impl UnionError {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         UnionError::Io {
             what: what.into(),
-            source,
+            error: source,
         }
     }
 }

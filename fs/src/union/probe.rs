@@ -56,11 +56,29 @@ pub fn choose(requested: Option<Driver>, layer_base: &Path, cache_dir: &Path) ->
                 }),
                 Err(why) => Err(UnionError::Unusable {
                     driver: d,
-                    why: why.clone(),
+                    why: format!("{why}; {}", alternatives(d, &v)),
                 }),
             }
         }
         None => Ok(auto(&v)),
+    }
+}
+
+/// What to use instead of `refused`: the other drivers that work here.
+fn alternatives(refused: Driver, v: &Verdicts) -> String {
+    let other = match refused {
+        Driver::Overlay => Some((Driver::Fuse, &v.fuse)),
+        Driver::Fuse => Some((Driver::Overlay, &v.overlay)),
+        Driver::Copy => None,
+    };
+    match other {
+        Some((d, Ok(()))) => format!(
+            "--storage-driver {d} works here (or copy: a full copy of the image per \
+             container)"
+        ),
+        _ => {
+            "--storage-driver copy works here (a full copy of the image per container)".to_string()
+        }
     }
 }
 
@@ -275,7 +293,11 @@ fn probe_fuse(scratch: &Path) -> std::result::Result<(), String> {
         unsafe {
             let fd = libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
             if fd < 0 {
-                return 20;
+                return match *libc::__errno_location() {
+                    libc::EACCES | libc::EPERM => 20,
+                    libc::ENOENT | libc::ENODEV | libc::ENXIO => 23,
+                    _ => 24,
+                };
             }
             let mut buf = [0u8; 96];
             let n = libc::snprintf(
@@ -301,12 +323,38 @@ fn probe_fuse(scratch: &Path) -> std::result::Result<(), String> {
         0
     })
     .map_err(|code| match code {
-        20 => "cannot open /dev/fuse read-write (ask an administrator: chmod 0666 /dev/fuse, \
-               modprobe fuse)"
-            .to_string(),
+        20 => format!(
+            "you may not open /dev/fuse read-write ({}): {}",
+            fuse_node(),
+            FUSE_ACCESS_FIX
+        ),
+        23 => "there is no /dev/fuse: an administrator can load the module with `modprobe \
+               fuse`"
+            .into(),
+        24 => format!("cannot open /dev/fuse read-write ({})", fuse_node()),
         21 => "mount -t fuse refused in a user namespace (kernel < 4.18?)".into(),
         other => format!("probe child failed ({other})"),
     })
+}
+
+/// How an administrator makes /dev/fuse usable (said by the probe and by a container
+/// whose open of it fails).
+pub const FUSE_ACCESS_FIX: &str = "an administrator can allow it with `chmod 0666 /dev/fuse` \
+     (the mode most distributions give it)";
+
+/// `/dev/fuse`'s mode and owner, for a message.
+pub fn fuse_node() -> String {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata("/dev/fuse") {
+        Ok(m) => {
+            let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
+                .ok()
+                .flatten()
+                .map_or_else(|| m.gid().to_string(), |g| g.name);
+            format!("mode {:04o}, group {group}", m.mode() & 0o7777)
+        }
+        Err(e) => e.to_string(),
+    }
 }
 
 fn maps() -> (CString, CString) {

@@ -308,7 +308,7 @@ fn describe(settings: &[Setting]) -> String {
 
 fn source_of(e: &Error) -> String {
     match e {
-        Error::Sys { source, .. } => source.to_string(),
+        Error::Sys { error, .. } => error.to_string(),
         other => other.to_string(),
     }
 }
