@@ -158,12 +158,39 @@ fn detached_container_lists_logs_stops_and_is_removed() {
         stamped.out().is_empty() || stamped.err().contains("to-err"),
         "--tail 1 keeps only the last line: {stamped}"
     );
-    // sleep as pid 1 ignores TERM: the stop ends with KILL after the timeout.
-    env.nook(&["stop", "-t", "1", &n]).success();
+    // sleep as pid 1 ignores TERM: the stop ends with KILL after the timeout, and says
+    // so as podman does.
+    let stopped = env.nook(&["stop", "-t", "1", &n]);
+    stopped.success();
+    assert!(
+        stopped.err().contains(&format!(
+            "StopSignal SIGTERM failed to stop container {n} in 1 second, resorting to SIGKILL"
+        )),
+        "stop warns of the KILL: {stopped}"
+    );
     assert_eq!(env.field(&n, "{{.State}} {{.ExitCode}}"), "exited 137");
     assert_eq!(env.nook(&["wait", &n]).success().line(), "137");
     env.nook(&["rm", &n]).success();
     assert_eq!(env.nook(&["ps", "-a", "-q"]).success().out(), "");
+}
+
+#[test]
+fn a_container_that_ends_on_its_stop_signal_is_stopped_without_a_warning() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&[
+        "--name",
+        &n,
+        "host",
+        "sh",
+        "-c",
+        "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    env.wait_for_log(&n, "ready");
+    let stopped = env.nook(&["stop", "-t", "30", &n]);
+    stopped.success();
+    assert_eq!(stopped.err(), "", "no KILL, no warning");
+    assert_eq!(env.field(&n, "{{.State}} {{.ExitCode}}"), "exited 3");
 }
 
 #[test]
