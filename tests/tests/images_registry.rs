@@ -366,6 +366,22 @@ fn pull_run_inspect_images_rmi() {
         format!("{marker}\n")
     );
 
+    // `nook exec` starts in the image's WorkingDir too, as podman's (unless -w).
+    let ctr = env
+        .nook(&["run", "-d", &image, "sleep", "1000"])
+        .success()
+        .line();
+    assert_eq!(
+        env.nook(&["exec", &ctr, "pwd"]).success().out(),
+        "/home/app\n",
+        "exec starts in the image's WorkingDir"
+    );
+    assert_eq!(
+        env.nook(&["exec", "-w", "/", &ctr, "pwd"]).success().out(),
+        "/\n"
+    );
+    env.nook(&["rm", "-f", &ctr]).success();
+
     let list = env.images_json();
     assert!(
         list.contains(&format!("\"{image}\"")) && list.contains(&id),

@@ -197,7 +197,7 @@ fn a_container_that_ends_on_its_stop_signal_is_stopped_without_a_warning() {
 fn exec_runs_inside_the_container() {
     let env = Env::new();
     let n = name();
-    let id = env.detach(&["--name", &n, "host", "sleep", "1000"]);
+    let id = env.detach(&["--name", &n, "-w", "/tmp", "host", "sleep", "1000"]);
     let o = env.nook(&[
         "exec",
         &n,
@@ -217,6 +217,12 @@ fn exec_runs_inside_the_container() {
         lines.next().map(str::trim),
         Some("sleep 1000"),
         "and its pid 1"
+    );
+    // As podman: exec starts where the container's process did, unless -w.
+    assert_eq!(env.nook(&["exec", &n, "pwd"]).success().out(), "/tmp\n");
+    assert_eq!(
+        env.nook(&["exec", "-w", "/etc", &n, "pwd"]).success().out(),
+        "/etc\n"
     );
     env.nook(&["exec", &n, "sh", "-c", "exit 7"]).assert_code(7);
     env.nook(&["exec", &n, "no-such-command"]).assert_code(127);
