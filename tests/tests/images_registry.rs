@@ -611,6 +611,80 @@ fn concurrent_pulls_leave_a_consistent_store() {
 }
 
 #[test]
+fn concurrent_first_pulls_download_each_blob_once() {
+    let Some((reg, env)) = setup("concurrent_first_pulls_download_each_blob_once") else {
+        return;
+    };
+    let layout = tempdir();
+    // A big, incompressible layer: the pulls overlap while it downloads.
+    let big = Tar::default().file("big", &random_bytes(24 << 20)).finish();
+    oci_layout(
+        layout.path(),
+        "v1",
+        &[(
+            "amd64",
+            vec![
+                Layer {
+                    tar: busybox_layer().unwrap(),
+                    compression: "gzip",
+                },
+                Layer {
+                    tar: big,
+                    compression: "none",
+                },
+            ],
+            "",
+        )],
+    );
+    reg.push(layout.path(), "v1", "shared", &[]);
+    let image = format!("{}/shared:v1", reg.host());
+    let procs: Vec<Proc> = (0..3)
+        .map(|_| spawn(&mut env.cmd(&["pull", "-q", "--tls-verify=false", &image])))
+        .collect();
+    let ids: Vec<String> = procs
+        .into_iter()
+        .map(|p| p.wait(Duration::from_secs(180)).success().line())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    // Every blob the pulls needed (config and layers; the manifest is not a blob
+    // request) was served once. The registry logs a request after answering it: wait
+    // (bounded) for each to show up before counting.
+    let blobs: Vec<String> = fs::read_dir(layout.path().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut fetched = Vec::new();
+    for hex in &blobs {
+        let is_manifest = fs::read_to_string(layout.path().join("blobs/sha256").join(hex))
+            .is_ok_and(|t| t.contains("\"schemaVersion\""));
+        if is_manifest {
+            continue;
+        }
+        while reg.blob_gets("shared", hex) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        fetched.push((hex.clone(), reg.blob_gets("shared", hex)));
+    }
+    assert_eq!(fetched.len(), 3, "a config and two layers: {fetched:?}");
+    assert!(
+        fetched.iter().all(|(_, n)| *n == 1),
+        "each blob downloaded once by three pulls at once: {fetched:?}"
+    );
+    assert!(
+        env.entries("tmp").is_empty(),
+        "tmp left: {:?}",
+        env.entries("tmp")
+    );
+    assert!(
+        env.entries("locks").is_empty(),
+        "locks left: {:?}",
+        env.entries("locks")
+    );
+    env.nook(&["system", "check"]).success();
+}
+
+#[test]
 fn killed_pull_then_clean_pull() {
     let Some((reg, env)) = setup("killed_pull_then_clean_pull") else {
         return;
