@@ -394,6 +394,18 @@ fn pull_run_inspect_images_rmi() {
             && text.contains(&id[..12]),
         "{text}"
     );
+    // Sizes as podman prints them: three significant digits, a space, a decimal unit.
+    let size = env
+        .nook(&["images", "--format", "{{.Size}}"])
+        .success()
+        .line();
+    let (number, unit) = size.split_once(' ').unwrap_or(("", ""));
+    assert!(
+        ["B", "kB", "MB", "GB"].contains(&unit)
+            && number.parse::<f64>().is_ok()
+            && number.chars().filter(char::is_ascii_digit).count() <= 3,
+        "images SIZE {size:?}"
+    );
     let inspect = env.nook(&["inspect", &image]).success().out();
     assert!(
         inspect.contains("\"WorkingDir\": \"/home/app\"") && inspect.contains(&id),
