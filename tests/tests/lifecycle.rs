@@ -397,9 +397,23 @@ fn top_lists_the_container_processes() {
     let rows: Vec<&str> = out.lines().skip(1).collect();
     assert_eq!(rows.len(), 1, "{o}");
     let cols: Vec<&str> = rows[0].split_whitespace().collect();
-    assert_eq!(cols[0], "0", "user as the container sees it");
+    assert_eq!(
+        cols[0], "root",
+        "user named as the container's /etc/passwd names it"
+    );
     assert_eq!(cols[1], "1", "pid as the container sees it");
     assert!(rows[0].ends_with("sleep 1000"));
+    // A user the container's passwd does not list is shown by number.
+    env.nook(&["exec", "-d", "--user", "4242", &n, "sleep", "999"])
+        .success();
+    let o = env.nook(&["top", &n]);
+    let listed = o.success().out();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("4242 ") && l.ends_with("sleep 999")),
+        "{o}"
+    );
 }
 
 #[test]
