@@ -1035,6 +1035,136 @@ fn load_layer(env: &Env, tar: Vec<u8>, compression: &'static str) -> Output {
     env.nook(&["load", "-i", layout.path().to_str().unwrap()])
 }
 
+/// The unpacked tree of the store's only layer holding `rel`.
+fn layer_holding(env: &Env, rel: &str) -> std::path::PathBuf {
+    env.entries("layers")
+        .into_iter()
+        .map(|l| env.root().join("layers").join(l).join("diff"))
+        .find(|d| fs::symlink_metadata(d.join(rel)).is_ok())
+        .unwrap_or_else(|| panic!("no layer holds {rel}"))
+}
+
+#[test]
+fn pax_sparse_files_and_layer_symlinks_unpack_as_containerd_does() {
+    assert_unprivileged();
+    if !need(
+        "pax_sparse_files_and_layer_symlinks_unpack_as_containerd_does",
+        &["gzip", "tar"],
+    ) {
+        return;
+    }
+    let env = Env::new();
+    // A sparse file archived by GNU tar in PAX form (sparse format 1.0): 10 MiB, data
+    // at 4096 and at its end.
+    let src = tempdir();
+    let size: u64 = 10 << 20;
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = fs::File::create(src.path().join("sparse")).unwrap();
+        f.set_len(size).unwrap();
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.write_all(b"hello").unwrap();
+        f.seek(SeekFrom::Start(size - 3)).unwrap();
+        f.write_all(b"end").unwrap();
+    }
+    let tar = Command::new("tar")
+        .args([
+            "--sparse",
+            "--posix",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+        ])
+        .arg("-C")
+        .arg(src.path())
+        .args(["-cf", "-", "sparse"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    assert!(
+        String::from_utf8_lossy(&tar.stdout).contains("GNU.sparse.major=1"),
+        "GNU tar wrote PAX sparse 1.0"
+    );
+    load_layer(&env, tar.stdout, "gzip").success();
+    let diff = layer_holding(&env, "sparse");
+    let got = fs::read(diff.join("sparse")).unwrap();
+    assert_eq!(
+        got.len() as u64,
+        size,
+        "the file's real size, not its sparse map"
+    );
+    assert_eq!(&got[4096..4101], b"hello");
+    assert_eq!(&got[got.len() - 3..], b"end");
+    assert!(got[..4096].iter().all(|&b| b == 0));
+    assert!(
+        fs::metadata(diff.join("sparse")).unwrap().blocks() * 512 < 1 << 20,
+        "written with holes"
+    );
+    assert_eq!(
+        fs::read_dir(&diff).unwrap().count(),
+        1,
+        "no GNUSparseFile.PID directory"
+    );
+
+    // `var/run -> /run`, then `var/run/x`: resolved inside the layer, /run created there
+    // (containerd's rule), as one entry after the other in the same layer.
+    let layer = Tar::default()
+        .dir("var/")
+        .symlink("var/run", "/run")
+        .file("var/run/x", b"x")
+        .finish();
+    load_layer(&env, layer, "gzip").success();
+    let diff = layer_holding(&env, "run/x");
+    assert_eq!(fs::read(diff.join("run/x")).unwrap(), b"x");
+    assert!(fs::symlink_metadata(diff.join("var/run"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::metadata(diff.join("run")).unwrap().mode() & 0o7777,
+        0o755
+    );
+
+    // A parent that resolves to a file: one line, its cause said once.
+    let images = env.images_json();
+    let layer = Tar::default()
+        .file("etc", b"a file")
+        .symlink("link", "/etc")
+        .file("link/passwd", b"x")
+        .finish();
+    let out = load_layer(&env, layer, "gzip");
+    out.assert_error_line(125, &["link/passwd", "Not a directory"]);
+    assert_eq!(out.err().matches("Not a directory").count(), 1, "{out}");
+    assert_eq!(env.images_json(), images, "nothing stored");
+
+    // A sparse form nook cannot read is refused with one line, nothing stored.
+    let mut pax = Vec::new();
+    let record = |k: &str, v: &str| {
+        let rest = format!(" {k}={v}\n");
+        let mut len = rest.len() + 1;
+        while format!("{len}").len() + rest.len() != len {
+            len += 1;
+        }
+        format!("{len}{rest}")
+    };
+    pax.extend_from_slice(
+        format!(
+            "{}{}{}",
+            record("GNU.sparse.major", "2"),
+            record("GNU.sparse.minor", "0"),
+            record("GNU.sparse.realsize", "100")
+        )
+        .as_bytes(),
+    );
+    let bad = Tar::default()
+        .entry("PaxHeaders/f", b'x', 0o644, 0, "", &pax)
+        .file("f", b"")
+        .finish();
+    let out = load_layer(&env, bad, "gzip");
+    out.assert_error_line(125, &["GNU sparse format 2.0"]);
+    assert_eq!(env.images_json(), images, "nothing stored");
+}
+
 #[test]
 fn hostile_layers_write_nothing_outside() {
     assert_unprivileged();
