@@ -478,6 +478,80 @@ fn foreground_run_is_seen_and_stopped_by_other_commands() {
 }
 
 #[test]
+fn logs_follow_prints_every_line_once_through_fast_rotation() {
+    let env = Env::new();
+    let n = name();
+    // The container waits on a FIFO until the follower is attached, then prints 60,000
+    // lines into a log rotated at 4k: hundreds of rotations, many between any two
+    // reads a follower of the files could make.
+    let sync = tempdir();
+    let fifo = sync.path().join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let volume = format!("{}:/sync", sync.path().display());
+    env.detach(&[
+        "--name",
+        &n,
+        "--log-opt",
+        "max-size=4k",
+        "-v",
+        &volume,
+        "host",
+        "sh",
+        "-c",
+        "echo ready; read go < /sync/go; i=0;          while [ $i -lt 60000 ]; do echo line$i; i=$((i+1)); done",
+    ]);
+    let mut follow = spawn(&mut env.cmd(&["logs", "-f", &n]));
+    follow.wait_for("ready", TIMEOUT);
+    // The container opens the FIFO after it said ready: retry until it has (bounded).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut go = loop {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(f) => break f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the container never read the FIFO"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening the FIFO: {e}"),
+        }
+    };
+    std::io::Write::write_all(&mut go, b"go\n").unwrap();
+    drop(go);
+    let o = follow.wait(TIMEOUT);
+    o.success();
+    let out = o.out();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("ready"));
+    let mut expected = 0;
+    for line in lines {
+        assert_eq!(
+            line,
+            format!("line{expected}"),
+            "every line once, in order (after {expected} good ones)"
+        );
+        expected += 1;
+    }
+    assert_eq!(expected, 60000, "all 60,000 lines printed");
+    assert_eq!(o.err(), "", "no line was skipped");
+    let log = PathBuf::from(env.inspect(&n)["LogPath"].as_str().unwrap());
+    assert!(
+        log.with_extension("log.1").exists() && std::fs::metadata(&log).unwrap().len() <= 4096,
+        "the log was rotated"
+    );
+    assert_eq!(
+        env.nook(&["logs", "--tail", "1", &n]).success().out(),
+        "line59999\n"
+    );
+}
+
+#[test]
 fn a_killed_supervisor_shows_as_exited_and_cleans_up() {
     let env = Env::private();
     let n = name();
