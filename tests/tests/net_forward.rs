@@ -327,7 +327,7 @@ fn a_port_published_without_a_host_ip_listens_on_both_families() {
         "run", "--rm", "-p", &publish, "host", "python3", "-c", server,
     ]));
     p.wait_for("ready", TIMEOUT);
-    let mut greet = |addr: SocketAddr| {
+    let greet = |addr: SocketAddr| {
         let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to the published port on {addr}: {e}"));
         c.set_read_timeout(Some(TIMEOUT)).unwrap();
