@@ -651,7 +651,7 @@ impl PaxSparse {
                         .flat_map(|(o, n)| [o.as_str(), n.as_str()])
                         .collect(),
                 };
-                if flat.len() % 2 != 0 {
+                if !flat.len().is_multiple_of(2) {
                     return Err("the sparse map has an odd count of numbers".into());
                 }
                 let mut map = Vec::with_capacity(flat.len() / 2);

@@ -295,10 +295,10 @@ impl Logger {
         });
         // Newcomers after the others: a newcomer's history is what the file holds now,
         // and nothing written before it is queued for it.
-        while listening {
-            let Ok((conn, _)) = self.follow_listener.accept() else {
-                break;
-            };
+        if !listening {
+            return;
+        }
+        while let Ok((conn, _)) = self.follow_listener.accept() {
             let Some(conn) = own(conn) else {
                 continue;
             };

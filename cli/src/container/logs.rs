@@ -166,9 +166,9 @@ impl Live {
     /// logger is, as long as there is one.
     fn follow(&mut self, socket: &Path, timestamps: bool) -> Result<()> {
         loop {
-            match read_frames(&mut self.conn, timestamps) {
-                Ok(true) => return Ok(()),
-                Ok(false) | Err(_) => {}
+            // Ended without the end frame, or broken: dropped, or the logger is gone.
+            if let Ok(true) = read_frames(&mut self.conn, timestamps) {
+                return Ok(());
             }
             let Some(again) = Live::connect(socket) else {
                 // No logger any more: the container's output is over.
