@@ -1006,6 +1006,21 @@ mod tests {
             b"",
         );
         refused(&[("GNU.sparse.size", "100")], b"");
+        // The real name is an entry name like any other: `..` above the root refused.
+        let dir = tempfile::tempdir().unwrap();
+        let mut empty_map = b"0\n".to_vec();
+        empty_map.resize(512, 0);
+        let e = TarBuf::default()
+            .pax(&[
+                ("GNU.sparse.major", "1"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.name", "../../escaped"),
+                ("GNU.sparse.realsize", "0"),
+            ])
+            .file("GNUSparseFile.1/f", &empty_map)
+            .unpack(dir.path())
+            .unwrap_err();
+        assert!(matches!(e, UnpackError::Escape(_)), "{e}");
         let mut bad_map = b"1\n0\nten\n".to_vec();
         bad_map.resize(512, 0);
         refused(
