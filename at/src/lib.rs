@@ -274,9 +274,10 @@ pub struct Root {
 /// What [`Root::open_or_create`] creates where a component is missing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Make {
-    /// A directory (0755), as every missing parent is.
+    /// A directory (0755 whatever the umask), as every missing parent is.
     Dir,
-    /// An empty regular file (0644): the mount point of a file bind mount.
+    /// An empty regular file (0644 whatever the umask): the mount point of a file bind
+    /// mount.
     File,
 }
 
@@ -555,12 +556,26 @@ impl Root {
     }
 }
 
-/// Creates `name` in `dirfd` as `make` says.
+/// Creates `name` in `dirfd` as `make` says, with its mode exactly (0755, 0644): a
+/// caller's umask of 077 must not make a directory of the container's tree (a mount
+/// point, a layer's missing parent) unreadable to the container's other users.
 fn create(dirfd: RawFd, name: &CStr, make: Make) -> io::Result<()> {
-    match make {
-        Make::Dir => mkdirat(dirfd, name, 0o755),
-        Make::File => mknodat(dirfd, name, libc::S_IFREG | 0o644, 0),
+    let (mode, open) = match make {
+        Make::Dir => {
+            mkdirat(dirfd, name, 0o755)?;
+            (0o755, libc::O_RDONLY | libc::O_DIRECTORY)
+        }
+        Make::File => {
+            mknodat(dirfd, name, libc::S_IFREG | 0o644, 0)?;
+            (0o644, libc::O_RDONLY | libc::O_NONBLOCK)
+        }
+    };
+    // Opened without following: if the name was swapped for a symlink meanwhile, the
+    // open fails, nothing is changed, and the caller's lstat sees what is there now.
+    if let Ok(fd) = openat(dirfd, name, open | libc::O_NOFOLLOW, 0) {
+        fchmod(fd.as_raw_fd(), mode)?;
     }
+    Ok(())
 }
 
 fn is_symlink(fd: &OwnedFd) -> io::Result<bool> {
@@ -707,6 +722,52 @@ mod tests {
             0,
             "nothing made on the host"
         );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// What is created has its mode whatever the umask. Checked in a child process
+    /// of this test binary (the umask is the whole process's; the other tests run in
+    /// threads beside this one).
+    #[test]
+    fn created_with_their_modes_whatever_the_umask() {
+        const CHILD: &str = "NOOK_AT_UMASK_CHILD";
+        if let Some(root) = std::env::var_os(CHILD) {
+            // SAFETY: umask only sets the process's mask.
+            unsafe { libc::umask(0o077) };
+            for r in both(Path::new(&root), false) {
+                let tag = if r.walk_only { "walk" } else { "openat2" };
+                r.open_or_create(Path::new(&format!("{tag}/a/b")), Make::Dir)
+                    .unwrap();
+                r.open_or_create(Path::new(&format!("{tag}/f")), Make::File)
+                    .unwrap();
+            }
+            return;
+        }
+        let base = scratch("umask");
+        let root = base.join("root");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::created_with_their_modes_whatever_the_umask",
+                "--test-threads=1",
+            ])
+            .env(CHILD, &root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        for tag in ["walk", "openat2"] {
+            assert_eq!(mode(&format!("{tag}/a")), 0o755);
+            assert_eq!(mode(&format!("{tag}/a/b")), 0o755);
+            assert_eq!(mode(&format!("{tag}/f")), 0o644);
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 

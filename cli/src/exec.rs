@@ -28,7 +28,8 @@ pub fn exec_cmd(args: ExecArgs, store_root: Option<PathBuf>) -> Result<i32> {
             interactive: args.interactive,
             detach: args.detach,
             env: args.env,
-            workdir: args.workdir.map(PathBuf::from),
+            // As podman: the container's working directory unless -w says otherwise.
+            workdir: args.workdir.map(PathBuf::from).or(st.workdir.clone()),
             user: args.user,
             command: args.command,
             console_socket: None,

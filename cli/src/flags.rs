@@ -467,7 +467,7 @@ pub struct RunArgs {
     pub network: String,
 
     /// Publish a container port on the host: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp], ranges
-    /// as 8000-8010:8000-8010
+    /// as 8000-8010:8000-8010; without HOSTIP, on every IPv4 and IPv6 address
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
 
@@ -774,7 +774,8 @@ pub struct ExecArgs {
     /// Set an environment variable
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
-    /// Working directory inside the container
+    /// Working directory inside the container (default: the container's, as its first
+    /// process started: -w of run, else the image's WorkingDir, else /)
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
     /// User inside the container: USER[:GROUP] or UID[:GID]

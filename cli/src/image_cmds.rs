@@ -440,7 +440,7 @@ struct ImageRow {
     created: String,
     /// The config's timestamp as recorded (RFC 3339).
     created_at: String,
-    /// Human-readable, decimal units ("7.8 MB").
+    /// Human-readable, decimal units, three significant digits ("7.8 MB", units.rs).
     size: String,
     /// The manifest digest.
     digest: String,
@@ -476,26 +476,11 @@ impl ImageRow {
                 id: id.clone(),
                 created: created.clone(),
                 created_at: created_at.clone(),
-                size: human_size(i.size()),
+                size: crate::units::human_size(i.size()),
                 digest: i.manifest.to_string(),
                 names: i.names.clone(),
             })
             .collect()
-    }
-}
-
-fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < units.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.3} {}", units[u]).replace(".000", "")
     }
 }
 

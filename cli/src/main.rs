@@ -24,6 +24,7 @@ mod spec;
 mod stats;
 mod storage;
 mod store_helper;
+mod units;
 mod unshare;
 mod users;
 

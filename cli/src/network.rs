@@ -112,11 +112,13 @@ impl NetworkChoice {
             let ctr_port: u16 = num
                 .parse()
                 .with_context(|| format!("the image exposes a bad port {port:?}"))?;
-            // Port 0: the kernel picks a free one when the listener is bound.
+            // Port 0: the kernel picks a free one when the listener is bound; both
+            // families, as for `-p` without a host IP.
             cfg.publish.push(PortMapping {
                 host: "0.0.0.0:0".parse().expect("a valid address"),
                 ctr_port,
                 proto,
+                all_families: true,
             });
         }
         Ok(())

@@ -311,7 +311,8 @@ fn run_once(
     passing.set_env(&mut spec);
     crate::seccomp::write_record(&dir.path, &seccomp_record)?;
     let _ = places;
-    let spawned_hook = spawned_hook(ctr, restarts, ports);
+    let workdir = spec.process().as_ref().map(|p| p.cwd().clone());
+    let spawned_hook = spawned_hook(ctr, restarts, ports, workdir);
     let options = RunOptions {
         stdin: if args.interactive {
             StdinMode::Inherit
@@ -352,7 +353,12 @@ fn run_once(
 
 /// Records the running state (the container's pid, this process as its supervisor)
 /// once the container exists, before anything runs in it.
-fn spawned_hook(ctr: &Container, restarts: u32, ports: Vec<String>) -> StartedHook {
+fn spawned_hook(
+    ctr: &Container,
+    restarts: u32,
+    ports: Vec<String>,
+    workdir: Option<PathBuf>,
+) -> StartedHook {
     let ctr = ctr.clone();
     StartedHook(Arc::new(move |pid| {
         let st = State {
@@ -362,6 +368,7 @@ fn spawned_hook(ctr: &Container, restarts: u32, ports: Vec<String>) -> StartedHo
             started_at: Some(humantime::format_rfc3339_nanos(SystemTime::now()).to_string()),
             restarts,
             ports: ports.clone(),
+            workdir: workdir.clone(),
             ..State::default()
         };
         if let Err(e) = ctr.write_state(&st) {

@@ -20,6 +20,7 @@ use nook_rootless::cgroups::{self, Stats};
 use nook_rootless::state;
 
 use crate::flags::{ContainersArgs, Format, StatsArgs};
+use crate::units;
 
 /// A running container that has a cgroup.
 struct Running {
@@ -236,13 +237,17 @@ fn render_table(rows: &[Row], mem_total: u64) -> String {
             &r.id[..r.id.len().min(12)],
             r.name,
             r.cpu_percent,
-            format!("{} / {}", binary_size(s.memory_current), binary_size(limit)),
+            format!(
+                "{} / {}",
+                units::compact_binary_size(s.memory_current),
+                units::compact_binary_size(limit)
+            ),
             mem_percent(s.memory_current, limit),
             "--",
             format!(
                 "{} / {}",
-                decimal_size(s.io_read_bytes),
-                decimal_size(s.io_write_bytes)
+                units::compact_size(s.io_read_bytes),
+                units::compact_size(s.io_write_bytes)
             ),
             s.pids_current,
         ));
@@ -288,49 +293,9 @@ fn mem_percent(used: u64, limit: u64) -> f64 {
     }
 }
 
-/// 1.5MiB, as podman shows memory.
-fn binary_size(bytes: u64) -> String {
-    scaled(bytes, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB"])
-}
-
-/// 1.5MB, as podman shows block I/O.
-fn decimal_size(bytes: u64) -> String {
-    scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB"])
-}
-
-fn scaled(bytes: u64, base: f64, units: &[&str]) -> String {
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= base && i + 1 < units.len() {
-        v /= base;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}{}", units[0])
-    } else {
-        // Three significant digits, as docker's go-units.
-        let digits = format!("{:.*}", 2usize.saturating_sub(v.log10() as usize), v);
-        format!(
-            "{}{}",
-            digits.trim_end_matches('0').trim_end_matches('.'),
-            units[i]
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(binary_size(512), "512B");
-        assert_eq!(binary_size(1536 * 1024), "1.5MiB");
-        assert_eq!(binary_size(64 << 20), "64MiB");
-        assert_eq!(decimal_size(1_234_567), "1.23MB");
-        assert_eq!(decimal_size(0), "0B");
-        assert_eq!(decimal_size(123_456_789), "123MB");
-    }
 
     #[test]
     fn cpu_percent() {

@@ -1,6 +1,7 @@
-//! `--user USER[:GROUP]` and the container's HOME, read from the container's own
-//! /etc/passwd and /etc/group (the host's for the `host` image).
+//! `--user USER[:GROUP]`, the container's HOME and `nook top`'s user names, read from
+//! the container's own /etc/passwd and /etc/group (the host's for the `host` image).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Result};
@@ -71,6 +72,16 @@ fn parse_passwd(line: &str) -> Option<PasswdEntry> {
     })
 }
 
+/// Every user name of the container's /etc/passwd by uid (the first entry of a uid
+/// wins, as getpwuid's): how `nook top` names processes, as podman's top does.
+pub fn names(root: &Path) -> HashMap<u32, String> {
+    let mut names = HashMap::new();
+    for e in read(root, "etc/passwd").lines().filter_map(parse_passwd) {
+        names.entry(e.uid).or_insert(e.name);
+    }
+    names
+}
+
 /// Resolves `USER[:GROUP]` (names or numbers) in the container's files.
 pub fn resolve(spec: &str, root: &Path) -> Result<Identity> {
     let (user, group) = match spec.split_once(':') {
@@ -133,6 +144,10 @@ mod tests {
         assert_eq!(resolve("4242", &root).unwrap().home, "/");
         assert!(resolve("bob", &root).is_err());
         assert!(resolve("0:nogroup", &root).is_err());
+        let names = names(&root);
+        assert_eq!(names.get(&0).map(String::as_str), Some("root"));
+        assert_eq!(names.get(&1000).map(String::as_str), Some("alice"));
+        assert_eq!(names.get(&4242), None);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -7,8 +7,19 @@
 //! rename into blobs/. Layers download in parallel (up to [`PullOptions::jobs`], 6 by
 //! default as containers/image), each with its own progress line; a blob already in the
 //! store is not fetched again; an interrupted transfer is retried from the start, twice.
+//!
+//! Two pulls at once (two terminals, a CI job's parallel steps) share their blobs: each
+//! blob is downloaded under a lock of its own ([`BlobLock`], `ROOT/locks/blob-HEX`), so
+//! the second waits for the first's download and then finds the blob in the store.
+//! Different blobs still download in parallel, in one pull or across pulls.
 
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
 use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::digest::Digest;
 use crate::manifest::{self, Document, ImageConfig, Platform};
@@ -154,14 +165,17 @@ fn fetch_document(
     what: &str,
 ) -> Result<Vec<u8>, PullError> {
     if !store.has_blob(digest) {
-        let body = client.blob(digest)?;
-        store.put_blob(
-            body.reader,
-            Some(digest),
-            Some(manifest::MAX_DOCUMENT),
-            &format!("{what} {digest}"),
-            |_| {},
-        )?;
+        let _lock = BlobLock::acquire(store, digest, |_| {})?;
+        if !store.has_blob(digest) {
+            let body = client.blob(digest)?;
+            store.put_blob(
+                body.reader,
+                Some(digest),
+                Some(manifest::MAX_DOCUMENT),
+                &format!("{what} {digest}"),
+                |_| {},
+            )?;
+        }
     }
     Ok(store.read_blob(digest, manifest::MAX_DOCUMENT)?)
 }
@@ -215,6 +229,17 @@ fn download_one(
     progress: &dyn Progress,
 ) -> Result<(), PullError> {
     let bar = progress.start(&layer.blob, layer.size);
+    let _lock = BlobLock::acquire(store, &layer.blob, |_| {
+        progress.note(&format!(
+            "{}: another pull is downloading it, waiting",
+            layer.blob.short()
+        ))
+    })?;
+    if store.has_blob(&layer.blob) {
+        // The other pull's download, verified by its digest like ours.
+        bar.finish("done (downloaded by another pull)");
+        return Ok(());
+    }
     let what = format!("layer {} from {}", layer.blob, client.registry());
     let mut attempt = 0;
     loop {
@@ -254,5 +279,118 @@ fn download_one(
                 return Err(e);
             }
         }
+    }
+}
+
+/// The right to download one blob into the store, across processes: an exclusive flock
+/// on `ROOT/locks/blob-HEX`. A holder that finishes removes the file before it lets go,
+/// so no lock file outlives its download (a killed pull leaves one, reused later); a
+/// waiter that then gets the lock of a removed file starts again on the path's current
+/// file, so two processes never both believe they hold it.
+pub struct BlobLock {
+    path: PathBuf,
+    _flock: Flock<File>,
+}
+
+impl BlobLock {
+    /// Waits for the blob's lock; `waiting` is called once if another holds it.
+    pub fn acquire(
+        store: &Store,
+        digest: &Digest,
+        mut waiting: impl FnMut(&Digest),
+    ) -> Result<BlobLock, StoreError> {
+        let dir = store.root().join("locks");
+        let path = dir.join(format!("blob-{}", digest.hex()));
+        let fail = |error: io::Error| StoreError::Io {
+            path: path.clone(),
+            error,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(fail)?;
+        let mut said = false;
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(fail)?;
+            let flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(f) => f,
+                Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                    if !said {
+                        said = true;
+                        waiting(digest);
+                    }
+                    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| fail(e.into()))?
+                }
+                Err((_, e)) => return Err(fail(e.into())),
+            };
+            // Still the file the path names? A finished holder removed it meanwhile.
+            let ours = flock.metadata().map_err(fail)?;
+            match fs::metadata(&path) {
+                Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {
+                    return Ok(BlobLock {
+                        path,
+                        _flock: flock,
+                    })
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(fail(e)),
+            }
+        }
+    }
+}
+
+impl Drop for BlobLock {
+    fn drop(&mut self) {
+        // Removed while still held (the flock goes with the descriptor, after this).
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn one_holder_at_a_time_and_no_lock_file_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let waited = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let _l = BlobLock::acquire(&store, &digest, |_| {
+                            waited.fetch_add(1, Ordering::SeqCst);
+                        })
+                        .unwrap();
+                        let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1, "never two holders at once");
+        assert!(
+            fs::read_dir(dir.path().join("locks"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "the lock file goes with its last holder"
+        );
     }
 }

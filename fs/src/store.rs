@@ -8,14 +8,16 @@
 //!   layers/HEX/diff/         a layer unpacked (HEX = its diff_id), shared by all images
 //!   layers/HEX/stats.json    what the unpack skipped (devices, xattrs, squashed owners)
 //!   tmp/PID-…                downloads and unpacks in progress, each named by its process
+//!   locks/blob-HEX           flock of a blob's download (pull.rs), removed by its holder
 //! ```
 //!
 //! Crash safety: nothing is written in place. A blob is streamed to `tmp/`, verified,
 //! then renamed into `blobs/`; a layer is unpacked under `tmp/` and renamed into
 //! `layers/` whole; the image record is added last, under the lock. A pull killed at any
 //! point leaves complete blobs and layers (reused by the next pull) and `tmp/` entries of
-//! a dead process, which the next command sweeps. Two pulls of one image at once both
-//! download, and the second rename finds the first's result and discards its own.
+//! a dead process, which the next command sweeps. Two pulls of one image at once share
+//! each blob (the second waits on the blob's lock, `locks/blob-HEX`, pull.rs) and both
+//! unpack; the second layer rename finds the first's result and discards its own.
 //!
 //! Layer directories hold files owned by the container's IDs (subordinate IDs on the
 //! host): only a process in the user namespace can remove them. The store therefore

@@ -12,8 +12,10 @@
 //! Safety rules, whatever the order of entries:
 //! - a name is cleaned lexically; a `..` that climbs above the root is refused, a leading
 //!   `/` is dropped (as GNU tar does);
-//! - the parent directory is resolved inside the root (symlinks included) and the final
-//!   component is created with `*at` calls through that parent, never followed;
+//! - the parent directory is resolved inside the root (symlinks included: an absolute
+//!   one restarts at the layer root, as containerd resolves it) and created there when
+//!   missing, a dangling symlink's target included; the final component is created
+//!   with `*at` calls through that parent, never followed;
 //! - a hard link's target is resolved the same way and linked without following it;
 //! - whiteouts name one plain component (never `.`, `..` or empty).
 //!
@@ -24,6 +26,16 @@
 //!
 //! Regular files are written sparse: runs of zero blocks become holes, so a layer that
 //! expands to gigabytes of zeros (a decompression bomb) costs time, not disk.
+//!
+//! Sparse files as archived: GNU's old format (type `S`) is expanded by the tar crate;
+//! GNU's PAX forms (`tar --sparse --posix`), which the tar crate passes on as a plain
+//! file of the stored data, are read here: 1.0 (`GNU.sparse.major=1`, `minor=0`, the real
+//! name in `GNU.sparse.name`, the size in `GNU.sparse.realsize`, the map at the start
+//! of the data), 0.1 (`GNU.sparse.map`) and 0.0 (repeated `GNU.sparse.offset` /
+//! `numbytes`). Each data segment is written at its offset, the rest is a hole. A map
+//! that is malformed, overlaps, runs past the real size or disagrees with the stored
+//! data, or a version nook does not know, fails the unpack: never stored as its raw
+//! map (what the file would be to a reader that ignores the PAX keys).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
@@ -64,6 +76,8 @@ pub enum UnpackError {
     /// The destination's filesystem is full; `needed` is the layer's size unpacked.
     #[error(transparent)]
     NoSpace(Box<crate::space::NoSpace>),
+    #[error("layer entry {path:?} is a sparse file in a form nook cannot read ({why}); nothing was stored: rebuild the layer without sparse files (GNU tar without --sparse) or with GNU's PAX sparse format 0.0, 0.1 or 1.0")]
+    Sparse { path: String, why: String },
 }
 
 /// What an unpack did that the user may want to know.
@@ -184,7 +198,32 @@ impl Unpacker {
     }
 
     pub fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), UnpackError> {
-        let raw = entry.path_bytes().into_owned();
+        let (mut uid, mut gid) = (
+            entry.header().uid().unwrap_or(0) as u32,
+            entry.header().gid().unwrap_or(0) as u32,
+        );
+        let mut xattrs = Vec::new();
+        let mut sparse = PaxSparse::default();
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                let key = ext.key_bytes();
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                } else if key == b"uid" {
+                    uid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(uid);
+                } else if key == b"gid" {
+                    gid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(gid);
+                } else if let Some(k) = key.strip_prefix(b"GNU.sparse.") {
+                    sparse.add(k, ext.value_bytes());
+                }
+            }
+        }
+        // A PAX sparse 1.0 file's header names a stand-in (`GNUSparseFile.PID/NAME`);
+        // its own name is GNU.sparse.name.
+        let raw = match &sparse.name {
+            Some(name) => name.clone(),
+            None => entry.path_bytes().into_owned(),
+        };
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let path =
             clean(OsStr::from_bytes(&raw)).ok_or_else(|| UnpackError::Escape(shown.clone()))?;
@@ -197,22 +236,16 @@ impl Unpacker {
         let kind = header.entry_type();
         let mode = header.mode().map_err(err)? & 0o7777;
         let mtime = header.mtime().unwrap_or(0) as i64;
-        let (mut uid, mut gid) = (
-            header.uid().unwrap_or(0) as u32,
-            header.gid().unwrap_or(0) as u32,
-        );
-        let mut xattrs = Vec::new();
-        if let Ok(Some(pax)) = entry.pax_extensions() {
-            for ext in pax.flatten() {
-                let key = ext.key_bytes();
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
-                } else if key == b"uid" {
-                    uid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(uid);
-                } else if key == b"gid" {
-                    gid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(gid);
-                }
-            }
+        let sparse = sparse.form().map_err(|why| UnpackError::Sparse {
+            path: shown.clone(),
+            why,
+        })?;
+        if sparse.is_some() && !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+        {
+            return Err(UnpackError::Sparse {
+                path: shown,
+                why: "sparse keys on an entry that is not a regular file".into(),
+            });
         }
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         let Some(path) = path else {
@@ -322,7 +355,21 @@ impl Unpacker {
                 // SAFETY: `fd` is a freshly opened, owned descriptor; File takes it over.
                 let mut file =
                     unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-                let size = write_sparse(entry, &mut file, &mut self.buf).map_err(err)?;
+                let size = match sparse {
+                    None => write_sparse(entry, &mut file, &mut self.buf).map_err(err)?,
+                    Some(form) => {
+                        let stored = entry.size();
+                        write_pax_sparse(entry, stored, &mut file, form, &mut self.buf).map_err(
+                            |e| match e {
+                                SparseError::Io(e) => err(e),
+                                SparseError::Form(why) => UnpackError::Sparse {
+                                    path: shown.clone(),
+                                    why,
+                                },
+                            },
+                        )?
+                    }
+                };
                 self.stats.bytes += size;
                 self.apply_meta(file.as_raw_fd(), c"", uid, gid, Some(mode), &xattrs)
                     .map_err(err)?;
@@ -392,8 +439,11 @@ impl Unpacker {
         Ok(())
     }
 
-    /// The parent directory of an entry, created (0755, owned by the container's root)
-    /// when the layer did not list it.
+    /// The parent directory of an entry, resolved inside the layer root, symlinks
+    /// included (an absolute one restarts at the layer root), as containerd resolves
+    /// it. What is missing on the way is created there (0755, owned by the container's
+    /// root), the target of a dangling symlink included: `var/run -> /run` then
+    /// `var/run/x` puts x in the layer's /run, created if the layer has none.
     fn parent(&mut self, rel: &Path) -> io::Result<OwnedFd> {
         if let Some((p, fd)) = &self.cached_parent {
             if p == rel {
@@ -402,45 +452,15 @@ impl Unpacker {
         }
         let fd = match self.root.open_in(rel, libc::O_PATH | libc::O_DIRECTORY) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.create_parents(rel)?,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let fd = self.root.open_or_create(rel, at::Make::Dir)?;
+                // What it returns is the object itself: it must be a directory.
+                at::openat(fd.as_raw_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?
+            }
             Err(e) => return Err(e),
         };
         let keep = at::openat(fd.as_raw_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
         self.cached_parent = Some((rel.to_path_buf(), keep));
-        Ok(fd)
-    }
-
-    fn create_parents(&mut self, rel: &Path) -> io::Result<OwnedFd> {
-        let mut cur = PathBuf::new();
-        let mut fd = self
-            .root
-            .open_in(Path::new(""), libc::O_PATH | libc::O_DIRECTORY)?;
-        for comp in rel.iter() {
-            cur.push(comp);
-            fd = match self.root.open_in(&cur, libc::O_PATH | libc::O_DIRECTORY) {
-                Ok(next) => next,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    // The component may be a dangling symlink: resolution then names a
-                    // missing target, which is refused rather than created through it.
-                    let name = at::cstr(comp)?;
-                    if at::lstat_opt(fd.as_raw_fd(), &name)?.is_some() {
-                        return Err(e);
-                    }
-                    at::mkdirat(fd.as_raw_fd(), &name, 0o755)?;
-                    let dir = at::openat(
-                        fd.as_raw_fd(),
-                        &name,
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                        0,
-                    )?;
-                    // 0755 exactly: under umask 077 mkdirat alone would hide the
-                    // directory from the container's other users.
-                    at::fchmod(dir.as_raw_fd(), 0o755)?;
-                    dir
-                }
-                Err(e) => return Err(e),
-            };
-        }
         Ok(fd)
     }
 
@@ -523,6 +543,17 @@ fn chmod_path_fd(fd: &OwnedFd, mode: u32) -> io::Result<()> {
 
 /// Copies `src` to `file`, turning every all-zero block into a hole.
 fn write_sparse(src: &mut impl Read, file: &mut File, buf: &mut [u8]) -> io::Result<u64> {
+    let (size, pending_hole) = copy_sparse(src, file, buf)?;
+    if pending_hole {
+        file.set_len(size)?;
+    }
+    Ok(size)
+}
+
+/// Copies `src` to `file` from its current offset, seeking over all-zero blocks; returns
+/// the bytes copied and whether they ended in such a seek (the file is then shorter
+/// than its offset until the caller sets its length).
+fn copy_sparse(src: &mut impl Read, file: &mut File, buf: &mut [u8]) -> io::Result<(u64, bool)> {
     let mut size = 0u64;
     let mut pending_hole = false;
     loop {
@@ -542,10 +573,251 @@ fn write_sparse(src: &mut impl Read, file: &mut File, buf: &mut [u8]) -> io::Res
         }
         size += n as u64;
     }
-    if pending_hole {
-        file.set_len(size)?;
+    Ok((size, pending_hole))
+}
+
+/// The GNU.sparse.* PAX keys of one entry, as found.
+#[derive(Default)]
+struct PaxSparse {
+    any: bool,
+    major: Option<String>,
+    minor: Option<String>,
+    name: Option<Vec<u8>>,
+    realsize: Option<String>,
+    size: Option<String>,
+    numblocks: Option<String>,
+    map: Option<String>,
+    offsets: Vec<String>,
+    numbytes: Vec<String>,
+}
+
+/// How a PAX sparse file's data is laid out.
+#[derive(Debug, PartialEq, Eq)]
+enum SparseForm {
+    /// 1.0: the map (decimal numbers, one a line, block-padded) leads the data.
+    MapInData { realsize: u64 },
+    /// 0.0 / 0.1: the map was in the PAX header; the data is the segments.
+    Map { realsize: u64, map: Vec<(u64, u64)> },
+}
+
+enum SparseError {
+    Io(io::Error),
+    Form(String),
+}
+
+impl From<io::Error> for SparseError {
+    fn from(e: io::Error) -> SparseError {
+        SparseError::Io(e)
     }
-    Ok(size)
+}
+
+/// The longest 1.0 map read from the data (as Go's archive/tar allows).
+const MAX_SPARSE_MAP: u64 = 1 << 20;
+
+impl PaxSparse {
+    fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.any = true;
+        let text = || String::from_utf8_lossy(value).into_owned();
+        match key {
+            b"major" => self.major = Some(text()),
+            b"minor" => self.minor = Some(text()),
+            b"name" => self.name = Some(value.to_vec()),
+            b"realsize" => self.realsize = Some(text()),
+            b"size" => self.size = Some(text()),
+            b"numblocks" => self.numblocks = Some(text()),
+            b"map" => self.map = Some(text()),
+            // 0.0 repeats these two keys, in order, once per segment.
+            b"offset" => self.offsets.push(text()),
+            b"numbytes" => self.numbytes.push(text()),
+            _ => {}
+        }
+    }
+
+    /// The form this entry's keys describe: None for a plain file, an error for a form
+    /// nook does not read or keys that contradict each other.
+    fn form(&self) -> Result<Option<SparseForm>, String> {
+        if !self.any {
+            return Ok(None);
+        }
+        let number = |what: &str, v: &Option<String>| -> Result<u64, String> {
+            let v = v
+                .as_deref()
+                .ok_or_else(|| format!("no GNU.sparse.{what}"))?;
+            v.trim()
+                .parse()
+                .map_err(|_| format!("GNU.sparse.{what}={v:?} is not a number"))
+        };
+        match (self.major.as_deref(), self.minor.as_deref()) {
+            (Some("1"), Some("0")) => Ok(Some(SparseForm::MapInData {
+                realsize: number("realsize", &self.realsize)?,
+            })),
+            (None, None) | (Some("0"), Some("0" | "1")) => {
+                let realsize = number("size", &self.size)?;
+                let flat: Vec<&str> = match &self.map {
+                    Some(map) if map.trim().is_empty() => Vec::new(),
+                    Some(map) => map.split(',').collect(),
+                    None if self.offsets.len() != self.numbytes.len() => {
+                        return Err("GNU.sparse.offset and numbytes do not pair up".into())
+                    }
+                    None if self.offsets.is_empty() && self.numblocks.is_none() => {
+                        return Err("GNU.sparse keys without a sparse map".into())
+                    }
+                    None => self
+                        .offsets
+                        .iter()
+                        .zip(&self.numbytes)
+                        .flat_map(|(o, n)| [o.as_str(), n.as_str()])
+                        .collect(),
+                };
+                if !flat.len().is_multiple_of(2) {
+                    return Err("the sparse map has an odd count of numbers".into());
+                }
+                let mut map = Vec::with_capacity(flat.len() / 2);
+                for pair in flat.chunks(2) {
+                    let n = |v: &str| {
+                        v.trim()
+                            .parse::<u64>()
+                            .map_err(|_| format!("sparse map value {v:?} is not a number"))
+                    };
+                    map.push((n(pair[0])?, n(pair[1])?));
+                }
+                if let Some(blocks) = &self.numblocks {
+                    if blocks.trim().parse::<usize>().ok() != Some(map.len()) {
+                        return Err(format!(
+                            "GNU.sparse.numblocks={blocks} but the map has {} entries",
+                            map.len()
+                        ));
+                    }
+                }
+                Ok(Some(SparseForm::Map { realsize, map }))
+            }
+            (major, minor) => Err(format!(
+                "GNU sparse format {}.{}",
+                major.unwrap_or("?"),
+                minor.unwrap_or("?")
+            )),
+        }
+    }
+}
+
+/// Reads a 1.0 map from the start of the entry's data: the count, then offset and size
+/// of each segment, each a decimal number ending in a newline, padded to whole 512-byte
+/// blocks. Returns the map and the bytes it took.
+fn read_sparse_map(
+    src: &mut impl Read,
+    stored: u64,
+) -> Result<(Vec<(u64, u64)>, u64), SparseError> {
+    let mut numbers: Vec<u64> = Vec::new();
+    let mut want: Option<u64> = None;
+    let mut cur: Option<u64> = None;
+    let mut used = 0u64;
+    let mut block = [0u8; 512];
+    loop {
+        if used >= stored.min(MAX_SPARSE_MAP) {
+            return Err(SparseError::Form(
+                "the sparse map does not end within the entry (or within 1 MiB)".into(),
+            ));
+        }
+        src.read_exact(&mut block)?;
+        used += 512;
+        for &b in &block {
+            match b {
+                b'0'..=b'9' => {
+                    let v = cur
+                        .unwrap_or(0)
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(u64::from(b - b'0')))
+                        .ok_or_else(|| SparseError::Form("a sparse map number overflows".into()))?;
+                    cur = Some(v);
+                }
+                b'\n' => {
+                    let v = cur
+                        .take()
+                        .ok_or_else(|| SparseError::Form("an empty sparse map line".into()))?;
+                    match want {
+                        None => {
+                            // Each entry takes at least four bytes of the map.
+                            if v > MAX_SPARSE_MAP / 4 {
+                                return Err(SparseError::Form(format!(
+                                    "a sparse map of {v} entries"
+                                )));
+                            }
+                            want = Some(v);
+                        }
+                        Some(_) => numbers.push(v),
+                    }
+                }
+                _ => {
+                    return Err(SparseError::Form(format!(
+                        "byte {b:#04x} in the sparse map"
+                    )))
+                }
+            }
+            if want.is_some_and(|w| numbers.len() as u64 == 2 * w) {
+                let map = numbers.chunks(2).map(|p| (p[0], p[1])).collect();
+                return Ok((map, used));
+            }
+        }
+    }
+}
+
+/// Writes a PAX sparse file: each segment of the stored data at its offset, holes
+/// between, the whole `realsize` long. Returns the real size.
+fn write_pax_sparse(
+    src: &mut impl Read,
+    stored: u64,
+    file: &mut File,
+    form: SparseForm,
+    buf: &mut [u8],
+) -> Result<u64, SparseError> {
+    let (realsize, map, data) = match form {
+        SparseForm::MapInData { realsize } => {
+            let (map, used) = read_sparse_map(src, stored)?;
+            (realsize, map, stored.saturating_sub(used))
+        }
+        SparseForm::Map { realsize, map } => (realsize, map, stored),
+    };
+    check_sparse_map(&map, realsize, data).map_err(SparseError::Form)?;
+    for &(offset, len) in &map {
+        file.seek(SeekFrom::Start(offset))?;
+        let (copied, _) = copy_sparse(&mut src.take(len), file, buf)?;
+        if copied != len {
+            return Err(SparseError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive ends inside a sparse file's data",
+            )));
+        }
+    }
+    file.set_len(realsize)?;
+    Ok(realsize)
+}
+
+/// Segments in order, not overlapping, within the real size, and together exactly the
+/// stored data.
+fn check_sparse_map(map: &[(u64, u64)], realsize: u64, data: u64) -> Result<(), String> {
+    let mut end = 0u64;
+    let mut total = 0u64;
+    for &(offset, len) in map {
+        let seg_end = offset
+            .checked_add(len)
+            .ok_or("a sparse map segment overflows")?;
+        if offset < end {
+            return Err("sparse map segments overlap or are out of order".into());
+        }
+        if seg_end > realsize {
+            return Err(format!(
+                "a sparse map segment ends at {seg_end}, past the file's size {realsize}"
+            ));
+        }
+        end = seg_end;
+        total += len;
+    }
+    if total != data {
+        return Err(format!(
+            "the sparse map covers {total} bytes but the entry stores {data}"
+        ));
+    }
+    Ok(())
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -585,6 +857,312 @@ mod tests {
         assert_eq!(c("./"), Some(None));
         assert_eq!(c("../x"), None);
         assert_eq!(c("a/../../x"), None);
+    }
+
+    /// A tar built entry by entry, owned by the caller (a user namespace is not needed
+    /// to chown to oneself).
+    #[derive(Default)]
+    struct TarBuf(Vec<u8>);
+
+    impl TarBuf {
+        fn entry(
+            &mut self,
+            name: &str,
+            kind: tar::EntryType,
+            link: &str,
+            data: &[u8],
+        ) -> &mut Self {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(name).unwrap();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            h.set_uid(nix::unistd::getuid().as_raw().into());
+            h.set_gid(nix::unistd::getgid().as_raw().into());
+            h.set_mtime(1_700_000_000);
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+            }
+            h.set_cksum();
+            self.0.extend_from_slice(h.as_bytes());
+            self.0.extend_from_slice(data);
+            self.0.resize(self.0.len().div_ceil(512) * 512, 0);
+            self
+        }
+        fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
+            self.entry(name, tar::EntryType::Regular, "", data)
+        }
+        fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+            self.entry(name, tar::EntryType::Symlink, target, b"")
+        }
+        /// A PAX extended header with `records` for the next entry.
+        fn pax(&mut self, records: &[(&str, &str)]) -> &mut Self {
+            let mut body = Vec::new();
+            for (k, v) in records {
+                let rest = format!(" {k}={v}\n");
+                let mut len = rest.len() + 1;
+                while format!("{len}").len() + rest.len() != len {
+                    len += 1;
+                }
+                body.extend_from_slice(format!("{len}{rest}").as_bytes());
+            }
+            self.entry("PaxHeaders/x", tar::EntryType::XHeader, "", &body)
+        }
+        fn unpack(&mut self, dest: &Path) -> Result<UnpackStats, UnpackError> {
+            self.0.extend_from_slice(&[0u8; 1024]);
+            unpack_tar(&self.0[..], dest).map(|(stats, _)| stats)
+        }
+    }
+
+    /// The content of a sparse test file: `hello` at 4096, `end` at 10000, 20000 long.
+    fn expected_sparse() -> Vec<u8> {
+        let mut v = vec![0u8; 20000];
+        v[4096..4101].copy_from_slice(b"hello");
+        v[10000..10003].copy_from_slice(b"end");
+        v
+    }
+
+    #[test]
+    fn pax_sparse_files_are_expanded() {
+        // 1.0: the map leads the data, block-padded; the header names a stand-in.
+        let dir = tempfile::tempdir().unwrap();
+        let mut map = b"3\n4096\n5\n10000\n3\n20000\n0\n".to_vec();
+        map.resize(512, 0);
+        map.extend_from_slice(b"helloend");
+        TarBuf::default()
+            .pax(&[
+                ("GNU.sparse.major", "1"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.name", "d/f"),
+                ("GNU.sparse.realsize", "20000"),
+            ])
+            .file("d/GNUSparseFile.1/f", &map)
+            .unpack(dir.path())
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("d/f")).unwrap(),
+            expected_sparse()
+        );
+        assert!(!dir.path().join("d/GNUSparseFile.1").exists());
+
+        // 0.1: the map in one key.
+        let dir = tempfile::tempdir().unwrap();
+        TarBuf::default()
+            .pax(&[
+                ("GNU.sparse.size", "20000"),
+                ("GNU.sparse.numblocks", "2"),
+                ("GNU.sparse.name", "f"),
+                ("GNU.sparse.map", "4096,5,10000,3"),
+            ])
+            .file("GNUSparseFile.1/f", b"helloend")
+            .unpack(dir.path())
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("f")).unwrap(),
+            expected_sparse()
+        );
+
+        // 0.0: offset/numbytes repeated, the header's own name.
+        let dir = tempfile::tempdir().unwrap();
+        TarBuf::default()
+            .pax(&[
+                ("GNU.sparse.size", "20000"),
+                ("GNU.sparse.numblocks", "2"),
+                ("GNU.sparse.offset", "4096"),
+                ("GNU.sparse.numbytes", "5"),
+                ("GNU.sparse.offset", "10000"),
+                ("GNU.sparse.numbytes", "3"),
+            ])
+            .file("f", b"helloend")
+            .unpack(dir.path())
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("f")).unwrap(),
+            expected_sparse()
+        );
+    }
+
+    #[test]
+    fn sparse_forms_nook_cannot_read_are_refused() {
+        let refused = |records: &[(&str, &str)], data: &[u8]| {
+            let dir = tempfile::tempdir().unwrap();
+            let e = TarBuf::default()
+                .pax(records)
+                .file("f", data)
+                .unpack(dir.path())
+                .unwrap_err();
+            assert!(matches!(e, UnpackError::Sparse { .. }), "{records:?}: {e}");
+            e.to_string()
+        };
+        let e = refused(
+            &[
+                ("GNU.sparse.major", "2"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.realsize", "10"),
+            ],
+            b"",
+        );
+        assert!(
+            e.contains("GNU sparse format 2.0") && e.contains("\"f\""),
+            "{e}"
+        );
+        // Overlapping segments, a segment past the size, a map that is not the data.
+        refused(
+            &[("GNU.sparse.size", "100"), ("GNU.sparse.map", "0,5,3,5")],
+            b"0123456789",
+        );
+        refused(
+            &[("GNU.sparse.size", "100"), ("GNU.sparse.map", "98,5")],
+            b"01234",
+        );
+        refused(
+            &[("GNU.sparse.size", "100"), ("GNU.sparse.map", "0,5")],
+            b"0123456789",
+        );
+        refused(
+            &[("GNU.sparse.size", "100"), ("GNU.sparse.map", "0,x")],
+            b"",
+        );
+        refused(&[("GNU.sparse.size", "100")], b"");
+        // The real name is an entry name like any other: `..` above the root refused.
+        let dir = tempfile::tempdir().unwrap();
+        let mut empty_map = b"0\n".to_vec();
+        empty_map.resize(512, 0);
+        let e = TarBuf::default()
+            .pax(&[
+                ("GNU.sparse.major", "1"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.name", "../../escaped"),
+                ("GNU.sparse.realsize", "0"),
+            ])
+            .file("GNUSparseFile.1/f", &empty_map)
+            .unpack(dir.path())
+            .unwrap_err();
+        assert!(matches!(e, UnpackError::Escape(_)), "{e}");
+        let mut bad_map = b"1\n0\nten\n".to_vec();
+        bad_map.resize(512, 0);
+        refused(
+            &[
+                ("GNU.sparse.major", "1"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.realsize", "10"),
+            ],
+            &bad_map,
+        );
+    }
+
+    /// What GNU tar itself writes with `--sparse --posix`, in each PAX sparse version.
+    #[test]
+    fn gnu_tar_sparse_archives_round_trip() {
+        let ok = std::process::Command::new("tar")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"));
+        if !ok {
+            eprintln!("SKIP: gnu_tar_sparse_archives_round_trip: no GNU tar here");
+            return;
+        }
+        let src = tempfile::tempdir().unwrap();
+        let file = src.path().join("sparse");
+        {
+            let mut f = File::create(&file).unwrap();
+            f.set_len(10 << 20).unwrap();
+            f.seek(SeekFrom::Start(4096)).unwrap();
+            f.write_all(b"hello").unwrap();
+            f.seek(SeekFrom::Start((10 << 20) - 3)).unwrap();
+            f.write_all(b"end").unwrap();
+        }
+        let want = std::fs::read(&file).unwrap();
+        for version in ["1.0", "0.1", "0.0"] {
+            let out = std::process::Command::new("tar")
+                .args(["--sparse", "--posix", "--numeric-owner"])
+                .arg(format!("--sparse-version={version}"))
+                .arg(format!("--owner={}", nix::unistd::getuid()))
+                .arg(format!("--group={}", nix::unistd::getgid()))
+                .arg("-C")
+                .arg(src.path())
+                .args(["-cf", "-", "sparse"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let dest = tempfile::tempdir().unwrap();
+            let (stats, _) = unpack_tar(&out.stdout[..], dest.path()).unwrap();
+            assert_eq!(stats.bytes, 10 << 20, "{version}");
+            let got = dest.path().join("sparse");
+            assert!(
+                std::fs::read(&got).unwrap() == want,
+                "{version}: content differs"
+            );
+            use std::os::unix::fs::MetadataExt;
+            assert!(
+                std::fs::metadata(&got).unwrap().blocks() * 512 < 1 << 20,
+                "{version}: written sparse"
+            );
+            let names: Vec<_> = std::fs::read_dir(dest.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(names, ["sparse"], "{version}");
+        }
+    }
+
+    /// An absolute symlink in a layer resolves inside the layer, and a missing target
+    /// directory is created there (containerd's rule); the host is never touched.
+    #[test]
+    fn parents_through_symlinks_resolve_inside_the_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let out = outside.path().to_str().unwrap();
+        TarBuf::default()
+            .entry("var/", tar::EntryType::Directory, "", b"")
+            .symlink("var/run", "/run")
+            .file("var/run/x", b"x")
+            .symlink("abs", out)
+            .file("abs/y", b"y")
+            .symlink("rel", "../../../../../../../../run/sub")
+            .file("rel/z", b"z")
+            .unpack(dir.path())
+            .unwrap();
+        let root = dir.path();
+        assert_eq!(std::fs::read(root.join("run/x")).unwrap(), b"x");
+        assert!(std::fs::symlink_metadata(root.join("var/run"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read(root.join(out.trim_start_matches('/')).join("y")).unwrap(),
+            b"y"
+        );
+        assert_eq!(std::fs::read(root.join("run/sub/z")).unwrap(), b"z");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root.join("run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+
+        // A parent that resolves to a file: one clear error, its cause said once.
+        let dir = tempfile::tempdir().unwrap();
+        let e = TarBuf::default()
+            .file("etc", b"not a directory")
+            .symlink("link", "/etc")
+            .file("link/passwd", b"x")
+            .unpack(dir.path())
+            .unwrap_err();
+        let mut chain = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            chain = format!("{chain}: {c}");
+            cause = c.source();
+        }
+        assert_eq!(chain.matches("Not a directory").count(), 1, "{chain}");
+        assert!(chain.contains("link/passwd"), "{chain}");
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct PortMapping {
     pub host: SocketAddr,
     pub ctr_port: u16,
     pub proto: Proto,
+    /// No host IP was given: `host` is 0.0.0.0 (as `nook port` shows it, podman's
+    /// spelling) and the listener takes both families, one dual-stack socket on [::],
+    /// or IPv4 alone where the host has no IPv6 (as podman's rootlessport and pasta).
+    pub all_families: bool,
 }
 
 impl Config {
@@ -127,7 +131,8 @@ fn parse_bool(v: &str) -> Option<bool> {
 impl PortMapping {
     /// `-p [HOSTIP:]HOSTPORT[-END]:CTRPORT[-END][/tcp|/udp]`, also `-p CTRPORT` (host port
     /// = container port), as podman. A range maps port by port; both ranges must have
-    /// the same length. HOSTIP may be `[v6]`; default 0.0.0.0.
+    /// the same length. HOSTIP may be `[v6]`; without one, every address of both
+    /// families (`all_families`).
     pub fn parse(spec: &str) -> Result<Vec<PortMapping>, Error> {
         let bad = |why: &str| {
             Error::Config(format!(
@@ -165,12 +170,14 @@ impl PortMapping {
         if host.1 - host.0 != ctr.1 - ctr.0 {
             return Err(bad("the host and container ranges differ in length"));
         }
+        let all_families = ip.is_none();
         let ip = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         Ok((0..=(host.1 - host.0))
             .map(|i| PortMapping {
                 host: SocketAddr::new(ip, host.0 + i),
                 ctr_port: ctr.0 + i,
                 proto,
+                all_families,
             })
             .collect())
     }
@@ -240,11 +247,16 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].host, "0.0.0.0:8080".parse().unwrap());
         assert_eq!((m[0].ctr_port, m[0].proto), (80, Proto::Tcp));
+        assert!(m[0].all_families, "no host IP: both families");
         let m = PortMapping::parse("127.0.0.1:5353:53/udp").unwrap();
         assert_eq!(m[0].host, "127.0.0.1:5353".parse().unwrap());
         assert_eq!(m[0].proto, Proto::Udp);
+        assert!(!m[0].all_families);
+        let m = PortMapping::parse("0.0.0.0:8080:80").unwrap();
+        assert!(!m[0].all_families, "an explicit 0.0.0.0 is IPv4 only");
         let m = PortMapping::parse("[::1]:8443:443").unwrap();
         assert_eq!(m[0].host, "[::1]:8443".parse().unwrap());
+        assert!(!m[0].all_families);
         let m = PortMapping::parse("8000-8002:9000-9002/tcp").unwrap();
         assert_eq!(m.len(), 3);
         assert_eq!((m[2].host.port(), m[2].ctr_port), (8002, 9002));

@@ -7,6 +7,9 @@
 //!  outer ⇄ inner: splice(2) through a pipe each way, never through user space
 //! ```
 //!
+//! Without a host IP (`-p 8080:80`, `-P`) the listener takes both families: one
+//! dual-stack socket on [::], or IPv4 alone where the host has no IPv6.
+//!
 //! This path does not touch the tap or smoltcp: the inner connection is an ordinary
 //! loopback connection in the container's namespace, so forwarded throughput is close
 //! to the host's own loopback (two kernel TCP stacks and page moves, no copies here).
@@ -156,23 +159,24 @@ pub fn bind_all(mappings: &[PortMapping]) -> Result<Vec<Listener>, Error> {
                 )
             };
             let fail = |e: io::Error| Error::Config(what(&e));
-            let fd = sys::socket(sys::family(&m.host), kind, 0).map_err(fail)?;
-            if m.host.is_ipv6() {
-                let _ = sys::set_v6only(fd.as_raw_fd(), !m.host.ip().is_unspecified());
+            let dual = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), m.host.port());
+            let fd = match m.all_families {
+                // One dual-stack socket serves both families (IPv4 clients arrive as
+                // ::ffff:a.b.c.d, which the forwarder unmaps). Only where the host has
+                // no IPv6 at all does it fall back to IPv4 alone; any other failure
+                // (the port is taken ...) is the user's to see.
+                true => match listen_on(&dual, kind, m.proto) {
+                    Err(e) if no_ipv6(&e) => listen_on(&m.host, kind, m.proto),
+                    other => other,
+                },
+                false => listen_on(&m.host, kind, m.proto),
             }
-            if m.proto == Proto::Tcp {
-                sys::set_reuseaddr(fd.as_raw_fd()).map_err(fail)?;
-            }
-            sys::bind(fd.as_raw_fd(), &m.host).map_err(|e| {
-                Error::Config(what(&e) + &bind_hint(&e, m, unprivileged_port_start()))
-            })?;
-            if m.proto == Proto::Tcp {
-                sys::listen(fd.as_raw_fd(), 1024).map_err(fail)?;
-            }
+            .map_err(|e| Error::Config(what(&e) + &bind_hint(&e, m, unprivileged_port_start())))?;
             let mut mapping = *m;
             if m.host.port() == 0 {
                 // -P: the kernel chose the port; say which.
-                mapping.host = sys::local_addr(fd.as_raw_fd()).map_err(fail)?;
+                let port = sys::local_addr(fd.as_raw_fd()).map_err(fail)?.port();
+                mapping.host.set_port(port);
                 eprintln!(
                     "nook: publishing {} -> container port {}/{proto}",
                     mapping.host, m.ctr_port
@@ -181,6 +185,33 @@ pub fn bind_all(mappings: &[PortMapping]) -> Result<Vec<Listener>, Error> {
             Ok(Listener { fd, mapping })
         })
         .collect()
+}
+
+/// A bound (and for TCP listening) socket on `addr`; an unspecified IPv6 address takes
+/// IPv4 clients too, a specific one only its own.
+fn listen_on(addr: &SocketAddr, kind: libc::c_int, proto: Proto) -> io::Result<OwnedFd> {
+    let fd = sys::socket(sys::family(addr), kind, 0)?;
+    if addr.is_ipv6() {
+        // Set either way: net.ipv6.bindv6only may have changed the default.
+        let _ = sys::set_v6only(fd.as_raw_fd(), !addr.ip().is_unspecified());
+    }
+    if proto == Proto::Tcp {
+        sys::set_reuseaddr(fd.as_raw_fd())?;
+    }
+    sys::bind(fd.as_raw_fd(), addr)?;
+    if proto == Proto::Tcp {
+        sys::listen(fd.as_raw_fd(), 1024)?;
+    }
+    Ok(fd)
+}
+
+/// The error of an IPv6 socket on a host without IPv6 (`ipv6.disable=1`, a kernel
+/// without it).
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+    )
 }
 
 struct Direction {
@@ -784,6 +815,7 @@ mod tests {
             host: addr("0.0.0.0:80"),
             ctr_port: 80,
             proto: Proto::Tcp,
+            all_families: false,
         };
         let denied = io::Error::from_raw_os_error(libc::EACCES);
         let hint = bind_hint(&denied, &m, Some(1024));

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
@@ -69,10 +69,11 @@ impl Registry {
             }
         }
         fs::write(dir.path().join("config.yml"), conf).unwrap();
+        // Its access log (one line per request, combined format) goes to stdout.
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
+            .stdout(fs::File::create(dir.path().join("access.log")).unwrap())
             .stderr(fs::File::create(dir.path().join("log")).unwrap())
             .spawn()
             .expect("start docker-registry");
@@ -103,6 +104,17 @@ impl Registry {
 
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// How many GET requests of blob `hex` of repository `name` the registry served
+    /// (counted in its access log).
+    pub fn blob_gets(&self, name: &str, hex: &str) -> usize {
+        let needle = format!("\"GET /v2/{name}/blobs/sha256:{hex} ");
+        fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
     }
 
     /// Pushes the OCI layout `layout` (tag `tag`) as `name:tag` with skopeo.

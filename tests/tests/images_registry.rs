@@ -366,6 +366,24 @@ fn pull_run_inspect_images_rmi() {
         format!("{marker}\n")
     );
 
+    // `nook exec` starts in the image's WorkingDir too, as podman's (unless -w). (As
+    // root: exec into a container whose first process is another user fails today,
+    // its /proc/PID/environ being 0400 of a subordinate ID.)
+    let ctr = env
+        .nook(&["run", "-d", "--user", "0", &image, "sleep", "1000"])
+        .success()
+        .line();
+    assert_eq!(
+        env.nook(&["exec", &ctr, "pwd"]).success().out(),
+        "/home/app\n",
+        "exec starts in the image's WorkingDir"
+    );
+    assert_eq!(
+        env.nook(&["exec", "-w", "/", &ctr, "pwd"]).success().out(),
+        "/\n"
+    );
+    env.nook(&["rm", "-f", &ctr]).success();
+
     let list = env.images_json();
     assert!(
         list.contains(&format!("\"{image}\"")) && list.contains(&id),
@@ -377,6 +395,18 @@ fn pull_run_inspect_images_rmi() {
             && text.contains("v1")
             && text.contains(&id[..12]),
         "{text}"
+    );
+    // Sizes as podman prints them: three significant digits, a space, a decimal unit.
+    let size = env
+        .nook(&["images", "--format", "{{.Size}}"])
+        .success()
+        .line();
+    let (number, unit) = size.split_once(' ').unwrap_or(("", ""));
+    assert!(
+        ["B", "kB", "MB", "GB"].contains(&unit)
+            && number.parse::<f64>().is_ok()
+            && number.chars().filter(char::is_ascii_digit).count() <= 3,
+        "images SIZE {size:?}"
     );
     let inspect = env.nook(&["inspect", &image]).success().out();
     assert!(
@@ -591,6 +621,89 @@ fn concurrent_pulls_leave_a_consistent_store() {
     for r in runs {
         assert_eq!(r.wait(Duration::from_secs(120)).success().out(), "para\n");
     }
+    env.nook(&["system", "check"]).success();
+}
+
+#[test]
+fn concurrent_first_pulls_download_each_blob_once() {
+    let Some((reg, env)) = setup("concurrent_first_pulls_download_each_blob_once") else {
+        return;
+    };
+    let layout = tempdir();
+    // A big, incompressible layer: the pulls overlap while it downloads.
+    let big = Tar::default().file("big", &random_bytes(24 << 20)).finish();
+    oci_layout(
+        layout.path(),
+        "v1",
+        &[(
+            "amd64",
+            vec![
+                Layer {
+                    tar: busybox_layer().unwrap(),
+                    compression: "gzip",
+                },
+                Layer {
+                    tar: big,
+                    compression: "none",
+                },
+            ],
+            "",
+        )],
+    );
+    reg.push(layout.path(), "v1", "shared", &[]);
+    let image = format!("{}/shared:v1", reg.host());
+    let procs: Vec<Proc> = (0..3)
+        .map(|_| spawn(&mut env.cmd(&["pull", "-q", "--tls-verify=false", &image])))
+        .collect();
+    let ids: Vec<String> = procs
+        .into_iter()
+        .map(|p| p.wait(Duration::from_secs(180)).success().line())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    // Every blob the pulls needed (the config and the layers as the registry has them:
+    // skopeo compressed the plain one) was served once. The registry logs a request
+    // after answering it: wait (bounded) for each to show up before counting.
+    let stored: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root().join("images.json")).unwrap()).unwrap();
+    let image_record = &stored["images"][0];
+    let blobs: Vec<String> = std::iter::once(&image_record["id"])
+        .chain(
+            image_record["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| &l["blob"]),
+        )
+        .map(|d| {
+            d.as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut fetched = Vec::new();
+    for hex in &blobs {
+        while reg.blob_gets("shared", hex) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        fetched.push((hex.clone(), reg.blob_gets("shared", hex)));
+    }
+    assert_eq!(fetched.len(), 3, "a config and two layers: {fetched:?}");
+    assert!(
+        fetched.iter().all(|(_, n)| *n == 1),
+        "each blob downloaded once by three pulls at once: {fetched:?}"
+    );
+    assert!(
+        env.entries("tmp").is_empty(),
+        "tmp left: {:?}",
+        env.entries("tmp")
+    );
+    assert!(
+        env.entries("locks").is_empty(),
+        "locks left: {:?}",
+        env.entries("locks")
+    );
     env.nook(&["system", "check"]).success();
 }
 
@@ -931,6 +1044,136 @@ fn load_layer(env: &Env, tar: Vec<u8>, compression: &'static str) -> Output {
         &[("amd64", vec![Layer { tar, compression }], "")],
     );
     env.nook(&["load", "-i", layout.path().to_str().unwrap()])
+}
+
+/// The unpacked tree of the store's only layer holding `rel`.
+fn layer_holding(env: &Env, rel: &str) -> std::path::PathBuf {
+    env.entries("layers")
+        .into_iter()
+        .map(|l| env.root().join("layers").join(l).join("diff"))
+        .find(|d| fs::symlink_metadata(d.join(rel)).is_ok())
+        .unwrap_or_else(|| panic!("no layer holds {rel}"))
+}
+
+#[test]
+fn pax_sparse_files_and_layer_symlinks_unpack_as_containerd_does() {
+    assert_unprivileged();
+    if !need(
+        "pax_sparse_files_and_layer_symlinks_unpack_as_containerd_does",
+        &["gzip", "tar"],
+    ) {
+        return;
+    }
+    let env = Env::new();
+    // A sparse file archived by GNU tar in PAX form (sparse format 1.0): 10 MiB, data
+    // at 4096 and at its end.
+    let src = tempdir();
+    let size: u64 = 10 << 20;
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = fs::File::create(src.path().join("sparse")).unwrap();
+        f.set_len(size).unwrap();
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.write_all(b"hello").unwrap();
+        f.seek(SeekFrom::Start(size - 3)).unwrap();
+        f.write_all(b"end").unwrap();
+    }
+    let tar = Command::new("tar")
+        .args([
+            "--sparse",
+            "--posix",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+        ])
+        .arg("-C")
+        .arg(src.path())
+        .args(["-cf", "-", "sparse"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    assert!(
+        String::from_utf8_lossy(&tar.stdout).contains("GNU.sparse.major=1"),
+        "GNU tar wrote PAX sparse 1.0"
+    );
+    load_layer(&env, tar.stdout, "gzip").success();
+    let diff = layer_holding(&env, "sparse");
+    let got = fs::read(diff.join("sparse")).unwrap();
+    assert_eq!(
+        got.len() as u64,
+        size,
+        "the file's real size, not its sparse map"
+    );
+    assert_eq!(&got[4096..4101], b"hello");
+    assert_eq!(&got[got.len() - 3..], b"end");
+    assert!(got[..4096].iter().all(|&b| b == 0));
+    assert!(
+        fs::metadata(diff.join("sparse")).unwrap().blocks() * 512 < 1 << 20,
+        "written with holes"
+    );
+    assert_eq!(
+        fs::read_dir(&diff).unwrap().count(),
+        1,
+        "no GNUSparseFile.PID directory"
+    );
+
+    // `var/run -> /run`, then `var/run/x`: resolved inside the layer, /run created there
+    // (containerd's rule), as one entry after the other in the same layer.
+    let layer = Tar::default()
+        .dir("var/")
+        .symlink("var/run", "/run")
+        .file("var/run/x", b"x")
+        .finish();
+    load_layer(&env, layer, "gzip").success();
+    let diff = layer_holding(&env, "run/x");
+    assert_eq!(fs::read(diff.join("run/x")).unwrap(), b"x");
+    assert!(fs::symlink_metadata(diff.join("var/run"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::metadata(diff.join("run")).unwrap().mode() & 0o7777,
+        0o755
+    );
+
+    // A parent that resolves to a file: one line, its cause said once.
+    let images = env.images_json();
+    let layer = Tar::default()
+        .file("etc", b"a file")
+        .symlink("link", "/etc")
+        .file("link/passwd", b"x")
+        .finish();
+    let out = load_layer(&env, layer, "gzip");
+    out.assert_error_line(125, &["link/passwd", "Not a directory"]);
+    assert_eq!(out.err().matches("Not a directory").count(), 1, "{out}");
+    assert_eq!(env.images_json(), images, "nothing stored");
+
+    // A sparse form nook cannot read is refused with one line, nothing stored.
+    let mut pax = Vec::new();
+    let record = |k: &str, v: &str| {
+        let rest = format!(" {k}={v}\n");
+        let mut len = rest.len() + 1;
+        while format!("{len}").len() + rest.len() != len {
+            len += 1;
+        }
+        format!("{len}{rest}")
+    };
+    pax.extend_from_slice(
+        format!(
+            "{}{}{}",
+            record("GNU.sparse.major", "2"),
+            record("GNU.sparse.minor", "0"),
+            record("GNU.sparse.realsize", "100")
+        )
+        .as_bytes(),
+    );
+    let bad = Tar::default()
+        .entry("PaxHeaders/f", b'x', 0o644, 0, "", &pax)
+        .file("f", b"")
+        .finish();
+    let out = load_layer(&env, bad, "gzip");
+    out.assert_error_line(125, &["GNU sparse format 2.0"]);
+    assert_eq!(env.images_json(), images, "nothing stored");
 }
 
 #[test]

@@ -158,8 +158,16 @@ fn detached_container_lists_logs_stops_and_is_removed() {
         stamped.out().is_empty() || stamped.err().contains("to-err"),
         "--tail 1 keeps only the last line: {stamped}"
     );
-    // sleep as pid 1 ignores TERM: the stop ends with KILL after the timeout.
-    env.nook(&["stop", "-t", "1", &n]).success();
+    // sleep as pid 1 ignores TERM: the stop ends with KILL after the timeout, and says
+    // so as podman does.
+    let stopped = env.nook(&["stop", "-t", "1", &n]);
+    stopped.success();
+    assert!(
+        stopped.err().contains(&format!(
+            "StopSignal SIGTERM failed to stop container {n} in 1 second, resorting to SIGKILL"
+        )),
+        "stop warns of the KILL: {stopped}"
+    );
     assert_eq!(env.field(&n, "{{.State}} {{.ExitCode}}"), "exited 137");
     assert_eq!(env.nook(&["wait", &n]).success().line(), "137");
     env.nook(&["rm", &n]).success();
@@ -167,10 +175,29 @@ fn detached_container_lists_logs_stops_and_is_removed() {
 }
 
 #[test]
+fn a_container_that_ends_on_its_stop_signal_is_stopped_without_a_warning() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&[
+        "--name",
+        &n,
+        "host",
+        "sh",
+        "-c",
+        "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    env.wait_for_log(&n, "ready");
+    let stopped = env.nook(&["stop", "-t", "30", &n]);
+    stopped.success();
+    assert_eq!(stopped.err(), "", "no KILL, no warning");
+    assert_eq!(env.field(&n, "{{.State}} {{.ExitCode}}"), "exited 3");
+}
+
+#[test]
 fn exec_runs_inside_the_container() {
     let env = Env::new();
     let n = name();
-    let id = env.detach(&["--name", &n, "host", "sleep", "1000"]);
+    let id = env.detach(&["--name", &n, "-w", "/tmp", "host", "sleep", "1000"]);
     let o = env.nook(&[
         "exec",
         &n,
@@ -190,6 +217,12 @@ fn exec_runs_inside_the_container() {
         lines.next().map(str::trim),
         Some("sleep 1000"),
         "and its pid 1"
+    );
+    // As podman: exec starts where the container's process did, unless -w.
+    assert_eq!(env.nook(&["exec", &n, "pwd"]).success().out(), "/tmp\n");
+    assert_eq!(
+        env.nook(&["exec", "-w", "/etc", &n, "pwd"]).success().out(),
+        "/etc\n"
     );
     env.nook(&["exec", &n, "sh", "-c", "exit 7"]).assert_code(7);
     env.nook(&["exec", &n, "no-such-command"]).assert_code(127);
@@ -364,9 +397,33 @@ fn top_lists_the_container_processes() {
     let rows: Vec<&str> = out.lines().skip(1).collect();
     assert_eq!(rows.len(), 1, "{o}");
     let cols: Vec<&str> = rows[0].split_whitespace().collect();
-    assert_eq!(cols[0], "0", "user as the container sees it");
+    assert_eq!(
+        cols[0], "root",
+        "user named as the container's /etc/passwd names it"
+    );
     assert_eq!(cols[1], "1", "pid as the container sees it");
     assert!(rows[0].ends_with("sleep 1000"));
+    // A user the container's passwd does not list is shown by number.
+    // (Its output away from ours: a detached process keeps what it was given.)
+    env.nook(&[
+        "exec",
+        "-d",
+        "--user",
+        "4242",
+        &n,
+        "sh",
+        "-c",
+        "exec sleep 999 >/dev/null 2>&1",
+    ])
+    .success();
+    let o = env.nook(&["top", &n]);
+    let listed = o.success().out();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("4242 ") && l.contains("sleep 999")),
+        "{o}"
+    );
 }
 
 #[test]
@@ -417,6 +474,80 @@ fn logs_rotate_and_json_file_reads_back() {
         "json-file lines: {raw}"
     );
     assert_eq!(env.nook(&["logs", &j]).success().out(), "one\ntwo\n");
+}
+
+#[test]
+fn logs_follow_prints_every_line_once_through_fast_rotation() {
+    let env = Env::new();
+    let n = name();
+    // The container waits on a FIFO until the follower is attached, then prints 60,000
+    // lines into a log rotated at 4k: hundreds of rotations, many between any two
+    // reads a follower of the files could make.
+    let sync = tempdir();
+    let fifo = sync.path().join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let volume = format!("{}:/sync", sync.path().display());
+    env.detach(&[
+        "--name",
+        &n,
+        "--log-opt",
+        "max-size=4k",
+        "-v",
+        &volume,
+        "host",
+        "sh",
+        "-c",
+        "echo ready; read go < /sync/go; i=0;          while [ $i -lt 60000 ]; do echo line$i; i=$((i+1)); done",
+    ]);
+    let mut follow = spawn(&mut env.cmd(&["logs", "-f", &n]));
+    follow.wait_for("ready", TIMEOUT);
+    // The container opens the FIFO after it said ready: retry until it has (bounded).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut go = loop {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(f) => break f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the container never read the FIFO"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening the FIFO: {e}"),
+        }
+    };
+    std::io::Write::write_all(&mut go, b"go\n").unwrap();
+    drop(go);
+    let o = follow.wait(TIMEOUT);
+    o.success();
+    let out = o.out();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("ready"));
+    let mut expected = 0;
+    for line in lines {
+        assert_eq!(
+            line,
+            format!("line{expected}"),
+            "every line once, in order (after {expected} good ones)"
+        );
+        expected += 1;
+    }
+    assert_eq!(expected, 60000, "all 60,000 lines printed");
+    assert_eq!(o.err(), "", "no line was skipped");
+    let log = PathBuf::from(env.inspect(&n)["LogPath"].as_str().unwrap());
+    assert!(
+        log.with_extension("log.1").exists() && std::fs::metadata(&log).unwrap().len() <= 4096,
+        "the log was rotated"
+    );
+    assert_eq!(
+        env.nook(&["logs", "--tail", "1", &n]).success().out(),
+        "line59999\n"
+    );
 }
 
 #[test]

@@ -286,6 +286,93 @@ fn tcp_port_forward_shows_an_ipv6_client_address_that_is_not_loopback() {
     );
 }
 
+/// A port free on both families of the host's loopback, or None where the host has
+/// no IPv6 loopback (::1).
+fn free_dual_stack_port() -> Option<u16> {
+    let v6 = TcpListener::bind("[::1]:0").ok()?;
+    let port = v6.local_addr().ok()?.port();
+    let v4 = TcpListener::bind(("127.0.0.1", port)).ok()?;
+    drop((v6, v4));
+    Some(port)
+}
+
+#[test]
+fn a_port_published_without_a_host_ip_listens_on_both_families() {
+    let test = "a_port_published_without_a_host_ip_listens_on_both_families";
+    assert_unprivileged();
+    if !tun_usable(test) {
+        return;
+    }
+    if !has("python3") {
+        skip(test, "no python3 on the host (the container's server)");
+        return;
+    }
+    let Some(hport) = free_dual_stack_port() else {
+        skip(test, "the host has no IPv6 loopback (::1)");
+        return;
+    };
+    // A dual-stack server in the container answers each client with the family it saw.
+    let server = "import socket\n\
+                  s = socket.socket(socket.AF_INET6)\n\
+                  s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+                  s.bind(('::', 8000))\n\
+                  s.listen(4)\n\
+                  print('ready', flush=True)\n\
+                  for _ in range(2): \
+                  c, a = s.accept(); \
+                  c.sendall(('hello %s\\n' % a[0]).encode()); \
+                  c.close()\n";
+    let publish = format!("{hport}:8000");
+    let mut p = spawn(nook().args([
+        "run", "--rm", "-p", &publish, "host", "python3", "-c", server,
+    ]));
+    p.wait_for("ready", TIMEOUT);
+    let greet = |addr: SocketAddr| {
+        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to the published port on {addr}: {e}"));
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    let v4 = greet(SocketAddr::from((Ipv4Addr::LOCALHOST, hport)));
+    let v6 = greet(SocketAddr::from((Ipv6Addr::LOCALHOST, hport)));
+    let o = p.wait(TIMEOUT);
+    o.success();
+    // The dual-stack server sees the IPv4 client v4-mapped.
+    assert_eq!(
+        v4.trim_start_matches("hello ::ffff:"),
+        "127.0.0.1\n",
+        "an IPv4 client, seen as itself\n{o}"
+    );
+    assert_eq!(v6, "hello ::1\n", "an IPv6 client, seen as itself\n{o}");
+
+    // An explicit 0.0.0.0 is IPv4 only, as podman's.
+    let Some(hport) = free_dual_stack_port() else {
+        return;
+    };
+    let publish = format!("0.0.0.0:{hport}:8000");
+    let mut p = spawn(nook().args([
+        "run",
+        "--rm",
+        "-p",
+        &publish,
+        "host",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 1000",
+    ]));
+    p.wait_for("ready", TIMEOUT);
+    let refused =
+        TcpStream::connect_timeout(&SocketAddr::from((Ipv6Addr::LOCALHOST, hport)), TIMEOUT);
+    p.kill_all();
+    p.wait(TIMEOUT);
+    assert!(
+        refused.is_err(),
+        "-p 0.0.0.0:PORT:8000 must not listen on [::1]"
+    );
+}
+
 #[test]
 fn udp_port_forward_both_ways() {
     assert_unprivileged();

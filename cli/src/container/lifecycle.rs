@@ -174,11 +174,36 @@ pub fn stop(ctr: &Container, timeout: Duration) -> Result<()> {
     };
     let _ = pid.signal(ctr.record.stop_signal);
     if !pid.wait(Some(timeout)) {
+        if timeout.is_zero() {
+            // `-t 0` asked for KILL at once: nothing to warn about.
+            let _ = pid.signal(libc::SIGKILL);
+            pid.wait(None);
+            wait_for_supervisor(ctr);
+            return Ok(());
+        }
+        // Said as podman says it: a user waiting seconds for a stop learns why, and
+        // that the container ends by KILL (exit 137) rather than by its own handler.
+        eprintln!(
+            "nook: warning: {}",
+            stop_fallback_notice(ctr.record.stop_signal, &ctr.record.name, timeout)
+        );
         let _ = pid.signal(libc::SIGKILL);
         pid.wait(None);
     }
     wait_for_supervisor(ctr);
     Ok(())
+}
+
+/// The warning printed when the stop signal did not end the container in time.
+fn stop_fallback_notice(signal: i32, name: &str, timeout: Duration) -> String {
+    let sig = nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"));
+    let secs = timeout.as_secs();
+    let unit = if secs == 1 { "second" } else { "seconds" };
+    format!(
+        "StopSignal {sig} failed to stop container {name} in {secs} {unit}, resorting to SIGKILL"
+    )
 }
 
 fn mark_stopped(ctr: &Container) -> Result<()> {
@@ -516,4 +541,21 @@ pub fn system_reset_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
         );
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kill_fallback_is_announced_as_podman_does() {
+        assert_eq!(
+            stop_fallback_notice(libc::SIGTERM, "web", Duration::from_secs(10)),
+            "StopSignal SIGTERM failed to stop container web in 10 seconds, resorting to SIGKILL"
+        );
+        assert_eq!(
+            stop_fallback_notice(libc::SIGINT, "web", Duration::from_secs(1)),
+            "StopSignal SIGINT failed to stop container web in 1 second, resorting to SIGKILL"
+        );
+    }
 }

@@ -7,6 +7,16 @@
 //! socket as a frame `[stream: u8][length: u32 BE][bytes]`. Bytes a client sends go to the
 //! container's stdin (when it was created with -i). A client that cannot keep up is
 //! dropped rather than allowed to stall the container's output.
+//!
+//! `nook logs -f` is served on a second socket, `logs.sock`, so that rotation cannot
+//! lose its lines (a follower of the files alone cannot tell how many files were
+//! rotated away while it slept, and the logger keeps one rotated file only). A
+//! follower gets, at once, read-only descriptors of the rotated and the current file
+//! and the current file's length then (its history: what it reads through them, whatever
+//! is renamed or deleted later), and from then on every log line the logger writes, in
+//! frames, as written to the file. The logger is one thread: nothing falls between the
+//! two. What a follower has not taken yet waits in memory, at most
+//! [`FOLLOWER_BACKLOG`]; past that the follower is dropped and says so.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -22,6 +32,21 @@ use super::record::Container;
 
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
+
+/// Follower frames (logs.sock): log lines as written to the file, and the end (the
+/// container's output is over; nothing more will come).
+pub const FRAME_LINES: u8 = b'L';
+pub const FRAME_END: u8 = b'E';
+/// Log bytes a follower may be behind before it is dropped.
+const FOLLOWER_BACKLOG: usize = 16 << 20;
+const MAX_FOLLOWERS: usize = 16;
+/// How long the last lines may take to reach the followers once the output is over.
+const FOLLOWER_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The follower socket beside the attach socket.
+pub fn logs_socket(attach_socket: &Path) -> PathBuf {
+    attach_socket.with_file_name("logs.sock")
+}
 
 /// Forks the logger and makes this process's fds 0/1/2 the container's pipes.
 /// `first_client` is attached before any output is read (`nook start -a`: nothing the
@@ -41,6 +66,13 @@ pub fn start(
     let _ = std::fs::remove_file(socket);
     let listener = bind_short(socket)
         .with_context(|| format!("creating the attach socket {}", socket.display()))?;
+    let follow_socket = logs_socket(socket);
+    let _ = std::fs::remove_file(&follow_socket);
+    let follow_listener = bind_short(&follow_socket)
+        .with_context(|| format!("creating the log socket {}", follow_socket.display()))?;
+    follow_listener
+        .set_nonblocking(true)
+        .context("the log socket")?;
     let log = LogWriter::open(ctr)?;
     let interactive = ctr.record.interactive;
     // SAFETY: this process is single-threaded here (the supervisor starts no thread
@@ -56,6 +88,7 @@ pub fn start(
                 err_r.as_raw_fd(),
                 in_w.as_raw_fd(),
                 listener.as_raw_fd(),
+                follow_listener.as_raw_fd(),
             ];
             keep.extend(log.file.as_ref().map(|f| f.as_raw_fd()));
             keep.extend(first_client.as_ref().map(|c| c.as_raw_fd()));
@@ -68,6 +101,8 @@ pub fn start(
                 input: interactive.then(|| File::from(in_w)),
                 listener,
                 clients: Vec::new(),
+                follow_listener,
+                followers: Vec::new(),
                 log,
             };
             if let Some(conn) = first_client {
@@ -78,6 +113,7 @@ pub fn start(
                 });
             }
             logger.run();
+            logger.end_followers();
             // SAFETY: _exit ends the forked child without the parent's exit handlers.
             unsafe { libc::_exit(0) }
         }
@@ -153,7 +189,15 @@ struct Logger {
     input: Option<File>,
     listener: UnixListener,
     clients: Vec<Client>,
+    follow_listener: UnixListener,
+    followers: Vec<Follower>,
     log: LogWriter,
+}
+
+/// A `nook logs -f` client: the frames it has not taken yet.
+struct Follower {
+    conn: UnixStream,
+    pending: Vec<u8>,
 }
 
 /// An attached client; `reading` until it has closed its sending side.
@@ -177,6 +221,17 @@ impl Logger {
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
             for c in self.clients.iter().filter(|c| c.reading) {
                 fds.push(PollFd::new(c.conn.as_fd(), PollFlags::POLLIN));
+            }
+            let follow_at = fds.len();
+            fds.push(PollFd::new(self.follow_listener.as_fd(), PollFlags::POLLIN));
+            for f in &self.followers {
+                // Room for what waits; else only their hang-up (they send nothing).
+                let want = if f.pending.is_empty() {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::POLLOUT
+                };
+                fds.push(PollFd::new(f.conn.as_fd(), want));
             }
             match poll(&mut fds, PollTimeout::NONE) {
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -203,7 +258,8 @@ impl Logger {
                     if n == 0 {
                         *slot = None;
                     } else {
-                        self.log.write(stream, &buf[..n]);
+                        let lines = self.log.write(stream, &buf[..n]);
+                        self.queue_for_followers(&lines);
                         self.broadcast(stream, &buf[..n]);
                     }
                 }
@@ -218,8 +274,84 @@ impl Logger {
                     });
                 }
             }
-            self.pump_clients(&ready[first_client..], &mut buf);
+            let polled_followers = ready[follow_at + 1..].to_vec();
+            self.pump_clients(&ready[first_client..follow_at], &mut buf);
+            self.serve_followers(ready[follow_at], &polled_followers);
         }
+    }
+
+    /// New followers get their history; the others get what waits for them.
+    /// `polled`: which followers had an event, in the order they were polled.
+    fn serve_followers(&mut self, listening: bool, polled: &[bool]) {
+        let mut polled = polled.iter().copied();
+        self.followers.retain_mut(|f| {
+            let event = polled.next().unwrap_or(false);
+            if event && f.pending.is_empty() {
+                // They send nothing: readable means gone.
+                let mut byte = [0u8; 1];
+                return matches!(f.conn.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            }
+            flush_follower(f)
+        });
+        // Newcomers after the others: a newcomer's history is what the file holds now,
+        // and nothing written before it is queued for it.
+        if !listening {
+            return;
+        }
+        while let Ok((conn, _)) = self.follow_listener.accept() {
+            let Some(conn) = own(conn) else {
+                continue;
+            };
+            if self.followers.len() >= MAX_FOLLOWERS || self.log.file.is_none() {
+                continue;
+            }
+            if self.log.send_history(&conn).is_ok() && conn.set_nonblocking(true).is_ok() {
+                self.followers.push(Follower {
+                    conn,
+                    pending: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// `lines`, as written to the log, for every follower; one that is too far behind
+    /// is dropped (it sees its socket end without the end frame).
+    fn queue_for_followers(&mut self, lines: &[u8]) {
+        if lines.is_empty() {
+            return;
+        }
+        self.followers.retain_mut(|f| {
+            if f.pending.len() + lines.len() > FOLLOWER_BACKLOG {
+                return false;
+            }
+            f.pending.push(FRAME_LINES);
+            f.pending
+                .extend_from_slice(&(lines.len() as u32).to_be_bytes());
+            f.pending.extend_from_slice(lines);
+            flush_follower(f)
+        });
+    }
+
+    /// The output is over: the followers get what waits for them (for a little while)
+    /// and the end frame.
+    fn end_followers(&mut self) {
+        let deadline = std::time::Instant::now() + FOLLOWER_FLUSH;
+        for f in &mut self.followers {
+            f.pending.push(FRAME_END);
+            f.pending.extend_from_slice(&0u32.to_be_bytes());
+            while !f.pending.is_empty() && flush_follower(f) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                let mut fds = [PollFd::new(f.conn.as_fd(), PollFlags::POLLOUT)];
+                if f.pending.is_empty()
+                    || ms == 0
+                    || poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) == 0
+                {
+                    break;
+                }
+            }
+        }
+        self.followers.clear();
     }
 
     fn broadcast(&mut self, stream: u8, data: &[u8]) {
@@ -275,6 +407,23 @@ fn write_all_nonblocking(c: &mut UnixStream, frame: &[u8]) -> bool {
     true
 }
 
+/// Writes what `f.pending` holds as far as the socket takes it now; false when the
+/// follower is gone.
+fn flush_follower(f: &mut Follower) -> bool {
+    let mut done = 0;
+    while done < f.pending.len() {
+        match f.conn.write(&f.pending[done..]) {
+            Ok(0) => return false,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    f.pending.drain(..done);
+    true
+}
+
 /// The log file in the container's format, rotated by size.
 struct LogWriter {
     file: Option<File>,
@@ -304,9 +453,10 @@ impl LogWriter {
         })
     }
 
-    fn write(&mut self, stream: u8, data: &[u8]) {
+    /// Writes `data` of `stream` as log entries; returns them as written.
+    fn write(&mut self, stream: u8, data: &[u8]) -> Vec<u8> {
         if self.file.is_none() {
-            return;
+            return Vec::new();
         }
         let entries = format_entries(self.json, stream, data, SystemTime::now());
         // Line by line, so that no file grows past the limit by more than one line.
@@ -321,6 +471,33 @@ impl LogWriter {
                 }
             }
         }
+        entries
+    }
+
+    /// A follower's history, sent on `conn` in one message: `H`, the number of files, the
+    /// current file's length now (u64 BE), and read-only descriptors of the rotated
+    /// file (when there is one) and the current one. Opened by path: only this process
+    /// renames them.
+    fn send_history(&self, conn: &UnixStream) -> std::io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let rotated = File::open(self.path.with_extension("log.1")).ok();
+        let current = File::open(&self.path)?;
+        let files: Vec<std::os::fd::RawFd> = rotated
+            .iter()
+            .chain([&current])
+            .map(|f| f.as_raw_fd())
+            .collect();
+        let mut hello = vec![b'H', files.len() as u8];
+        hello.extend_from_slice(&self.written.to_be_bytes());
+        sendmsg::<()>(
+            conn.as_raw_fd(),
+            &[std::io::IoSlice::new(&hello)],
+            &[ControlMessage::ScmRights(&files)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(std::io::Error::from)?;
+        Ok(())
     }
 
     fn rotate(&mut self) {

@@ -1,10 +1,16 @@
 //! `nook logs`: reads the log file the logger writes (k8s-file or json-file, the rotated
-//! `ctr.log.1` first) and, with -f, follows it through inotify until the container's
-//! supervisor has ended.
+//! `ctr.log.1` first). With -f it follows through the logger's `logs.sock` (logger.rs):
+//! its history comes as descriptors of the two files and the current file's length at
+//! that moment, then every line the logger writes, so no rotation, however fast, loses
+//! or repeats a line. Where there is no logger to ask (it has ended, or a foreground
+//! container's), the file is followed by path: each file kept open and drained before
+//! the next (rotation told by its inode), as podman follows its k8s-file.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::os::fd::AsFd;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -60,6 +66,24 @@ pub fn logs_cmd(args: LogsArgs, store_root: Option<std::path::PathBuf>) -> Resul
         );
     }
     let since = args.since.as_deref().map(parse_since).transpose()?;
+    let history = |mut entries: Vec<Entry>| {
+        if let Some(since) = since {
+            entries.retain(|e| humantime::parse_rfc3339(&e.time).is_ok_and(|t| t >= since));
+        }
+        if let Some(n) = args.tail {
+            let skip = entries.len().saturating_sub(n);
+            entries.drain(..skip);
+        }
+        print_entries(&entries, args.timestamps);
+    };
+    if args.follow && ctr.supervised() {
+        let socket = super::logger::logs_socket(&ctr.runtime_dir(&places).join("attach.sock"));
+        if let Some(mut live) = Live::connect(&socket) {
+            history(live.history()?);
+            live.follow(&socket, args.timestamps)?;
+            return Ok(0);
+        }
+    }
     let path = ctr.log_path();
     let rotated = path.with_extension("log.1");
     let mut entries = Vec::new();
@@ -68,20 +92,123 @@ pub fn logs_cmd(args: LogsArgs, store_root: Option<std::path::PathBuf>) -> Resul
             read_entries(&mut BufReader::new(f), &mut entries);
         }
     }
-    if let Some(since) = since {
-        entries.retain(|e| humantime::parse_rfc3339(&e.time).is_ok_and(|t| t >= since));
-    }
-    if let Some(n) = args.tail {
-        let skip = entries.len().saturating_sub(n);
-        entries.drain(..skip);
-    }
-    for e in &entries {
-        print_entry(e, args.timestamps);
-    }
+    history(entries);
     if args.follow {
         follow(&path, &ctr, args.timestamps)?;
     }
     Ok(0)
+}
+
+/// A follower of the logger's socket (logger.rs has the other side).
+struct Live {
+    conn: UnixStream,
+    /// The rotated file (if any) then the current one, as the logger had them.
+    files: Vec<File>,
+    /// How much of the current file was written when they were handed over.
+    current_len: u64,
+}
+
+impl Live {
+    /// Connects and takes the history message; None where no logger answers (ended,
+    /// or too many followers).
+    fn connect(socket: &Path) -> Option<Live> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let conn = super::logger::connect_short(socket).ok()?;
+        let mut hello = [0u8; 10];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+        let mut iov = [std::io::IoSliceMut::new(&mut hello)];
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .ok()?;
+        let received = msg.bytes;
+        let mut files = Vec::new();
+        for c in msg.cmsgs().ok()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel just installed this descriptor for us.
+                    files.push(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+            }
+        }
+        let count = usize::from(hello[1]);
+        if received != hello.len() || hello[0] != b'H' || files.len() != count || count == 0 {
+            return None;
+        }
+        let current_len = u64::from_be_bytes(hello[2..10].try_into().expect("8 bytes"));
+        Some(Live {
+            conn,
+            files,
+            current_len,
+        })
+    }
+
+    /// Every entry the files held when the logger handed them over.
+    fn history(&mut self) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        let last = self.files.len() - 1;
+        for (i, f) in self.files.drain(..).enumerate() {
+            let limit = if i == last {
+                self.current_len
+            } else {
+                u64::MAX
+            };
+            read_entries(&mut BufReader::new(f.take(limit)), &mut entries);
+        }
+        Ok(entries)
+    }
+
+    /// Prints the lines the logger sends until the end frame. Dropped for falling too
+    /// far behind (the socket ends without it), it says so and goes on from where the
+    /// logger is, as long as there is one.
+    fn follow(&mut self, socket: &Path, timestamps: bool) -> Result<()> {
+        loop {
+            // Ended without the end frame, or broken: dropped, or the logger is gone.
+            if let Ok(true) = read_frames(&mut self.conn, timestamps) {
+                return Ok(());
+            }
+            let Some(again) = Live::connect(socket) else {
+                // No logger any more: the container's output is over.
+                return Ok(());
+            };
+            eprintln!(
+                "nook: logs -f fell too far behind the container's output: lines were                  skipped (it goes on from the latest)"
+            );
+            *self = again;
+            self.files.clear();
+        }
+    }
+}
+
+/// Prints the line frames on `conn`; true at the end frame, false when the socket ended
+/// without it.
+fn read_frames(conn: &mut UnixStream, timestamps: bool) -> std::io::Result<bool> {
+    use super::logger::{FRAME_END, FRAME_LINES};
+    let mut reader = BufReader::with_capacity(256 << 10, conn);
+    let mut body = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        match reader.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+        match head[0] {
+            FRAME_LINES => {
+                let mut entries = Vec::new();
+                read_entries(&mut &body[..], &mut entries);
+                print_entries(&entries, timestamps);
+            }
+            FRAME_END => return Ok(true),
+            _ => return Ok(false),
+        }
+    }
 }
 
 /// Reads whole lines as entries; returns the bytes they took (a line still being
@@ -103,18 +230,30 @@ fn read_entries(reader: &mut impl BufRead, out: &mut Vec<Entry>) -> u64 {
     consumed
 }
 
-fn print_entry(e: &Entry, timestamps: bool) {
-    let write = |w: &mut dyn Write| {
+/// Prints entries in order, each run of one stream in one write.
+fn print_entries(entries: &[Entry], timestamps: bool) {
+    let mut run = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
         if timestamps {
-            let _ = write!(w, "{} ", e.time);
+            run.extend_from_slice(e.time.as_bytes());
+            run.push(b' ');
         }
-        let _ = w.write_all(&e.text);
-        let _ = w.flush();
-    };
-    if e.stderr {
-        write(&mut std::io::stderr().lock());
-    } else {
-        write(&mut std::io::stdout().lock());
+        run.extend_from_slice(&e.text);
+        if entries
+            .get(i + 1)
+            .is_none_or(|next| next.stderr != e.stderr)
+        {
+            let write = |w: &mut dyn Write| {
+                let _ = w.write_all(&run);
+                let _ = w.flush();
+            };
+            if e.stderr {
+                write(&mut std::io::stderr().lock());
+            } else {
+                write(&mut std::io::stdout().lock());
+            }
+            run.clear();
+        }
     }
 }
 
@@ -129,7 +268,10 @@ fn parse_since(text: &str) -> Result<SystemTime> {
     Ok(SystemTime::now() - age)
 }
 
-/// Prints what is appended to the log until the container's supervisor has ended.
+/// Prints what is appended to the log until the container's supervisor has ended,
+/// where no logger serves followers. The file is kept open and read to its end before
+/// the next one is opened, so one rotation between two reads loses nothing; files
+/// rotated away entirely in between cannot be read by anyone.
 fn follow(path: &Path, ctr: &super::record::Container, timestamps: bool) -> Result<()> {
     let inotify =
         Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).context("inotify")?;
@@ -146,24 +288,36 @@ fn follow(path: &Path, ctr: &super::record::Container, timestamps: bool) -> Resu
         .as_mut()
         .and_then(|f| f.seek(SeekFrom::End(0)).ok())
         .unwrap_or(0);
+    let same = |f: &File, p: &std::fs::Metadata| {
+        f.metadata()
+            .is_ok_and(|m| m.dev() == p.dev() && m.ino() == p.ino())
+    };
     loop {
         let done = supervisor
             .as_ref()
             .is_none_or(|s| s.wait(Some(Duration::ZERO)));
-        // Read what is there (after the supervisor ended too: its last words).
-        let len = std::fs::metadata(path).map_or(0, |m| m.len());
-        if len < offset || file.is_none() {
-            // Rotated: a new file from its start.
+        // Read what is there (after the supervisor ended too: its last words), then
+        // what replaced the file, if it was rotated.
+        loop {
+            // Looked at before the read: a file found rotated gets no more lines, so
+            // the read below takes all it has left.
+            let now = std::fs::metadata(path).ok();
+            let rotated = match (&file, &now) {
+                (Some(f), Some(m)) => !same(f, m),
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if let Some(f) = &mut file {
+                f.seek(SeekFrom::Start(offset))?;
+                let mut entries = Vec::new();
+                offset += read_entries(&mut BufReader::new(&mut *f), &mut entries);
+                print_entries(&entries, timestamps);
+            }
+            if !rotated {
+                break;
+            }
             file = File::open(path).ok();
             offset = 0;
-        }
-        if let Some(f) = &mut file {
-            f.seek(SeekFrom::Start(offset))?;
-            let mut entries = Vec::new();
-            offset += read_entries(&mut BufReader::new(&mut *f), &mut entries);
-            for e in &entries {
-                print_entry(e, timestamps);
-            }
         }
         if done {
             return Ok(());

@@ -1,7 +1,7 @@
 //! What `nook ps`, `nook inspect CTR`, `nook port` and `nook top` show: the records and
 //! states of containers, in podman's field names.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
@@ -232,6 +232,9 @@ pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let holder = nook_rootless::join::namespace_holder(init.pid);
     let pidns = std::fs::read_link(format!("/proc/{holder}/ns/pid"))?;
     let uid_map = std::fs::read_to_string(format!("/proc/{holder}/uid_map"))?;
+    // Users by name as the container knows them (its /etc/passwd, read through the
+    // confined resolver), else by number.
+    let names = crate::users::names(Path::new(&format!("/proc/{holder}/root")));
     println!(
         "{:<10} {:>7} {:>7} {:<10} COMMAND",
         "USER", "PID", "PPID", "ELAPSED"
@@ -260,7 +263,10 @@ pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
         let Some(p) = ProcInfo::read(pid) else {
             continue;
         };
-        let uid = inside_id(&uid_map, p.uid).map_or_else(|| "?".into(), |u| u.to_string());
+        let uid = inside_id(&uid_map, p.uid).map_or_else(
+            || "?".into(),
+            |u| names.get(&u).cloned().unwrap_or_else(|| u.to_string()),
+        );
         let elapsed = uptime - p.start_ticks as f64 / ticks as f64;
         let line = format!(
             "{:<10} {:>7} {:>7} {:<10} {}",

@@ -326,6 +326,10 @@ pub struct State {
     pub restarts: u32,
     /// Host ports of `-p`/`-P`, as `HOSTIP:HOSTPORT->CTRPORT/PROTO`.
     pub ports: Vec<String>,
+    /// The first process's working directory inside the container (`-w`, else the
+    /// image's WorkingDir, else /): where `nook exec` starts without `-w`, as podman's.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
 }
 
 /// One container: its record directory and what it was created with.
