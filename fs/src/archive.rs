@@ -282,7 +282,7 @@ pub fn load(
 
 /// Spools a stream to a file in the store's tmp/ (tar needs to read it once, whole).
 fn tempfile_of(store: &Store, mut src: impl Read) -> Result<PathBuf, ArchiveError> {
-    let p = store.temp_path("archive");
+    let p = store.temp_path("archive")?;
     let mut f = crate::store::create_private(&p)?;
     io::copy(&mut src, &mut f)?;
     Ok(p)
