@@ -200,6 +200,20 @@ fn rfc3339_now() -> String {
 #[derive(Default)]
 struct Contents {
     files: BTreeMap<String, (Digest, u64)>,
+    /// The archive's own documents (index.json, oci-layout, manifest.json, ...), kept
+    /// in memory: as blobs they would be stored data that no image references.
+    documents: BTreeMap<String, Vec<u8>>,
+}
+
+/// Whether an archive file is one of the archive's own documents rather than a blob an
+/// image may reference (OCI layouts name every blob `blobs/sha256/HEX`; docker archives
+/// put configs at `HEX.json` and layers at `ID/layer.tar`).
+fn is_document(path: &str) -> bool {
+    matches!(
+        path,
+        "index.json" | "oci-layout" | "manifest.json" | "repositories"
+    ) || path.ends_with("/json")
+        || path.ends_with("/VERSION")
 }
 
 fn normal(p: &str) -> String {
@@ -211,6 +225,15 @@ fn normal(p: &str) -> String {
 impl Contents {
     fn add(&mut self, store: &Store, path: &str, src: impl Read) -> Result<(), ArchiveError> {
         let path = normal(path);
+        if is_document(&path) {
+            let mut doc = Vec::new();
+            src.take(manifest::MAX_DOCUMENT + 1).read_to_end(&mut doc)?;
+            if doc.len() as u64 > manifest::MAX_DOCUMENT {
+                return Err(ArchiveError::Bad(format!("{path} is too large")));
+            }
+            self.documents.insert(path, doc);
+            return Ok(());
+        }
         // A file named by its digest must be that content.
         let expected = path
             .strip_prefix("blobs/sha256/")
@@ -233,6 +256,9 @@ impl Contents {
     }
 
     fn json(&self, store: &Store, path: &str) -> Result<Vec<u8>, ArchiveError> {
+        if let Some(doc) = self.documents.get(&normal(path)) {
+            return Ok(doc.clone());
+        }
         let (d, _) = self.get(path)?;
         Ok(store.read_blob(d, manifest::MAX_DOCUMENT)?)
     }
@@ -271,9 +297,9 @@ pub fn load(
         result?;
     }
     let shown = input.display().to_string();
-    if contents.files.contains_key("index.json") {
+    if contents.documents.contains_key("index.json") {
         load_oci(store, &contents, platform)
-    } else if contents.files.contains_key("manifest.json") {
+    } else if contents.documents.contains_key("manifest.json") {
         load_docker(store, &contents)
     } else {
         Err(ArchiveError::Unknown(shown))
