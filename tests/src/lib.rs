@@ -857,3 +857,90 @@ pub fn assert_ok(results: &std::collections::BTreeMap<String, String>, key: &str
         "attempt {key} should have succeeded, got {got:?}\n{o}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// What a killed nook leaves running
+
+/// The process state letter of `pid` (`R`, `S`, `D`, `Z` ...), None when it is gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Live (not zombie) processes whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() != Some(&"Z") && f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits until none of `pids` runs (a zombie another parent has not reaped counts as
+/// gone) and no live process is left in process group `pgid`; fails at the deadline
+/// with what is left, and at once on a process in D state.
+pub fn wait_all_gone(pids: &[i32], pgid: i32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut left: Vec<(i32, char)> = pids
+            .iter()
+            .filter_map(|&p| proc_state(p).map(|s| (p, s)))
+            .filter(|&(_, s)| s != 'Z')
+            .collect();
+        for p in group_members(pgid) {
+            if !left.iter().any(|&(q, _)| q == p) {
+                left.push((p, proc_state(p).unwrap_or('?')));
+            }
+        }
+        if left.is_empty() {
+            return;
+        }
+        let cmdlines = || {
+            left.iter()
+                .map(|(p, s)| {
+                    let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    format!(
+                        "{p} {s} {}",
+                        String::from_utf8_lossy(&cmd).replace('\0', " ")
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        if Instant::now() > deadline {
+            panic!("{what}: processes left running: {:?}", cmdlines());
+        }
+        // Polling /proc with a deadline: there is nothing to wait on for processes
+        // that are not our children.
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `ready` (a file appearing, a process starting: something observable) every
+/// few milliseconds until it holds, and fails at the deadline saying `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a descendant of `pid` runs nook's store helper (`nook __store-helper`).
+pub fn has_store_helper(pid: i32) -> bool {
+    descendants(pid).iter().any(|p| {
+        fs::read(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__store-helper"))
+    })
+}

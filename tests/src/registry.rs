@@ -177,3 +177,71 @@ pub fn sha_hex(data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A TCP proxy in front of a registry that forwards requests whole and stops a response
+/// after `stall_after` bytes (the middle of a big blob), until [`StallingProxy::release`]
+/// or drop: a pull held mid-download for as long as a test needs.
+pub struct StallingProxy {
+    pub port: u16,
+    gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl StallingProxy {
+    pub fn start(upstream: u16, stall_after: usize) -> StallingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let g = gate.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        return;
+                    };
+                    let (mut c2, mut s2) =
+                        (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c2, &mut s2);
+                    });
+                    let (mut s, mut c) = (server, client);
+                    let mut sent = 0usize;
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n;
+                        if sent > stall_after {
+                            // Held until released (bounded: a forgotten test must end).
+                            let (lock, cv) = &*g;
+                            let open = lock.lock().unwrap();
+                            let _ = cv
+                                .wait_timeout_while(open, Duration::from_secs(300), |o| !*o)
+                                .unwrap();
+                        }
+                    }
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        StallingProxy { port, gate }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Lets every held response go on.
+    pub fn release(&self) {
+        let (lock, cv) = &*self.gate;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
