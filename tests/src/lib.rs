@@ -944,3 +944,136 @@ pub fn has_store_helper(pid: i32) -> bool {
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__store-helper"))
     })
 }
+
+// ---------------------------------------------------------------------------------------
+// A store of the test's own
+
+/// Deadline for store commands that unpack or copy big images.
+pub const LONG: Duration = Duration::from_secs(180);
+
+/// The names in `dir` (none when it does not exist).
+pub fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A test's own store, HOME and runtime dir, for tests that look at everything nook
+/// leaves behind; removed with `nook system reset` when dropped (the store holds files
+/// of subordinate IDs, which only nook can remove).
+pub struct Sandbox {
+    pub home: tempfile::TempDir,
+    pub runtime: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        assert_unprivileged();
+        let runtime = tempdir();
+        fs::set_permissions(runtime.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        Sandbox {
+            home: tempdir(),
+            runtime,
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.home.path().join("store")
+    }
+
+    /// `nook ARGS` with this store, HOME and runtime dir, and no outside settings.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = nook();
+        c.env("HOME", self.home.path())
+            .env("NOOK_ROOT", self.root())
+            .env("XDG_RUNTIME_DIR", self.runtime.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NOOK_CONFIG")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .args(args);
+        c
+    }
+
+    pub fn nook(&self, args: &[&str]) -> Output {
+        spawn(&mut self.cmd(args)).wait(LONG)
+    }
+
+    /// What is in the store's tmp/.
+    pub fn tmp(&self) -> Vec<String> {
+        entries(&self.root().join("tmp"))
+    }
+
+    /// Where the copy driver keeps its container roots.
+    pub fn copies_dir(&self) -> PathBuf {
+        self.runtime.path().join("nook/copies")
+    }
+
+    /// `system check` is clean: it succeeds and names nothing corrupt or missing, and
+    /// nothing is left under tmp/ or copies/. Returns its output.
+    #[track_caller]
+    pub fn assert_clean(&self) -> Output {
+        let check = self.nook(&["system", "check"]);
+        check.success();
+        for bad in ["corrupt", "missing", "warning"] {
+            assert!(!check.out().contains(bad), "{check}");
+            assert!(!check.err().contains(bad), "{check}");
+        }
+        assert_eq!(
+            self.tmp(),
+            Vec::<String>::new(),
+            "tmp/ after `system check`"
+        );
+        assert_eq!(
+            entries(&self.copies_dir()),
+            Vec::<String>::new(),
+            "copies/ after `system check`"
+        );
+        check
+    }
+
+    /// A busybox root filesystem with `many` small files under /many and `big` random
+    /// bytes in /big, as a tarball `NAME.tar` in HOME with owners 0 (the container's
+    /// root, which is you).
+    pub fn rootfs_tar(&self, name: &str, many: usize, big: usize) -> Result<PathBuf, String> {
+        let rootfs = busybox_rootfs()?;
+        let dir = rootfs.path().join("many");
+        fs::create_dir(&dir).map_err(|e| e.to_string())?;
+        for i in 0..many {
+            fs::write(dir.join(format!("f{i:05}")), format!("file {i}\n"))
+                .map_err(|e| e.to_string())?;
+        }
+        if big > 0 {
+            fs::write(rootfs.path().join("big"), random_bytes(big)).map_err(|e| e.to_string())?;
+        }
+        let tar = self.home.path().join(format!("{name}.tar"));
+        let out = Command::new("tar")
+            .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+            .arg(rootfs.path())
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .output()
+            .map_err(|e| format!("tar: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("tar: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(tar)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["system", "reset", "--force"]).output();
+    }
+}

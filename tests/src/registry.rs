@@ -245,3 +245,46 @@ impl Drop for StallingProxy {
         self.release();
     }
 }
+
+/// Writes an OCI layout at `dir` holding one image (tag `v1`, this machine's
+/// architecture) whose layers are the uncompressed tarballs `tars`, lowest first.
+pub fn oci_layout(dir: &Path, tars: &[&Path]) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let hex = sha_hex(data);
+        fs::write(blobs.join(&hex), data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let layers: Vec<(String, usize)> = tars.iter().map(|t| put(&fs::read(t).unwrap())).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|(d, _)| format!("\"{d}\"")).collect();
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["PATH=/bin:/usr/bin"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
+    );
+    let (config, config_size) = put(config.as_bytes());
+    let descs: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#)
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{}]}}"#,
+        descs.join(",")
+    );
+    let (manifest, manifest_size) = put(manifest.as_bytes());
+    fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
