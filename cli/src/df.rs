@@ -63,6 +63,8 @@ pub fn df_cmd(args: DfArgs, root: Option<PathBuf>) -> Result<i32> {
         .into_iter()
         .collect();
     let places = Places::open(root)?;
+    // As `ps`: a `--rm` container whose supervisor was killed is removed, not counted.
+    crate::container::lifecycle::sweep_dead_rm_containers(&places);
     let runtime = places.runtime.parent().map(Path::to_path_buf);
     let containers: Vec<_> = places
         .all()
