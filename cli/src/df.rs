@@ -57,14 +57,12 @@ const TABLE: &str = "{{.Type}}\t{{.Total}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimab
 pub fn df_cmd(args: DfArgs, root: Option<PathBuf>) -> Result<i32> {
     let output = Output::parse(args.format.as_deref().unwrap_or(""), TABLE)?;
     output.check(&Row::default())?;
-    let store = image_cmds::open_store(root.clone())?;
-    let images = store.images()?;
-    let in_use: BTreeSet<String> = image_cmds::images_in_use(root.clone())
-        .into_iter()
-        .collect();
-    let places = Places::open(root)?;
+    let places = Places::open(root.clone())?;
     // As `ps`: a `--rm` container whose supervisor was killed is removed, not counted.
     crate::container::lifecycle::sweep_dead_rm_containers(&places);
+    let store = image_cmds::open_store(root.clone())?;
+    let images = store.images()?;
+    let in_use: BTreeSet<String> = image_cmds::images_in_use(root).into_iter().collect();
     let runtime = places.runtime.parent().map(Path::to_path_buf);
     let containers: Vec<_> = places
         .all()
