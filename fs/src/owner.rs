@@ -134,9 +134,11 @@ pub fn probe(path: &Path) -> io::Result<Owner> {
 }
 
 fn open_nofollow(path: &Path) -> io::Result<File> {
+    // O_NONBLOCK: whatever is at the path, opening it never waits (a FIFO would);
+    // flock's waiting is its own (LOCK_NB), not the descriptor's.
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
 }
 
