@@ -167,6 +167,16 @@ fn copy_root_of_a_killed_run_is_removed_by_any_command() {
     let tar = env.rootfs_tar("small", 10, 0).unwrap();
     env.nook(&["import", tar.to_str().unwrap(), "small:v1"])
         .success();
+    // The container plants links to a host directory in its root: removing the root
+    // of a killed run must not follow them (the canary stays).
+    let host = tempdir();
+    let canary = host.path().join("canary");
+    fs::write(&canary, "host data").unwrap();
+    let plant = format!(
+        "ln -s {0} /to-host && ln -s {0}/canary /to-canary && mkdir -p /d && ln -s {0} /d/up \
+         && echo ready; exec sleep 1000",
+        host.path().display()
+    );
     let mut p = spawn(&mut env.cmd(&[
         "run",
         "--rm",
@@ -175,7 +185,7 @@ fn copy_root_of_a_killed_run_is_removed_by_any_command() {
         "small:v1",
         "sh",
         "-c",
-        "echo ready; exec sleep 1000",
+        &plant,
     ]));
     p.wait_for("ready", TIMEOUT);
     assert!(container_init(p.pid).is_some(), "the container runs");
@@ -185,6 +195,12 @@ fn copy_root_of_a_killed_run_is_removed_by_any_command() {
     assert_eq!(entries(&env.copies_dir()).len(), 1);
     env.nook(&["images"]).success();
     assert_eq!(entries(&env.copies_dir()), Vec::<String>::new());
+    assert_eq!(
+        fs::read_to_string(&canary).unwrap(),
+        "host data",
+        "the sweep followed a link out of the copy"
+    );
+    assert_eq!(entries(host.path()), ["canary"]);
     assert_eq!(env.nook(&["ps", "-aq"]).success().out(), "");
     env.assert_clean();
 }
