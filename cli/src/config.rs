@@ -127,6 +127,20 @@ impl Config {
                 tracing::debug!("no config file at {}: built-in defaults", path.display());
                 Ok(Config::default())
             }
+            // A directory on the way cannot be searched (HOME is another account's, as
+            // `setpriv` or `sudo -u` leave it) or is not one: there is no file of ours
+            // to read. Only a file that is there and unreadable is an error.
+            Err(e)
+                if explicit_path().is_none()
+                    && matches!(e.raw_os_error(), Some(libc::EACCES | libc::ENOTDIR))
+                    && std::fs::symlink_metadata(&path).is_err() =>
+            {
+                tracing::debug!(
+                    "no config file reachable at {} ({e}): built-in defaults",
+                    path.display()
+                );
+                Ok(Config::default())
+            }
             Err(e) => Err(anyhow!(e)).with_context(|| match explicit_path() {
                 Some(_) => format!(
                     "reading the config file {} named by ${ENV}: fix the path or unset {ENV}",

@@ -316,19 +316,30 @@ pub struct LogoutArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum SystemCommand {
-    /// Verify every blob and layer of the store against its digest
+    /// Verify every blob and layer of the store against its digest; report what no image uses
     Check(CheckArgs),
-    /// Remove stopped containers and images no name or container refers to
+    /// Remove stopped containers, images no name or container refers to, and blobs and
+    /// layers no image uses
     Prune(PruneArgs),
+    /// Show the disk space images and containers use, and what can be reclaimed
+    Df(DfArgs),
     /// Remove every container, image and the whole store and runtime state
     Reset(PruneArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Remove what is corrupt (images that lose a part are removed too)
+    /// Remove what is corrupt (images that lose a part are removed too), and blobs and
+    /// layers no image uses
     #[arg(long)]
     pub repair: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DfArgs {
+    /// Go template for each row (fields: .Type .Total .Active .Size .Reclaimable), or json
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -30,21 +30,37 @@ use crate::store_helper::{self, Job, UnpackJob};
 /// The store, with the leftovers of killed commands removed.
 pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
     let root = nook_fs::paths::store_root(root).ok_or_else(|| {
-        anyhow!("no place for the image store: set HOME, XDG_DATA_HOME or --root")
+        anyhow!(
+            "no place for the image store (no HOME): set NOOK_ROOT or --root to a directory \
+             of your own"
+        )
     })?;
     tracing::debug!("image store {}", root.display());
     let store = Store::open(&root)?;
-    let stale = store.stale_temps();
-    if !stale.is_empty() {
+    let left = store.leftovers();
+    if !left.is_empty() {
         // Best effort: a failure here must not stop the command the user asked for.
-        if let Err(e) = store_helper::run(&Job::Remove(stale)) {
-            eprintln!(
-                "nook: warning: could not clean the store's tmp/: {why}",
-                why = crate::errors::Chain(&e)
-            );
-        }
+        let deleted = left.paths.is_empty()
+            || match store_helper::run(&Job::Remove(left.paths.clone())) {
+                Ok(_) => true,
+                Err(e) => {
+                    eprintln!(
+                        "nook: warning: could not clean the store's tmp/: {why}",
+                        why = crate::errors::Chain(&e)
+                    );
+                    false
+                }
+            };
+        left.finish(deleted);
     }
     Ok(store)
+}
+
+/// Runs `job`, which works on this store's own tmp/ entries, in the store helper; the
+/// helper holds the store's tmp/ lock with us, so nobody sweeps them while it works.
+pub fn run_in_tmp(store: &Store, job: &Job) -> Result<store_helper::Outcome> {
+    let owner = store.tmp_owner_fd();
+    store_helper::run_holding(job, owner.as_ref().map(std::os::fd::AsFd::as_fd))
 }
 
 fn registries() -> Result<RegistriesConfig> {
@@ -144,6 +160,9 @@ pub fn pull_image(
     if candidates.is_empty() {
         bail!("{name:?} is a short name and no search registries are configured: write it in full (e.g. docker.io/library/{name}) or set unqualified-search-registries in ~/.config/nook/registries.conf");
     }
+    // Until the image is recorded, what this pull stores or finds stored is referenced
+    // by no image: no collection may take it meanwhile.
+    let _writing = store.hold_writes()?;
     let bars = Bars::new(quiet);
     let progress: &dyn Progress = match &bars {
         Some(b) => b,
@@ -190,7 +209,7 @@ pub fn ensure_layers(store: &Store, record: &ImageRecord) -> Result<()> {
             jobs.push(UnpackJob {
                 blob: store.blob_path(&l.blob),
                 diff_id: Some(l.diff_id.clone()),
-                dest: store.temp_path("layer"),
+                dest: store.temp_path("layer")?,
                 store: Some(store.root().to_path_buf()),
             });
         }
@@ -198,11 +217,13 @@ pub fn ensure_layers(store: &Store, record: &ImageRecord) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
+    // A layer committed is referenced by no image until the caller records one.
+    let _writing = store.hold_writes()?;
     let pending: Vec<(PathBuf, Digest)> = jobs
         .iter()
         .map(|j| (j.dest.clone(), j.diff_id.clone().expect("set above")))
         .collect();
-    let result = store_helper::run(&Job::Unpack(jobs)).context("unpacking the image's layers");
+    let result = run_in_tmp(store, &Job::Unpack(jobs)).context("unpacking the image's layers");
     let mut trash = Vec::new();
     match result {
         Ok(outcome) => {
@@ -221,18 +242,21 @@ pub fn ensure_layers(store: &Store, record: &ImageRecord) -> Result<()> {
             }
         }
         Err(e) => {
-            let _ = store_helper::run(&Job::Remove(
-                pending
-                    .into_iter()
-                    .map(|(p, _)| p)
-                    .filter(|p| p.exists())
-                    .collect(),
-            ));
+            let _ = run_in_tmp(
+                store,
+                &Job::Remove(
+                    pending
+                        .into_iter()
+                        .map(|(p, _)| p)
+                        .filter(|p| p.exists())
+                        .collect(),
+                ),
+            );
             return Err(e);
         }
     }
     if !trash.is_empty() {
-        store_helper::run(&Job::Remove(trash))?;
+        run_in_tmp(store, &Job::Remove(trash))?;
     }
     Ok(())
 }
@@ -291,46 +315,9 @@ pub fn image_for_run(
     })
 }
 
-/// The container's copy of the image (copy driver), removed when dropped.
-pub struct ContainerRoot {
-    pub path: PathBuf,
-}
-
-impl ContainerRoot {
-    /// Records the image as in use by this process, then builds the root under the
-    /// store's shared lock (so `rmi` cannot take the layers away mid-copy).
-    pub fn create(image: &RunImage, container_dir: &Path) -> Result<ContainerRoot> {
-        let _lock = image.store.lock_shared()?;
-        nook_rootless::state::write_file(
-            &container_dir.join("image"),
-            format!("{}\n{}\n", image.record.id.hex(), std::process::id()),
-            nook_rootless::state::PRIVATE_FILE,
-        )
-        .context("recording the container's image")?;
-        let path = container_dir.join("rootfs");
-        store_helper::run(&Job::Flatten {
-            layers: image.layers.clone(),
-            dest: path.clone(),
-        })?;
-        Ok(ContainerRoot { path })
-    }
-}
-
-impl Drop for ContainerRoot {
-    fn drop(&mut self) {
-        if let Err(e) = store_helper::run(&Job::Remove(vec![self.path.clone()])) {
-            eprintln!(
-                "nook: warning: could not remove the container's root {}: {why}",
-                self.path.display(),
-                why = crate::errors::Chain(&e),
-            );
-        }
-    }
-}
-
 /// IDs of images that containers use: running ones (their nook process still lives)
 /// and every container record (a stopped container starts again on its image's layers).
-fn images_in_use(root: Option<PathBuf>) -> Vec<String> {
+pub fn images_in_use(root: Option<PathBuf>) -> Vec<String> {
     let Ok(runtime) = nook_rootless::state::runtime_dir() else {
         return Vec::new();
     };
@@ -367,12 +354,49 @@ pub fn prune_unnamed(root: Option<PathBuf>) -> Result<usize> {
         }
         let removal = store.remove(&image.id, None, true)?;
         if !removal.trash.is_empty() {
-            store_helper::run(&Job::Remove(removal.trash))
+            run_in_tmp(&store, &Job::Remove(removal.trash))
                 .context("deleting the image's layers")?;
         }
         removed += 1;
     }
     Ok(removed)
+}
+
+/// What [`collect_unreferenced`] removed.
+pub struct Reclaimed {
+    pub blobs: usize,
+    pub layers: usize,
+    pub bytes: u64,
+}
+
+/// Removes the blobs and layers no image references (a failed or killed pull's or
+/// import's, an `rmi` deferred); None when a pull, import, load or commit is running.
+pub fn collect_unreferenced(store: &Store) -> Result<Option<Reclaimed>> {
+    let Some(garbage) = store.collect_garbage()? else {
+        return Ok(None);
+    };
+    let mut reclaimed = Reclaimed {
+        blobs: garbage.blobs,
+        layers: garbage.trash.len(),
+        bytes: garbage.blob_bytes,
+    };
+    if !garbage.trash.is_empty() {
+        let outcome = run_in_tmp(store, &Job::Remove(garbage.trash))
+            .context("deleting layers no image uses")?;
+        reclaimed.bytes += outcome.bytes.iter().sum::<u64>();
+    }
+    Ok(Some(reclaimed))
+}
+
+/// Says that what an image alone used stays for now (a writer runs: see
+/// [`nook_fs::store::Store::collect_garbage`]).
+fn say_deferred(removal: &nook_fs::store::Removal) {
+    if removal.deferred {
+        eprintln!(
+            "nook: a pull, import or commit into this store is running: the removed image's \
+             blobs and layers stay until `nook system prune` (run it once that has ended)"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -533,8 +557,9 @@ pub fn rmi_cmd(root: Option<PathBuf>, args: RmiArgs) -> Result<i32> {
             }
             println!("Deleted: {}", d.id.hex());
         }
+        say_deferred(&removal);
         if !removal.trash.is_empty() {
-            store_helper::run(&Job::Remove(removal.trash))
+            run_in_tmp(&store, &Job::Remove(removal.trash))
                 .context("deleting the image's layers")?;
         }
     }
@@ -632,6 +657,7 @@ pub fn tag_cmd(root: Option<PathBuf>, args: TagArgs) -> Result<i32> {
 pub fn import_cmd(root: Option<PathBuf>, args: ImportArgs) -> Result<i32> {
     let store = open_store(root)?;
     let name = args.name.as_deref().map(qualify).transpose()?;
+    let _writing = store.hold_writes()?;
     let (src, len): (Box<dyn std::io::Read>, Option<u64>) = if args.tarball == Path::new("-") {
         (Box::new(std::io::stdin().lock()), None)
     } else {
@@ -791,6 +817,7 @@ pub fn check_cmd(root: Option<PathBuf>, args: CheckArgs) -> Result<i32> {
             }
         }
     }
+    report_unreferenced(&store, args.repair)?;
     if problems == 0 {
         println!(
             "store {}: {} images, all blobs verified",
@@ -806,6 +833,55 @@ pub fn check_cmd(root: Option<PathBuf>, args: CheckArgs) -> Result<i32> {
     }
 }
 
+/// `system check`'s report of blobs and layers no image references (not a problem:
+/// space to reclaim); with `repair`, their removal.
+fn report_unreferenced(store: &Store, repair: bool) -> Result<()> {
+    if repair {
+        match collect_unreferenced(store)? {
+            Some(r) if r.blobs + r.layers > 0 => println!(
+                "removed {} blob(s) and {} layer(s) no image used: {} reclaimed",
+                r.blobs,
+                r.layers,
+                crate::units::human_size(r.bytes)
+            ),
+            Some(_) => {}
+            None => println!(
+                "blobs and layers no image uses are kept: a pull, import or commit into \
+                 this store is running"
+            ),
+        }
+        return Ok(());
+    }
+    let found = store.unreferenced(&store.images()?)?;
+    if found.blobs.is_empty() && found.layers.is_empty() {
+        return Ok(());
+    }
+    if store.writers_active()? {
+        println!(
+            "{} blob(s) and {} layer(s) no image references yet: a pull, import or commit \
+             into this store is running",
+            found.blobs.len(),
+            found.layers.len()
+        );
+        return Ok(());
+    }
+    let mut bytes: u64 = found.blobs.iter().map(|(_, n)| n).sum();
+    if !found.layers.is_empty() {
+        bytes += store_helper::run(&Job::Usage(found.layers.clone()))?
+            .bytes
+            .iter()
+            .sum::<u64>();
+    }
+    println!(
+        "reclaimable: {} blob(s) and {} layer(s) no image uses, {} \
+         (`nook system prune` or `nook system check --repair` removes them)",
+        found.blobs.len(),
+        found.layers.len(),
+        crate::units::human_size(bytes)
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // load, save
 
@@ -815,6 +891,7 @@ pub fn load_cmd(root: Option<PathBuf>, args: crate::flags::LoadArgs) -> Result<i
     if input == Path::new("-") && std::io::stdin().is_terminal() {
         bail!("no archive given: use --input FILE, or pipe one in (`nook load < image.tar`)");
     }
+    let _writing = store.hold_writes()?;
     let records = nook_fs::archive::load(&store, &input, &Platform::host())
         .with_context(|| format!("loading {}", input.display()))?;
     for record in records {

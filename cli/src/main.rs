@@ -5,7 +5,9 @@
 mod completion;
 mod config;
 mod container;
+mod copies;
 mod cp;
+mod df;
 mod env;
 mod errors;
 mod exec;
@@ -75,6 +77,21 @@ fn main() {
             std::process::exit(EXIT_NOOK_FAILED);
         }
     }
+    // What killed runs left (the copy driver's container roots) goes first, whatever
+    // the command: one stat when there is nothing (copies.rs).
+    if !matches!(
+        cli.command,
+        Command::Supervise(_)
+            | Command::StoreHelper
+            | Command::FuseServer
+            | Command::ExecPid(_)
+            | Command::Completion(_)
+            | Command::Man(_)
+            | Command::Oci(_)
+    ) {
+        let (runtime, _) = nook_rootless::state::runtime_dir_for(nix::unistd::getuid().as_raw());
+        copies::sweep(&runtime);
+    }
     let root = cli.globals.root;
     let result = match cli.command {
         Command::Run(args) => run::run(*args, root),
@@ -98,6 +115,7 @@ fn main() {
         Command::Login(args) => image_cmds::login_cmd(args),
         Command::Logout(args) => image_cmds::logout_cmd(args),
         Command::System(flags::SystemCommand::Check(args)) => image_cmds::check_cmd(root, args),
+        Command::System(flags::SystemCommand::Df(args)) => df::df_cmd(args, root),
         Command::System(flags::SystemCommand::Prune(args)) => {
             container::lifecycle::system_prune_cmd(args, root)
         }

@@ -18,8 +18,9 @@ use std::time::SystemTime;
 
 use crate::container::record::{Container, Places, ProcessId, RestartPolicy, State, Status};
 
+use crate::copies::CopyRoot;
 use crate::flags::RunArgs;
-use crate::image_cmds::{self, ContainerRoot, RunImage};
+use crate::image_cmds::{self, RunImage};
 use crate::spec::{self, GeneratedFiles, Root, SpecInput};
 use crate::storage;
 
@@ -50,7 +51,7 @@ pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
     if args.detach {
         return crate::container::lifecycle::run_detached(args, store_root, &passing);
     }
-    let places = Places::open(store_root.clone())?;
+    let places = Places::for_run(store_root.clone(), &args)?;
     // The image first: a failed pull leaves no container behind.
     let image = choose_image(&args, store_root)?;
     let ctr = Container::create(&places, &args, command_line(), image.image_id())?;
@@ -388,7 +389,7 @@ struct PreparedRoot {
     /// The union mount's writable layer and FUSE server, if a union driver is used.
     union: Option<storage::Prepared>,
     /// The container's own copy of the image (copy driver), removed by the store helper.
-    _copy: Option<ContainerRoot>,
+    _copy: Option<CopyRoot>,
 }
 
 fn prepare_root(
@@ -434,7 +435,7 @@ fn prepare_root(
             }
             let choice = storage::choose(driver, &base, runtime_dir)?;
             if choice.driver == nook_fs::union::Driver::Copy {
-                let copy = ContainerRoot::create(img, container_dir)?;
+                let copy = CopyRoot::create(img, runtime_dir, &ctr.record.id, container_dir)?;
                 return Ok(PreparedRoot {
                     root: Root::Dir(copy.path.clone()),
                     image_config,

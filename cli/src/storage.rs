@@ -17,7 +17,6 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -253,17 +252,14 @@ fn spawn_server(
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    // SAFETY: between fork and exec only async-signal-safe calls: dup2 and prctl.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(sock_fd, SERVER_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Dies with nook, even under kill -9: the mount goes with the container.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    // Dies with nook, even under kill -9: the mount goes with the container.
+    store_helper::die_with_parent(&mut cmd, move || {
+        // SAFETY: dup2 is async-signal-safe; both are descriptor numbers.
+        if unsafe { libc::dup2(sock_fd, SERVER_FD) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    });
     let spawned = cmd.spawn().context("starting nook's FUSE server");
     // SAFETY: sock_fd came from into_raw_fd above and is owned here; the child has its
     // own copy on fd 3.

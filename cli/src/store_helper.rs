@@ -9,8 +9,16 @@
 //! the namespace (nook_rootless::run_in_user_namespace, with the default ID map podman
 //! uses: 0 → you, 1.. → your subordinate range, or a single-ID map); inside, it may use
 //! threads again (layers unpack in parallel).
+//!
+//! The helper dies with the nook that started it ([`die_with_parent`]: kill -9 of a
+//! `nook pull` mid-unpack stops the unpack too), and may hold an ownership lock with it
+//! (nook_fs::owner): the store's tmp/ lock while it unpacks there, a copy root's lock
+//! while it fills it. A killed command's leftovers are then swept only once its helper
+//! has exited as well.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -26,8 +34,10 @@ pub enum Job {
     Unpack(Vec<UnpackJob>),
     /// Copy layer directories, lowest first, into `dest` (created).
     Flatten { layers: Vec<PathBuf>, dest: PathBuf },
-    /// Delete these trees.
+    /// Delete these trees (the outcome's `bytes`: what each used).
     Remove(Vec<PathBuf>),
+    /// The disk space each of these trees uses (hard links counted once).
+    Usage(Vec<PathBuf>),
     /// List a container's changes: its upper layer over the image's layers (lowest first).
     Changes {
         upper: PathBuf,
@@ -54,18 +64,35 @@ pub struct Outcome {
     /// `Changes`: "A /path", "C /path", "D /path", sorted by path.
     #[serde(default)]
     pub changes: Vec<String>,
+    /// `Remove`, `Usage`: bytes on disk, one number per path.
+    #[serde(default)]
+    pub bytes: Vec<u64>,
 }
 
 /// Runs `job` in the helper and returns its outcome (an error when the job failed).
 pub fn run(job: &Job) -> Result<Outcome> {
+    run_holding(job, None)
+}
+
+/// [`run`], with the helper holding the ownership lock `hold` too (it inherits the
+/// descriptor), for as long as it lives.
+pub fn run_holding(job: &Job, hold: Option<BorrowedFd<'_>>) -> Result<Outcome> {
     let exe = std::env::current_exe().context("finding nook's own executable")?;
-    let mut child = Command::new(exe)
-        .arg("__store-helper")
+    let mut cmd = Command::new(exe);
+    cmd.arg("__store-helper")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting nook's store helper")?;
+        .stderr(Stdio::inherit());
+    let hold = hold.map(|fd| fd.as_raw_fd());
+    die_with_parent(&mut cmd, move || match hold {
+        // The descriptor is close-on-exec in nook; the helper's copy must stay open.
+        // SAFETY: fcntl on a descriptor number, in the child between fork and exec.
+        Some(fd) if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 => {
+            Err(std::io::Error::last_os_error())
+        }
+        _ => Ok(()),
+    });
+    let mut child = cmd.spawn().context("starting nook's store helper")?;
     let input = serde_json::to_vec(job).expect("jobs serialise");
     child
         .stdin
@@ -89,6 +116,31 @@ pub fn run(job: &Job) -> Result<Outcome> {
         bail!("{e}");
     }
     Ok(outcome)
+}
+
+/// Makes the process `cmd` starts die with this one, even under kill -9: SIGKILL on
+/// the parent's death (PR_SET_PDEATHSIG), armed in the child before exec and checked
+/// against the parent's pid, since the parent may have died before it was armed (the
+/// child then belongs to a reaper and must not go on). `also` runs after, in the child.
+/// The signal comes when the forking thread ends: callers wait for the child on it.
+pub fn die_with_parent(
+    cmd: &mut Command,
+    also: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid,
+    // _exit, and whatever `also` does, which callers keep to such calls).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(125);
+            }
+            also()
+        });
+    }
 }
 
 /// `nook __store-helper`: the process side. Returns the exit code.
@@ -171,10 +223,24 @@ fn work(job: Job) -> Result<Outcome> {
             Vec::new()
         }
         Job::Remove(paths) => {
+            let mut seen = std::collections::HashSet::new();
+            let mut bytes = Vec::new();
             for p in paths {
+                bytes.push(usage(&p, &mut seen));
                 remove_tree(&p).with_context(|| format!("removing {}", p.display()))?;
             }
-            Vec::new()
+            return Ok(Outcome {
+                bytes,
+                ..Outcome::default()
+            });
+        }
+        Job::Usage(paths) => {
+            let mut seen = std::collections::HashSet::new();
+            let bytes = paths.iter().map(|p| usage(p, &mut seen)).collect();
+            return Ok(Outcome {
+                bytes,
+                ..Outcome::default()
+            });
         }
         Job::Changes { upper, layers } => {
             let layers = nook_fs::union::Layers::new(layers)?;
@@ -273,6 +339,43 @@ fn tree_size(dir: &std::path::Path) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// Bytes on disk under `p` (blocks, as du counts them), without following symlinks;
+/// a file with several links counts once (`seen`). What cannot be read counts 0: this
+/// is for reports, and the namespace's root reads everything nook stores.
+fn usage(p: &std::path::Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        return 0;
+    };
+    let (Ok(dir), Ok(name)) = (nook_fs::at::open_dir(parent), nook_fs::at::cstr(name)) else {
+        return 0;
+    };
+    usage_at(std::os::fd::AsRawFd::as_raw_fd(&dir), &name, seen)
+}
+
+fn usage_at(
+    dirfd: std::os::fd::RawFd,
+    name: &std::ffi::CStr,
+    seen: &mut std::collections::HashSet<(u64, u64)>,
+) -> u64 {
+    let Ok(Some(st)) = nook_fs::at::lstat_opt(dirfd, name) else {
+        return 0;
+    };
+    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if !is_dir && st.st_nlink > 1 && !seen.insert((st.st_dev, st.st_ino)) {
+        return 0;
+    }
+    let mut total = st.st_blocks as u64 * 512;
+    if is_dir {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        if let Ok(dir) = nook_fs::at::openat(dirfd, name, flags, 0) {
+            for child in nook_fs::at::read_dir_names(&dir).unwrap_or_default() {
+                total += usage_at(std::os::fd::AsRawFd::as_raw_fd(&dir), &child, seen);
+            }
+        }
+    }
+    total
 }
 
 fn remove_tree(p: &std::path::Path) -> std::io::Result<()> {

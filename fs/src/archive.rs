@@ -201,6 +201,20 @@ fn rfc3339_now() -> String {
 #[derive(Default)]
 struct Contents {
     files: BTreeMap<String, (Digest, u64)>,
+    /// The archive's own documents (index.json, oci-layout, manifest.json, ...), kept
+    /// in memory: as blobs they would be stored data that no image references.
+    documents: BTreeMap<String, Vec<u8>>,
+}
+
+/// Whether an archive file is one of the archive's own documents rather than a blob an
+/// image may reference (OCI layouts name every blob `blobs/sha256/HEX`; docker archives
+/// put configs at `HEX.json` and layers at `ID/layer.tar`).
+fn is_document(path: &str) -> bool {
+    matches!(
+        path,
+        "index.json" | "oci-layout" | "manifest.json" | "repositories"
+    ) || path.ends_with("/json")
+        || path.ends_with("/VERSION")
 }
 
 fn normal(p: &str) -> String {
@@ -219,6 +233,15 @@ impl Contents {
         size: u64,
     ) -> Result<(), ArchiveError> {
         let path = normal(path);
+        if is_document(&path) {
+            let mut doc = Vec::new();
+            src.take(manifest::MAX_DOCUMENT + 1).read_to_end(&mut doc)?;
+            if doc.len() as u64 > manifest::MAX_DOCUMENT {
+                return Err(ArchiveError::Bad(format!("{path} is too large")));
+            }
+            self.documents.insert(path, doc);
+            return Ok(());
+        }
         // A file named by its digest must be that content.
         let expected = path
             .strip_prefix("blobs/sha256/")
@@ -243,6 +266,9 @@ impl Contents {
     }
 
     fn json(&self, store: &Store, path: &str) -> Result<Vec<u8>, ArchiveError> {
+        if let Some(doc) = self.documents.get(&normal(path)) {
+            return Ok(doc.clone());
+        }
         let (d, _) = self.get(path)?;
         Ok(store.read_blob(d, manifest::MAX_DOCUMENT)?)
     }
@@ -281,9 +307,9 @@ pub fn load(
         let _ = std::fs::remove_file(&file);
         result?;
     }
-    if contents.files.contains_key("index.json") {
+    if contents.documents.contains_key("index.json") {
         load_oci(store, &contents, platform)
-    } else if contents.files.contains_key("manifest.json") {
+    } else if contents.documents.contains_key("manifest.json") {
         load_docker(store, &contents)
     } else {
         Err(ArchiveError::Unknown)
@@ -292,7 +318,7 @@ pub fn load(
 
 /// Spools a stream to a file in the store's tmp/ (tar needs to read it once, whole).
 fn tempfile_of(store: &Store, mut src: impl Read) -> Result<PathBuf, ArchiveError> {
-    let p = store.temp_path("archive");
+    let p = store.temp_path("archive")?;
     let mut f = crate::store::create_private(&p)?;
     let copied = io::copy(&mut src, &mut f);
     drop(f);

@@ -15,6 +15,7 @@ pub mod digest;
 pub mod flatten;
 pub mod host_image;
 pub mod manifest;
+pub mod owner;
 pub mod paths;
 pub mod pull;
 pub mod reference;

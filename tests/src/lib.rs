@@ -879,3 +879,223 @@ pub fn assert_ok(results: &std::collections::BTreeMap<String, String>, key: &str
         "attempt {key} should have succeeded, got {got:?}\n{o}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// What a killed nook leaves running
+
+/// The process state letter of `pid` (`R`, `S`, `D`, `Z` ...), None when it is gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Live (not zombie) processes whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() != Some(&"Z") && f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits until none of `pids` runs (a zombie another parent has not reaped counts as
+/// gone) and no live process is left in process group `pgid`; fails at the deadline
+/// with what is left, and at once on a process in D state.
+pub fn wait_all_gone(pids: &[i32], pgid: i32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut left: Vec<(i32, char)> = pids
+            .iter()
+            .filter_map(|&p| proc_state(p).map(|s| (p, s)))
+            .filter(|&(_, s)| s != 'Z')
+            .collect();
+        for p in group_members(pgid) {
+            if !left.iter().any(|&(q, _)| q == p) {
+                left.push((p, proc_state(p).unwrap_or('?')));
+            }
+        }
+        if left.is_empty() {
+            return;
+        }
+        let cmdlines = || {
+            left.iter()
+                .map(|(p, s)| {
+                    let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    format!(
+                        "{p} {s} {}",
+                        String::from_utf8_lossy(&cmd).replace('\0', " ")
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        if Instant::now() > deadline {
+            panic!("{what}: processes left running: {:?}", cmdlines());
+        }
+        // Polling /proc with a deadline: there is nothing to wait on for processes
+        // that are not our children.
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `ready` (a file appearing, a process starting: something observable) every
+/// few milliseconds until it holds, and fails at the deadline saying `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a descendant of `pid` runs nook's store helper (`nook __store-helper`).
+pub fn has_store_helper(pid: i32) -> bool {
+    descendants(pid).iter().any(|p| {
+        fs::read(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__store-helper"))
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// A store of the test's own
+
+/// Deadline for store commands that unpack or copy big images.
+pub const LONG: Duration = Duration::from_secs(180);
+
+/// The names in `dir` (none when it does not exist).
+pub fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A test's own store, HOME and runtime dir, for tests that look at everything nook
+/// leaves behind; removed with `nook system reset` when dropped (the store holds files
+/// of subordinate IDs, which only nook can remove).
+pub struct Sandbox {
+    pub home: tempfile::TempDir,
+    pub runtime: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        assert_unprivileged();
+        let runtime = tempdir();
+        fs::set_permissions(runtime.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        Sandbox {
+            home: tempdir(),
+            runtime,
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.home.path().join("store")
+    }
+
+    /// `nook ARGS` with this store, HOME and runtime dir, and no outside settings.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = nook();
+        c.env("HOME", self.home.path())
+            .env("NOOK_ROOT", self.root())
+            .env("XDG_RUNTIME_DIR", self.runtime.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NOOK_CONFIG")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .args(args);
+        c
+    }
+
+    pub fn nook(&self, args: &[&str]) -> Output {
+        spawn(&mut self.cmd(args)).wait(LONG)
+    }
+
+    /// What is in the store's tmp/.
+    pub fn tmp(&self) -> Vec<String> {
+        entries(&self.root().join("tmp"))
+    }
+
+    /// Where the copy driver keeps its container roots.
+    pub fn copies_dir(&self) -> PathBuf {
+        self.runtime.path().join("nook/copies")
+    }
+
+    /// `system check` is clean: it succeeds and names nothing corrupt or missing, and
+    /// nothing is left under tmp/ or copies/. Returns its output.
+    #[track_caller]
+    pub fn assert_clean(&self) -> Output {
+        let check = self.nook(&["system", "check"]);
+        check.success();
+        for bad in ["corrupt", "missing", "warning"] {
+            assert!(!check.out().contains(bad), "{check}");
+            assert!(!check.err().contains(bad), "{check}");
+        }
+        assert_eq!(
+            self.tmp(),
+            Vec::<String>::new(),
+            "tmp/ after `system check`"
+        );
+        assert_eq!(
+            entries(&self.copies_dir()),
+            Vec::<String>::new(),
+            "copies/ after `system check`"
+        );
+        check
+    }
+
+    /// A busybox root filesystem with `many` small files under /many and `big` random
+    /// bytes in /big, as a tarball `NAME.tar` in HOME with owners 0 (the container's
+    /// root, which is you).
+    pub fn rootfs_tar(&self, name: &str, many: usize, big: usize) -> Result<PathBuf, String> {
+        let rootfs = busybox_rootfs()?;
+        let dir = rootfs.path().join("many");
+        fs::create_dir(&dir).map_err(|e| e.to_string())?;
+        for i in 0..many {
+            fs::write(dir.join(format!("f{i:05}")), format!("file {i}\n"))
+                .map_err(|e| e.to_string())?;
+        }
+        if big > 0 {
+            fs::write(rootfs.path().join("big"), random_bytes(big)).map_err(|e| e.to_string())?;
+        }
+        let tar = self.home.path().join(format!("{name}.tar"));
+        let out = Command::new("tar")
+            .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+            .arg(rootfs.path())
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .output()
+            .map_err(|e| format!("tar: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("tar: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(tar)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["system", "reset", "--force"]).output();
+    }
+}

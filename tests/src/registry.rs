@@ -189,3 +189,114 @@ pub fn sha_hex(data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A TCP proxy in front of a registry that forwards requests whole and stops a response
+/// after `stall_after` bytes (the middle of a big blob), until [`StallingProxy::release`]
+/// or drop: a pull held mid-download for as long as a test needs.
+pub struct StallingProxy {
+    pub port: u16,
+    gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl StallingProxy {
+    pub fn start(upstream: u16, stall_after: usize) -> StallingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let g = gate.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        return;
+                    };
+                    let (mut c2, mut s2) =
+                        (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c2, &mut s2);
+                    });
+                    let (mut s, mut c) = (server, client);
+                    let mut sent = 0usize;
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n;
+                        if sent > stall_after {
+                            // Held until released (bounded: a forgotten test must end).
+                            let (lock, cv) = &*g;
+                            let open = lock.lock().unwrap();
+                            let _ = cv
+                                .wait_timeout_while(open, Duration::from_secs(300), |o| !*o)
+                                .unwrap();
+                        }
+                    }
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        StallingProxy { port, gate }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Lets every held response go on.
+    pub fn release(&self) {
+        let (lock, cv) = &*self.gate;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Writes an OCI layout at `dir` holding one image (tag `v1`, this machine's
+/// architecture) whose layers are the uncompressed tarballs `tars`, lowest first.
+pub fn oci_layout(dir: &Path, tars: &[&Path]) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let hex = sha_hex(data);
+        fs::write(blobs.join(&hex), data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let layers: Vec<(String, usize)> = tars.iter().map(|t| put(&fs::read(t).unwrap())).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|(d, _)| format!("\"{d}\"")).collect();
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["PATH=/bin:/usr/bin"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
+    );
+    let (config, config_size) = put(config.as_bytes());
+    let descs: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#)
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{}]}}"#,
+        descs.join(",")
+    );
+    let (manifest, manifest_size) = put(manifest.as_bytes());
+    fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}

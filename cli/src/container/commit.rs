@@ -83,12 +83,17 @@ pub fn commit_cmd(args: CommitArgs, store_root: Option<PathBuf>) -> Result<i32> 
     let store = image_cmds::open_store(store_root)?;
     let (upper, _, base) = layers_of(&ctr, &store)?;
     let name = args.image.as_deref().map(image_cmds::qualify).transpose()?;
-    let tar = store.temp_path("commit.tar");
+    // The new layer's blob and directory are referenced by no image until it is added.
+    let _writing = store.hold_writes()?;
+    let tar = store.temp_path("commit.tar")?;
     let result = (|| {
-        store_helper::run(&Job::LayerTar {
-            upper,
-            dest: tar.clone(),
-        })?;
+        image_cmds::run_in_tmp(
+            &store,
+            &Job::LayerTar {
+                upper,
+                dest: tar.clone(),
+            },
+        )?;
         let file = std::fs::File::open(&tar).context("reading the committed layer")?;
         let len = file.metadata().map_or(0, |m| m.len());
         let (blob, size) = store

@@ -52,7 +52,7 @@ pub fn create_cmd(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
 }
 
 fn create_container(args: &RunArgs, store_root: Option<PathBuf>) -> Result<Container> {
-    let places = Places::open(store_root.clone())?;
+    let places = Places::for_run(store_root.clone(), args)?;
     let image = run::choose_image(args, store_root)?;
     Container::create(&places, args, run::command_line(), image.image_id())
 }
@@ -358,7 +358,7 @@ pub fn wait_cmd(args: CtrsArgs, store_root: Option<PathBuf>) -> Result<i32> {
 pub fn rename_cmd(args: RenameArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let places = Places::open(store_root)?;
     let mut ctr = places.find(&args.container)?;
-    places.reserve_name(&args.new_name, &ctr.record.id)?;
+    places.reserve_name(&args.new_name, &ctr.record.id, ctr.record.rm)?;
     let old = std::mem::replace(&mut ctr.record.name, args.new_name.clone());
     if let Err(e) = ctr.write_record() {
         places.release_name(&args.new_name, &ctr.record.id);
@@ -482,7 +482,7 @@ pub fn container_prune_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Resu
 }
 
 /// `nook system prune`: stopped containers, then images without a name that no
-/// container uses.
+/// container uses, then blobs and layers that no image references.
 pub fn system_prune_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<i32> {
     if !confirm(
         args.force,
@@ -492,12 +492,28 @@ pub fn system_prune_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
     }
     let places = Places::open(store_root.clone())?;
     let containers = prune_containers(&places);
-    let images = crate::image_cmds::prune_unnamed(store_root)?;
+    let images = crate::image_cmds::prune_unnamed(store_root.clone())?;
     println!(
         "Removed {} container(s) and {} image(s)",
         containers.len(),
         images
     );
+    // Then what no image references any more (those images' parts, and what failed or
+    // killed pulls and imports stored).
+    let store = crate::image_cmds::open_store(store_root)?;
+    match crate::image_cmds::collect_unreferenced(&store)? {
+        Some(r) if r.blobs + r.layers > 0 => println!(
+            "Removed {} blob(s) and {} layer(s) no image used: {} reclaimed",
+            r.blobs,
+            r.layers,
+            crate::units::human_size(r.bytes)
+        ),
+        Some(_) => {}
+        None => eprintln!(
+            "nook: a pull, import or commit into this store is running: blobs and layers no \
+             image uses are kept until it ends (run `nook system prune` again then)"
+        ),
+    }
     Ok(0)
 }
 

@@ -49,6 +49,36 @@ impl Places {
         })
     }
 
+    /// For `run`: a `--rm` container of `host` or of a `--rootfs` directory needs no
+    /// store. Nothing of the store is created for it, and a store that cannot be used
+    /// (another account's, unreadable) is passed over: the container is then listed by
+    /// no store's `ps` (it has none), and the run goes on.
+    pub fn for_run(store_root: Option<PathBuf>, args: &RunArgs) -> Result<Places> {
+        let needs_store = !args.rm || !(args.rootfs || args.image == nook_fs::host_image::NAME);
+        if needs_store {
+            return Places::open(store_root);
+        }
+        let runtime = nook_rootless::state::runtime_dir()?.join("containers");
+        let persistent =
+            nook_fs::paths::store_root(store_root).filter(
+                |root| match nook_fs::paths::check_own_dir(
+                    root,
+                    "image store",
+                    nook_fs::paths::STORE_HINT,
+                ) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::debug!("{e}: this --rm run needs no store");
+                        false
+                    }
+                },
+            );
+        Ok(Places {
+            runtime,
+            persistent: persistent.map(|r| r.join("containers")),
+        })
+    }
+
     fn record_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
         for base in std::iter::once(&self.runtime).chain(self.persistent.as_ref()) {
@@ -100,49 +130,87 @@ impl Places {
         }
     }
 
-    fn names_dir(&self) -> PathBuf {
-        self.persistent
-            .as_ref()
-            .unwrap_or(&self.runtime)
-            .join("names")
+    /// Where the names of kept containers (`rm` false) or of `--rm` ones live.
+    fn names_dir(&self, rm: bool) -> PathBuf {
+        match (&self.persistent, rm) {
+            (Some(p), false) => p.join("names"),
+            // Per store, as the store's own names are: runs with another --root may
+            // use the same names at the same time.
+            (store, _) => {
+                let key = store.as_ref().map_or_else(
+                    || "none".to_string(),
+                    |p| {
+                        let d = nook_fs::digest::Digest::of(p.as_os_str().as_encoded_bytes());
+                        d.hex()[..16].to_string()
+                    },
+                );
+                self.runtime.with_file_name("names").join(key)
+            }
+        }
     }
 
-    /// Reserves `name` for `id`: a symlink `names/NAME -> ID`, atomic, so two creators
-    /// racing for one name cannot both win. A link whose container is gone is reclaimed.
-    pub fn reserve_name(&self, name: &str, id: &str) -> Result<()> {
+    /// Reserves `name` for `id` (a `--rm` container when `rm`): a symlink `NAME -> ID`,
+    /// atomic, so two creators racing for one name cannot both win. A link whose
+    /// container is gone is reclaimed. The link is made first in its own place, then the
+    /// other place is checked: of two creators in different places, at most one wins.
+    pub fn reserve_name(&self, name: &str, id: &str, rm: bool) -> Result<()> {
         check_name(name)?;
-        let dir = self.names_dir();
+        let dir = self.names_dir(rm);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+            .map_err(|e| match rm {
+                false => anyhow!(
+                    "creating {}: {e}; point NOOK_ROOT or --root at a writable directory of \
+                     your own",
+                    dir.display()
+                ),
+                true => anyhow!("creating {}: {e}", dir.display()),
+            })?;
         let link = dir.join(name);
+        let mut made = false;
         for _ in 0..2 {
             match std::os::unix::fs::symlink(id, &link) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    made = true;
+                    break;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_link(&link).unwrap_or_default();
-                    let holder = holder.to_string_lossy().into_owned();
-                    if self.record_exists(&holder) {
-                        bail!(
-                            "the name {name:?} is in use by container {}: choose another \
-                             name, or remove that container (`nook rm {name}`)",
-                            &holder[..holder.len().min(12)]
-                        );
+                    if let Some(holder) = self.live_holder(&link) {
+                        bail!(in_use(name, &holder));
                     }
                     let _ = fs::remove_file(&link);
                 }
                 Err(e) => return Err(e).with_context(|| format!("reserving name {name:?}")),
             }
         }
-        bail!("the name {name:?} is being taken by another nook right now")
+        if !made {
+            bail!("the name {name:?} is being taken by another nook right now");
+        }
+        let other = self.names_dir(!rm);
+        if other != dir {
+            if let Some(holder) = self.live_holder(&other.join(name)).filter(|h| h != id) {
+                let _ = fs::remove_file(&link);
+                bail!(in_use(name, &holder));
+            }
+        }
+        Ok(())
+    }
+
+    /// The container a name link points at, if it still exists.
+    fn live_holder(&self, link: &Path) -> Option<String> {
+        let holder = fs::read_link(link).ok()?;
+        let holder = holder.to_string_lossy().into_owned();
+        self.record_exists(&holder).then_some(holder)
     }
 
     pub fn release_name(&self, name: &str, id: &str) {
-        let link = self.names_dir().join(name);
-        if fs::read_link(&link).is_ok_and(|h| h.as_os_str() == id) {
-            let _ = fs::remove_file(link);
+        for rm in [false, true] {
+            let link = self.names_dir(rm).join(name);
+            if fs::read_link(&link).is_ok_and(|h| h.as_os_str() == id) {
+                let _ = fs::remove_file(link);
+            }
         }
     }
 
@@ -154,6 +222,14 @@ impl Places {
                     .as_ref()
                     .is_some_and(|p| p.join(id).join(CONFIG).exists()))
     }
+}
+
+fn in_use(name: &str, holder: &str) -> String {
+    format!(
+        "the name {name:?} is in use by container {}: choose another name, or remove that \
+         container (`nook rm {name}`)",
+        &holder[..holder.len().min(12)]
+    )
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -353,10 +429,10 @@ impl Container {
         let id = new_container_id()?;
         let name = match &args.name {
             Some(name) => {
-                places.reserve_name(name, &id)?;
+                places.reserve_name(name, &id, args.rm)?;
                 name.clone()
             }
-            None => generated_name(places, &id)?,
+            None => generated_name(places, &id, args.rm)?,
         };
         let base = match (&places.persistent, args.rm) {
             (Some(p), false) => p.clone(),
@@ -370,7 +446,16 @@ impl Container {
             .recursive(true)
             .mode(0o700)
             .create(&new_dir)
-            .with_context(|| format!("creating the container's directory {}", new_dir.display()));
+            .map_err(|e| {
+                let fix = match base == places.runtime {
+                    true => "",
+                    false => "; point NOOK_ROOT or --root at a writable directory of your own",
+                };
+                anyhow!(
+                    "creating the container's directory {}: {e}{fix}",
+                    new_dir.display()
+                )
+            });
         if let Err(e) = made {
             places.release_name(&name, &id);
             return Err(e);
@@ -531,18 +616,18 @@ const NOUNS: [&str; 16] = [
 ];
 
 /// A name as podman makes one (adjective_noun), with a suffix from the ID when taken.
-fn generated_name(places: &Places, id: &str) -> Result<String> {
+fn generated_name(places: &Places, id: &str, rm: bool) -> Result<String> {
     let b = u8::from_str_radix(&id[..2], 16).unwrap_or(0);
     let base = format!(
         "{}_{}",
         ADJECTIVES[(b >> 4) as usize],
         NOUNS[(b & 15) as usize]
     );
-    if places.reserve_name(&base, id).is_ok() {
+    if places.reserve_name(&base, id, rm).is_ok() {
         return Ok(base);
     }
     let name = format!("{base}_{}", &id[2..8]);
-    places.reserve_name(&name, id)?;
+    places.reserve_name(&name, id, rm)?;
     Ok(name)
 }
 

@@ -164,8 +164,8 @@ pub fn main(
     store_root: Option<std::path::PathBuf>,
 ) -> Result<i32> {
     let ctr = Container::load(dir)?;
-    let places = Places::open(store_root.clone())?;
     let args = run_args(&ctr)?;
+    let places = Places::for_run(store_root.clone(), &args)?;
     // Our stderr is the pipe to the starting command until the container runs; a
     // close-on-exec copy stays with us once fd 2 becomes the container's stderr.
     let ready = std::io::stderr()
