@@ -107,10 +107,15 @@ impl Child<'_> {
         let no_new_privs = process.no_new_privileges() == Some(true);
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so it goes on
         // before the capabilities are cut (runc's order); with it, last, so the profile
-        // need not allow the setup's own syscalls.
+        // need not allow the setup's own syscalls. Either way the working directory is
+        // entered and checked first (the check's getcwd may be one the profile denies).
+        let mut cwd_checked = false;
         if let (Some(profile), false) = (profile, no_new_privs) {
-            if let Err(e) = profile.install() {
-                self.fail(&e);
+            match fds::enter_cwd_before_filter(process.cwd())
+                .and_then(|checked| profile.install().map(|()| checked))
+            {
+                Ok(checked) => cwd_checked = checked,
+                Err(e) => self.fail(&e),
             }
         }
         if let Err(e) = capabilities::apply(process) {
@@ -121,16 +126,20 @@ impl Child<'_> {
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         }
         if let Some(gate) = self.park {
-            self = self.park(gate, process);
+            self = self.park(gate, process, cwd_checked);
         }
         if let (Some(profile), true) = (profile, no_new_privs) {
-            if let Err(e) = profile.install() {
-                self.fail(&e);
+            match fds::enter_cwd_before_filter(process.cwd())
+                .and_then(|checked| profile.install().map(|()| checked))
+            {
+                Ok(checked) => cwd_checked = checked,
+                Err(e) => self.fail(&e),
             }
         }
         let exec_fds = ExecFds {
             keep: self.park,
             passed: self.options.passed_fds,
+            cwd_checked,
         };
         if self.options.init {
             init::reap_and_forward(self.report, |report| {
@@ -159,7 +168,8 @@ impl Child<'_> {
     /// OCI `create`: reports the container ready, then waits for `start`. The creating
     /// process exits after the report, so from here on the process lives on its own
     /// and tells later failures on its stderr.
-    fn park(mut self, gate: RawFd, process: &Process) -> Self {
+    /// `cwd_checked`: as [`ExecFds::cwd_checked`].
+    fn park(mut self, gate: RawFd, process: &Process, cwd_checked: bool) -> Self {
         // runc's create fails for a missing command: check while the creator listens.
         if let Err(e) = nix::unistd::chdir(process.cwd()) {
             let msg = format!(
@@ -168,7 +178,7 @@ impl Child<'_> {
             );
             self.fail(&Error::Setup(msg));
         }
-        if let Err(e) = fds::check_cwd_inside_root(process.cwd()) {
+        if let Err(e) = fds::check_cwd_inside_root(process.cwd(), cwd_checked) {
             self.fail(&e);
         }
         let args = process.args().as_deref().unwrap_or_default();
@@ -304,6 +314,9 @@ fn process_of(spec: &Spec) -> &Process {
 pub(crate) struct ExecFds {
     pub keep: Option<RawFd>,
     pub passed: fds::PassedFds,
+    /// The working directory was entered and found inside the root before the seccomp
+    /// filter went on ([`fds::enter_cwd_before_filter`]).
+    pub cwd_checked: bool,
 }
 
 /// The last step of the container's setup: chdir, find the command, exec it.
@@ -319,7 +332,7 @@ pub(crate) fn exec_command(process: &Process, mut report: File, exec_fds: &ExecF
         send_report(&mut report, &Report::SetupFailed(msg));
         exit(125);
     }
-    if let Err(e) = fds::check_cwd_inside_root(cwd) {
+    if let Err(e) = fds::check_cwd_inside_root(cwd, exec_fds.cwd_checked) {
         send_report(&mut report, &Report::SetupFailed(e.to_string()));
         exit(125);
     }

@@ -200,7 +200,13 @@ pub fn make_undumpable() -> Result<()> {
 /// container's root, which only a descriptor or a /proc link of the host can lead to
 /// (CVE-2024-21626: `-w /proc/self/fd/N`). The kernel then reports the directory as
 /// "(unreachable)/...", not as an absolute path.
-pub fn check_cwd_inside_root(cwd: &Path) -> Result<()> {
+///
+/// `checked_before_filter`: [`enter_cwd_before_filter`] found the same path inside the
+/// root before the seccomp filter went on. A profile may deny getcwd(2) itself (or answer
+/// it with any errno, or 0): a failing getcwd then tells nothing and is not taken as a
+/// refusal (runtime-tools' linux_seccomp does that). An answer of the kernel that the
+/// directory is unreachable is refused whatever.
+pub fn check_cwd_inside_root(cwd: &Path, checked_before_filter: bool) -> Result<()> {
     let mut buf = [0u8; libc::PATH_MAX as usize];
     // SAFETY: getcwd writes at most `buf.len()` bytes into `buf`. The raw system call is
     // used because it returns the kernel's answer as it is, whatever the C library does
@@ -210,11 +216,35 @@ pub fn check_cwd_inside_root(cwd: &Path) -> Result<()> {
     if r > 0 && buf[0] == b'/' {
         return Ok(());
     }
+    if r <= 0 && checked_before_filter {
+        return Ok(());
+    }
+    if r < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(Error::Setup(format!(
+            "the working directory {}: cannot tell whether it is inside the container's \
+             root (getcwd: {err}; a seccomp profile that denies getcwd is fine only where \
+             the directory can be entered before the profile goes on): refused",
+            cwd.display()
+        )));
+    }
     Err(Error::Setup(format!(
         "the working directory {} is outside the container's root (it leads through a \
          descriptor or link to the host): refused",
         cwd.display()
     )))
+}
+
+/// Before a seccomp filter goes on: enters the working directory and checks it
+/// ([`check_cwd_inside_root`]) while getcwd(2) still answers. Returns whether it did; a
+/// directory that this process cannot enter yet (it may be the container user's only) is
+/// left to the chdir before the exec, which reports the error.
+pub fn enter_cwd_before_filter(cwd: &Path) -> Result<bool> {
+    if nix::unistd::chdir(cwd).is_err() {
+        return Ok(false);
+    }
+    check_cwd_inside_root(cwd, false)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -234,7 +264,32 @@ mod tests {
 
     #[test]
     fn cwd_inside_is_accepted() {
-        check_cwd_inside_root(Path::new(".")).unwrap();
+        check_cwd_inside_root(Path::new("."), false).unwrap();
+    }
+
+    /// A profile that denies getcwd(2), on a thread of its own (a filter binds only the
+    /// thread that installs it): the check tells nothing then, and passes only when the
+    /// directory was checked before the filter.
+    #[test]
+    fn getcwd_denied_by_the_profile() {
+        let profile: oci_spec::runtime::LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["getcwd"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+        )
+        .unwrap();
+        let filter = crate::seccomp::Filter::compile(&profile).unwrap();
+        std::thread::spawn(move || {
+            // Before the filter: entered and found inside.
+            assert!(enter_cwd_before_filter(Path::new(".")).unwrap());
+            nix::sys::prctl::set_no_new_privs().unwrap();
+            filter.install().unwrap();
+            let e = check_cwd_inside_root(Path::new("/w"), false).unwrap_err();
+            assert!(e.to_string().contains("cannot tell"), "{e}");
+            assert!(e.to_string().contains("getcwd"), "{e}");
+            check_cwd_inside_root(Path::new("/w"), true).unwrap();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

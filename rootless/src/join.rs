@@ -578,18 +578,24 @@ impl NewProcess<'_> {
         keep.extend(self.console.as_ref().map(|c| c.as_raw_fd()));
         keep.extend(self.opts.passed_fds.range());
         fds::close_all_except(&keep);
-        if let Err(e) = self.setup() {
-            send_report(&mut report, &Report::SetupFailed(e.to_string()));
-            exit(125);
-        }
+        let cwd_checked = match self.setup() {
+            Ok(checked) => checked,
+            Err(e) => {
+                send_report(&mut report, &Report::SetupFailed(e.to_string()));
+                exit(125);
+            }
+        };
         let exec_fds = crate::child::ExecFds {
             keep: None,
             passed: self.opts.passed_fds,
+            cwd_checked,
         };
         crate::child::exec_command(self.process, report, &exec_fds)
     }
 
-    fn setup(&self) -> Result<()> {
+    /// Returns whether the working directory was entered and checked before the seccomp
+    /// filter went on (child.rs, `ExecFds::cwd_checked`).
+    fn setup(&self) -> Result<bool> {
         // No controlling terminal of the caller, nor its process group (child.rs).
         nix::unistd::setsid().context(|| "starting a session (setsid)".into())?;
         if !self.opts.detach {
@@ -612,8 +618,11 @@ impl NewProcess<'_> {
         limits::apply(self.limits)?;
         let no_new_privs = self.process.no_new_privileges() == Some(true);
         // The same order as the first process (child.rs): without no_new_privs the filter
-        // needs CAP_SYS_ADMIN, so it goes on before the capabilities are cut.
+        // needs CAP_SYS_ADMIN, so it goes on before the capabilities are cut; the working
+        // directory is entered and checked before it either way.
+        let mut cwd_checked = false;
         if let (Some(filter), false) = (self.seccomp, no_new_privs) {
+            cwd_checked = fds::enter_cwd_before_filter(self.process.cwd())?;
             filter.install()?;
         }
         capabilities::apply(self.process)?;
@@ -622,9 +631,10 @@ impl NewProcess<'_> {
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         }
         if let (Some(filter), true) = (self.seccomp, no_new_privs) {
+            cwd_checked = fds::enter_cwd_before_filter(self.process.cwd())?;
             filter.install()?;
         }
-        Ok(())
+        Ok(cwd_checked)
     }
 }
 

@@ -402,6 +402,54 @@ fn seccomp_profile_denies_with_errno() {
     );
 }
 
+/// runtime-tools' linux_seccomp: a profile that denies getcwd(2) runs, with or without
+/// no_new_privs, through `run`, `create`/`start` and `exec`. nook's check that the working
+/// directory is inside the root needs getcwd, so it is made before the filter goes on.
+#[test]
+fn a_profile_may_deny_getcwd() {
+    let Some(b) = Bundle::new(
+        "a_profile_may_deny_getcwd",
+        &["sh", "-c", "echo up > /hold/up; exec sleep 1000"],
+    ) else {
+        return;
+    };
+    mkfifo(&b.hold("up"));
+    let bundle = b.dir.path().to_str().unwrap().to_string();
+    for nnp in [false, true] {
+        b.edit(|c| {
+            c["process"]["cwd"] = json!("/tmp");
+            c["process"]["noNewPrivileges"] = json!(nnp);
+            c["process"]["args"] = json!(["sh", "-c", "echo up > /hold/up; exec sleep 1000"]);
+            c["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"}]
+            });
+        });
+        let id = format!("g{}", nnp as u8);
+        let pid = b.create(&id);
+        b.oci(&["start", &id]).success();
+        assert_eq!(fs::read_to_string(b.hold("up")).unwrap(), "up\n");
+        // The profile is in force (pwd -P, which needs getcwd, prints nothing) and the
+        // process runs in /tmp.
+        let o = b.oci(&[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "echo \"pwd=$(pwd -P) cwd=$(readlink /proc/self/cwd)\"",
+        ]);
+        o.success();
+        assert_eq!(o.out(), "pwd= cwd=/tmp\n", "nnp={nnp}\n{o}");
+        b.oci(&["delete", "--force", &id]).success();
+        assert!(matches!(wait_exit(pid), WaitStatus::Signaled(..)));
+
+        b.edit(|c| c["process"]["args"] = json!(["sh", "-c", "echo ran"]));
+        let o = b.oci(&["run", "--bundle", &bundle, &format!("r{}", nnp as u8)]);
+        o.success();
+        assert_eq!(o.out(), "ran\n", "nnp={nnp}\n{o}");
+    }
+}
+
 #[test]
 fn rlimits_are_set() {
     let Some(b) = Bundle::new("rlimits_are_set", &["cat", "/proc/self/limits"]) else {
