@@ -45,7 +45,13 @@ struct Lane {
     image: String,
 }
 
-static LANE: OnceLock<Result<Lane, String>> = OnceLock::new();
+/// Why there is no lane: nothing to run it on here (a SKIP), or nook failed (a failure).
+enum NoLane {
+    Skip(String),
+    Fail(String),
+}
+
+static LANE: OnceLock<Result<Lane, NoLane>> = OnceLock::new();
 static LANE_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// Removes the lane's store and runtime directory when the test executable exits: their
@@ -63,33 +69,34 @@ extern "C" fn remove_lane_dir() {
 /// The lane's image, imported on first use; None (after a SKIP line) where there is none.
 fn lane(test: &str) -> Option<&'static Lane> {
     let lane = LANE.get_or_init(|| {
-        let tarball = match std::env::var_os("NOOK_WORKLOAD_TARBALL") {
-            Some(t) if !t.is_empty() => PathBuf::from(t),
-            _ => {
-                return Err(std::env::var("NOOK_WORKLOAD_SKIP").unwrap_or_else(|_| {
-                    "no Debian image: NOOK_WORKLOAD_TARBALL is not set (tests/run.sh started \
+        let tarball =
+            match std::env::var_os("NOOK_WORKLOAD_TARBALL") {
+                Some(t) if !t.is_empty() => PathBuf::from(t),
+                _ => return Err(NoLane::Skip(
+                    std::env::var("NOOK_WORKLOAD_SKIP").unwrap_or_else(|_| {
+                        "no Debian image: NOOK_WORKLOAD_TARBALL is not set (tests/run.sh started \
                      as root makes one with debootstrap; or set it to a tarball made by \
                      tests/workloads/debian-image.sh)"
-                        .to_string()
-                }))
-            }
-        };
+                            .to_string()
+                    }),
+                )),
+            };
         if !tarball.is_file() {
-            return Err(format!(
+            return Err(NoLane::Fail(format!(
                 "NOOK_WORKLOAD_TARBALL={} is not a file",
                 tarball.display()
-            ));
+            )));
         }
         let dir = tempfile::Builder::new()
             .prefix("nook-workloads-")
             .tempdir()
-            .map_err(|e| format!("tempdir: {e}"))?
+            .map_err(|e| NoLane::Fail(format!("tempdir: {e}")))?
             .keep();
         LANE_DIR.set(dir.clone()).ok();
         // SAFETY: registers a plain `extern "C" fn()` with the C runtime's exit handlers.
         unsafe { libc::atexit(remove_lane_dir) };
         let runtime = dir.join("run");
-        fs::create_dir(&runtime).map_err(|e| format!("mkdir runtime: {e}"))?;
+        fs::create_dir(&runtime).map_err(|e| NoLane::Fail(format!("mkdir runtime: {e}")))?;
         let store = dir.join("store");
         let started = Instant::now();
         let out = spawn(
@@ -102,7 +109,10 @@ fn lane(test: &str) -> Option<&'static Lane> {
         )
         .wait(Duration::from_secs(600));
         if out.code() != 0 {
-            panic!("nook import of the Debian tarball failed\n{out}");
+            // Every test of the lane fails with this, without importing again.
+            return Err(NoLane::Fail(format!(
+                "nook import of the Debian tarball failed\n{out}"
+            )));
         }
         note(&format!(
             "imported {} in {:.1} s",
@@ -117,10 +127,11 @@ fn lane(test: &str) -> Option<&'static Lane> {
     });
     match lane {
         Ok(l) => Some(l),
-        Err(why) => {
+        Err(NoLane::Skip(why)) => {
             skip(test, why);
             None
         }
+        Err(NoLane::Fail(why)) => panic!("{why}"),
     }
 }
 
