@@ -138,8 +138,10 @@ impl HostIds {
     ) -> HostIds {
         let subuids = subid::parse_subid(subuid, &user, uid);
         let subgids = subid::parse_subid(subgid, &user, uid);
-        // apt drops to its _apt user, which a single-ID map lacks.
-        const APT: &str = "apt inside needs -o APT::Sandbox::User=root";
+        // Programs that switch users inside fail; apt, the one everyone meets, `nook run`
+        // arranges itself (cli/src/apt_sandbox.rs).
+        const APT: &str = "programs cannot switch users inside; `nook run` sets apt's \
+                           APT::Sandbox::User=root for you";
         let unavailable = if uid == 0 {
             None
         } else if subuids.is_empty() || subgids.is_empty() {
