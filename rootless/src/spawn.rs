@@ -299,11 +299,7 @@ fn spawn_child(
                 || park.is_none()
                 || !plan.joins.is_empty()
                 || plan.pid_join.is_some(),
-            // A spec may map other IDs than its creator's (an OCI bundle run by root
-            // of a user namespace): the child then acts as the container's root.
-            become_root: plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
-                && crate::idmap::inside_id(&plan.uid_map, nix::unistd::geteuid().as_raw())
-                    .is_none(),
+            become_root: plan.become_root,
             joins: &plan.joins,
             seccomp: plan.seccomp.as_ref(),
         }
@@ -448,6 +444,11 @@ struct Plan {
     pid_join: Option<PathBuf>,
     /// The spec's seccomp profile, compiled before the clone (the child installs it).
     seccomp: Option<crate::seccomp::Filter>,
+    /// The creator's uid or gid is not mapped in the new user namespace (an OCI bundle
+    /// run by root of a user namespace, mapped elsewhere: podman's `--userns=nomap`):
+    /// the child acts as the container's root. Decided here, before the clone: in the
+    /// child, until the maps are written, every ID reads as the overflow ID.
+    become_root: bool,
 }
 
 impl Plan {
@@ -532,7 +533,11 @@ impl Plan {
                 "the user namespace needs uid and gid mappings".into(),
             ));
         }
+        let become_root = needs_maps
+            && (crate::idmap::inside_id(&uid_map, nix::unistd::geteuid().as_raw()).is_none()
+                || crate::idmap::inside_id(&gid_map, nix::unistd::getegid().as_raw()).is_none());
         Ok(Plan {
+            become_root,
             clone_flags,
             rootfs,
             terminal: process.terminal() == Some(true),
