@@ -25,6 +25,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod cgroups;
 mod child;
+mod copyup;
 pub mod error;
 mod exec;
 pub mod fds;
