@@ -157,8 +157,9 @@ impl Child<'_> {
     }
 
     /// OCI `create`: reports the container ready, then waits for `start`. The creating
-    /// process exits after the report, so from here on the process lives on its own
-    /// and tells later failures on its stderr.
+    /// process exits after the report; once `start`'s message has arrived, a failure
+    /// (a startContainer hook, the exec itself) is reported to `start` on the gate,
+    /// which it reads once this process has gone (spawn.rs, `start_result`).
     fn park(mut self, gate: RawFd, process: &Process) -> Self {
         // runc's create fails for a missing command: check while the creator listens.
         if let Err(e) = nix::unistd::chdir(process.cwd()) {
@@ -199,6 +200,15 @@ impl Child<'_> {
                 exit(125)
             }
         };
+        // The report goes back through the gate from here on: a close-on-exec
+        // duplicate, so that exec closes it with the gate itself.
+        match gate.try_clone() {
+            Ok(back) => self.report = back,
+            Err(e) => {
+                eprintln!("nook: duplicating the start gate: {e}");
+                exit(125)
+            }
+        }
         let start_hooks = self
             .spec
             .hooks()
@@ -206,8 +216,7 @@ impl Child<'_> {
             .and_then(|h| h.start_container().as_deref())
             .unwrap_or_default();
         if let Err(e) = hooks::run("startContainer", start_hooks, &state) {
-            eprintln!("nook: {e}");
-            exit(125)
+            self.fail(&e)
         }
         // Kept open to the exec (it is close-on-exec): `start` waits for this reader to
         // go away, so that poststart hooks run once the command has started.

@@ -18,7 +18,16 @@ pub(crate) fn find_command(command: &str, env: &[String]) -> Result<PathBuf, Err
         return Err(Errno::ENOENT);
     }
     if command.contains('/') {
-        return Ok(PathBuf::from(command));
+        // Checked now, so that a missing or non-executable command (a noexec volume)
+        // fails `create` as it does in runc and crun, not the process after `start`.
+        // Only the answers that settle it count: anything else (a seccomp profile that
+        // refuses faccessat, say) is left for execve to tell.
+        let program = PathBuf::from(command);
+        return match nix::unistd::access(&program, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if program.is_dir() => Err(Errno::EACCES),
+            Err(e @ (Errno::ENOENT | Errno::ENOTDIR | Errno::EACCES | Errno::ELOOP)) => Err(e),
+            _ => Ok(program),
+        };
     }
     let path = env
         .iter()
