@@ -103,6 +103,8 @@ impl Child<'_> {
         }
         let spec = self.spec;
         let process = process_of(spec);
+        // Read as the container's root, before the user switch (runc's order).
+        let home = exec::home_if_unset(process);
         let profile = self.seccomp;
         let no_new_privs = process.no_new_privileges() == Some(true);
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so it goes on
@@ -132,12 +134,13 @@ impl Child<'_> {
             keep: self.park,
             passed: self.options.passed_fds,
         };
+        let home = home.as_deref();
         if self.options.init {
             init::reap_and_forward(self.report, |report| {
-                exec_command(process, report, &exec_fds)
+                exec_command(process, home, report, &exec_fds)
             })
         }
-        exec_command(process, self.report, &exec_fds)
+        exec_command(process, home, self.report, &exec_fds)
     }
 
     /// The descriptors the setup and the command need: stdio, the two pipes, the pty's
@@ -315,8 +318,14 @@ pub(crate) struct ExecFds {
     pub passed: fds::PassedFds,
 }
 
-/// The last step of the container's setup: chdir, find the command, exec it.
-pub(crate) fn exec_command(process: &Process, mut report: File, exec_fds: &ExecFds) -> ! {
+/// The last step of the container's setup: chdir, find the command, exec it. `home`:
+/// the HOME to add to an environment that has none (exec.rs, `home_if_unset`).
+pub(crate) fn exec_command(
+    process: &Process,
+    home: Option<&str>,
+    mut report: File,
+    exec_fds: &ExecFds,
+) -> ! {
     // Nothing else of nook or of its caller reaches the chdir or the command.
     let mut keep = vec![0, 1, 2, report.as_raw_fd()];
     keep.extend(exec_fds.keep);
@@ -334,6 +343,14 @@ pub(crate) fn exec_command(process: &Process, mut report: File, exec_fds: &ExecF
     }
     let args = process.args().as_deref().unwrap_or_default();
     let env = process.env().as_deref().unwrap_or_default();
+    let with_home: Vec<String>;
+    let env = match home {
+        Some(home) => {
+            with_home = env.iter().cloned().chain([format!("HOME={home}")]).collect();
+            &with_home[..]
+        }
+        None => env,
+    };
     let passed = exec_fds.passed;
     if passed.listen {
         // sd_listen_fds(3) takes the descriptors only in the process LISTEN_PID names.

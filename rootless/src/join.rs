@@ -578,18 +578,22 @@ impl NewProcess<'_> {
         keep.extend(self.console.as_ref().map(|c| c.as_raw_fd()));
         keep.extend(self.opts.passed_fds.range());
         fds::close_all_except(&keep);
-        if let Err(e) = self.setup() {
-            send_report(&mut report, &Report::SetupFailed(e.to_string()));
-            exit(125);
-        }
+        let home = match self.setup() {
+            Ok(home) => home,
+            Err(e) => {
+                send_report(&mut report, &Report::SetupFailed(e.to_string()));
+                exit(125);
+            }
+        };
         let exec_fds = crate::child::ExecFds {
             keep: None,
             passed: self.opts.passed_fds,
         };
-        crate::child::exec_command(self.process, report, &exec_fds)
+        crate::child::exec_command(self.process, home.as_deref(), report, &exec_fds)
     }
 
-    fn setup(&self) -> Result<()> {
+    /// Returns the HOME to give a process whose environment has none.
+    fn setup(&self) -> Result<Option<String>> {
         // No controlling terminal of the caller, nor its process group (child.rs).
         nix::unistd::setsid().context(|| "starting a session (setsid)".into())?;
         if !self.opts.detach {
@@ -610,6 +614,8 @@ impl NewProcess<'_> {
             nix::sys::stat::umask(Mode::from_bits_truncate(mask as libc::mode_t));
         }
         limits::apply(self.limits)?;
+        // As the container's root, before the user switch, as for the first process.
+        let home = crate::exec::home_if_unset(self.process);
         let no_new_privs = self.process.no_new_privileges() == Some(true);
         // The same order as the first process (child.rs): without no_new_privs the filter
         // needs CAP_SYS_ADMIN, so it goes on before the capabilities are cut.
@@ -624,7 +630,7 @@ impl NewProcess<'_> {
         if let (Some(filter), true) = (self.seccomp, no_new_privs) {
             filter.install()?;
         }
-        Ok(())
+        Ok(home)
     }
 }
 
