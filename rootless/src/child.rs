@@ -346,7 +346,11 @@ pub(crate) fn exec_command(
     let with_home: Vec<String>;
     let env = match home {
         Some(home) => {
-            with_home = env.iter().cloned().chain([format!("HOME={home}")]).collect();
+            with_home = env
+                .iter()
+                .cloned()
+                .chain([format!("HOME={home}")])
+                .collect();
             &with_home[..]
         }
         None => env,

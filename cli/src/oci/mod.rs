@@ -15,6 +15,7 @@
 mod container;
 mod create;
 mod delete;
+mod detect;
 mod exec;
 mod features;
 mod kill;
@@ -125,9 +126,10 @@ pub struct OciPassthrough {
     pub args: Vec<OsString>,
 }
 
-/// When the binary runs as `nook-runtime` or as `nook oci ...`, runs that and returns
-/// the exit status; nook's own flags (such as its global `--root`, the image store)
-/// must not see the runtime's.
+/// When the binary runs as `nook-runtime`, as `nook oci ...`, or with runc's command
+/// line under another name (detect.rs has the rule), runs that and returns the exit
+/// status; nook's own flags (such as its global `--root`, the image store) must not see
+/// the runtime's.
 pub fn from_argv() -> Option<i32> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let argv0 = args.first().map(std::path::Path::new)?;
@@ -137,6 +139,9 @@ pub fn from_argv() -> Option<i32> {
     if args.get(1).is_some_and(|a| a == "oci") {
         let rest = std::iter::once(OsString::from("nook oci")).chain(args.into_iter().skip(2));
         return Some(main(rest.collect()));
+    }
+    if detect::is_runtime_form(&args, &detect::OnDisk) {
+        return Some(main(args));
     }
     None
 }
