@@ -25,6 +25,7 @@ mod run;
 mod spec;
 mod start;
 mod state;
+mod update;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -106,6 +107,9 @@ pub enum OciCommand {
     Features,
     /// Write a starting config.json for a bundle
     Spec(spec::SpecArgs),
+    /// Change the resource limits of a container (flags, or -r FILE with
+    /// linux.resources JSON, `-` for stdin)
+    Update(update::UpdateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -189,6 +193,7 @@ fn dispatch(cli: OciCli) -> Result<i32> {
         OciCommand::Ps(args) => ps::ps(g, &args).map(|()| 0),
         OciCommand::Features => features::features().map(|()| 0),
         OciCommand::Spec(args) => spec::spec(&args).map(|()| 0),
+        OciCommand::Update(args) => update::update(g, &args).map(|()| 0),
     }
 }
 

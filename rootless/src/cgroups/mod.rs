@@ -320,6 +320,73 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Setup> {
     Ok(Setup::Cgroup(cgroup))
 }
 
+/// `update` (the OCI runtime's): writes what `resources` asks for into the running
+/// container's cgroup `leaf`; what it does not mention stays as it is. A memory+swap
+/// limit given alone is counted against the memory limit in force.
+pub fn update(leaf: &Path, resources: &LinuxResources) -> Result<()> {
+    let mut resources = resources.clone();
+    if let Some(mut mem) = resources.memory().clone() {
+        let swap_alone = mem.swap().is_some_and(|s| s > 0) && mem.limit().is_none_or(|l| l == 0);
+        if swap_alone {
+            if let Some(current) = files::read(leaf, "memory.max")
+                .ok()
+                .and_then(|t| files::parse_max(&t))
+            {
+                mem.set_limit(i64::try_from(current).ok());
+                resources.set_memory(Some(mem));
+            }
+        }
+    }
+    let has_bfq = files::exists(leaf, "io.bfq.weight");
+    let settings = plan(&resources, has_bfq)?;
+    let controllers = files::read(leaf, "cgroup.controllers").unwrap_or_default();
+    let enabled: Vec<&str> = controllers.split_whitespace().collect();
+    for s in &settings {
+        if enabled.contains(&s.controller) {
+            files::write(leaf, &s.file, &s.value).map_err(|e| {
+                Error::Cgroup(format!(
+                    "cannot set {} ({} = {:?}): {}",
+                    s.what,
+                    s.file,
+                    s.value,
+                    source_of(&e)
+                ))
+            })?;
+        } else if !s.changes_nothing() {
+            return Err(Error::Cgroup(format!(
+                "cannot change {}: the {} controller is not enabled for the container's \
+                 cgroup {} (it has: {})",
+                s.what,
+                s.controller,
+                leaf.display(),
+                if enabled.is_empty() {
+                    "none".to_string()
+                } else {
+                    enabled.join(" ")
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `update` of a container that runs without a cgroup: accepted when nothing would
+/// change (a client re-sending the defaults), else an error naming what cannot be.
+pub fn update_without_cgroup(resources: &LinuxResources) -> Result<()> {
+    let limits: Vec<Setting> = plan(resources, false)?
+        .into_iter()
+        .filter(|s| !s.changes_nothing())
+        .collect();
+    if limits.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Cgroup(format!(
+        "cannot change {}: the container runs without a cgroup (none was delegated when it \
+         was created; see `nook info`); only values that change nothing are accepted",
+        describe(&limits)
+    )))
+}
+
 /// "the memory limit (--memory) and the process limit (--pids-limit)".
 fn describe(settings: &[Setting]) -> String {
     let mut whats: Vec<&str> = Vec::new();
