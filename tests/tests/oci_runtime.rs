@@ -473,3 +473,95 @@ fn a_crun_style_rootless_spec_runs() {
         "the host's cgroups are visible: {o}"
     );
 }
+
+/// HOME, where config.json's environment has none (`nook oci spec` writes none): the
+/// user's home in the container's /etc/passwd, else `/` (runc's and crun's rule).
+#[test]
+fn home_is_set_from_the_containers_passwd() {
+    let Some(b) = Bundle::new(
+        "home_is_set_from_the_containers_passwd",
+        &["sh", "-c", "echo \"[$HOME]\""],
+    ) else {
+        return;
+    };
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "h1"]);
+    o.success();
+    assert_eq!(o.line(), "[/root]", "{o}");
+    b.edit(|c| c["process"]["user"]["uid"] = json!(4242));
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "h2"]);
+    o.success();
+    assert_eq!(o.line(), "[/]", "a uid without an entry\n{o}");
+    b.edit(|c| {
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("HOME=/given"))
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "h3"]);
+    o.success();
+    assert_eq!(o.line(), "[/given]", "the spec's own HOME stays\n{o}");
+}
+
+/// devpts `gid=5` (the runtime-spec's default) with a single-ID map, where gid 5 is not
+/// mapped: dropped, as crun does, instead of failing the mount (EINVAL).
+#[test]
+fn devpts_gid_unmapped_in_a_single_id_map() {
+    let Some(b) = Bundle::new(
+        "devpts_gid_unmapped_in_a_single_id_map",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/gid_map; grep devpts /proc/self/mounts",
+        ],
+    ) else {
+        return;
+    };
+    b.edit(|c| {
+        for m in c["mounts"].as_array_mut().unwrap() {
+            if m["type"] == "devpts" {
+                m["options"].as_array_mut().unwrap().push(json!("gid=5"));
+            }
+        }
+        let one = json!([{"containerID": 0, "hostID": gid(), "size": 1}]);
+        c["linux"]["gidMappings"] = one;
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": uid(), "size": 1}]);
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "d1"]);
+    o.success();
+    let out = o.out();
+    assert!(out.contains("devpts /dev/pts devpts"), "{o}");
+    assert!(!out.contains("gid=5"), "{o}");
+}
+
+/// Resource values that change nothing (containerd's default spec asks for CPU shares
+/// 1024, the default weight) need no cgroup: accepted on a host without a delegated one.
+/// A real limit there is refused with the reason; with a cgroup it is in force.
+#[test]
+fn default_resource_values_need_no_cgroup() {
+    let Some(b) = Bundle::new(
+        "default_resource_values_need_no_cgroup",
+        &["sh", "-c", "echo ran"],
+    ) else {
+        return;
+    };
+    b.edit(|c| {
+        c["linux"]["resources"] = json!({
+            "devices": [{"allow": false, "access": "rwm"}],
+            "cpu": {"shares": 1024},
+            "memory": {"limit": -1},
+            "pids": {"limit": -1}
+        })
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "r1"]);
+    o.success();
+    assert_eq!(o.line(), "ran", "{o}");
+    b.edit(|c| c["linux"]["resources"]["cpu"]["shares"] = json!(512));
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "r2"]);
+    if o.code() != 0 {
+        o.assert_error_line(1, &["cannot enforce the CPU shares"]);
+        assert!(
+            b.oci(&["state", "r2"]).code() != 0,
+            "a refused create left state"
+        );
+    }
+}
