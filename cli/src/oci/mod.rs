@@ -109,7 +109,7 @@ pub enum OciCommand {
     Spec(spec::SpecArgs),
     /// Change the resource limits of a container (flags, or -r FILE with
     /// linux.resources JSON, `-` for stdin)
-    Update(update::UpdateArgs),
+    Update(Box<update::UpdateArgs>),
 }
 
 #[derive(Args, Debug)]

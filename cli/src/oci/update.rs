@@ -138,7 +138,7 @@ fn requested(args: &UpdateArgs) -> Result<LinuxResources> {
         }
         crate::resources::parse_bytes(text).with_context(|| format!("--{flag} {text:?}"))
     };
-    let mut mem: LinuxMemory = r.memory().clone().unwrap_or_default();
+    let mut mem: LinuxMemory = (*r.memory()).unwrap_or_default();
     let mut mem_given = r.memory().is_some();
     for (flag, value, set) in [
         (

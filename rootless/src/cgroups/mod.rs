@@ -325,7 +325,7 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Setup> {
 /// limit given alone is counted against the memory limit in force.
 pub fn update(leaf: &Path, resources: &LinuxResources) -> Result<()> {
     let mut resources = resources.clone();
-    if let Some(mut mem) = resources.memory().clone() {
+    if let Some(mut mem) = *resources.memory() {
         let swap_alone = mem.swap().is_some_and(|s| s > 0) && mem.limit().is_none_or(|l| l == 0);
         if swap_alone {
             if let Some(current) = files::read(leaf, "memory.max")
