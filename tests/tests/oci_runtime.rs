@@ -565,3 +565,67 @@ fn default_resource_values_need_no_cgroup() {
         );
     }
 }
+
+/// `tmpcopyup` copies the image's content before pivot_root, where the host's paths are
+/// reachable: an image's symlinks (to a host file, to a host directory) must be copied
+/// as symlinks, never followed, and a mount point that is a symlink to a host directory
+/// is resolved inside the root. The host's canaries must not show up in the container.
+#[test]
+fn tmpcopyup_never_follows_the_images_symlinks() {
+    let Some(b) = Bundle::new(
+        "tmpcopyup_never_follows_the_images_symlinks",
+        &[
+            "sh",
+            "-c",
+            "for f in /data/file /data/abs /data/dir /data2; do \
+               if [ -L $f ]; then echo \"$f link $(readlink $f)\"; \
+               elif [ -e $f ]; then echo \"$f there\"; else echo \"$f absent\"; fi; done; \
+             cat /data/abs /data/dir/canary /data2/canary 2>/dev/null; \
+             grep ' tmpfs ' /proc/self/mounts | cut -d' ' -f2",
+        ],
+    ) else {
+        return;
+    };
+    let host = tempdir();
+    let secret = token();
+    fs::write(host.path().join("canary"), &secret).unwrap();
+    let root = b.rootfs.path();
+    fs::create_dir(root.join("data")).unwrap();
+    fs::write(root.join("data/file"), "image").unwrap();
+    std::os::unix::fs::symlink(host.path().join("canary"), root.join("data/abs")).unwrap();
+    std::os::unix::fs::symlink(host.path(), root.join("data/dir")).unwrap();
+    std::os::unix::fs::symlink(host.path(), root.join("data2")).unwrap();
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        for dest in ["/data", "/data2"] {
+            mounts.push(json!({
+                "destination": dest, "type": "tmpfs", "source": "tmpfs",
+                "options": ["rw", "nosuid", "nodev", "tmpcopyup"]
+            }));
+        }
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "t1"]);
+    o.success();
+    let out = o.out();
+    assert!(out.contains("/data/file there"), "{o}");
+    assert!(
+        out.contains(&format!("/data/abs link {}/canary", host.path().display())),
+        "{o}"
+    );
+    assert!(
+        out.contains(&format!("/data/dir link {}", host.path().display())),
+        "{o}"
+    );
+    assert!(!out.contains(&secret), "a host file reached the container\n{o}");
+    let points: Vec<&str> = out.lines().collect();
+    assert!(points.contains(&"/data"), "{o}");
+    // /data2 leads to that path inside the root, where the tmpfs went.
+    let inside = host.path().to_str().unwrap();
+    assert!(points.contains(&inside), "{o}");
+    assert_eq!(
+        fs::read_to_string(host.path().join("canary")).unwrap(),
+        secret,
+        "the host's canary changed"
+    );
+    assert_eq!(fs::read_dir(host.path()).unwrap().count(), 1);
+}
