@@ -500,6 +500,19 @@ fn home_is_set_from_the_containers_passwd() {
     let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "h3"]);
     o.success();
     assert_eq!(o.line(), "[/given]", "the spec's own HOME stays\n{o}");
+    // `exec` of a process without HOME (the saved spec's environment has none).
+    b.edit(|c| {
+        c["process"]["user"]["uid"] = json!(0);
+        c["process"]["env"] = json!(["PATH=/bin:/usr/bin"]);
+        c["process"]["args"] = json!(["sleep", "1000"]);
+    });
+    let pid = b.create("h4");
+    b.oci(&["start", "h4"]).success();
+    let o = b.oci(&["exec", "h4", "sh", "-c", "echo \"[$HOME]\""]);
+    o.success();
+    assert_eq!(o.line(), "[/root]", "exec\n{o}");
+    b.oci(&["delete", "--force", "h4"]).success();
+    assert!(matches!(wait_exit(pid), WaitStatus::Signaled(..)));
 }
 
 /// devpts `gid=5` (the runtime-spec's default) with a single-ID map, where gid 5 is not
@@ -616,7 +629,10 @@ fn tmpcopyup_never_follows_the_images_symlinks() {
         out.contains(&format!("/data/dir link {}", host.path().display())),
         "{o}"
     );
-    assert!(!out.contains(&secret), "a host file reached the container\n{o}");
+    assert!(
+        !out.contains(&secret),
+        "a host file reached the container\n{o}"
+    );
     let points: Vec<&str> = out.lines().collect();
     assert!(points.contains(&"/data"), "{o}");
     // /data2 leads to that path inside the root, where the tmpfs went.
