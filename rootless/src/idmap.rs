@@ -49,6 +49,20 @@ pub fn format_map(ranges: &[IdRange]) -> String {
         .collect()
 }
 
+/// The ranges of a map file's text (`/proc/PID/uid_map`); malformed lines are skipped.
+pub fn parse_map(text: &str) -> Vec<IdRange> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace().map(|x| x.parse::<u32>().ok());
+            Some(IdRange {
+                inside: f.next()??,
+                outside: f.next()??,
+                count: f.next()??,
+            })
+        })
+        .collect()
+}
+
 /// Where `id` (a host id) appears inside, if it is mapped.
 pub fn inside_id(ranges: &[IdRange], outside: u32) -> Option<u32> {
     ranges
