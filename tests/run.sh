@@ -5,19 +5,25 @@
 #   1. installs the Debian packages the tests use (only those missing),
 #   2. builds the workspace with every target,
 #   3. runs the unit tests (they start no containers),
-#   4. runs the started-by-root smoke test (tests/tests/run_as_root.rs) as root,
+#   4. runs the started-by-root smoke test (module run_as_root) as root,
 #   5. prepares the unprivileged account `nooktest` (home, a subordinate ID range, the
 #      setuid ID-map helpers when they are built, /dev/fuse and /dev/net/tun 0666),
-#      copies the binaries to a world-readable temporary directory, and runs every
-#      integration test executable as `nooktest` with a clean, explicit environment;
-#      the escape suite's cross-account tests (tests/security/cross_user.rs) run as root,
-#      which only drives `nooktest` and a second account `nooktest2` through runuser.
+#      copies the binaries to a world-readable temporary directory, and runs the
+#      integration test executable (`integration`, tests/tests/main.rs: a module per
+#      area, its header the index) as `nooktest` with a clean, explicit environment;
+#      the escape suite's cross-account tests (security::cross_user) run as root,
+#      which only drives `nooktest` and a second account `nooktest2` through runuser,
+#      and the ID-map helper differential test (idmap_helper_diff) in a private mount
+#      namespace (below);
+#   6. runs the cgroup tests (cgroup_vm) in the VM lane.
 # Started by anyone else: says what it needs, then builds and runs the same tests as the
 # current user (the root-only test then prints SKIP).
 #
-# While working on one area: NOOK_TESTS="security exec_join" runs only those integration
-# test executables (no unit tests; the VM lane only if "vm-lane" is listed, the root test
-# only if "run_as_root" is), and NOOK_TEST_ARGS is passed to each (a libtest name filter).
+# While working on one area: NOOK_TESTS="security exec_join" runs only those modules of
+# the integration executable (no unit tests; the VM lane only if "vm-lane" is listed, the
+# root test only if "run_as_root" is; other crates' test executables, such as net's
+# `stack`, by name). NOOK_TEST_ARGS is passed to each run: a name filter in it (such as
+# security::fds::) takes the place of the modules' filters.
 #
 # /etc/subuid and /etc/subgid: the account's range is whatever this machine gives it. Only
 # where it has none does this script add one, with usermod, said loudly: the first free
@@ -27,7 +33,7 @@
 # namespace (the setuid helpers read those paths there), so the host's files never
 # hold them. A machine whose files already give other accounts ranges anywhere is fine.
 #
-# Output: each test executable's `test result:` line, every `SKIP:` line, and at the end
+# Output: each test run's `test result:` line, every `SKIP:` line, and at the end
 # one line `integration: N passed, M failed, K skipped`. Exits non-zero when anything failed.
 
 set -uo pipefail
@@ -47,7 +53,7 @@ die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) for this user"
 
 TEST_USER=nooktest
-# A second account, only for the cross-account attempts (tests/security/cross_user.rs):
+# A second account, only for the cross-account attempts (tests/tests/security/cross_user.rs):
 # root drives both through runuser. It gets no subordinate ID ranges.
 TEST_USER2=nooktest2
 # Debian packages the tests use, and a command that shows each is there.
@@ -68,7 +74,7 @@ TEST_USER2=nooktest2
 #                   podman_client; rootless podman networks through slirp4netns, which
 #                   podman only recommends)
 #   debootstrap debian-archive-keyring curl  the Debian image of the workload lane
-#                   (tests/workloads/debian-image.sh, made here as root)
+#                   (tests/tests/workloads/debian-image.sh, made here as root)
 PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns debootstrap debian-archive-keyring curl"
 
 IS_ROOT=0
@@ -114,13 +120,17 @@ cargo test --workspace --no-run --message-format=json >"$WORK/build.json" 2>"$WO
 grep '"reason":"compiler-artifact"' "$WORK/build.json" | grep '"kind":\["test"\]' \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | sort -u >"$WORK/tests.list"
 [ -s "$WORK/tests.list" ] || die "no integration test executables were built"
+INTEGRATION=$(grep '/integration-[0-9a-f]*$' "$WORK/tests.list" | head -n1)
+[ -n "$INTEGRATION" ] || die "the integration test executable was not built"
+# Its areas: the modules tests/tests/main.rs declares.
+AREAS=$(sed -n 's/^mod \([a-z0-9_]*\);$/\1/p' "$ROOT/tests/tests/main.rs")
 NOOK="$ROOT/target/debug/nook"
 [ -x "$NOOK" ] || die "target/debug/nook was not built"
 
 FAILED_STEPS=""
 
 # --- 3. unit tests ------------------------------------------------------------------------
-# Whether the executable named $1 runs in this invocation (NOOK_TESTS, see the top).
+# Whether the area or executable named $1 runs in this invocation (NOOK_TESTS, see the top).
 selected() {
     [ -z "${NOOK_TESTS:-}" ] && return 0
     case " $NOOK_TESTS " in *" $1 "*) return 0 ;; esac
@@ -128,13 +138,32 @@ selected() {
 }
 # shellcheck disable=SC2206
 TEST_ARGS=(${NOOK_TEST_ARGS:-})
+# Whether NOOK_TEST_ARGS holds a name filter (an argument that is not an option).
+ARGS_FILTER=0
+for a in "${TEST_ARGS[@]}"; do case $a in -*) ;; *) ARGS_FILTER=1 ;; esac; done
+# libtest arguments that run the areas given (module-path filters), unless NOOK_TEST_ARGS
+# names tests itself; sets FILTER_ARGS, returns 1 when none of the areas is selected.
+area_filters() {
+    FILTER_ARGS=()
+    local area any=0
+    for area in "$@"; do
+        selected "$area" || continue
+        any=1
+        FILTER_ARGS+=("$area::")
+    done
+    [ $any = 1 ] || return 1
+    [ $ARGS_FILTER = 1 ] && FILTER_ARGS=()
+    FILTER_ARGS+=("${TEST_ARGS[@]}")
+    return 0
+}
 
 if [ -z "${NOOK_TESTS:-}" ]; then
     say "unit tests (cargo test --workspace --lib --bins)"
     cargo test --workspace --lib --bins || FAILED_STEPS="$FAILED_STEPS unit-tests"
 fi
 
-# Runs one test executable ($2) with the command prefix in the rest, logs to $WORK/$1.log.
+# Runs one test executable with the command prefix in $2..., logs to $WORK/$1.log; at most
+# $STEP_TIMEOUT seconds (default 600).
 TOTAL_PASS=0
 TOTAL_FAIL=0
 TOTAL_SKIP=0
@@ -143,7 +172,7 @@ run_test_exe() {
     local name=$1; shift
     local log="$WORK/$name.log" rc
     say "integration: $name"
-    timeout --kill-after=10 600 "$@" </dev/null 2>&1 | tee "$log"
+    timeout --kill-after=10 "${STEP_TIMEOUT:-600}" "$@" </dev/null 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     local result pass fail skips
     result=$(grep -E '^test result: ' "$log" | tail -n1)
@@ -169,14 +198,8 @@ run_test_exe() {
 }
 
 # --- 4. started by root -------------------------------------------------------------------
-ROOT_TEST=$(grep '/run_as_root-[0-9a-f]*$' "$WORK/tests.list" | head -n1)
-if [ $IS_ROOT = 1 ] && selected run_as_root; then
-    if [ -n "$ROOT_TEST" ]; then
-        run_test_exe run_as_root env NOOK_BIN="$NOOK" "$ROOT_TEST" "${TEST_ARGS[@]}"
-    else
-        echo "tests/run.sh: the run_as_root test executable is missing"
-        FAILED_STEPS="$FAILED_STEPS run_as_root"
-    fi
+if [ $IS_ROOT = 1 ] && area_filters run_as_root; then
+    run_test_exe run_as_root env NOOK_BIN="$NOOK" "$INTEGRATION" "${FILTER_ARGS[@]}"
 fi
 
 # --- 5. the unprivileged account and its environment --------------------------------------
@@ -274,7 +297,7 @@ else
     NEWGIDMAP=${NOOK_TEST_NEWGIDMAP:-}
 fi
 
-# The workload lane's Debian image (tests/workloads/): debootstrap needs root, so it is
+# The workload lane's Debian image (tests/tests/workloads/): debootstrap needs root, so it is
 # made here, once, and cached outside the checkout (NOOK_TEST_CACHE, default
 # /var/cache/nook-tests; a CI job keeps that directory between runs to stay warm). The
 # lane gets the tarball, or the reason there is none, and prints SKIP with it.
@@ -283,9 +306,9 @@ if selected workloads; then
     if [ -n "${NOOK_WORKLOAD_TARBALL:-}" ]; then
         WORKLOAD_ENV=(NOOK_WORKLOAD_TARBALL="$NOOK_WORKLOAD_TARBALL")
     elif [ $IS_ROOT = 1 ]; then
-        say "the workload lane's Debian image (tests/workloads/debian-image.sh)"
+        say "the workload lane's Debian image (tests/tests/workloads/debian-image.sh)"
         t0=$SECONDS
-        if img=$(bash "$ROOT/tests/workloads/debian-image.sh" "${NOOK_TEST_CACHE:-/var/cache/nook-tests}"); then
+        if img=$(bash "$ROOT/tests/tests/workloads/debian-image.sh" "${NOOK_TEST_CACHE:-/var/cache/nook-tests}"); then
             echo "    $img ($((SECONDS - t0)) s)"
             WORKLOAD_ENV=(NOOK_WORKLOAD_TARBALL="$img")
         else
@@ -293,7 +316,7 @@ if selected workloads; then
             WORKLOAD_ENV=(NOOK_WORKLOAD_SKIP="no Debian image: $img")
         fi
     else
-        WORKLOAD_ENV=(NOOK_WORKLOAD_SKIP="no Debian image: debootstrap needs root; run tests/run.sh as root or set NOOK_WORKLOAD_TARBALL (tests/workloads/debian-image.sh makes one)")
+        WORKLOAD_ENV=(NOOK_WORKLOAD_SKIP="no Debian image: debootstrap needs root; run tests/run.sh as root or set NOOK_WORKLOAD_TARBALL (tests/tests/workloads/debian-image.sh makes one)")
     fi
 fi
 
@@ -325,41 +348,57 @@ TEST_ENV=(
 TEST_ENV+=("${WORKLOAD_ENV[@]}")
 
 cd "$WORK" || die "cd $WORK"
+INTEGRATION_COPY="$WORK/bin/$(basename "$INTEGRATION")"
+# The areas that run in a place of their own: as root (run_as_root), in a private mount
+# namespace (idmap_helper_diff) when started by root; cgroup_vm runs here too (its tests
+# say SKIP outside the VM lane) and again in the VM lane.
+MAIN_AREAS=()
+for area in $AREAS; do
+    [ $IS_ROOT = 1 ] && case $area in run_as_root | idmap_helper_diff) continue ;; esac
+    MAIN_AREAS+=("$area")
+done
+AS_TEST_USER=(runuser -u "$TEST_USER" -- env -i USER="$TEST_USER" LOGNAME="$TEST_USER" "${TEST_ENV[@]}")
+if [ $IS_ROOT = 1 ]; then
+    if area_filters "${MAIN_AREAS[@]}"; then
+        # The escape suite's cross-account tests need two accounts: the root pass below.
+        STEP_TIMEOUT=2400 run_test_exe integration \
+            "${AS_TEST_USER[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}" --skip security::cross_user::
+    fi
+    # The differential test sees its own /etc/subuid and /etc/subgid (section 5), bound in
+    # a private mount namespace that ends with it.
+    if area_filters idmap_helper_diff; then
+        run_test_exe idmap_helper_diff unshare --mount --propagation private -- \
+            sh -c 'mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 && exec "$@"' \
+            sh "$SUBID_DIR/subuid" "$SUBID_DIR/subgid" \
+            "${AS_TEST_USER[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}"
+    fi
+    # Root only orchestrates: every nook command in these tests runs as $TEST_USER or
+    # $TEST_USER2 through runuser. Runs when the security area is selected and no filter
+    # is given, or the filter names cross_user.
+    xu_args=()
+    if area_filters security; then
+        if [ $ARGS_FILTER = 0 ]; then
+            xu_args=(security::cross_user:: "${TEST_ARGS[@]}")
+        elif printf '%s\n' "${TEST_ARGS[@]}" | grep -q cross_user; then
+            xu_args=("${TEST_ARGS[@]}")
+        fi
+    fi
+    if [ ${#xu_args[@]} -gt 0 ]; then
+        run_test_exe security-cross-user env -i PATH="${TEST_ENV[1]#PATH=}" \
+            LANG=C.UTF-8 TMPDIR=/tmp NOOK_BIN="$WORK/nook" \
+            NOOK_CROSS_USERS="$TEST_USER $TEST_USER2" "$INTEGRATION_COPY" "${xu_args[@]}"
+    fi
+elif area_filters "${MAIN_AREAS[@]}"; then
+    STEP_TIMEOUT=2400 run_test_exe integration env "${TEST_ENV[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}"
+fi
+# Other crates' integration tests (net's `stack`: no containers), as the account.
 while read -r exe; do
+    [ "$exe" = "$INTEGRATION" ] && continue
     base=$(basename "$exe")
     name=${base%-*}
     selected "$name" || continue
     if [ $IS_ROOT = 1 ]; then
-        # Run as root above; as the test account it could only say SKIP.
-        [ "$name" = run_as_root ] && continue
-        # The escape suite's cross-account tests need two accounts: the root pass below.
-        skip_args=()
-        [ "$name" = security ] && skip_args=(--skip cross_user::)
-        # The differential test sees its own /etc/subuid and /etc/subgid (section 5),
-        # bound in a private mount namespace that ends with it.
-        private_subids=()
-        [ "$name" = idmap_helper_diff ] && private_subids=(unshare --mount --propagation private -- \
-            sh -c 'mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 && exec "$@"' \
-            sh "$SUBID_DIR/subuid" "$SUBID_DIR/subgid")
-        run_test_exe "$name" "${private_subids[@]}" runuser -u "$TEST_USER" -- \
-            env -i USER="$TEST_USER" LOGNAME="$TEST_USER" "${TEST_ENV[@]}" "$WORK/bin/$base" \
-            "${TEST_ARGS[@]}" "${skip_args[@]}"
-        if [ "$name" = security ]; then
-            # Root only orchestrates: every nook command in these tests runs as
-            # $TEST_USER or $TEST_USER2 through runuser. Runs when no filter is given or
-            # the filter names cross_user.
-            xu_args=()
-            if [ ${#TEST_ARGS[@]} = 0 ]; then
-                xu_args=(cross_user::)
-            elif printf '%s\n' "${TEST_ARGS[@]}" | grep -q cross_user; then
-                xu_args=("${TEST_ARGS[@]}")
-            fi
-            if [ ${#xu_args[@]} -gt 0 ]; then
-                run_test_exe security-cross-user env -i PATH="${TEST_ENV[1]#PATH=}" \
-                    LANG=C.UTF-8 TMPDIR=/tmp NOOK_BIN="$WORK/nook" \
-                    NOOK_CROSS_USERS="$TEST_USER $TEST_USER2" "$WORK/bin/$base" "${xu_args[@]}"
-            fi
-        fi
+        run_test_exe "$name" "${AS_TEST_USER[@]}" "$WORK/bin/$base" "${TEST_ARGS[@]}"
     else
         run_test_exe "$name" env "${TEST_ENV[@]}" "$WORK/bin/$base" "${TEST_ARGS[@]}"
     fi
@@ -368,19 +407,12 @@ cd "$ROOT" || true
 
 # --- 7. VM lane: cgroup controllers (issue 7; tests/vm/, self-contained block) ----------
 # tests/vm/run-cgroup-tests.sh boots Debian's stock kernel in QEMU with a pure cgroup v2
-# hierarchy and runs the cgroup_vm test executable there as an unprivileged user in a
+# hierarchy and runs the integration executable's cgroup_vm tests there as an unprivileged user in a
 # delegated subtree (about 40 s; as root it first installs qemu-system-x86,
 # linux-image-amd64, busybox-static and cpio when missing). This host's cgroups are
 # never touched.
-VM_EXE=$(grep '/cgroup_vm-[0-9a-f]*$' "$WORK/tests.list" | head -n1)
-if ! selected vm-lane; then
-    :
-elif [ -n "$VM_EXE" ]; then
-    run_test_exe vm-lane bash "$ROOT/tests/vm/run-cgroup-tests.sh" \
-        "$WORK/nook" "$WORK/bin/$(basename "$VM_EXE")"
-else
-    echo "tests/run.sh: the cgroup_vm test executable is missing"
-    FAILED_STEPS="$FAILED_STEPS vm-lane"
+if selected vm-lane; then
+    run_test_exe vm-lane bash "$ROOT/tests/vm/run-cgroup-tests.sh" "$WORK/nook" "$INTEGRATION_COPY"
 fi
 # --- end of the VM lane block ------------------------------------------------------------
 

@@ -1,8 +1,8 @@
-//! Helpers for nook's integration tests (the `tests/tests/*.rs` files of this crate).
+//! Helpers for nook's integration tests (the `integration` executable, tests/tests/main.rs).
 //!
 //! The tests drive the real `nook` binary as an unprivileged user, with real kernel
 //! namespaces and real processes. `tests/run.sh` builds everything and, when started by
-//! root, prepares the account `nooktest` and runs every test executable as that user with
+//! root, prepares the account `nooktest` and runs the test executable as that user with
 //! `NOOK_BIN` pointing at a copy of the binary.
 //!
 //! Rules every test here follows:
@@ -96,7 +96,7 @@ pub fn skip(test: &str, why: &str) {
 }
 
 /// The runtime state directory nook uses: `$XDG_RUNTIME_DIR/nook` or `$TMPDIR/nook-$UID`
-/// (TMPDIR defaults to /tmp; unless someone else holds that, see tests/security/files.rs).
+/// (TMPDIR defaults to /tmp; unless someone else holds that, see tests/tests/security/files.rs).
 pub fn state_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d).join("nook"),
@@ -757,7 +757,7 @@ pub fn has(cmd: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// Attempts from inside a container (the escape regression suite, tests/security/)
+// Attempts from inside a container (the escape regression suite, tests/tests/security/)
 
 /// The probe binary `nook-attack` (tests/src/bin/nook-attack.rs): `$NOOK_ATTACK_BIN`,
 /// else beside the nook binary under test (tests/run.sh copies both to one directory;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# tests/vm/run-cgroup-tests.sh [NOOK_BIN CGROUP_VM_TEST_EXE]
+# tests/vm/run-cgroup-tests.sh [NOOK_BIN INTEGRATION_TEST_EXE]
 #
-# The VM lane: the cgroup integration tests (tests/tests/cgroup_vm.rs) inside a QEMU
+# The VM lane: the cgroup integration tests (module cgroup_vm of the integration
+# executable, tests/tests/cgroup_vm.rs) inside a QEMU
 # guest with a pure cgroup v2 hierarchy, as an unprivileged user with a delegated
 # subtree (see vm.sh and init.sh). This host's own cgroups are hybrid and are never
 # touched.
@@ -69,22 +70,22 @@ if [ $# -ge 2 ]; then
 else
     cd "$ROOT" || exit 1
     cargo build -q -p nook-cli || exit 1
-    EXE=$(cargo test -q -p nook-tests --test cgroup_vm --no-run --message-format=json 2>/dev/null \
+    EXE=$(cargo test -q -p nook-tests --test integration --no-run --message-format=json 2>/dev/null \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
     NOOK=$ROOT/target/debug/nook
-    [ -x "$EXE" ] || { echo "vm-lane: building the cgroup_vm test executable failed" >&2; exit 1; }
+    [ -x "$EXE" ] || { echo "vm-lane: building the integration test executable failed" >&2; exit 1; }
 fi
 
 # The guest's /tmp is its own; the binaries travel in a shared directory.
 SHARE=$(mktemp -d /tmp/nook-vm-share.XXXXXX) || exit 1
 trap 'rm -rf "$SHARE"' EXIT
-cp "$NOOK" "$SHARE/nook" && cp "$EXE" "$SHARE/cgroup_vm" || exit 1
-chmod 755 "$SHARE" "$SHARE/nook" "$SHARE/cgroup_vm"
+cp "$NOOK" "$SHARE/nook" && cp "$EXE" "$SHARE/integration" || exit 1
+chmod 755 "$SHARE" "$SHARE/nook" "$SHARE/integration"
 
 echo "vm-lane: booting the guest (pure cgroup v2, delegated subtree) to run cgroup_vm"
 cd "$SHARE" || exit 1
 "$HERE/vm.sh" -s "$SHARE" -m 1G -c 2 -t "${NOOK_VM_TIMEOUT:-420}" -- \
-    "NOOK_BIN=$SHARE/nook exec $SHARE/cgroup_vm --test-threads=1"
+    "NOOK_BIN=$SHARE/nook exec $SHARE/integration cgroup_vm:: --test-threads=1"
 rc=$?
 echo "vm-lane: finished in $((SECONDS - START)) s (exit $rc)"
 exit $rc

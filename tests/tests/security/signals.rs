@@ -20,7 +20,7 @@ use std::time::Instant;
 use nix::pty::openpty;
 use nook_tests::*;
 
-use crate::fds::Store;
+use super::fds::Store;
 
 /// Makes `cmd`'s process ignore SIGINT, SIGQUIT and SIGHUP and block SIGUSR1, as a
 /// caller in a script's background job or under `nohup` would hand nook.

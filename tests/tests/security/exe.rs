@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use nook_tests::*;
 
-use crate::fds::Store;
+use super::fds::Store;
 
 /// A copy of nook owned and writable by the test's account.
 struct OwnCopy {

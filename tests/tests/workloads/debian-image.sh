@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The Debian image of the real-workload lane (tests/workloads/): Debian bookworm, minbase
+# The Debian image of the real-workload lane (tests/tests/workloads/): Debian bookworm, minbase
 # variant, made with debootstrap from Debian's own packages, as a zstd tarball for
 # `nook import`. tests/run.sh runs this in its root phase (debootstrap chroots and
 # creates device nodes, so it needs root) and hands the tarball to the lane.
 #
-#   bash tests/workloads/debian-image.sh CACHE_DIR
+#   bash tests/tests/workloads/debian-image.sh CACHE_DIR
 #
 # Prints the tarball's path and exits 0; otherwise prints one line saying why it could
 # not be made (deb.debian.org unreachable, debootstrap missing, ...) and exits 1.

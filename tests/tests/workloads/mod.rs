@@ -2,7 +2,7 @@
 //! storage driver (overlay, fuse, copy), as the unprivileged account.
 //!
 //! The image is Debian bookworm minbase made with debootstrap from Debian's packages by
-//! tests/workloads/debian-image.sh (tests/run.sh runs it in its root phase, cached
+//! tests/tests/workloads/debian-image.sh (tests/run.sh runs it in its root phase, cached
 //! between runs, and passes the tarball as NOOK_WORKLOAD_TARBALL), imported once per run
 //! with `nook import` into this executable's own store. On each driver one container
 //! (`run -d`) gets, through `nook exec`:
@@ -76,7 +76,7 @@ fn lane(test: &str) -> Option<&'static Lane> {
                     std::env::var("NOOK_WORKLOAD_SKIP").unwrap_or_else(|_| {
                         "no Debian image: NOOK_WORKLOAD_TARBALL is not set (tests/run.sh started \
                      as root makes one with debootstrap; or set it to a tarball made by \
-                     tests/workloads/debian-image.sh)"
+                     tests/tests/workloads/debian-image.sh)"
                             .to_string()
                     }),
                 )),
