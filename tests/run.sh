@@ -156,6 +156,13 @@ area_filters() {
     FILTER_ARGS+=("${TEST_ARGS[@]}")
     return 0
 }
+# For the steps that run one area on its own: its filters (area_filters), and only when
+# NOOK_TEST_ARGS, if it names tests, names some of this area's (AREA::...).
+area_step() {
+    area_filters "$1" || return 1
+    [ $ARGS_FILTER = 0 ] && return 0
+    printf '%s\n' "${TEST_ARGS[@]}" | grep -q "^$1::"
+}
 
 if [ -z "${NOOK_TESTS:-}" ]; then
     say "unit tests (cargo test --workspace --lib --bins)"
@@ -198,7 +205,7 @@ run_test_exe() {
 }
 
 # --- 4. started by root -------------------------------------------------------------------
-if [ $IS_ROOT = 1 ] && area_filters run_as_root; then
+if [ $IS_ROOT = 1 ] && area_step run_as_root; then
     run_test_exe run_as_root env NOOK_BIN="$NOOK" "$INTEGRATION" "${FILTER_ARGS[@]}"
 fi
 
@@ -350,23 +357,35 @@ TEST_ENV+=("${WORKLOAD_ENV[@]}")
 cd "$WORK" || die "cd $WORK"
 INTEGRATION_COPY="$WORK/bin/$(basename "$INTEGRATION")"
 # The areas that run in a place of their own: as root (run_as_root), in a private mount
-# namespace (idmap_helper_diff) when started by root; cgroup_vm runs here too (its tests
-# say SKIP outside the VM lane) and again in the VM lane.
+# namespace (idmap_helper_diff) when started by root; in a process of their own the areas
+# that change process-wide state (SOLO_AREAS: oci_runtime makes its process a child
+# subreaper, as conmon does, and so would adopt every other test's orphans: one that
+# joined a container's pid namespace and is never reaped keeps that namespace's init from
+# exiting). cgroup_vm runs here too (its tests say SKIP outside the VM lane) and again in
+# the VM lane.
+SOLO_AREAS=(oci_runtime)
 MAIN_AREAS=()
 for area in $AREAS; do
     [ $IS_ROOT = 1 ] && case $area in run_as_root | idmap_helper_diff) continue ;; esac
+    case " ${SOLO_AREAS[*]} " in *" $area "*) continue ;; esac
     MAIN_AREAS+=("$area")
+done
+# What the main run leaves to the other steps, also when NOOK_TEST_ARGS names tests.
+MAIN_SKIPS=()
+for area in $AREAS; do
+    case " ${MAIN_AREAS[*]} " in *" $area "*) ;; *) MAIN_SKIPS+=(--skip "$area::") ;; esac
 done
 AS_TEST_USER=(runuser -u "$TEST_USER" -- env -i USER="$TEST_USER" LOGNAME="$TEST_USER" "${TEST_ENV[@]}")
 if [ $IS_ROOT = 1 ]; then
     if area_filters "${MAIN_AREAS[@]}"; then
         # The escape suite's cross-account tests need two accounts: the root pass below.
         STEP_TIMEOUT=2400 run_test_exe integration \
-            "${AS_TEST_USER[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}" --skip security::cross_user::
+            "${AS_TEST_USER[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}" "${MAIN_SKIPS[@]}" \
+            --skip security::cross_user::
     fi
     # The differential test sees its own /etc/subuid and /etc/subgid (section 5), bound in
     # a private mount namespace that ends with it.
-    if area_filters idmap_helper_diff; then
+    if area_step idmap_helper_diff; then
         run_test_exe idmap_helper_diff unshare --mount --propagation private -- \
             sh -c 'mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 && exec "$@"' \
             sh "$SUBID_DIR/subuid" "$SUBID_DIR/subgid" \
@@ -389,8 +408,17 @@ if [ $IS_ROOT = 1 ]; then
             NOOK_CROSS_USERS="$TEST_USER $TEST_USER2" "$INTEGRATION_COPY" "${xu_args[@]}"
     fi
 elif area_filters "${MAIN_AREAS[@]}"; then
-    STEP_TIMEOUT=2400 run_test_exe integration env "${TEST_ENV[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}"
+    STEP_TIMEOUT=2400 run_test_exe integration env "${TEST_ENV[@]}" "$INTEGRATION_COPY" \
+        "${FILTER_ARGS[@]}" "${MAIN_SKIPS[@]}"
 fi
+for area in "${SOLO_AREAS[@]}"; do
+    area_step "$area" || continue
+    if [ $IS_ROOT = 1 ]; then
+        run_test_exe "$area" "${AS_TEST_USER[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}"
+    else
+        run_test_exe "$area" env "${TEST_ENV[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}"
+    fi
+done
 # Other crates' integration tests (net's `stack`: no containers), as the account.
 while read -r exe; do
     [ "$exe" = "$INTEGRATION" ] && continue
