@@ -69,7 +69,9 @@ TEST_USER2=nooktest2
 #                   podman only recommends)
 #   debootstrap debian-archive-keyring curl  the Debian image of the workload lane
 #                   (tests/workloads/debian-image.sh, made here as root)
-PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns debootstrap debian-archive-keyring curl"
+#   containerd rootlesskit  the containerd client test (tests/tests/containerd.rs: ctr
+#                   with nook as the runc shim's binary, rootful and under rootlesskit)
+PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns debootstrap debian-archive-keyring curl containerd rootlesskit"
 
 IS_ROOT=0
 [ "$(id -u)" = 0 ] && IS_ROOT=1
@@ -333,8 +335,10 @@ while read -r exe; do
         # Run as root above; as the test account it could only say SKIP.
         [ "$name" = run_as_root ] && continue
         # The escape suite's cross-account tests need two accounts: the root pass below.
+        # containerd's rootful tests need root: the root pass below too.
         skip_args=()
         [ "$name" = security ] && skip_args=(--skip cross_user::)
+        [ "$name" = containerd ] && skip_args=(--skip rootful_)
         # The differential test sees its own /etc/subuid and /etc/subgid (section 5),
         # bound in a private mount namespace that ends with it.
         private_subids=()
@@ -358,6 +362,18 @@ while read -r exe; do
                 run_test_exe security-cross-user env -i PATH="${TEST_ENV[1]#PATH=}" \
                     LANG=C.UTF-8 TMPDIR=/tmp NOOK_BIN="$WORK/nook" \
                     NOOK_CROSS_USERS="$TEST_USER $TEST_USER2" "$WORK/bin/$base" "${xu_args[@]}"
+            fi
+        fi
+        if [ "$name" = containerd ]; then
+            # containerd's rootful mode (tests/tests/containerd.rs lists each test and
+            # why): containerd runs as root in a private mount namespace with its own
+            # socket, root and state; nook is its runtime binary. Only rootful_* run here.
+            rf_args=(rootful_)
+            if [ ${#TEST_ARGS[@]} -gt 0 ]; then rf_args=("${TEST_ARGS[@]}"); fi
+            if printf '%s\n' "${rf_args[@]}" | grep -q rootful_; then
+                run_test_exe containerd-rootful env -i PATH="${TEST_ENV[1]#PATH=}" \
+                    LANG=C.UTF-8 TMPDIR=/tmp HOME=/root NOOK_BIN="$WORK/nook" \
+                    "$WORK/bin/$base" "${rf_args[@]}"
             fi
         fi
     else
