@@ -74,7 +74,10 @@ impl Containerd {
     fn rootless(test: &str) -> Option<Containerd> {
         assert_unprivileged();
         if !has("rootlesskit") {
-            skip(test, "rootlesskit is not installed (apt-get install rootlesskit)");
+            skip(
+                test,
+                "rootlesskit is not installed (apt-get install rootlesskit)",
+            );
             return None;
         }
         Self::start(test, true, None)
@@ -83,7 +86,10 @@ impl Containerd {
     fn start(test: &str, rootless: bool, cri: Extra) -> Option<Containerd> {
         for cmd in ["containerd", "ctr", "containerd-shim-runc-v2", "nsenter"] {
             if !has(cmd) {
-                skip(test, &format!("{cmd} is not installed (apt-get install containerd)"));
+                skip(
+                    test,
+                    &format!("{cmd} is not installed (apt-get install containerd)"),
+                );
                 return None;
             }
         }
@@ -110,7 +116,11 @@ impl Containerd {
             .arg(".")
             .output()
             .expect("run tar");
-        assert!(tar.status.success(), "tar: {}", String::from_utf8_lossy(&tar.stderr));
+        assert!(
+            tar.status.success(),
+            "tar: {}",
+            String::from_utf8_lossy(&tar.stderr)
+        );
         let layout = d.join("layout");
         oci_layout(&layout, &[&layer]);
         let registry = Registry::start(Auth::None);
@@ -142,10 +152,19 @@ impl Containerd {
             // lists a range keyed by the account's uid twice, and newuidmap refuses the
             // overlapping map it then writes (this machine's /etc/subuid has such a line).
             cmd = Command::new("rootlesskit");
-            cmd.args(["--subid-source=static", "--net=host", "--copy-up=/run", "--state-dir"])
-                .arg(d.join("rk"))
-                .args(["sh", "-c", "rm -f /run/containerd; exec containerd -c \"$0\""])
-                .arg(d.join("config.toml"));
+            cmd.args([
+                "--subid-source=static",
+                "--net=host",
+                "--copy-up=/run",
+                "--state-dir",
+            ])
+            .arg(d.join("rk"))
+            .args([
+                "sh",
+                "-c",
+                "rm -f /run/containerd; exec containerd -c \"$0\"",
+            ])
+            .arg(d.join("config.toml"));
         } else {
             cmd = Command::new("unshare");
             cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
@@ -185,12 +204,20 @@ impl Containerd {
             if entered && sock.exists() && c.ctr(&["version"]).code() == 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "containerd did not serve within {LONG:?}:\n{}", c.log());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not serve within {LONG:?}:\n{}",
+                c.log()
+            );
             // Polling a socket that has no readiness signal.
             std::thread::sleep(Duration::from_millis(20));
         }
         let o = c.ctr(&["image", "pull", "--plain-http", &c.image.clone()]);
-        assert_eq!(o.code(), 0, "ctr image pull from the loopback registry\n{o}");
+        assert_eq!(
+            o.code(),
+            0,
+            "ctr image pull from the loopback registry\n{o}"
+        );
         Some(c)
     }
 
@@ -343,7 +370,9 @@ fn ctr_error(o: &Output) -> String {
 #[test]
 fn rootful_run_exit_codes_and_default_spec() {
     let t = "rootful_run_exit_codes_and_default_spec";
-    let Some(c) = Containerd::rootful(t, None) else { return };
+    let Some(c) = Containerd::rootful(t, None) else {
+        return;
+    };
     let marker = token();
     let script = format!(
         "echo {marker}; echo pid=$$; readlink /proc/self/ns/user; id -u; cat /etc/nook-rootfs-marker >/dev/null && exit 3"
@@ -352,15 +381,25 @@ fn rootful_run_exit_codes_and_default_spec() {
     o.assert_code(3);
     let out = o.out();
     assert!(out.contains(&marker), "{o}");
-    assert!(out.contains("pid=1\n"), "the container has its own pid namespace\n{o}");
+    assert!(
+        out.contains("pid=1\n"),
+        "the container has its own pid namespace\n{o}"
+    );
     // containerd's rootful spec has no user namespace: root in the container is the
     // host's root, as with runc.
     assert!(out.contains(&format!("{}\n", host_ns("user"))), "{o}");
     assert!(out.contains("\n0\n"), "{o}");
     // The runtime's state went where the shim said (--root), nowhere else.
-    assert!(c.runc_root().join(NS).is_dir(), "no runc root under {}", c.runc_root().display());
+    assert!(
+        c.runc_root().join(NS).is_dir(),
+        "no runc root under {}",
+        c.runc_root().display()
+    );
     assert!(!Path::new("/run/containerd").join("runc").join(NS).exists());
-    assert!(c.ctr(&["containers", "ls", "-q"]).out().trim().is_empty(), "--rm left a container");
+    assert!(
+        c.ctr(&["containers", "ls", "-q"]).out().trim().is_empty(),
+        "--rm left a container"
+    );
 
     // A command that cannot be executed fails create; ctr shows nook's line from the
     // JSON log.
@@ -373,7 +412,11 @@ fn rootful_run_exit_codes_and_default_spec() {
     );
 
     // Killed by a signal (`ctr task kill -s KILL`): ctr run returns 128 + 9.
-    let args = c.run_args(&["--rm"], "r3", &["sh", "-c", "echo ready; exec sleep 1000"]);
+    let args = c.run_args(
+        &["--rm"],
+        "r3",
+        &["sh", "-c", "echo ready; exec sleep 1000"],
+    );
     let mut fg = spawn(&mut c.ctr_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     fg.wait_for("ready", TIMEOUT);
     c.ctr(&["task", "kill", "-s", "KILL", "r3"]).success();
@@ -383,12 +426,18 @@ fn rootful_run_exit_codes_and_default_spec() {
 #[test]
 fn rootful_tty() {
     let t = "rootful_tty";
-    let Some(c) = Containerd::rootful(t, None) else { return };
+    let Some(c) = Containerd::rootful(t, None) else {
+        return;
+    };
     if !has("script") {
         skip(t, "script (util-linux) is missing: ctr -t needs a terminal");
         return;
     }
-    let args = c.run_args(&["--rm", "-t"], "t1", &["sh", "-c", "tty; test -t 0 && echo stdin-is-a-tty; exit 5"]);
+    let args = c.run_args(
+        &["--rm", "-t"],
+        "t1",
+        &["sh", "-c", "tty; test -t 0 && echo stdin-is-a-tty; exit 5"],
+    );
     let o = spawn(
         Command::new("script")
             .args(["-qec", &c.ctr_line(&args), "/dev/null"])
@@ -404,10 +453,20 @@ fn rootful_tty() {
     // exec -t: the shim's exec --console-socket.
     let o = c.run(&["-d"], "t2", &["sleep", "1000"]);
     o.success();
-    let args: Vec<String> = ["task", "exec", "-t", "--exec-id", "e1", "t2", "sh", "-c", "tty; exit 6"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "e1",
+        "t2",
+        "sh",
+        "-c",
+        "tty; exit 6",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let o = spawn(
         Command::new("script")
             .args(["-qec", &c.ctr_line(&args), "/dev/null"])
@@ -424,20 +483,44 @@ fn rootful_tty() {
 #[test]
 fn rootful_exec_ps_pause_kill() {
     let t = "rootful_exec_ps_pause_kill";
-    let Some(c) = Containerd::rootful(t, None) else { return };
+    let Some(c) = Containerd::rootful(t, None) else {
+        return;
+    };
     // An init that exits 7 on SIGTERM, in the foreground: ctr run returns its status.
     let args = c.run_args(
         &["--rm"],
         "k1",
-        &["sh", "-c", "trap 'exit 7' TERM; echo ready; while :; do sleep 1; done"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; echo ready; while :; do sleep 1; done",
+        ],
     );
     let mut fg = spawn(&mut c.ctr_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     fg.wait_for("ready", TIMEOUT);
 
-    let o = c.ctr(&["task", "exec", "--exec-id", "e1", "k1", "sh", "-c", "echo exec-out; exit 4"]);
+    let o = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "k1",
+        "sh",
+        "-c",
+        "echo exec-out; exit 4",
+    ]);
     o.assert_code(4);
     assert_eq!(o.out(), "exec-out\n", "{o}");
-    let o = c.ctr(&["task", "exec", "-d", "--exec-id", "e2", "k1", "sleep", "1000"]);
+    let o = c.ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "e2",
+        "k1",
+        "sleep",
+        "1000",
+    ]);
     o.success();
 
     // ps: the init and the exec'd sleep (runc's `ps --format json`).
@@ -466,7 +549,10 @@ fn rootful_exec_ps_pause_kill() {
     } else {
         assert_ne!(o.code(), 0, "{o}");
         let line = ctr_error(&o);
-        assert!(line.contains("OCI runtime pause failed") && line.contains("no cgroup to freeze"), "{o}");
+        assert!(
+            line.contains("OCI runtime pause failed") && line.contains("no cgroup to freeze"),
+            "{o}"
+        );
         assert_eq!(c.status("k1").as_deref(), Some("RUNNING"));
         skip(
             "rootful_exec_ps_pause_kill (pause)",
@@ -480,11 +566,26 @@ fn rootful_exec_ps_pause_kill() {
 
     // kill --all: every process of the container, the exec'd ones too.
     c.run(&["-d"], "k2", &["sleep", "1000"]).success();
-    c.ctr(&["task", "exec", "-d", "--exec-id", "e3", "k2", "sleep", "1001"]).success();
+    c.ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "e3",
+        "k2",
+        "sleep",
+        "1001",
+    ])
+    .success();
     let before = c.ctr(&["task", "ps", "k2"]).out();
-    let pids: Vec<i32> = before.lines().skip(1).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
+    let pids: Vec<i32> = before
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
     assert_eq!(pids.len(), 2, "{before}");
-    c.ctr(&["task", "kill", "--all", "-s", "KILL", "k2"]).success();
+    c.ctr(&["task", "kill", "--all", "-s", "KILL", "k2"])
+        .success();
     c.wait_status("k2", "STOPPED");
     wait_until("the exec'd process to die", TIMEOUT, || {
         pids.iter().all(|p| proc_state(*p).is_none_or(|s| s == 'Z'))
@@ -498,11 +599,17 @@ fn rootful_exec_ps_pause_kill() {
 #[test]
 fn rootful_memory_limit() {
     let t = "rootful_memory_limit";
-    let Some(c) = Containerd::rootful(t, None) else { return };
+    let Some(c) = Containerd::rootful(t, None) else {
+        return;
+    };
     let o = c.run(
         &["--rm", "--memory-limit", "33554432"],
         "m1",
-        &["sh", "-c", "head -c 200000000 /dev/zero | tail >/dev/null; echo survived"],
+        &[
+            "sh",
+            "-c",
+            "head -c 200000000 /dev/zero | tail >/dev/null; echo survived",
+        ],
     );
     if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         // Pure cgroup v2 as root: the limit is enforced and the OOM kill is the status.
@@ -521,7 +628,8 @@ fn rootful_memory_limit() {
         );
     }
     // Values that change nothing are no limit (containerd's default CPU shares 1024 too).
-    c.run(&["--rm", "--cpu-shares", "1024"], "m2", &["true"]).success();
+    c.run(&["--rm", "--cpu-shares", "1024"], "m2", &["true"])
+        .success();
 }
 
 #[test]
@@ -536,13 +644,18 @@ fn rootful_cri_runtime_entry() {
             d.display()
         )
     };
-    let Some(c) = Containerd::rootful(t, Some(&cri)) else { return };
+    let Some(c) = Containerd::rootful(t, Some(&cri)) else {
+        return;
+    };
     // The CRI plugin loaded and took the handler with its runc options.
     let o = c.ctr(&["plugins", "ls"]);
     assert!(
         o.out().lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 4 && f[0] == "io.containerd.grpc.v1" && f[1] == "cri" && f[f.len() - 1] == "ok"
+            f.len() >= 4
+                && f[0] == "io.containerd.grpc.v1"
+                && f[1] == "cri"
+                && f[f.len() - 1] == "ok"
         }),
         "the CRI plugin did not load\n{o}\n{}",
         c.log()
@@ -553,7 +666,10 @@ fn rootful_cri_runtime_entry() {
         c.runtime.display(),
         c.runc_root().display()
     );
-    assert!(log.contains(&want), "containerd's CRI config should hold the nook handler:\n{log}");
+    assert!(
+        log.contains(&want),
+        "containerd's CRI config should hold the nook handler:\n{log}"
+    );
 
     // The handler's options reach the shim as the runc Options message that ctr's
     // --runc-binary/--runc-root send (ctr 1.6 cannot go through the CRI service, and no
@@ -571,16 +687,29 @@ fn rootful_cri_runtime_entry() {
     let o = c.run(
         &flags,
         "app",
-        &["sh", "-c", "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done"],
+        &[
+            "sh",
+            "-c",
+            "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done",
+        ],
     );
     o.success();
     let lines: Vec<String> = o.out().lines().map(String::from).collect();
-    let sandbox_ns = |n: &str| fs::read_link(format!("/proc/{sb}/ns/{n}")).unwrap().display().to_string();
+    let sandbox_ns = |n: &str| {
+        fs::read_link(format!("/proc/{sb}/ns/{n}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
     assert_eq!(lines.len(), 4, "{o}");
     assert_eq!(lines[0], sandbox_ns("net"), "{o}");
     assert_eq!(lines[1], sandbox_ns("ipc"), "{o}");
     assert_eq!(lines[2], sandbox_ns("uts"), "{o}");
-    assert_ne!(lines[3], sandbox_ns("pid"), "the app has its own pid namespace\n{o}");
+    assert_ne!(
+        lines[3],
+        sandbox_ns("pid"),
+        "the app has its own pid namespace\n{o}"
+    );
     c.remove("sandbox");
 }
 
@@ -590,18 +719,37 @@ fn rootful_cri_runtime_entry() {
 #[test]
 fn rootless_under_rootlesskit() {
     let t = "rootless_under_rootlesskit";
-    let Some(c) = Containerd::rootless(t) else { return };
-    let o = c.run(&["--rm"], "u1", &["sh", "-c", "id -u; cat /proc/self/uid_map; exit 9"]);
+    let Some(c) = Containerd::rootless(t) else {
+        return;
+    };
+    let o = c.run(
+        &["--rm"],
+        "u1",
+        &["sh", "-c", "id -u; cat /proc/self/uid_map; exit 9"],
+    );
     o.assert_code(9);
     let out = o.out();
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("0"), "{o}");
     // Root inside is this account outside: the first line of the map chain.
-    let first: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let first: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(first.first(), Some(&"0"), "{o}");
 
     c.run(&["-d"], "u2", &["sleep", "1000"]).success();
-    let o = c.ctr(&["task", "exec", "--exec-id", "e1", "u2", "sh", "-c", "echo exec-out; exit 4"]);
+    let o = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "u2",
+        "sh",
+        "-c",
+        "echo exec-out; exit 4",
+    ]);
     o.assert_code(4);
     assert_eq!(o.out(), "exec-out\n", "{o}");
     // The init runs as this account on the host (root of rootlesskit's namespace).
