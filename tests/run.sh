@@ -69,9 +69,10 @@ TEST_USER2=nooktest2
 #                   podman only recommends)
 #   debootstrap debian-archive-keyring curl  the Debian image of the workload lane
 #                   (tests/workloads/debian-image.sh, made here as root)
-#   containerd rootlesskit  the containerd client test (tests/tests/containerd.rs: ctr
-#                   with nook as the runc shim's binary, rootful and under rootlesskit)
-PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns debootstrap debian-archive-keyring curl containerd rootlesskit"
+#   containerd rootlesskit python3-grpcio  the containerd client test
+#                   (tests/tests/containerd.rs: ctr with nook as the runc shim's binary,
+#                   rootful and under rootlesskit; a CRI client in python for the pod test)
+PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns debootstrap debian-archive-keyring curl containerd rootlesskit python3-grpcio"
 
 IS_ROOT=0
 [ "$(id -u)" = 0 ] && IS_ROOT=1
