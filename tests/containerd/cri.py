@@ -111,10 +111,16 @@ def main():
 
     script = ("trap 'echo got-term; exit 7' TERM; echo app-out; "
               "echo net=$(readlink /proc/self/ns/net); echo pid1=$(cat /proc/1/comm); "
+              "echo uid=$(id -u); grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d ' \t'; "
               "sleep 1000 & wait")
+    # LinuxContainerSecurityContext as a restricted pod spec gives it: runAsUser 1000,
+    # allowPrivilegeEscalation false (no_new_privs), seccompProfile RuntimeDefault (an
+    # empty SecurityProfile: profile_type 0). The pod shares its PID namespace
+    # (shareProcessNamespace: true, the container's namespace options left at POD).
+    security = ld(5, num(1, 1000)) + num(11, 1) + ld(15, b"")
     container_config = (ld(1, ld(1, "app") + num(2, 0)) + ld(2, ld(1, image))
                         + ld(3, "sh") + ld(4, "-c") + ld(4, script) + ld(11, "app.log")
-                        + ld(15, b""))
+                        + ld(15, ld(2, security)))
     r = call("RuntimeService", "CreateContainer",
              ld(1, pod) + ld(2, container_config) + ld(3, pod_config))
     cid = first(r, 1, b"").decode()

@@ -892,7 +892,7 @@ fn rootful_cri_pod_lifecycle() {
     ] {
         assert!(out.lines().any(|l| l == want), "{want} missing\n{o}");
     }
-    // The CRI's log file (the kubelet's `kubectl logs` source): the container's output,
+    // The CRI's log file (the source of `kubectl logs`): the container's output,
     // its network namespace the node's (hostNetwork), pid 1 the sandbox's process (the
     // pod shares its PID namespace), SIGTERM from StopContainer.
     assert!(log.contains(" stdout F app-out\n"), "{log}");
@@ -902,6 +902,11 @@ fn rootful_cri_pod_lifecycle() {
     );
     assert!(log.contains(" stdout F pid1=sleep\n"), "{log}");
     assert!(log.contains(" stdout F got-term\n"), "{log}");
+    // The restricted security context: the user, no_new_privs, containerd's default
+    // seccomp profile (RuntimeDefault) in filter mode.
+    assert!(log.contains(" stdout F uid=1000\n"), "{log}");
+    assert!(log.contains(" stdout F NoNewPrivs:1\n"), "{log}");
+    assert!(log.contains(" stdout F Seccomp:2\n"), "{log}");
     let left = c.ctr_in("k8s.io", &["task", "ls", "-q"]);
     assert!(
         left.out().trim().is_empty(),
