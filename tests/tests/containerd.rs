@@ -16,7 +16,10 @@
 //! - `rootful_memory_limit`: a memory limit and the OOM case, decided by the host's cgroups;
 //! - `rootful_cri_runtime_entry`: the CRI plugin's runtime entry (what a Kubernetes
 //!   RuntimeClass handler names) with BinaryName = nook-runtime, and a pod's shape
-//!   (a container joining the sandbox's namespaces by path).
+//!   (containers joining the sandbox's namespaces by path, kill --all in a shared pid
+//!   namespace);
+//! - `rootful_cri_pod_lifecycle`: a pod through the CRI service as the kubelet drives it
+//!   (tests/containerd/cri.py), with that handler.
 //!
 //! Rootful containerd keeps shim sockets under /run/containerd/s whatever its config says,
 //! and ctr puts FIFOs under /run/containerd/fifo: containerd runs in a private mount
