@@ -112,7 +112,7 @@ def main():
     script = ("trap 'echo got-term; exit 7' TERM; echo app-out; "
               "echo net=$(readlink /proc/self/ns/net); echo pid1=$(cat /proc/1/comm); "
               "echo uid=$(id -u); grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d ' \t'; "
-              "sleep 1000 & wait")
+              ": > /tmp/ready; sleep 1000 & wait")
     # LinuxContainerSecurityContext as a restricted pod spec gives it: runAsUser 1000,
     # allowPrivilegeEscalation false (no_new_privs), seccompProfile RuntimeDefault (an
     # empty SecurityProfile: profile_type 0). The pod shares its PID namespace
@@ -128,8 +128,11 @@ def main():
     call("RuntimeService", "StartContainer", ld(1, cid))
     say("started", "yes")
 
+    # The exec waits until the container has said everything (ExecSync's timeout is the
+    # deadline), so that StopContainer's SIGTERM comes after it.
+    wait_ready = "while [ ! -e /tmp/ready ]; do sleep 0.05; done; echo exec-out; exit 3"
     r = call("RuntimeService", "ExecSync",
-             ld(1, cid) + ld(2, "sh") + ld(2, "-c") + ld(2, "echo exec-out; exit 3") + num(3, 30))
+             ld(1, cid) + ld(2, "sh") + ld(2, "-c") + ld(2, wait_ready) + num(3, 30))
     say("exec_stdout", first(r, 1, b"").decode().strip())
     say("exec_code", signed32(first(r, 3, 0)))
 

@@ -573,7 +573,7 @@ fn rootful_exec_ps_pause_kill() {
         );
         assert_eq!(c.status("k1").as_deref(), Some("RUNNING"));
         skip(
-            "rootful_exec_ps_pause_kill (pause)",
+            "rootful_exec_ps_pause_kill/pause",
             "this host's cgroups are hybrid: nook has no cgroup v1 freezer, so pause is refused with its reason (asserted)",
         );
     }
@@ -641,7 +641,7 @@ fn rootful_memory_limit() {
         assert!(line.contains("cannot enforce the memory limit"), "{o}");
         assert!(!o.out().contains("survived"), "{o}");
         skip(
-            "rootful_memory_limit (OOM)",
+            "rootful_memory_limit/oom",
             "hybrid cgroups here: nook enforces limits through cgroup v2 only, so the OOM kill cannot be shown; the refusal was asserted",
         );
     }
