@@ -376,8 +376,7 @@ impl Drop for Containerd {
 fn ctr_error(o: &Output) -> String {
     o.err()
         .lines()
-        .filter(|l| l.starts_with("ctr: "))
-        .last()
+        .rfind(|l| l.starts_with("ctr: "))
         .unwrap_or_default()
         .to_string()
 }
