@@ -17,7 +17,8 @@
 #
 # While working on one area: NOOK_TESTS="security exec_join" runs only those integration
 # test executables (no unit tests; the VM lane only if "vm-lane" is listed, the root test
-# only if "run_as_root" is), and NOOK_TEST_ARGS is passed to each (a libtest name filter).
+# only if "run_as_root" is, containerd's rootful tests in the VM only if "vm-containerd"
+# is), and NOOK_TEST_ARGS is passed to each (a libtest name filter).
 #
 # /etc/subuid and /etc/subgid: the account's range is whatever this machine gives it. Only
 # where it has none does this script add one, with usermod, said loudly: the first free
@@ -400,6 +401,29 @@ else
     FAILED_STEPS="$FAILED_STEPS vm-lane"
 fi
 # --- end of the VM lane block ------------------------------------------------------------
+
+# --- 7b. containerd on a pure cgroup v2 host (issue 17; tests/vm/run-containerd-tests.sh) -
+# containerd.rs's rootful tests as root of the VM lane's guest, where nook has cgroups:
+# pause, the OOM kill, a CRI pod with the CRI's defaults. About 3 minutes under QEMU's
+# software CPU, so a run without NOOK_TESTS includes it only with hardware KVM (and says
+# SKIP otherwise); NOOK_TESTS="vm-containerd" always runs it.
+CD_EXE=$(grep '/containerd-[0-9a-f]*$' "$WORK/tests.list" | head -n1)
+if [ $IS_ROOT = 1 ] && [ -n "$CD_EXE" ]; then
+    if [ -n "${NOOK_TESTS:-}" ]; then
+        selected vm-containerd && run_vm_cd=1 || run_vm_cd=0
+    elif [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
+        run_vm_cd=1
+    else
+        run_vm_cd=0
+        echo "SKIP: vm-containerd: no hardware KVM here (QEMU's software CPU takes about 3 minutes): NOOK_TESTS=vm-containerd runs it"
+        SKIP_LINES="$SKIP_LINES  [vm-containerd] SKIP: vm-containerd: no hardware KVM here: NOOK_TESTS=vm-containerd runs it"$'\n'
+        TOTAL_SKIP=$((TOTAL_SKIP + 1))
+    fi
+    if [ $run_vm_cd = 1 ]; then
+        run_test_exe vm-containerd bash "$ROOT/tests/vm/run-containerd-tests.sh" \
+            "$WORK/nook" "$WORK/bin/$(basename "$CD_EXE")"
+    fi
+fi
 
 # --- summary ------------------------------------------------------------------------------
 say "summary ($((SECONDS - START)) s)"
