@@ -384,6 +384,37 @@ mod tests {
     }
 
     #[test]
+    fn descendants_are_found_by_parent_pid() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let sh = child.id() as i32;
+        // The grandchild appears once sh has forked it (bounded wait).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let found = with_descendants(&[sh]);
+            if found.len() >= 2 || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for pid in found.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.wait();
+        assert_eq!(found[0], sh);
+        assert_eq!(found.len(), 2, "sh and its sleep: {found:?}");
+        assert!(!found.contains(&(std::process::id() as i32)));
+        assert!(with_descendants(&[]).is_empty());
+        // This test's process is not pid 1 of its pid namespace.
+        assert!(!ns_init(std::process::id() as i32));
+    }
+
+    #[test]
     fn reads_our_own_stat() {
         let (state, start) = proc_stat(std::process::id() as i32).unwrap();
         assert!(matches!(state, 'R' | 'S'));
