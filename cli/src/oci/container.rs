@@ -239,17 +239,38 @@ impl Container {
         pids
     }
 
-    /// Notes a process `exec --detach` started (see [`EXEC_PIDS`]).
+    /// Notes a process `exec --detach` started (see [`EXEC_PIDS`]); entries of processes
+    /// that have gone are dropped on the way, so a container that is exec'd into often
+    /// (the kubelet's exec probes) keeps a short list.
     pub fn record_exec(&self, pid: i32) -> Result<()> {
-        use std::io::Write;
         let Some((_, start)) = proc_stat(pid) else {
             return Ok(()); // already gone: nothing to find later
         };
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(EXEC_PIDS))
-            .and_then(|mut f| writeln!(f, "{pid} {start}"))
+        let path = self.dir.join(EXEC_PIDS);
+        // Two execs at once (a probe and `kubectl exec`) must not lose each other's line.
+        let lock = fs::File::create(self.dir.join(format!("{EXEC_PIDS}.lock")))
+            .with_context(|| format!("locking the exec list of {}", self.record.id))?;
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking the exec list of {}", self.record.id))?;
+        let mut keep: String = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| {
+                let mut f = line.split_whitespace().map(|x| x.parse::<u64>().ok());
+                match (f.next(), f.next()) {
+                    (Some(Some(p)), Some(Some(s))) => proc_stat(p as i32)
+                        .is_some_and(|(st, t)| t == s && !matches!(st, 'Z' | 'X')),
+                    _ => false,
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        keep += &format!("{pid} {start}\n");
+        // Written whole and renamed: a concurrent reader sees the old list or the new.
+        let tmp = self.dir.join(format!("{EXEC_PIDS}.{}", std::process::id()));
+        fs::write(&tmp, keep)
+            .and_then(|()| fs::rename(&tmp, &path))
             .with_context(|| format!("recording exec'd process {pid} of {}", self.record.id))
     }
 
