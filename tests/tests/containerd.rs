@@ -21,6 +21,11 @@
 //! - `rootful_cri_pod_lifecycle`: a pod through the CRI service as the kubelet drives it
 //!   (tests/containerd/cri.py), with that handler.
 //!
+//! The same tests run as root of the VM lane's guest (tests/vm/run-containerd-tests.sh,
+//! `NOOK_TESTS=vm-containerd`), a pure cgroup v2 host: where /sys/fs/cgroup is cgroup v2
+//! they assert pause/resume, the OOM kill and the CRI's defaults; on a hybrid or v1 host
+//! they assert nook's refusals and say SKIP for what cannot be shown.
+//!
 //! Rootful containerd keeps shim sockets under /run/containerd/s whatever its config says,
 //! and ctr puts FIFOs under /run/containerd/fifo: containerd runs in a private mount
 //! namespace with a tmpfs over /run, and every ctr call enters it (nsenter -m), so the
