@@ -21,9 +21,10 @@
 #
 # While working on one area: NOOK_TESTS="security exec_join" runs only those modules of
 # the integration executable (no unit tests; the VM lane only if "vm-lane" is listed, the
-# root test only if "run_as_root" is; other crates' test executables, such as net's
-# `stack`, by name). NOOK_TEST_ARGS is passed to each run: a name filter in it (such as
-# security::fds::) takes the place of the modules' filters.
+# root test only if "run_as_root" is, containerd's rootful tests in the VM only if
+# "vm-containerd" is; other crates' test executables, such as net's `stack`, by name).
+# NOOK_TEST_ARGS is passed to each run: a name filter in it (such as security::fds::)
+# takes the place of the modules' filters.
 #
 # /etc/subuid and /etc/subgid: the account's range is whatever this machine gives it. Only
 # where it has none does this script add one, with usermod, said loudly: the first free
@@ -75,7 +76,10 @@ TEST_USER2=nooktest2
 #                   podman only recommends)
 #   debootstrap debian-archive-keyring curl  the Debian image of the workload lane
 #                   (tests/tests/workloads/debian-image.sh, made here as root)
-PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns debootstrap debian-archive-keyring curl"
+#   containerd rootlesskit python3-grpcio  the containerd client test
+#                   (tests/tests/containerd.rs: ctr with nook as the runc shim's binary,
+#                   rootful and under rootlesskit; a CRI client in python for the pod test)
+PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns debootstrap debian-archive-keyring curl containerd rootlesskit python3-grpcio"
 
 IS_ROOT=0
 [ "$(id -u)" = 0 ] && IS_ROOT=1
@@ -378,10 +382,11 @@ done
 AS_TEST_USER=(runuser -u "$TEST_USER" -- env -i USER="$TEST_USER" LOGNAME="$TEST_USER" "${TEST_ENV[@]}")
 if [ $IS_ROOT = 1 ]; then
     if area_filters "${MAIN_AREAS[@]}"; then
-        # The escape suite's cross-account tests need two accounts: the root pass below.
+        # The escape suite's cross-account tests need two accounts, containerd's rootful
+        # tests root: the root passes below.
         STEP_TIMEOUT=2400 run_test_exe integration \
             "${AS_TEST_USER[@]}" "$INTEGRATION_COPY" "${FILTER_ARGS[@]}" "${MAIN_SKIPS[@]}" \
-            --skip security::cross_user::
+            --skip security::cross_user:: --skip containerd::rootful_
     fi
     # The differential test sees its own /etc/subuid and /etc/subgid (section 5), bound in
     # a private mount namespace that ends with it.
@@ -406,6 +411,23 @@ if [ $IS_ROOT = 1 ]; then
         run_test_exe security-cross-user env -i PATH="${TEST_ENV[1]#PATH=}" \
             LANG=C.UTF-8 TMPDIR=/tmp NOOK_BIN="$WORK/nook" \
             NOOK_CROSS_USERS="$TEST_USER $TEST_USER2" "$INTEGRATION_COPY" "${xu_args[@]}"
+    fi
+    # containerd's rootful mode (tests/tests/containerd.rs lists each test and why):
+    # containerd runs as root in a private mount namespace with its own socket, root and
+    # state; nook is its runtime binary. Runs when the containerd area is selected and no
+    # filter is given, or the filter names rootful_ tests.
+    rf_args=()
+    if area_filters containerd; then
+        if [ $ARGS_FILTER = 0 ]; then
+            rf_args=(containerd::rootful_ "${TEST_ARGS[@]}")
+        elif printf '%s\n' "${TEST_ARGS[@]}" | grep -q rootful_; then
+            rf_args=("${TEST_ARGS[@]}")
+        fi
+    fi
+    if [ ${#rf_args[@]} -gt 0 ]; then
+        run_test_exe containerd-rootful env -i PATH="${TEST_ENV[1]#PATH=}" \
+            LANG=C.UTF-8 TMPDIR=/tmp HOME=/root NOOK_BIN="$WORK/nook" \
+            "$INTEGRATION_COPY" "${rf_args[@]}"
     fi
 elif area_filters "${MAIN_AREAS[@]}"; then
     STEP_TIMEOUT=2400 run_test_exe integration env "${TEST_ENV[@]}" "$INTEGRATION_COPY" \
@@ -443,6 +465,15 @@ if selected vm-lane; then
     run_test_exe vm-lane bash "$ROOT/tests/vm/run-cgroup-tests.sh" "$WORK/nook" "$INTEGRATION_COPY"
 fi
 # --- end of the VM lane block ------------------------------------------------------------
+
+# --- 7b. containerd on a pure cgroup v2 host (issue 17; tests/vm/run-containerd-tests.sh) -
+# containerd.rs's rootful tests as root of the VM lane's guest, where nook has cgroups:
+# pause, the OOM kill, a CRI pod with the CRI's defaults (about 3 minutes under QEMU's
+# software CPU). Part of every full run; with NOOK_TESTS only if "vm-containerd" is listed.
+if [ $IS_ROOT = 1 ] && selected vm-containerd; then
+    run_test_exe vm-containerd bash "$ROOT/tests/vm/run-containerd-tests.sh" \
+        "$WORK/nook" "$INTEGRATION_COPY"
+fi
 
 # --- summary ------------------------------------------------------------------------------
 say "summary ($((SECONDS - START)) s)"

@@ -143,6 +143,43 @@ const IGNORED_OPTIONS: [&str; 16] = [
     "chown",
 ];
 
+/// Every option [`MountOptions::parse`] understands rather than hands to the
+/// filesystem as data, sorted: what `nook oci features` lists as `mountOptions`.
+/// `idmap`/`ridmap` are left out: they are recognised only to be refused.
+pub fn recognised_options() -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for (set, clear, _) in FLAG_OPTIONS {
+        for o in [set, clear] {
+            v.push(o.to_string());
+            v.push(format!("r{o}"));
+        }
+    }
+    v.extend(
+        [
+            "bind",
+            "rbind",
+            "dirsync",
+            "rdirsync",
+            "private",
+            "rprivate",
+            "slave",
+            "rslave",
+            "shared",
+            "rshared",
+            "unbindable",
+            "runbindable",
+            "tmpcopyup",
+            "src-nofollow",
+        ]
+        .iter()
+        .chain(IGNORED_OPTIONS.iter())
+        .map(|o| o.to_string()),
+    );
+    v.sort();
+    v.dedup();
+    v
+}
+
 impl MountOptions {
     pub fn parse(options: &[String]) -> MountOptions {
         let mut o = MountOptions::default();
@@ -926,6 +963,18 @@ mod tests {
         );
         assert_eq!(o.flags, MS_NOSYMFOLLOW);
         assert!(o.data.is_empty());
+    }
+
+    #[test]
+    fn recognised_options_never_reach_the_kernel() {
+        let all = recognised_options();
+        assert!(all.len() > 50, "{all:?}");
+        for o in &all {
+            let parsed = MountOptions::parse(std::slice::from_ref(o));
+            assert!(parsed.data.is_empty(), "{o} would be passed as data");
+            assert!(!parsed.idmap, "{o}");
+        }
+        assert!(!all.iter().any(|o| o.contains("idmap")));
     }
 
     #[test]

@@ -261,6 +261,11 @@ impl Drop for StallingProxy {
 /// Writes an OCI layout at `dir` holding one image (tag `v1`, this machine's
 /// architecture) whose layers are the uncompressed tarballs `tars`, lowest first.
 pub fn oci_layout(dir: &Path, tars: &[&Path]) {
+    oci_layout_with_cmd(dir, tars, &[]);
+}
+
+/// [`oci_layout`] with the image's default command `cmd` (none when empty).
+pub fn oci_layout_with_cmd(dir: &Path, tars: &[&Path], cmd: &[&str]) {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -275,8 +280,14 @@ pub fn oci_layout(dir: &Path, tars: &[&Path]) {
     };
     let layers: Vec<(String, usize)> = tars.iter().map(|t| put(&fs::read(t).unwrap())).collect();
     let diff_ids: Vec<String> = layers.iter().map(|(d, _)| format!("\"{d}\"")).collect();
+    let cmd = if cmd.is_empty() {
+        String::new()
+    } else {
+        let words: Vec<String> = cmd.iter().map(|w| format!("{w:?}")).collect();
+        format!(r#","Cmd":[{}]"#, words.join(","))
+    };
     let config = format!(
-        r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["PATH=/bin:/usr/bin"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["PATH=/bin:/usr/bin"]{cmd}}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
         diff_ids.join(",")
     );
     let (config, config_size) = put(config.as_bytes());

@@ -34,6 +34,7 @@
 //! | `cgroup_vm` | `--memory`, `--pids-limit`, `--cpus`, `pause`, `stats`, `oci update` with real controllers (VM lane only) |
 //! | `oci_runtime` | `nook oci ...` (runc's command line) on bundles |
 //! | `podman_client` | podman with `--runtime nook-runtime` |
+//! | `containerd` | containerd's runc shim and CRI with nook as the runtime binary; `rootful_*` as root (run.sh's root pass, and the VM lane `vm-containerd`), the rest under rootlesskit |
 //! | `security` | the escape regression suite, a module per attack area (security/mod.rs) |
 //! | `workloads` | a debootstrapped Debian image: apt, dpkg, gcc, git, pip on every driver |
 //!
@@ -42,6 +43,7 @@
 
 mod cgroup_host;
 mod cgroup_vm;
+mod containerd;
 mod error_messages;
 mod exec_join;
 mod idmap_helper_diff;

@@ -693,3 +693,127 @@ fn tmpcopyup_never_follows_the_images_symlinks() {
     );
     assert_eq!(fs::read_dir(host.path()).unwrap().count(), 1);
 }
+
+/// `features` says what nook does: a container using every namespace, seccomp action,
+/// operator, architecture and supported filter flag it lists runs; a hook of each kind
+/// listed is known to the spec's parser; what it leaves out (SCMP_ACT_NOTIFY, the time
+/// namespace, cgroup v1) is refused or unused.
+#[test]
+fn features_are_what_nook_does() {
+    let Some(b) = Bundle::new(
+        "features_are_what_nook_does",
+        &["sh", "-c", "echo ran; readlink /proc/self/ns/cgroup"],
+    ) else {
+        return;
+    };
+    let o = b.oci(&["features"]);
+    o.success();
+    let f: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}\n{o}"));
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not a list: {v}"))
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(f["ociVersionMin"], "1.0.0");
+    assert!(f["ociVersionMax"].as_str().unwrap().starts_with("1."));
+    assert_eq!(
+        list(&f["hooks"]),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]
+    );
+    let sc = &f["linux"]["seccomp"];
+    assert_eq!(sc["enabled"], true);
+    let actions = list(&sc["actions"]);
+    assert!(!actions.contains(&"SCMP_ACT_NOTIFY".to_string()));
+    assert!(!list(&f["linux"]["namespaces"]).contains(&"time".to_string()));
+    assert_eq!(f["linux"]["cgroup"]["v1"], false);
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], false);
+    let mount_opts = list(&f["mountOptions"]);
+    assert!(
+        mount_opts.contains(&"tmpcopyup".to_string()),
+        "{mount_opts:?}"
+    );
+
+    // One rule per listed action and operator, on syscalls the command never makes
+    // (SCMP_ACT_TRACE without a tracer would fail them with ENOSYS).
+    let spare = [
+        "acct",
+        "swapon",
+        "swapoff",
+        "reboot",
+        "kexec_load",
+        "init_module",
+        "delete_module",
+        "pivot_root",
+        "syslog",
+        "vhangup",
+        "quotactl",
+        "nfsservctl",
+    ];
+    let ops = list(&sc["operators"]);
+    let mut rules = Vec::new();
+    for (i, action) in actions
+        .iter()
+        .filter(|a| *a != "SCMP_ACT_ALLOW")
+        .enumerate()
+    {
+        let op = &ops[i % ops.len()];
+        let mut arg = json!({"index": 0, "value": 1, "op": op});
+        if op == "SCMP_CMP_MASKED_EQ" {
+            arg["valueTwo"] = json!(1);
+        }
+        rules.push(json!({"names": [spare[i]], "action": action, "args": [arg]}));
+    }
+    for (i, op) in ops.iter().enumerate() {
+        rules.push(json!({"names": [spare[spare.len() - 1 - (i % 4)]], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 1, "args": [{"index": 1, "value": 7, "valueTwo": 7, "op": op}]}));
+    }
+    let namespaces: Vec<Value> = list(&f["linux"]["namespaces"])
+        .iter()
+        .map(|n| json!({"type": n}))
+        .collect();
+    b.edit(|c| {
+        c["linux"]["namespaces"] = json!(namespaces);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": list(&sc["archs"]),
+            "flags": list(&sc["supportedFlags"]),
+            "syscalls": rules,
+        });
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "f1"]);
+    o.success();
+    assert!(o.out().starts_with("ran\n"), "{o}");
+    assert_ne!(
+        o.out().lines().nth(1).unwrap_or_default(),
+        host_ns("cgroup"),
+        "{o}"
+    );
+
+    // What it leaves out is refused at create with the reason.
+    b.edit(|c| {
+        c["linux"]["seccomp"]["syscalls"] =
+            json!([{"names": ["acct"], "action": "SCMP_ACT_NOTIFY"}]);
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "f2"]);
+    assert_ne!(o.code(), 0, "{o}");
+    assert!(o.err().contains("SCMP_ACT_NOTIFY"), "{o}");
+    b.edit(|c| {
+        c["linux"]["seccomp"] = Value::Null;
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "time"}));
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "f3"]);
+    assert_ne!(o.code(), 0, "{o}");
+    assert!(o.err().contains("time namespaces"), "{o}");
+}

@@ -23,6 +23,10 @@ use super::Global;
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.json";
 pub const START_FIFO: &str = "start";
+/// `pid start_time` lines of the processes `exec --detach` started: without a cgroup,
+/// they are how `kill --all` and `ps` find a container's processes in a pid namespace
+/// it shares (a pod's).
+pub const EXEC_PIDS: &str = "exec-pids";
 
 /// What `create` records about a container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,29 +195,83 @@ impl Container {
         Ok(())
     }
 
-    /// Every process of the container: its cgroup's, or those in its pid namespace.
+    /// Every process of the container: its cgroup's; without one, every process of
+    /// its pid namespace when that is the container's own (its process is pid 1
+    /// there); else, in a pid namespace it joined (a pod's, shared with the sandbox and
+    /// other containers), only its own: its process, those `exec --detach` started,
+    /// and their descendants. (A descendant that daemonised away to the namespace's
+    /// init is out of reach without a cgroup.)
     pub fn pids(&self) -> Vec<i32> {
         if let Some(cg) = &self.record.cgroup {
             if let Ok(text) = fs::read_to_string(cg.join("cgroup.procs")) {
                 return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
             }
         }
-        if self.record.pid <= 0 || !self.alive() {
-            return Vec::new();
-        }
+        let alive = self.record.pid > 0 && self.alive();
         let ns = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-        let Some(own) = ns(self.record.pid) else {
-            return vec![self.record.pid];
-        };
-        let mut pids: Vec<i32> = fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| *pid == self.record.pid || ns(*pid).as_ref() == Some(&own))
-            .collect();
+        if alive && ns_init(self.record.pid) {
+            let Some(own) = ns(self.record.pid) else {
+                return vec![self.record.pid];
+            };
+            let mut pids: Vec<i32> = proc_pids()
+                .filter(|pid| *pid == self.record.pid || ns(*pid).as_ref() == Some(&own))
+                .collect();
+            pids.sort_unstable();
+            return pids;
+        }
+        let mut roots: Vec<i32> = Vec::new();
+        if alive {
+            roots.push(self.record.pid);
+        }
+        let recorded = fs::read_to_string(self.dir.join(EXEC_PIDS)).unwrap_or_default();
+        for line in recorded.lines() {
+            let mut f = line.split_whitespace().map(|x| x.parse::<u64>().ok());
+            if let (Some(Some(pid)), Some(Some(start))) = (f.next(), f.next()) {
+                let pid = pid as i32;
+                if proc_stat(pid).is_some_and(|(st, s)| s == start && !matches!(st, 'Z' | 'X')) {
+                    roots.push(pid);
+                }
+            }
+        }
+        let mut pids = with_descendants(&roots);
         pids.sort_unstable();
+        pids.dedup();
         pids
+    }
+
+    /// Notes a process `exec --detach` started (see [`EXEC_PIDS`]); entries of processes
+    /// that have gone are dropped on the way, so a container that is exec'd into often
+    /// (the kubelet's exec probes) keeps a short list.
+    pub fn record_exec(&self, pid: i32) -> Result<()> {
+        let Some((_, start)) = proc_stat(pid) else {
+            return Ok(()); // already gone: nothing to find later
+        };
+        let path = self.dir.join(EXEC_PIDS);
+        // Two execs at once (a probe and `kubectl exec`) must not lose each other's line.
+        let lock = fs::File::create(self.dir.join(format!("{EXEC_PIDS}.lock")))
+            .with_context(|| format!("locking the exec list of {}", self.record.id))?;
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking the exec list of {}", self.record.id))?;
+        let mut keep: String = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| {
+                let mut f = line.split_whitespace().map(|x| x.parse::<u64>().ok());
+                match (f.next(), f.next()) {
+                    (Some(Some(p)), Some(Some(s))) => proc_stat(p as i32)
+                        .is_some_and(|(st, t)| t == s && !matches!(st, 'Z' | 'X')),
+                    _ => false,
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        keep += &format!("{pid} {start}\n");
+        // Written whole and renamed: a concurrent reader sees the old list or the new.
+        let tmp = self.dir.join(format!("{EXEC_PIDS}.{}", std::process::id()));
+        fs::write(&tmp, keep)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .with_context(|| format!("recording exec'd process {pid} of {}", self.record.id))
     }
 
     /// Waits (polling /proc: the process is not our child) until it is gone.
@@ -229,6 +287,54 @@ impl Container {
         }
         true
     }
+}
+
+/// The numeric entries of /proc.
+fn proc_pids() -> impl Iterator<Item = i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+}
+
+/// Whether `pid` is pid 1 of its own pid namespace (the last NSpid field).
+fn ns_init(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|l| l.split_whitespace().last().map(|x| x == "1"))
+        })
+        .unwrap_or(false)
+}
+
+/// `roots` and every process descended from them (by parent pid, from /proc).
+fn with_descendants(roots: &[i32]) -> Vec<i32> {
+    if roots.is_empty() {
+        return Vec::new();
+    }
+    let parents: Vec<(i32, i32)> = proc_pids()
+        .filter_map(|pid| {
+            let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &text[text.rfind(')')? + 2..];
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut out = roots.to_vec();
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        for (pid, ppid) in &parents {
+            if *ppid == parent && !out.contains(pid) {
+                out.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// State letter and start time (field 22) of a process, from /proc/PID/stat.
@@ -296,6 +402,37 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "../x"] {
             assert!(check_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn descendants_are_found_by_parent_pid() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let sh = child.id() as i32;
+        // The grandchild appears once sh has forked it (bounded wait).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let found = with_descendants(&[sh]);
+            if found.len() >= 2 || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for pid in found.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.wait();
+        assert_eq!(found[0], sh);
+        assert_eq!(found.len(), 2, "sh and its sleep: {found:?}");
+        assert!(!found.contains(&(std::process::id() as i32)));
+        assert!(with_descendants(&[]).is_empty());
+        // This test's process is not pid 1 of its pid namespace.
+        assert!(!ns_init(std::process::id() as i32));
     }
 
     #[test]

@@ -118,6 +118,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32> {
     };
     match exec_in(&target, &process, &options)? {
         ExecOutcome::Detached(pid) => {
+            c.record_exec(pid)?;
             if let Some(path) = &args.pid_file {
                 super::create::write_pid_file(path, pid)?;
             }

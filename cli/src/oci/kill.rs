@@ -21,15 +21,20 @@ pub struct KillArgs {
 pub fn kill(global: &Global, args: &KillArgs) -> Result<()> {
     let sig = parse_signal(args.signal.as_deref().unwrap_or("SIGTERM"))?;
     let c = Container::load(global, &args.id)?;
-    if c.status() == Status::Stopped {
-        bail!("container {} is not running", args.id);
-    }
     if args.all {
+        // As runc: also for a stopped container, whose processes may outlive its first
+        // (containerd's shim sends `kill --all ID 9` when the first of a container in a
+        // shared pid namespace exits).
         for pid in c.pids() {
             // SAFETY: kill(2) with a pid and signal number has no memory effects.
             unsafe { libc::kill(pid, sig) };
         }
         return Ok(());
+    }
+    if c.status() == Status::Stopped {
+        // runc's words: containerd's shim and podman read "container not running" as
+        // "already finished", not as a failure.
+        bail!("cannot signal container {}: container not running", args.id);
     }
     c.signal(sig)
 }
