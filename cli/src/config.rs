@@ -297,7 +297,7 @@ fn set_defaults(
 pub fn parse_command_line() -> Result<(Cli, Result<Config>), clap::Error> {
     let internal = std::env::args_os()
         .nth(1)
-        // The supervisor re-reads a container's flags: it needs the same defaults.
+        // The supervisor builds the container (network MTU...): it needs the same file.
         .is_some_and(|a| a.to_string_lossy().starts_with("__") && a != "__supervise");
     let config = if internal {
         Ok(Config::default())

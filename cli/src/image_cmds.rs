@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use nook_engine::request::PullPolicy;
 use nook_fs::auth::{self, Credentials};
 use nook_fs::digest::Digest;
 use nook_fs::manifest::Platform;
@@ -288,18 +289,19 @@ pub struct RunImage {
 pub fn image_for_run(
     root: Option<PathBuf>,
     name: &str,
-    policy: &str,
+    policy: PullPolicy,
     reg: &RegistryArgs,
 ) -> Result<RunImage> {
     let store = open_store(root)?;
     let existing = store.find(name, &registries()?)?;
     let record = match (policy, existing) {
-        ("never", Some(r)) | ("missing", Some(r)) => r,
-        ("never", None) => bail!(
+        (PullPolicy::Never | PullPolicy::Missing, Some(r)) => r,
+        (PullPolicy::Never, None) => bail!(
             "image {name:?} is not in the store and --pull=never: run `nook pull {name}` first"
         ),
-        ("missing", None) | ("always", _) | ("newer", _) => pull_image(&store, name, reg, false)?,
-        (other, _) => bail!("bad --pull {other:?}: use missing, always or never"),
+        (PullPolicy::Missing, None) | (PullPolicy::Always | PullPolicy::Newer, _) => {
+            pull_image(&store, name, reg, false)?
+        }
     };
     // A layer removed by hand (or a store repaired) is unpacked again from its blob.
     ensure_layers(&store, &record)?;

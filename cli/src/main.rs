@@ -20,6 +20,7 @@ mod info;
 mod logging;
 mod network;
 mod oci;
+mod request;
 mod resources;
 mod run;
 mod seccomp;
@@ -36,6 +37,25 @@ use flags::{Cli, Command, Format};
 /// podman's status for "the container engine itself failed".
 const EXIT_NOOK_FAILED: i32 = 125;
 
+/// A bad flag value as one line: the flag, the value and the accepted values (clap's
+/// own rendering spreads that over three lines and a hint).
+fn value_error_line(e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    Some(parts.join(" ").trim_start_matches("error: ").to_string())
+}
+
 fn main() {
     // A caller that ignores SIGCHLD would have nook's children reaped behind its back.
     // SAFETY: SIG_DFL installs no handler; no other thread exists yet.
@@ -47,7 +67,12 @@ fn main() {
     let (cli, config): (Cli, _) = match config::parse_command_line() {
         Ok(parsed) => parsed,
         Err(e) => {
-            let _ = e.print();
+            match value_error_line(&e) {
+                Some(line) => eprintln!("nook: {line}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             std::process::exit(if e.use_stderr() { EXIT_NOOK_FAILED } else { 0 });
         }
     };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nook_net::{Config, PortMapping, Proto};
 
-use crate::flags::RunArgs;
+use nook_engine::RunRequest;
 
 pub struct NetworkChoice {
     /// Share the host's network namespace.
@@ -19,7 +19,7 @@ pub struct NetworkChoice {
     pub nook: Option<Config>,
 }
 
-pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
+pub fn choose(args: &RunRequest) -> Result<NetworkChoice> {
     let (mode, options) = args.network.split_once(':').unwrap_or((&args.network, ""));
     let mut choice = match (mode, options) {
         ("none", "") => NetworkChoice {
@@ -94,7 +94,7 @@ impl NetworkChoice {
     }
 
     /// `-P`: every port the image exposes, on a free host port each (reported on stderr).
-    pub fn publish_all(&mut self, args: &RunArgs, exposed: Option<Vec<String>>) -> Result<()> {
+    pub fn publish_all(&mut self, args: &RunRequest, exposed: Option<Vec<String>>) -> Result<()> {
         let Some(cfg) = self.nook.as_mut().filter(|_| args.publish_all) else {
             return Ok(());
         };

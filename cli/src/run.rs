@@ -16,10 +16,13 @@ use nook_rootless::{RunOptions, StartedHook, StdinMode};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::container::record::{Container, Places, ProcessId, RestartPolicy, State, Status};
+use nook_engine::request::{PullPolicy, Userns};
+use nook_engine::RunRequest;
+
+use crate::container::record::{Container, Places, ProcessId, State, Status};
 
 use crate::copies::CopyRoot;
-use crate::flags::RunArgs;
+use crate::flags::{RegistryArgs, RunArgs};
 use crate::image_cmds::{self, RunImage};
 use crate::spec::{self, GeneratedFiles, Root, SpecInput};
 use crate::storage;
@@ -47,16 +50,18 @@ impl ImageChoice {
 }
 
 pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let passing = Passing::of(&args)?;
+    let request = RunRequest::try_from(&args)?;
+    let passing = Passing::of(args.preserve_fds)?;
+    let creds = args.registry.creds.as_deref();
     if args.detach {
-        return crate::container::lifecycle::run_detached(args, store_root, &passing);
+        return crate::container::lifecycle::run_detached(&request, creds, store_root, &passing);
     }
-    let places = Places::for_run(store_root.clone(), &args)?;
+    let places = Places::for_run(store_root.clone(), &request)?;
     // The image first: a failed pull leaves no container behind.
-    let image = choose_image(&args, store_root)?;
-    let ctr = Container::create(&places, &args, command_line(), image.image_id())?;
+    let image = choose_image(&request, creds, store_root)?;
+    let ctr = Container::create(&places, &request, image.image_id())?;
     let _runtime = RuntimeFiles::new(&places, &ctr)?;
-    run_container(&places, &ctr, &args, &image, None, &passing)
+    run_container(&places, &ctr, &image, None, &passing)
 }
 
 /// Descriptors of nook's caller that the container gets, as podman hands them on:
@@ -70,9 +75,10 @@ pub struct Passing {
 }
 
 impl Passing {
-    pub fn of(args: &RunArgs) -> Result<Passing> {
+    /// `--preserve-fds`, else what socket activation passed this process.
+    pub fn of(preserve_fds: Option<u32>) -> Result<Passing> {
         let listen = nook_rootless::fds::listen_fds();
-        let passing = match (args.preserve_fds, listen) {
+        let passing = match (preserve_fds, listen) {
             (Some(n), Some(_)) => {
                 eprintln!(
                     "nook: ignoring LISTEN_FDS: --preserve-fds {n} says which descriptors pass"
@@ -142,12 +148,6 @@ impl Passing {
     }
 }
 
-/// nook's arguments as given (without the program name), kept in the record so every
-/// start re-reads the same flags.
-pub fn command_line() -> Vec<String> {
-    std::env::args().skip(1).collect()
-}
-
 /// The container's runtime directory, removed when the last run of its supervisor ends.
 pub struct RuntimeFiles {
     _dir: ContainerDir,
@@ -172,40 +172,29 @@ impl RuntimeFiles {
 pub fn run_container(
     places: &Places,
     ctr: &Container,
-    args: &RunArgs,
     image: &ImageChoice,
     on_started: Option<Arc<dyn Fn() + Send + Sync>>,
     passing: &Passing,
 ) -> Result<i32> {
-    if args.rm && ctr.record.restart != RestartPolicy::No {
-        bail!("--rm and --restart exclude each other: a removed container cannot restart");
-    }
     let _ = std::fs::remove_file(ctr.stop_marker());
     let mut restarts = ctr.recorded_state().restarts;
     let result = loop {
-        let result = run_once(
-            places,
-            ctr,
-            args,
-            image,
-            restarts,
-            on_started.clone(),
-            passing,
-        );
+        let result = run_once(places, ctr, image, restarts, on_started.clone(), passing);
         let code = match &result {
             Ok(code) => *code,
             Err(e) => exit_code_of(e),
         };
         // A `--rm` container's record goes at once: no exit state to write.
-        if !ctr.record.rm {
+        if !ctr.record.request.rm {
             record_exit(ctr, &result, restarts);
         }
-        if !ctr.record.restart.restarts_after(code, restarts) || !restart_delay(ctr, restarts) {
+        let restart = ctr.record.request.restart;
+        if !restart.restarts_after(code, restarts) || !restart_delay(ctr, restarts) {
             break result;
         }
         restarts += 1;
     };
-    if ctr.record.rm {
+    if ctr.record.request.rm {
         crate::container::lifecycle::remove_container(places, ctr);
     }
     result
@@ -269,27 +258,24 @@ pub const SINGLE_ID_NOTICE: &str = "single-id-notice";
 fn run_once(
     places: &Places,
     ctr: &Container,
-    args: &RunArgs,
     image: &ImageChoice,
     restarts: u32,
     on_started: Option<Arc<dyn Fn() + Send + Sync>>,
     passing: &Passing,
 ) -> Result<i32> {
-    let mut network = crate::network::choose(args)?;
-    let userns = userns_mode(args)?;
+    let req = &ctr.record.request;
+    let mut network = crate::network::choose(req)?;
+    let userns = userns_mode(req)?;
 
     let runtime_dir = state::runtime_dir()?;
     let id = ctr.record.id.clone();
-    let hostname = args
-        .hostname
-        .clone()
-        .unwrap_or_else(|| id[..12].to_string());
+    let hostname = req.hostname.clone().unwrap_or_else(|| id[..12].to_string());
     // Kept between the runs of one supervisor; `RuntimeFiles` removes it at the end.
     let dir = ContainerDir::create(&runtime_dir, &id, false)?;
     let ids = idmap::plan(&userns, &HostIds::current())?;
     // Declared after `dir`, so it is torn down (FUSE server stopped, an ephemeral
     // writable layer removed) before the container directory is.
-    let root = prepare_root(image, args, ctr, &dir.path, &runtime_dir, &ids)?;
+    let root = prepare_root(image, ctr, &dir.path, &runtime_dir, &ids)?;
 
     let mut files = write_etc_files(&dir.path, &hostname, network.host)?;
     files.resolv_conf = network.write_resolv_conf(&dir.path)?;
@@ -303,10 +289,10 @@ fn run_once(
         .as_ref()
         .and_then(|c| c.exposed_ports.as_ref())
         .map(|ports| ports.keys().cloned().collect());
-    network.publish_all(args, exposed)?;
+    network.publish_all(req, exposed)?;
     let ports = network.published();
     let (mut spec, seccomp_record) = spec::build(&SpecInput {
-        args,
+        req,
         root: &root.root,
         ids: &ids,
         hostname: &hostname,
@@ -320,12 +306,12 @@ fn run_once(
     let workdir = spec.process().as_ref().map(|p| p.cwd().clone());
     let spawned_hook = spawned_hook(ctr, restarts, ports, workdir);
     let options = RunOptions {
-        stdin: if args.interactive {
+        stdin: if req.interactive {
             StdinMode::Inherit
         } else {
             StdinMode::Null
         },
-        init: args.init,
+        init: req.init,
         network: network.nook,
         fuse_socket: root
             .union
@@ -341,7 +327,7 @@ fn run_once(
     // Cgroup last: a scope may move this process, and the leaf is removed (its
     // processes killed) as soon as the container has exited.
     let cgroup =
-        crate::resources::prepare(&mut spec, &args.resources, &id, &runtime_dir, &dir.path)?;
+        crate::resources::prepare(&mut spec, &req.resources, &id, &runtime_dir, &dir.path)?;
     if let (Some(cg), Some(union)) = (&cgroup, &root.union) {
         // The FUSE server was started before the cgroup existed; what a container makes
         // it hold counts against the container's limits.
@@ -399,7 +385,6 @@ struct PreparedRoot {
 
 fn prepare_root(
     image: &ImageChoice,
-    args: &RunArgs,
     ctr: &Container,
     container_dir: &Path,
     runtime_dir: &Path,
@@ -411,7 +396,7 @@ fn prepare_root(
         union: None,
         _copy: None,
     };
-    let driver = args.storage_driver.as_deref();
+    let driver = ctr.record.request.storage_driver.as_deref();
     match image {
         ImageChoice::Host => {
             let mount_point = container_dir.join("rootfs");
@@ -470,8 +455,13 @@ fn prepare_root(
                 .write_record()?;
             }
             // A `--rm` container's layer goes with it; others keep theirs until `nook rm`.
-            let union =
-                storage::prepare(choice, img.layers.clone(), &layer_dir, ids, ctr.record.rm)?;
+            let union = storage::prepare(
+                choice,
+                img.layers.clone(),
+                &layer_dir,
+                ids,
+                ctr.record.request.rm,
+            )?;
             Ok(PreparedRoot {
                 root: union.root.clone(),
                 image_config,
@@ -482,57 +472,82 @@ fn prepare_root(
     }
 }
 
-pub fn choose_image(args: &RunArgs, store_root: Option<PathBuf>) -> Result<ImageChoice> {
-    if !args.layers.is_empty() {
-        if !args.rootfs {
+/// The image a new container runs: `creds` (`--creds`) only for a pull, never kept.
+pub fn choose_image(
+    req: &RunRequest,
+    creds: Option<&str>,
+    store_root: Option<PathBuf>,
+) -> Result<ImageChoice> {
+    if !req.layers.is_empty() {
+        if !req.rootfs {
             bail!("--layer needs --rootfs DIR: the directory for the container's writable layer");
         }
-        let dir = nook_fs::rootfs_dir::resolve(Path::new(&args.image))
+        let dir = nook_fs::rootfs_dir::resolve(Path::new(&req.image))
             .context("--rootfs with --layer names the container's writable layer directory")?;
         return Ok(ImageChoice::Layers {
-            layers: args.layers.clone(),
+            layers: req.layers.clone(),
             dir,
         });
     }
-    if args.rootfs {
-        let dir = nook_fs::rootfs_dir::resolve(Path::new(&args.image))
+    if req.rootfs {
+        let dir = nook_fs::rootfs_dir::resolve(Path::new(&req.image))
             .context("--rootfs needs a directory holding a root filesystem")?;
         return Ok(ImageChoice::Dir(dir));
     }
-    if args.image == nook_fs::host_image::NAME {
+    if req.image == nook_fs::host_image::NAME {
         return Ok(ImageChoice::Host);
     }
-    if Path::new(&args.image).is_dir() {
+    if Path::new(&req.image).is_dir() {
         bail!(
             "image {:?} is a directory: to use it as the root filesystem, add --rootfs",
-            args.image
+            req.image
         );
     }
-    let image = image_cmds::image_for_run(store_root, &args.image, &args.pull, &args.registry)?;
+    let registry = RegistryArgs {
+        tls_verify: req.tls_verify,
+        creds: creds.map(str::to_string),
+        platform: req.platform.clone(),
+    };
+    let image = image_cmds::image_for_run(store_root, &req.image, req.pull, &registry)?;
     Ok(ImageChoice::Stored(Box::new(image)))
 }
 
-fn userns_mode(args: &RunArgs) -> Result<UsernsMode> {
-    let explicit = !args.uidmap.is_empty() || !args.gidmap.is_empty();
-    match args.userns.as_deref() {
-        None | Some("") | Some("auto") if explicit => {
+/// The image of an existing container, for a later start: the stored image it was
+/// created with (by ID: never pulled again, never another image of the same name).
+pub fn recorded_image(ctr: &Container, store_root: Option<PathBuf>) -> Result<ImageChoice> {
+    let Some(id) = &ctr.record.image_id else {
+        return choose_image(&ctr.record.request, None, store_root);
+    };
+    let registry = RegistryArgs {
+        tls_verify: None,
+        creds: None,
+        platform: None,
+    };
+    let image = image_cmds::image_for_run(store_root, id, PullPolicy::Never, &registry)
+        .with_context(|| format!("the image of container {}", ctr.record.name))?;
+    Ok(ImageChoice::Stored(Box::new(image)))
+}
+
+fn userns_mode(req: &RunRequest) -> Result<UsernsMode> {
+    let explicit = !req.uidmap.is_empty() || !req.gidmap.is_empty();
+    match req.userns {
+        Userns::Auto if explicit => {
             let parse = |list: &[String]| -> Result<Vec<IdRange>> {
                 list.iter()
                     .map(|t| idmap::parse_triple(t).map_err(anyhow::Error::msg))
                     .collect()
             };
-            if args.uidmap.is_empty() || args.gidmap.is_empty() {
+            if req.uidmap.is_empty() || req.gidmap.is_empty() {
                 bail!("--uidmap and --gidmap go together: give both");
             }
             Ok(UsernsMode::Explicit {
-                uid: parse(&args.uidmap)?,
-                gid: parse(&args.gidmap)?,
+                uid: parse(&req.uidmap)?,
+                gid: parse(&req.gidmap)?,
             })
         }
-        None | Some("") | Some("auto") => Ok(UsernsMode::Default),
-        Some("keep-id") if !explicit => Ok(UsernsMode::KeepId),
-        Some("keep-id") => bail!("--userns=keep-id and --uidmap/--gidmap exclude each other"),
-        Some(other) => bail!("unsupported --userns {other:?}: use keep-id, or leave it out"),
+        Userns::Auto => Ok(UsernsMode::Default),
+        Userns::KeepId if !explicit => Ok(UsernsMode::KeepId),
+        Userns::KeepId => bail!("--userns=keep-id and --uidmap/--gidmap exclude each other"),
     }
 }
 

@@ -27,9 +27,9 @@ use nook_fs::host_image;
 use nook_rootless::capabilities::DEFAULT_CAPABILITIES;
 use nook_rootless::idmap::{self, IdRange, Mapping};
 
-use crate::flags::RunArgs;
 use crate::seccomp::{self, Choice};
 use crate::users::{self, Identity};
+use nook_engine::RunRequest;
 
 /// Where the container's root comes from.
 #[derive(Clone)]
@@ -77,7 +77,7 @@ pub struct GeneratedFiles {
 }
 
 pub struct SpecInput<'a> {
-    pub args: &'a RunArgs,
+    pub req: &'a RunRequest,
     pub root: &'a Root,
     pub ids: &'a Mapping,
     pub hostname: &'a str,
@@ -90,21 +90,21 @@ pub struct SpecInput<'a> {
 
 /// The spec, and the record of its seccomp profile (for `nook exec`, seccomp.rs).
 pub fn build(input: &SpecInput) -> Result<(Spec, seccomp::Record)> {
-    let security = security_opts(&input.args.security_opt)?;
+    let security = security_opts(&input.req.security_opt)?;
     let caps = capabilities(
-        &input.args.cap_add,
-        &input.args.cap_drop,
-        input.args.privileged,
+        &input.req.cap_add,
+        &input.req.cap_drop,
+        input.req.privileged,
     )?;
     let bounding: Vec<String> = caps.iter().map(|c| format!("CAP_{c}")).collect();
     let (profile, record) =
-        seccomp::for_container(&security.seccomp, input.args.privileged, &bounding)?;
+        seccomp::for_container(&security.seccomp, input.req.privileged, &bounding)?;
     let process = build_process(input, caps, security.no_new_privileges)?;
     let mounts = build_mounts(input)?;
     let linux = build_linux(input, profile)?;
     let root = RootBuilder::default()
         .path(input.root.path())
-        .readonly(input.args.read_only)
+        .readonly(input.req.read_only)
         .build()?;
     let spec = SpecBuilder::default()
         .version("1.2.0")
@@ -122,7 +122,7 @@ fn build_process(
     caps: HashSet<Capability>,
     no_new_privileges: bool,
 ) -> Result<oci_spec::runtime::Process> {
-    let args = input.args;
+    let args = input.req;
     let image_user = input
         .image
         .and_then(|i| i.user.as_deref())
@@ -187,7 +187,7 @@ fn build_process(
 /// The command as podman builds it from an image: the entrypoint (`--entrypoint`, else
 /// the image's), then the command line's arguments, else the image's Cmd (dropped when
 /// `--entrypoint` replaces the entrypoint).
-fn image_command(args: &RunArgs, image: &nook_fs::manifest::RunConfig) -> Result<Vec<String>> {
+fn image_command(args: &RunRequest, image: &nook_fs::manifest::RunConfig) -> Result<Vec<String>> {
     let mut command: Vec<String> = match &args.entrypoint {
         Some(e) if e.is_empty() => Vec::new(),
         // A JSON array, as podman accepts, or one program.
@@ -295,7 +295,7 @@ fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
                 mounts.push(scratch(s.path, s.mode)?);
             }
         }
-        Root::Dir(_) | Root::Union { .. } if input.args.read_only => {
+        Root::Dir(_) | Root::Union { .. } if input.req.read_only => {
             if let Root::Union { mount, .. } = input.root {
                 mounts.push(mount.clone());
             }
@@ -323,10 +323,10 @@ fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
             &["bind", "ro", "nosuid", "nodev", "noexec"],
         )?);
     }
-    for tmpfs in &input.args.tmpfs {
+    for tmpfs in &input.req.tmpfs {
         mounts.push(tmpfs_mount(tmpfs)?);
     }
-    for volume in &input.args.volumes {
+    for volume in &input.req.volumes {
         mounts.push(volume_mount(volume)?);
     }
     Ok(mounts)
@@ -347,7 +347,7 @@ fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
     }
     // --privileged: /sys writable, as podman gives it (what the user may write there is
     // still what the host allows the user).
-    let sys = if input.args.privileged { "rw" } else { "ro" };
+    let sys = if input.req.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -376,7 +376,7 @@ fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
             &["nosuid", "noexec", "nodev", sys],
         )?,
     ];
-    if input.args.privileged {
+    if input.req.privileged {
         mounts.extend(host_devices()?);
     }
     Ok(mounts)
@@ -542,7 +542,7 @@ fn build_linux(
             })
             .collect()
     };
-    let (masked, readonly) = if input.args.privileged {
+    let (masked, readonly) = if input.req.privileged {
         (Vec::new(), Vec::new())
     } else {
         let mut masked = oci_spec::runtime::get_default_maskedpaths();
@@ -560,7 +560,7 @@ fn build_linux(
         None => linux,
     };
     // --memory, --cpus, --pids-limit ... (resources.rs), applied by the rootless crate.
-    let linux = match crate::resources::build(&input.args.resources)? {
+    let linux = match crate::resources::build(&input.req.resources)? {
         Some(resources) => linux.resources(resources),
         None => linux,
     };

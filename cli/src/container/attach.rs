@@ -48,8 +48,8 @@ pub fn attach(places: &Places, ctr: &Container, with_stdin: bool) -> Result<i32>
 /// supervisor ends; returns the container's exit code.
 pub fn attach_on(ctr: &Container, mut conn: UnixStream, with_stdin: bool) -> Result<i32> {
     let stdin = std::io::stdin();
-    let send_input = with_stdin && ctr.record.interactive;
-    let _raw = (send_input && ctr.record.tty)
+    let send_input = with_stdin && ctr.record.request.interactive;
+    let _raw = (send_input && ctr.record.request.tty)
         .then(|| nook_rootless::RawMode::enter(stdin.as_fd()))
         .flatten();
     let mut stdin_open = send_input;

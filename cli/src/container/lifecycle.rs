@@ -15,6 +15,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::record::{Container, Places, ProcessId, Status};
 use super::supervisor;
+use nook_engine::RunRequest;
+
 use crate::flags::{
     CtrsArgs, KillArgs, PruneArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs,
 };
@@ -25,11 +27,12 @@ use crate::store_helper::{self, Job};
 /// supervisor; prints the ID once the container runs.
 /// The descriptors `passing` names go to the supervisor, which hands them on.
 pub fn run_detached(
-    args: RunArgs,
+    request: &RunRequest,
+    creds: Option<&str>,
     store_root: Option<PathBuf>,
     passing: &run::Passing,
 ) -> Result<i32> {
-    let ctr = create_container(&args, store_root)?;
+    let ctr = create_container(request, creds, store_root)?;
     supervisor::spawn_with(&ctr, None, passing)?;
     println!("{}", ctr.record.id);
     Ok(0)
@@ -46,15 +49,20 @@ pub fn create_cmd(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
              use it with `nook run` (a created container starts from `nook start`, later)"
         );
     }
-    let ctr = create_container(&args, store_root)?;
+    let request = RunRequest::try_from(&args)?;
+    let ctr = create_container(&request, args.registry.creds.as_deref(), store_root)?;
     println!("{}", ctr.record.id);
     Ok(0)
 }
 
-fn create_container(args: &RunArgs, store_root: Option<PathBuf>) -> Result<Container> {
-    let places = Places::for_run(store_root.clone(), args)?;
-    let image = run::choose_image(args, store_root)?;
-    Container::create(&places, args, run::command_line(), image.image_id())
+fn create_container(
+    request: &RunRequest,
+    creds: Option<&str>,
+    store_root: Option<PathBuf>,
+) -> Result<Container> {
+    let places = Places::for_run(store_root.clone(), request)?;
+    let image = run::choose_image(request, creds, store_root)?;
+    Container::create(&places, request, image.image_id())
 }
 
 /// `nook start [-a] CTR...`.
@@ -172,7 +180,7 @@ pub fn stop(ctr: &Container, timeout: Duration) -> Result<()> {
         wait_for_supervisor(ctr);
         return Ok(());
     };
-    let _ = pid.signal(ctr.record.stop_signal);
+    let _ = pid.signal(ctr.record.request.stop_signal);
     if !pid.wait(Some(timeout)) {
         if timeout.is_zero() {
             // `-t 0` asked for KILL at once: nothing to warn about.
@@ -185,7 +193,7 @@ pub fn stop(ctr: &Container, timeout: Duration) -> Result<()> {
         // that the container ends by KILL (exit 137) rather than by its own handler.
         eprintln!(
             "nook: warning: {}",
-            stop_fallback_notice(ctr.record.stop_signal, &ctr.record.name, timeout)
+            stop_fallback_notice(ctr.record.request.stop_signal, &ctr.record.name, timeout)
         );
         let _ = pid.signal(libc::SIGKILL);
         pid.wait(None);
@@ -226,7 +234,7 @@ pub fn stop_cmd(args: StopArgs, store_root: Option<PathBuf>, restart: bool) -> R
     let places = Places::open(store_root)?;
     let mut failed = false;
     for ctr in targets(&places, args.all, &args.containers)? {
-        let timeout = Duration::from_secs(args.time.unwrap_or(ctr.record.stop_timeout));
+        let timeout = Duration::from_secs(args.time.unwrap_or(ctr.record.request.stop_timeout));
         let result = stop(&ctr, timeout).and_then(|()| match restart {
             true => supervisor::spawn(&ctr),
             false => Ok(()),
@@ -249,7 +257,7 @@ pub fn stop_cmd(args: StopArgs, store_root: Option<PathBuf>, restart: bool) -> R
 /// `nook kill`.
 pub fn kill_cmd(args: KillArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let places = Places::open(store_root)?;
-    let sig = super::record::parse_signal(&args.signal)?;
+    let sig = args.signal;
     let mut failed = false;
     for ctr in targets(&places, args.all, &args.containers)? {
         let st = ctr.state();
@@ -358,7 +366,7 @@ pub fn wait_cmd(args: CtrsArgs, store_root: Option<PathBuf>) -> Result<i32> {
 pub fn rename_cmd(args: RenameArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let places = Places::open(store_root)?;
     let mut ctr = places.find(&args.container)?;
-    places.reserve_name(&args.new_name, &ctr.record.id, ctr.record.rm)?;
+    places.reserve_name(&args.new_name, &ctr.record.id, ctr.record.request.rm)?;
     let old = std::mem::replace(&mut ctr.record.name, args.new_name.clone());
     if let Err(e) = ctr.write_record() {
         places.release_name(&args.new_name, &ctr.record.id);
@@ -372,7 +380,7 @@ pub fn rename_cmd(args: RenameArgs, store_root: Option<PathBuf>) -> Result<i32> 
 /// are removed now (what `--rm` asked for), so `ps` does not list the dead.
 pub fn sweep_dead_rm_containers(places: &Places) {
     for ctr in places.all() {
-        if ctr.record.rm && !ctr.supervised() && !owner_alive(&ctr.runtime_dir(places)) {
+        if ctr.record.request.rm && !ctr.supervised() && !owner_alive(&ctr.runtime_dir(places)) {
             remove_container(places, &ctr);
         }
     }

@@ -59,7 +59,7 @@ pub fn parse_line(line: &[u8]) -> Option<Entry> {
 pub fn logs_cmd(args: LogsArgs, store_root: Option<std::path::PathBuf>) -> Result<i32> {
     let places = Places::open(store_root)?;
     let ctr = places.find(&args.container)?;
-    if ctr.record.log_driver == "none" {
+    if ctr.record.request.log_driver == nook_engine::request::LogDriver::None {
         bail!(
             "container {} was created with --log-driver=none: it has no logs",
             ctr.record.name

@@ -84,7 +84,9 @@ fn matches(ctr: &Container, st: &State, key: &str, value: &str) -> bool {
         "status" => st.status.name() == value,
         "name" => ctr.record.name.contains(value),
         "id" => ctr.record.id.starts_with(value),
-        "ancestor" => ctr.record.image == value || ctr.record.image_id.as_deref() == Some(value),
+        "ancestor" => {
+            ctr.record.request.image == value || ctr.record.image_id.as_deref() == Some(value)
+        }
         "exited" => {
             st.status == Status::Exited
                 && st.exit_code.map(|c| c.to_string()).as_deref() == Some(value)
@@ -94,7 +96,7 @@ fn matches(ctr: &Container, st: &State, key: &str, value: &str) -> bool {
 }
 
 fn row(ctr: &Container, st: &State, no_trunc: bool) -> PsRow {
-    let command = ctr.record.command.join(" ");
+    let command = ctr.record.request.command.join(" ");
     let command = if no_trunc || command.chars().count() <= 20 {
         command
     } else {
@@ -107,7 +109,7 @@ fn row(ctr: &Container, st: &State, no_trunc: bool) -> PsRow {
             ctr.short_id().to_string()
         },
         names: ctr.record.name.clone(),
-        image: ctr.record.image.clone(),
+        image: ctr.record.request.image.clone(),
         command,
         created: ago(&ctr.record.created),
         created_at: ctr.record.created.clone(),
@@ -166,14 +168,15 @@ pub fn human_duration(d: Duration) -> String {
 pub fn inspect_json(places: &Places, ctr: &Container) -> serde_json::Value {
     let st = ctr.state();
     let r = &ctr.record;
+    let req = &r.request;
     serde_json::json!({
         "Id": r.id,
         "Name": r.name,
         "Created": r.created,
-        "Path": r.command.first(),
-        "Args": r.command.get(1..).unwrap_or_default(),
+        "Path": req.command.first(),
+        "Args": req.command.get(1..).unwrap_or_default(),
         "Image": r.image_id,
-        "ImageName": r.image,
+        "ImageName": req.image,
         "State": {
             "Status": st.status.name(),
             "Running": st.status == Status::Running,
@@ -188,16 +191,16 @@ pub fn inspect_json(places: &Places, ctr: &Container) -> serde_json::Value {
         "RestartCount": st.restarts,
         "LogPath": ctr.log_path(),
         "Config": {
-            "Tty": r.tty,
-            "OpenStdin": r.interactive,
-            "StopSignal": r.stop_signal,
-            "StopTimeout": r.stop_timeout,
-            "Cmd": r.command,
+            "Tty": req.tty,
+            "OpenStdin": req.interactive,
+            "StopSignal": req.stop_signal,
+            "StopTimeout": req.stop_timeout,
+            "Cmd": req.command,
         },
         "HostConfig": {
-            "RestartPolicy": { "Name": r.restart.name() },
-            "AutoRemove": r.rm,
-            "LogConfig": { "Type": r.log_driver, "Size": r.log_size_max },
+            "RestartPolicy": { "Name": req.restart.name() },
+            "AutoRemove": req.rm,
+            "LogConfig": { "Type": req.log_driver, "Size": req.log_size_max },
         },
         "NetworkSettings": { "Ports": st.ports },
         "StateDir": ctr.dir,

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::flags::RunArgs;
+use nook_engine::request::RunRequest;
 
 /// The two directories container records live in.
 pub struct Places {
@@ -53,8 +53,8 @@ impl Places {
     /// store. Nothing of the store is created for it, and a store that cannot be used
     /// (another account's, unreadable) is passed over: the container is then listed by
     /// no store's `ps` (it has none), and the run goes on.
-    pub fn for_run(store_root: Option<PathBuf>, args: &RunArgs) -> Result<Places> {
-        let needs_store = !args.rm || !(args.rootfs || args.image == nook_fs::host_image::NAME);
+    pub fn for_run(store_root: Option<PathBuf>, req: &RunRequest) -> Result<Places> {
+        let needs_store = !req.rm || !(req.rootfs || req.image == nook_fs::host_image::NAME);
         if needs_store {
             return Places::open(store_root);
         }
@@ -250,34 +250,25 @@ fn check_name(name: &str) -> Result<()> {
 const CONFIG: &str = "config.json";
 const STATE: &str = "state.json";
 
+/// The record format this nook writes. 1 (no `version` field): nook's command line and
+/// the creating shell's environment, migrated on first read (see [`Container::load`]).
+pub const RECORD_VERSION: u32 = 2;
+
 /// What a container was created with; written once (and on `rename`).
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Record {
+    /// The record format ([`RECORD_VERSION`]).
+    pub version: u32,
     pub id: String,
     pub name: String,
     pub created: String,
     pub created_unix_ns: u128,
-    /// The image as the user named it.
-    pub image: String,
-    /// The stored image's ID (config digest hex), so `rmi` knows it is in use.
+    /// The stored image's ID (config digest hex): `rmi` knows it is in use, and every
+    /// later start runs this image, without pulling.
     #[serde(default)]
     pub image_id: Option<String>,
-    /// The command as given (empty: the image's).
-    pub command: Vec<String>,
-    /// `nook`'s arguments from `run`/`create` on, re-parsed by every start.
-    pub argv: Vec<String>,
-    /// The directory and environment of the creating command: relative paths and
-    /// `-e NAME` mean the same at every start.
-    pub cwd: PathBuf,
-    pub env: Vec<(String, String)>,
-    pub rm: bool,
-    pub tty: bool,
-    pub interactive: bool,
-    pub restart: RestartPolicy,
-    pub stop_signal: i32,
-    pub stop_timeout: u64,
-    pub log_driver: String,
-    pub log_size_max: Option<u64>,
+    /// What was asked: every start rebuilds the container from it.
+    pub request: RunRequest,
     /// The writable layer when it lives outside the record directory (a record on NFS).
     pub layer_dir: Option<PathBuf>,
     /// The store's containers directory this container belongs to.
@@ -285,45 +276,23 @@ pub struct Record {
     pub store: Option<PathBuf>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    No,
-    OnFailure(Option<u32>),
-    Always,
-}
-
-impl RestartPolicy {
-    pub fn parse(s: &str) -> Result<RestartPolicy> {
-        match s.split_once(':') {
-            None if s == "no" || s.is_empty() => Ok(RestartPolicy::No),
-            None if s == "always" || s == "unless-stopped" => Ok(RestartPolicy::Always),
-            None if s == "on-failure" => Ok(RestartPolicy::OnFailure(None)),
-            Some(("on-failure", n)) => n
-                .parse()
-                .map(|n| RestartPolicy::OnFailure(Some(n)))
-                .map_err(|_| anyhow!("bad --restart {s:?}: the retry count must be a number")),
-            _ => bail!("bad --restart {s:?}: use no, on-failure[:N], always or unless-stopped"),
-        }
-    }
-
-    /// Whether a container that ended with `code` after `restarts` restarts again.
-    pub fn restarts_after(self, code: i32, restarts: u32) -> bool {
-        match self {
-            RestartPolicy::No => false,
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure(max) => code != 0 && max.is_none_or(|m| restarts < m),
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            RestartPolicy::No => "no".into(),
-            RestartPolicy::Always => "always".into(),
-            RestartPolicy::OnFailure(None) => "on-failure".into(),
-            RestartPolicy::OnFailure(Some(n)) => format!("on-failure:{n}"),
-        }
-    }
+/// A record as nook wrote it before records held a [`RunRequest`] (format 1): its
+/// command line and the creating shell's whole environment, re-parsed at every start.
+#[derive(Deserialize)]
+pub struct LegacyRecord {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub created_unix_ns: u128,
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// `nook`'s arguments from `run`/`create` on (global flags may come first).
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub layer_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -422,19 +391,18 @@ impl Container {
     /// `image_id`: the stored image it runs, if any.
     pub fn create(
         places: &Places,
-        args: &RunArgs,
-        argv: Vec<String>,
+        request: &RunRequest,
         image_id: Option<String>,
     ) -> Result<Container> {
         let id = new_container_id()?;
-        let name = match &args.name {
+        let name = match &request.name {
             Some(name) => {
-                places.reserve_name(name, &id, args.rm)?;
+                places.reserve_name(name, &id, request.rm)?;
                 name.clone()
             }
-            None => generated_name(places, &id, args.rm)?,
+            None => generated_name(places, &id, request.rm)?,
         };
-        let base = match (&places.persistent, args.rm) {
+        let base = match (&places.persistent, request.rm) {
             (Some(p), false) => p.clone(),
             _ => places.runtime.clone(),
         };
@@ -466,22 +434,11 @@ impl Container {
             created_unix_ns: now
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
+            version: RECORD_VERSION,
             id,
             name,
-            image: args.image.clone(),
             image_id,
-            command: args.command.clone(),
-            argv,
-            cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
-            env: std::env::vars().collect(),
-            rm: args.rm,
-            tty: args.tty,
-            interactive: args.interactive,
-            restart: RestartPolicy::parse(args.restart.as_deref().unwrap_or("no"))?,
-            stop_signal: parse_signal(args.stop_signal.as_deref().unwrap_or("TERM"))?,
-            stop_timeout: args.stop_timeout.unwrap_or(10),
-            log_driver: log_driver(args.log_driver.as_deref())?,
-            log_size_max: log_size_max(&args.log_opt)?,
+            request: request.clone(),
             layer_dir: None,
             store: places.persistent.clone(),
         };
@@ -501,11 +458,39 @@ impl Container {
         Ok(container)
     }
 
+    /// Reads the record in `dir`; one in the format before [`RECORD_VERSION`] 2 is
+    /// migrated (its flags parsed once more, its environment used for `-e NAME` and then
+    /// dropped) and written back, so the caller's environment leaves the store.
     pub fn load(dir: &Path) -> Result<Container> {
         let text = fs::read(dir.join(CONFIG))
             .with_context(|| format!("reading {}", dir.join(CONFIG).display()))?;
-        let record = serde_json::from_slice(&text)
+        let value: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not a container record", dir.display()))?;
+        let version = value.get("version").and_then(serde_json::Value::as_u64);
+        let record = match version {
+            None => {
+                let legacy: LegacyRecord = serde_json::from_value(value)
+                    .with_context(|| format!("{} is not a container record", dir.display()))?;
+                let record = migrate(legacy).with_context(|| {
+                    format!("migrating the container record in {}", dir.display())
+                })?;
+                let ctr = Container {
+                    dir: dir.to_path_buf(),
+                    record,
+                };
+                // Not written back: still usable; the next read tries again.
+                if let Err(e) = ctr.write_record() {
+                    tracing::debug!("rewriting the migrated record: {e:#}");
+                }
+                return Ok(ctr);
+            }
+            Some(v) if v > RECORD_VERSION as u64 => bail!(
+                "{} holds a container record of format {v}, newer than this nook's                  ({RECORD_VERSION}): use the nook that created it",
+                dir.display()
+            ),
+            Some(_) => serde_json::from_value(value)
+                .with_context(|| format!("{} is not a container record", dir.display()))?,
+        };
         Ok(Container {
             dir: dir.to_path_buf(),
             record,
@@ -631,78 +616,26 @@ fn generated_name(places: &Places, id: &str, rm: bool) -> Result<String> {
     Ok(name)
 }
 
-/// A signal by name (`TERM`, `SIGTERM`) or number.
-pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|sig| sig as i32)
-        .map_err(|_| anyhow!("unknown signal {s:?}: use a name such as TERM or KILL, or a number"))
-}
-
-/// `--log-driver`, else `[containers] log_driver` of config.toml.
-fn log_driver(flag: Option<&str>) -> Result<String> {
-    let configured = match crate::config::current().containers.log_driver {
-        crate::config::LogDriver::JsonFile => "json-file",
-        _ => "k8s-file",
-    };
-    match flag.unwrap_or(configured) {
-        d @ ("k8s-file" | "json-file" | "none") => Ok(d.to_string()),
-        other => bail!("unsupported --log-driver {other:?}: use k8s-file, json-file or none"),
-    }
-}
-
-/// `--log-opt max-size=10m`, else `[containers] log_size_max` of config.toml.
-fn log_size_max(opts: &[String]) -> Result<Option<u64>> {
-    let mut max = crate::config::current().containers.log_size_max;
-    for opt in opts {
-        match opt.split_once('=') {
-            Some(("max-size", v)) => {
-                let bytes = crate::resources::parse_bytes(v)
-                    .map_err(|e| anyhow!("bad --log-opt max-size={v:?}: {e}"))?;
-                max = Some(bytes.max(0) as u64);
-            }
-            _ => bail!("unsupported --log-opt {opt:?}: nook knows max-size=SIZE"),
-        }
-    }
-    Ok(max)
+/// A format-1 record as a current one: its flags parsed into a request, `-e NAME` and
+/// `--env-file` resolved with the environment and directory it recorded.
+fn migrate(legacy: LegacyRecord) -> Result<Record> {
+    let request = crate::request::from_legacy(&legacy.argv, &legacy.env, &legacy.cwd)?;
+    Ok(Record {
+        version: RECORD_VERSION,
+        id: legacy.id,
+        name: legacy.name,
+        created: legacy.created,
+        created_unix_ns: legacy.created_unix_ns,
+        image_id: legacy.image_id,
+        request,
+        layer_dir: legacy.layer_dir,
+        store: legacy.store,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn restart_policies_as_podman_spells_them() {
-        assert_eq!(RestartPolicy::parse("no").unwrap(), RestartPolicy::No);
-        assert_eq!(
-            RestartPolicy::parse("on-failure:3").unwrap(),
-            RestartPolicy::OnFailure(Some(3))
-        );
-        assert!(RestartPolicy::parse("sometimes").is_err());
-        let p = RestartPolicy::OnFailure(Some(2));
-        assert!(p.restarts_after(1, 1));
-        assert!(!p.restarts_after(1, 2));
-        assert!(!p.restarts_after(0, 0));
-        assert!(RestartPolicy::Always.restarts_after(0, 100));
-    }
-
-    #[test]
-    fn signals_by_name_and_number() {
-        assert_eq!(parse_signal("TERM").unwrap(), libc::SIGTERM);
-        assert_eq!(parse_signal("sigkill").unwrap(), libc::SIGKILL);
-        assert_eq!(parse_signal("9").unwrap(), 9);
-        assert!(parse_signal("NOPE").is_err());
-    }
 
     #[test]
     fn our_own_start_time_is_readable_and_alive() {

@@ -2,7 +2,7 @@
 //! -d` / `nook start` in a new session, outliving the command that started it.
 //!
 //! ```text
-//! nook run -d ──spawn (setsid, env and cwd of the record)──► nook __supervise DIR
+//! nook run -d ──spawn (setsid, nook's own variables only)───► nook __supervise DIR
 //!     ▲ stderr pipe: errors, then "started"            │ fork (single-threaded still)
 //!     │                                                ├──► logger: container stdout/stderr
 //!     │                                                │    pipes → log file + attach
@@ -14,7 +14,9 @@
 //!
 //! The container inherits the supervisor's stdio, exactly as under a foreground `nook run`,
 //! so the execution path has no detached special case: only what fds 0, 1 and 2 are
-//! differs. The logger is a process, not a thread, so the supervisor stays single-threaded
+//! differs. The supervisor rebuilds the container from its record's request alone: it
+//! gets no command line to re-parse, and of the starting command's environment only
+//! the variables nook itself reads ([`SUPERVISOR_ENV`]). The logger is a process, not a thread, so the supervisor stays single-threaded
 //! for every clone its restart policy asks for. It exits when the last writer of the
 //! output pipes (the supervisor and the container) is gone.
 
@@ -31,8 +33,32 @@ use anyhow::{bail, Context, Result};
 
 use super::logger;
 use super::record::{Container, Places};
-use crate::flags::{Cli, Command as Cmd, RunArgs};
 use crate::run::Passing;
+
+/// The variables the supervisor keeps from the command that starts it: those nook
+/// reads itself (where its runtime dir, store, config and credentials are, how to
+/// reach newuidmap and systemd). Nothing else of the caller's shell reaches it.
+const SUPERVISOR_ENV: &[&str] = &[
+    "HOME",
+    "PATH",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_STATE_HOME",
+    "XDG_CACHE_HOME",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "REGISTRY_AUTH_FILE",
+    "NOOK_ROOT",
+    "NOOK_CONFIG",
+    "NOOK_LOG",
+    "NOOK_NO_MOUNT_API",
+    "NOOK_PODMAN_SECCOMP",
+];
 
 /// Marker of the exit code after a start failure, on the same pipe.
 const EXIT_CODE: &str = "\u{1}nook-exit-code ";
@@ -74,12 +100,21 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing
             cmd.arg(format!("--listen-fdnames={names}"));
         }
     }
+    // The store the record belongs to, whichever `--root` or NOOK_ROOT named it.
+    if let Some(store) = ctr.record.store.as_deref().and_then(Path::parent) {
+        cmd.arg("--root").arg(store);
+    }
     let passed = passing.fds.range();
+    let cwd = &ctr.record.request.cwd;
     cmd.arg(&ctr.dir)
         .env_clear()
-        .envs(ctr.record.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(if ctr.record.cwd.is_dir() {
-            ctr.record.cwd.as_path()
+        .envs(
+            SUPERVISOR_ENV
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
+        .current_dir(if cwd.is_dir() {
+            cwd.as_path()
         } else {
             Path::new("/")
         })
@@ -164,8 +199,7 @@ pub fn main(
     store_root: Option<std::path::PathBuf>,
 ) -> Result<i32> {
     let ctr = Container::load(dir)?;
-    let args = run_args(&ctr)?;
-    let places = Places::for_run(store_root.clone(), &args)?;
+    let places = Places::for_run(store_root.clone(), &ctr.record.request)?;
     // Our stderr is the pipe to the starting command until the container runs; a
     // close-on-exec copy stays with us once fd 2 becomes the container's stderr.
     let ready = std::io::stderr()
@@ -188,10 +222,9 @@ pub fn main(
             }
         }) as Arc<dyn Fn() + Send + Sync>
     };
-    let image = crate::run::choose_image(&args, store_root);
-    let result = image.and_then(|image| {
-        crate::run::run_container(&places, &ctr, &args, &image, Some(started), passing)
-    });
+    let image = crate::run::recorded_image(&ctr, store_root);
+    let result = image
+        .and_then(|image| crate::run::run_container(&places, &ctr, &image, Some(started), passing));
     if let Err(e) = &result {
         if let Some(mut f) = ready.lock().ok().and_then(|mut r| r.take()) {
             let code = crate::run::exit_code_of(e);
@@ -205,24 +238,4 @@ pub fn main(
     // The log is complete before this process, which `nook wait` waits for, ends.
     logger::finish(logger);
     result
-}
-
-/// The flags the container was created with.
-pub fn run_args(ctr: &Container) -> Result<RunArgs> {
-    use clap::{CommandFactory, FromArgMatches};
-    let argv = std::iter::once("nook".to_string()).chain(ctr.record.argv.iter().cloned());
-    let mut cmd = crate::config::with_defaults(Cli::command(), crate::config::current());
-    let cli = cmd
-        .try_get_matches_from_mut(argv)
-        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m))
-        .with_context(|| {
-            format!(
-                "the record of container {} has flags this nook cannot read",
-                ctr.short_id()
-            )
-        })?;
-    match cli.command {
-        Cmd::Run(args) | Cmd::Create(args) => Ok(*args),
-        _ => bail!("the record of container {} is not a run", ctr.short_id()),
-    }
 }
