@@ -99,7 +99,9 @@ fn size_or_unlimited<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
     }
     let bytes = match Size::deserialize(d)? {
         Size::Bytes(n) => n,
-        Size::Text(t) => crate::resources::parse_bytes(&t).map_err(serde::de::Error::custom)?,
+        Size::Text(t) => {
+            nook_engine::resources::parse_bytes(&t).map_err(serde::de::Error::custom)?
+        }
     };
     Ok((bytes > 0).then_some(bytes as u64))
 }

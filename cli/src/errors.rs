@@ -10,21 +10,12 @@
 //! already holds is left out, one that holds the whole line so far replaces it, and one
 //! that starts by naming again what the line ends with ("loading /x.tar" around
 //! "/x.tar: not an archive") loses that start.
-//! Every place nook prints or records an anyhow error for a person goes through it.
+//! Every place nook prints or records an anyhow error for a person goes through it
+//! (the rule itself, [`join`], is the engine's: it records errors in container states).
 
 use std::fmt;
 
-/// `cause` without a start the line already ends with ("loading /x.tar" then
-/// "/x.tar: not an archive" → "not an archive"): a context naming what it worked on,
-/// around an error that names it again.
-fn without_restated_start<'a>(line: &str, cause: &'a str) -> &'a str {
-    cause
-        .match_indices(": ")
-        .map(|(at, _)| at)
-        .filter(|&at| at >= 4 && line.ends_with(&cause[..at]))
-        .last()
-        .map_or(cause, |at| &cause[at + 2..])
-}
+pub use nook_engine::error::join;
 
 /// Displays an error and its causes, `outer: inner: ...`, each fragment once.
 pub struct Chain<'a>(pub &'a anyhow::Error);
@@ -33,25 +24,6 @@ impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&join(self.0.chain().map(|c| c.to_string())))
     }
-}
-
-/// The line for an error and its causes, outermost first.
-pub fn join(causes: impl IntoIterator<Item = String>) -> String {
-    let mut line = String::new();
-    for cause in causes {
-        let cause = cause.trim();
-        if cause.is_empty() || line.contains(cause) {
-            continue;
-        }
-        let cause = without_restated_start(&line, cause);
-        if line.is_empty() || cause.contains(line.as_str()) {
-            line = cause.to_string();
-        } else {
-            line.push_str(": ");
-            line.push_str(cause);
-        }
-    }
-    line
 }
 
 #[cfg(test)]

@@ -2,14 +2,12 @@
 //! to podman's exit codes: 125 nook failed, 126/127 the command could not be run,
 //! otherwise the container's own status.
 
-mod apt_sandbox;
 mod completion;
 mod config;
 mod container;
 mod copies;
 mod cp;
 mod df;
-mod env;
 mod errors;
 mod exec;
 mod exec_pid;
@@ -18,19 +16,15 @@ mod format;
 mod image_cmds;
 mod info;
 mod logging;
-mod network;
+mod notify;
 mod oci;
 mod request;
-mod resources;
 mod run;
-mod seccomp;
-mod spec;
 mod stats;
 mod storage;
 mod store_helper;
 mod units;
 mod unshare;
-mod users;
 
 use flags::{Cli, Command, Format};
 
@@ -195,9 +189,7 @@ fn main() {
             eprintln!("nook: {}", errors::Chain(&e));
             let code = match e.downcast_ref::<container::supervisor::ExitError>() {
                 Some(exit) => exit.0,
-                None => e
-                    .downcast_ref::<nook_rootless::Error>()
-                    .map_or(EXIT_NOOK_FAILED, nook_rootless::Error::exit_code),
+                None => run::exit_code_of(&e),
             };
             std::process::exit(code);
         }

@@ -148,7 +148,7 @@ fn log_size_max(opts: &[String], config: &Config) -> Result<Option<u64>> {
     for opt in opts {
         match opt.split_once('=') {
             Some(("max-size", v)) => {
-                let bytes = crate::resources::parse_bytes(v)
+                let bytes = nook_engine::resources::parse_bytes(v)
                     .map_err(|e| anyhow!("bad --log-opt max-size={v:?}: {e}"))?;
                 max = Some(bytes.max(0) as u64);
             }

@@ -24,8 +24,8 @@ use crate::container::record::{Container, Places, ProcessId, State, Status};
 use crate::copies::CopyRoot;
 use crate::flags::{RegistryArgs, RunArgs};
 use crate::image_cmds::{self, RunImage};
-use crate::spec::{self, GeneratedFiles, Root, SpecInput};
 use crate::storage;
+use nook_engine::spec::{self, GeneratedFiles, Root, SpecInput};
 
 pub enum ImageChoice {
     Host,
@@ -220,7 +220,11 @@ fn restart_delay(ctr: &Container, restarts: u32) -> bool {
     }
 }
 
+/// podman's exit status for a failure: 125, or 126/127 where the command could not run.
 pub fn exit_code_of(e: &anyhow::Error) -> i32 {
+    if let Some(e) = e.downcast_ref::<nook_engine::Error>() {
+        return e.exit_code();
+    }
     e.downcast_ref::<nook_rootless::Error>()
         .map_or(125, nook_rootless::Error::exit_code)
 }
@@ -264,7 +268,9 @@ fn run_once(
     passing: &Passing,
 ) -> Result<i32> {
     let req = &ctr.record.request;
-    let mut network = crate::network::choose(req)?;
+    let notify = &crate::notify::Stderr;
+    let settings = crate::notify::settings(crate::config::current());
+    let mut network = nook_engine::network::choose(req, &settings, notify)?;
     let userns = userns_mode(req)?;
 
     let runtime_dir = state::runtime_dir()?;
@@ -280,16 +286,16 @@ fn run_once(
     let mut files = write_etc_files(&dir.path, &hostname, network.host)?;
     files.resolv_conf = network.write_resolv_conf(&dir.path)?;
     if !matches!(root.root, Root::Host { .. })
-        && crate::apt_sandbox::needed(root.root.readable_path(), &ids)
+        && nook_engine::apt_sandbox::needed(root.root.readable_path(), &ids)
     {
-        files.apt_sandbox = Some(crate::apt_sandbox::write(&dir.path)?);
+        files.apt_sandbox = Some(nook_engine::apt_sandbox::write(&dir.path)?);
     }
     let exposed = root
         .image_config
         .as_ref()
         .and_then(|c| c.exposed_ports.as_ref())
         .map(|ports| ports.keys().cloned().collect());
-    network.publish_all(req, exposed)?;
+    network.publish_all(req, exposed, notify)?;
     let ports = network.published();
     let (mut spec, seccomp_record) = spec::build(&SpecInput {
         req,
@@ -299,9 +305,10 @@ fn run_once(
         files: &files,
         host_network: network.host,
         image: root.image_config.as_ref(),
+        notify,
     })?;
     passing.set_env(&mut spec);
-    crate::seccomp::write_record(&dir.path, &seccomp_record)?;
+    nook_engine::seccomp::write_record(&dir.path, &seccomp_record)?;
     let _ = places;
     let workdir = spec.process().as_ref().map(|p| p.cwd().clone());
     let spawned_hook = spawned_hook(ctr, restarts, ports, workdir);
@@ -326,8 +333,17 @@ fn run_once(
     }
     // Cgroup last: a scope may move this process, and the leaf is removed (its
     // processes killed) as soon as the container has exited.
-    let cgroup =
-        crate::resources::prepare(&mut spec, &req.resources, &id, &runtime_dir, &dir.path)?;
+    let cgroup = nook_engine::resources::prepare(
+        &mut spec,
+        &req.resources,
+        &id,
+        &runtime_dir,
+        &dir.path,
+        notify,
+    )?;
+    if cgroup.is_some() {
+        spec::add_cgroup_mount(&mut spec)?;
+    }
     if let (Some(cg), Some(union)) = (&cgroup, &root.union) {
         // The FUSE server was started before the cgroup existed; what a container makes
         // it hold counts against the container's limits.
@@ -339,7 +355,7 @@ fn run_once(
         }
     }
     let status = nook_rootless::run_in_cgroup(&spec, &options, cgroup.as_ref())?;
-    crate::resources::report_exit(cgroup.as_ref());
+    nook_engine::resources::report_exit(cgroup.as_ref(), notify);
     Ok(status.code())
 }
 

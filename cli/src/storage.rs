@@ -28,8 +28,8 @@ use nook_rootless::probe::{Probe, Status};
 use oci_spec::runtime::MountBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::Root;
 use crate::store_helper::{self, Job};
+use nook_engine::spec::Root;
 
 /// A prepared union root: what the Spec needs, and what must live while it runs.
 pub struct Prepared {

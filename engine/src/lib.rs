@@ -1,8 +1,52 @@
 //! nook's engine: the library that makes containers from a [`RunRequest`].
 //!
 //! The CLI (`cli/`) parses flags into a request and formats what comes back; the engine
-//! does the work below that line and keeps what was asked in each container's record.
+//! does the work below that line. It never prints: what a person should learn on the
+//! way goes through [`Notify`], which the caller implements; settings come in as
+//! [`Settings`], not from a global.
+//!
+//! The `nook run` path, each step in one module:
+//! request ([`request`]) → image → root → spec ([`spec`], with [`env`], [`users`],
+//! [`seccomp`], [`resources`], [`network`]) → spawn → supervise.
 
+pub mod apt_sandbox;
+pub mod env;
+pub mod error;
+pub mod network;
 pub mod request;
+pub mod resources;
+pub mod seccomp;
+pub mod spec;
+pub mod users;
 
+pub use error::{Error, Result};
 pub use request::RunRequest;
+
+/// How the engine tells a person something while it works. The CLI writes these on
+/// stderr as `nook: ...`; a program embedding the engine may log or collect them.
+pub trait Notify: Send + Sync {
+    /// Something worth knowing that changes nothing (an ignored flag, a fallback).
+    fn notice(&self, text: &str);
+    /// Something went wrong on the way and the operation went on without it.
+    fn warn(&self, text: &str);
+    /// Whether a person reads these as they come (a terminal): a notice that repeats
+    /// on every run on a host is shown only to one.
+    fn interactive(&self) -> bool {
+        false
+    }
+}
+
+/// A [`Notify`] that drops everything (tests, callers with nobody to tell).
+pub struct Quiet;
+
+impl Notify for Quiet {
+    fn notice(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+}
+
+/// The settings the engine takes from the caller's configuration (config.toml).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// The userspace network's MTU when `--network nook` gives no `mtu=`.
+    pub network_mtu: Option<u32>,
+}

@@ -69,7 +69,7 @@ const MOUNT_POINTS: [&str; 7] = [
     "/etc/hostname",
     "/etc/hosts",
     "/etc/resolv.conf",
-    crate::apt_sandbox::DEST,
+    nook_engine::apt_sandbox::DEST,
 ];
 
 fn is_mount_point(line: &str) -> bool {

@@ -237,7 +237,7 @@ pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let uid_map = std::fs::read_to_string(format!("/proc/{holder}/uid_map"))?;
     // Users by name as the container knows them (its /etc/passwd, read through the
     // confined resolver), else by number.
-    let names = crate::users::names(Path::new(&format!("/proc/{holder}/root")));
+    let names = nook_engine::users::names(Path::new(&format!("/proc/{holder}/root")));
     println!(
         "{:<10} {:>7} {:>7} {:<10} COMMAND",
         "USER", "PID", "PPID", "ELAPSED"

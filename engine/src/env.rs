@@ -2,8 +2,8 @@
 //! then the request's (`--env-file`s, then `-e` flags, resolved when it was made),
 //! later ones winning.
 
-use anyhow::Result;
-use nook_engine::RunRequest;
+use crate::error::Result;
+use crate::RunRequest;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -16,7 +16,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Result};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxSeccomp, Mount, MountBuilder, ProcessBuilder,
@@ -29,7 +30,7 @@ use nook_rootless::idmap::{self, IdRange, Mapping};
 
 use crate::seccomp::{self, Choice};
 use crate::users::{self, Identity};
-use nook_engine::RunRequest;
+use crate::RunRequest;
 
 /// Where the container's root comes from.
 #[derive(Clone)]
@@ -86,6 +87,7 @@ pub struct SpecInput<'a> {
     /// The image's run configuration (Entrypoint, Cmd, Env, WorkingDir, User), for
     /// images from the store.
     pub image: Option<&'a nook_fs::manifest::RunConfig>,
+    pub notify: &'a dyn crate::Notify,
 }
 
 /// The spec, and the record of its seccomp profile (for `nook exec`, seccomp.rs).
@@ -97,8 +99,12 @@ pub fn build(input: &SpecInput) -> Result<(Spec, seccomp::Record)> {
         input.req.privileged,
     )?;
     let bounding: Vec<String> = caps.iter().map(|c| format!("CAP_{c}")).collect();
-    let (profile, record) =
-        seccomp::for_container(&security.seccomp, input.req.privileged, &bounding)?;
+    let (profile, record) = seccomp::for_container(
+        &security.seccomp,
+        input.req.privileged,
+        &bounding,
+        input.notify,
+    )?;
     let process = build_process(input, caps, security.no_new_privileges)?;
     let mounts = build_mounts(input)?;
     let linux = build_linux(input, profile)?;
@@ -213,6 +219,7 @@ fn capabilities(add: &[String], drop: &[String], privileged: bool) -> Result<Has
         let short = short.trim_start_matches("CAP_");
         short
             .parse()
+            .map_err(crate::Error::other)
             .with_context(|| format!("unknown capability {name:?} (e.g. NET_RAW, SYS_ADMIN)"))
     };
     let mut set: HashSet<Capability> = if privileged {
