@@ -300,7 +300,9 @@ pub fn parse_command_line() -> Result<(Cli, Result<Config>), clap::Error> {
     let internal = std::env::args_os()
         .nth(1)
         // The supervisor builds the container (network MTU...): it needs the same file.
-        .is_some_and(|a| a.to_string_lossy().starts_with("__") && a != "__supervise");
+        .is_some_and(|a| {
+            nook_engine::helpers::is_internal(&a) && a != nook_engine::helpers::SUPERVISE
+        });
     let config = if internal {
         Ok(Config::default())
     } else {

@@ -21,8 +21,8 @@ use crate::container::record::{Places, Status};
 use crate::flags::DfArgs;
 use crate::format::Output;
 use crate::image_cmds;
-use crate::store_helper::{self, Job};
 use crate::units::human_size;
+use nook_engine::store_helper::{self, Job};
 
 /// One row, with podman's field names for `--format`.
 #[derive(Serialize, Default)]
@@ -77,7 +77,7 @@ pub fn df_cmd(args: DfArgs, root: Option<PathBuf>) -> Result<i32> {
             trees.extend(
                 runtime
                     .as_ref()
-                    .map(|r| crate::copies::dir(r).join(&c.record.id)),
+                    .map(|r| nook_engine::copies::dir(r).join(&c.record.id)),
             );
             trees.retain(|p| p.exists());
             (running, trees)

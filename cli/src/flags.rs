@@ -134,7 +134,7 @@ pub enum Command {
     #[command(subcommand)]
     Container(ContainerCommand),
     /// Internal: the supervisor of one detached container
-    #[command(name = "__supervise", hide = true)]
+    #[command(name = nook_engine::helpers::SUPERVISE, hide = true)]
     Supervise(SuperviseArgs),
     /// Show what this machine offers nook, and how to fix what is missing
     Info(InfoArgs),
@@ -170,10 +170,10 @@ pub enum Command {
     #[command(subcommand)]
     System(SystemCommand),
     /// Internal: store work inside the user namespace (unpack, copy, remove)
-    #[command(name = "__store-helper", hide = true)]
+    #[command(name = nook_engine::helpers::STORE_HELPER, hide = true)]
     StoreHelper,
     /// Internal: the FUSE union filesystem server of one container
-    #[command(name = "__fuse-server", hide = true)]
+    #[command(name = nook_engine::helpers::FUSE_SERVER, hide = true)]
     FuseServer,
     /// Internal: run a command in the running container whose first process is PID
     #[command(name = "__exec-pid", hide = true)]

@@ -26,7 +26,8 @@ use crate::flags::{
     RmiArgs, TagArgs,
 };
 use crate::format;
-use crate::store_helper::{self, Job, UnpackJob};
+use nook_engine::image::RunImage;
+use nook_engine::store_helper::{self, Job, UnpackJob};
 
 /// The store, with the leftovers of killed commands removed.
 pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
@@ -47,7 +48,7 @@ pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
                 Err(e) => {
                     eprintln!(
                         "nook: warning: could not clean the store's tmp/: {why}",
-                        why = crate::errors::Chain(&e)
+                        why = nook_engine::error::chain_line(&e)
                     );
                     false
                 }
@@ -61,7 +62,10 @@ pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
 /// helper holds the store's tmp/ lock with us, so nobody sweeps them while it works.
 pub fn run_in_tmp(store: &Store, job: &Job) -> Result<store_helper::Outcome> {
     let owner = store.tmp_owner_fd();
-    store_helper::run_holding(job, owner.as_ref().map(std::os::fd::AsFd::as_fd))
+    Ok(store_helper::run_holding(
+        job,
+        owner.as_ref().map(std::os::fd::AsFd::as_fd),
+    )?)
 }
 
 fn registries() -> Result<RegistriesConfig> {
@@ -277,13 +281,6 @@ pub fn find(store: &Store, name: &str) -> Result<ImageRecord> {
     store.find(name, &registries()?)?.ok_or_else(|| {
         anyhow!("image {name:?} not found in the store ({}): `nook images` lists what is there, `nook pull {name}` fetches it", store.root().display())
     })
-}
-
-/// What `nook run IMAGE` needs: the record and the layer directories, lowest first.
-pub struct RunImage {
-    pub record: ImageRecord,
-    pub layers: Vec<PathBuf>,
-    pub store: Store,
 }
 
 pub fn image_for_run(

@@ -5,7 +5,6 @@
 mod completion;
 mod config;
 mod container;
-mod copies;
 mod cp;
 mod df;
 mod errors;
@@ -21,8 +20,6 @@ mod oci;
 mod request;
 mod run;
 mod stats;
-mod storage;
-mod store_helper;
 mod units;
 mod unshare;
 
@@ -110,7 +107,7 @@ fn main() {
             | Command::Oci(_)
     ) {
         let (runtime, _) = nook_rootless::state::runtime_dir_for(nix::unistd::getuid().as_raw());
-        copies::sweep(&runtime);
+        nook_engine::copies::sweep(&runtime, &notify::Stderr);
     }
     let root = cli.globals.root;
     let result = match cli.command {
@@ -121,7 +118,7 @@ fn main() {
         Command::Unpause(args) => stats::pause(args, false, root),
         Command::Info(args) => {
             let mut report = nook_rootless::probe::probe_all();
-            report.probes.push(storage::probe());
+            report.probes.push(nook_engine::storage::probe());
             info::print(&report, args.format == Format::Json).map(|()| 0)
         }
         Command::Pull(args) => image_cmds::pull_cmd(root, args),
@@ -172,8 +169,8 @@ fn main() {
             };
             container::supervisor::main(&args.dir, args.attach_first, &passing, root)
         }
-        Command::StoreHelper => store_helper::main(),
-        Command::FuseServer => storage::fuse_server_main(),
+        Command::StoreHelper => nook_engine::store_helper::main().map_err(Into::into),
+        Command::FuseServer => nook_engine::storage::fuse_server_main().map_err(Into::into),
         Command::ExecPid(args) => exec_pid::run(args, None),
         Command::Completion(args) => completion::completion_cmd(args.shell),
         Command::Man(args) => completion::man_cmd(&args.dir),

@@ -21,11 +21,12 @@ use nook_engine::RunRequest;
 
 use crate::container::record::{Container, Places, ProcessId, State, Status};
 
-use crate::copies::CopyRoot;
 use crate::flags::{RegistryArgs, RunArgs};
-use crate::image_cmds::{self, RunImage};
-use crate::storage;
+use crate::image_cmds;
+use nook_engine::copies::CopyRoot;
+use nook_engine::image::RunImage;
 use nook_engine::spec::{self, GeneratedFiles, Root, SpecInput};
+use nook_engine::storage;
 
 pub enum ImageChoice {
     Host,
@@ -350,7 +351,7 @@ fn run_once(
         if let Err(e) = union.join_cgroup(cg) {
             eprintln!(
                 "nook: warning: {why}; the FUSE server's memory is outside the container's limits",
-                why = crate::errors::Chain(&e),
+                why = nook_engine::error::chain_line(&e),
             );
         }
     }
@@ -388,6 +389,10 @@ fn spawned_hook(
     }))
 }
 
+fn stderr_notices() -> Arc<dyn nook_engine::Notify> {
+    Arc::new(crate::notify::Stderr)
+}
+
 /// The container's root as prepared on the host, and what must be undone after it.
 struct PreparedRoot {
     root: Root,
@@ -423,7 +428,8 @@ fn prepare_root(
         ImageChoice::Dir(path) => Ok(plain(Root::Dir(path.clone()))),
         ImageChoice::Layers { layers, dir } => {
             let choice = storage::choose(driver, dir, runtime_dir)?;
-            let union = storage::prepare(choice, layers.clone(), dir, ids, false)?;
+            let union =
+                storage::prepare(choice, layers.clone(), dir, ids, false, stderr_notices())?;
             Ok(PreparedRoot {
                 root: union.root.clone(),
                 image_config: None,
@@ -441,7 +447,13 @@ fn prepare_root(
             }
             let choice = storage::choose(driver, &base, runtime_dir)?;
             if choice.driver == nook_fs::union::Driver::Copy {
-                let copy = CopyRoot::create(img, runtime_dir, &ctr.record.id, container_dir)?;
+                let copy = CopyRoot::create(
+                    img,
+                    runtime_dir,
+                    &ctr.record.id,
+                    container_dir,
+                    stderr_notices(),
+                )?;
                 return Ok(PreparedRoot {
                     root: Root::Dir(copy.path.clone()),
                     image_config,
@@ -477,6 +489,7 @@ fn prepare_root(
                 &layer_dir,
                 ids,
                 ctr.record.request.rm,
+                stderr_notices(),
             )?;
             Ok(PreparedRoot {
                 root: union.root.clone(),

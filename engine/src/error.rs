@@ -41,6 +41,29 @@ pub enum Error {
     Net(#[from] nook_net::Error),
     #[error(transparent)]
     Union(#[from] nook_fs::union::UnionError),
+    #[error(transparent)]
+    Store(#[from] nook_fs::store::StoreError),
+    /// Boxed: it carries a report of what was needed and what is free.
+    #[error(transparent)]
+    NoSpace(Box<nook_fs::space::NoSpace>),
+    #[error(transparent)]
+    Unpack(#[from] nook_fs::unpack::UnpackError),
+    #[error(transparent)]
+    Pull(#[from] nook_fs::pull::PullError),
+    #[error(transparent)]
+    Registry(#[from] nook_fs::registry::RegistryError),
+    #[error(transparent)]
+    Reference(#[from] nook_fs::reference::RefError),
+    #[error(transparent)]
+    Rootfs(#[from] nook_fs::rootfs_dir::RootfsError),
+    #[error(transparent)]
+    Dir(#[from] nook_fs::paths::DirError),
+    #[error(transparent)]
+    Auth(#[from] nook_fs::auth::AuthError),
+    #[error(transparent)]
+    Manifest(#[from] nook_fs::manifest::ManifestError),
+    #[error(transparent)]
+    Archive(#[from] nook_fs::archive::ArchiveError),
     /// Any other library's error (a dependency's own type, kept whole as the cause).
     #[error(transparent)]
     Other(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -139,6 +162,12 @@ other_from!(
     std::str::Utf8Error,
     std::time::SystemTimeError,
 );
+
+impl From<nook_fs::space::NoSpace> for Error {
+    fn from(e: nook_fs::space::NoSpace) -> Error {
+        Error::NoSpace(Box::new(e))
+    }
+}
 
 impl From<String> for Error {
     fn from(text: String) -> Error {

@@ -10,13 +10,18 @@
 //! [`seccomp`], [`resources`], [`network`]) → spawn → supervise.
 
 pub mod apt_sandbox;
+pub mod copies;
 pub mod env;
 pub mod error;
+pub mod helpers;
+pub mod image;
 pub mod network;
 pub mod request;
 pub mod resources;
 pub mod seccomp;
 pub mod spec;
+pub mod storage;
+pub mod store_helper;
 pub mod users;
 
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::record::{Container, Places};
 use crate::flags::{CommitArgs, CtrArgs};
 use crate::image_cmds;
-use crate::store_helper::{self, Job};
+use nook_engine::store_helper::{self, Job};
 
 /// The container's upper directory and its image's layer directories (lowest first).
 fn layers_of(

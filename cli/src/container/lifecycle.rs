@@ -21,7 +21,7 @@ use crate::flags::{
     CtrsArgs, KillArgs, PruneArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs,
 };
 use crate::run;
-use crate::store_helper::{self, Job};
+use nook_engine::store_helper::{self, Job};
 
 /// `nook run -d`: the image (pulled here, with progress), the record, then the
 /// supervisor; prints the ID once the container runs.
@@ -326,7 +326,7 @@ pub fn remove_container(places: &Places, ctr: &Container) {
             eprintln!(
                 "nook: warning: could not remove the writable layer of {}: {why}",
                 ctr.record.name,
-                why = crate::errors::Chain(&e),
+                why = nook_engine::error::chain_line(&e),
             );
         }
     }
@@ -457,7 +457,7 @@ fn sweep_orphan_runtime_dirs(places: &Places) {
         if let Err(e) = store_helper::run(&Job::Remove(orphans)) {
             eprintln!(
                 "nook: warning: could not remove stale runtime directories: {why}",
-                why = crate::errors::Chain(&e)
+                why = nook_engine::error::chain_line(&e)
             );
         }
     }

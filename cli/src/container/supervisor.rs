@@ -26,7 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
@@ -84,30 +84,25 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing
     if attach_first && passing.fds.count > 0 {
         bail!("a container started with `start -a` is passed no descriptors");
     }
-    let exe = std::env::current_exe().context("finding nook's own executable")?;
     let (read_end, write_end) = nix::unistd::pipe().context("pipe")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("__supervise");
-    if attach_first {
-        cmd.arg("--attach-first");
+    let mut cmd = nook_engine::helpers::Supervise {
+        dir: ctr.dir.clone(),
+        // The store the record belongs to, whichever `--root` or NOOK_ROOT named it.
+        store: ctr
+            .record
+            .store
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf),
+        attach_first,
+        pass_fds: passing.fds.count,
+        listen: passing.fds.listen,
+        listen_fdnames: passing.names.clone(),
     }
-    if passing.fds.count > 0 {
-        cmd.arg(format!("--pass-fds={}", passing.fds.count));
-        if passing.fds.listen {
-            cmd.arg("--listen");
-        }
-        if let Some(names) = &passing.names {
-            cmd.arg(format!("--listen-fdnames={names}"));
-        }
-    }
-    // The store the record belongs to, whichever `--root` or NOOK_ROOT named it.
-    if let Some(store) = ctr.record.store.as_deref().and_then(Path::parent) {
-        cmd.arg("--root").arg(store);
-    }
+    .command()?;
     let passed = passing.fds.range();
     let cwd = &ctr.record.request.cwd;
-    cmd.arg(&ctr.dir)
-        .env_clear()
+    cmd.env_clear()
         .envs(
             SUPERVISOR_ENV
                 .iter()
@@ -238,4 +233,38 @@ pub fn main(
     // The log is complete before this process, which `nook wait` waits for, ends.
     logger::finish(logger);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::flags::{Cli, Command};
+    use clap::Parser;
+    use nook_engine::helpers::Supervise;
+
+    #[test]
+    fn the_supervisor_command_line_the_engine_builds_is_the_one_the_cli_parses() {
+        let built = Supervise {
+            dir: "/store/containers/abc".into(),
+            store: Some("/store".into()),
+            attach_first: false,
+            pass_fds: 2,
+            listen: true,
+            listen_fdnames: Some("a:b".into()),
+        };
+        let cli = Cli::try_parse_from(std::iter::once("nook".into()).chain(built.args())).unwrap();
+        assert_eq!(cli.globals.root.as_deref(), built.store.as_deref());
+        let Command::Supervise(args) = cli.command else {
+            panic!("not the supervisor");
+        };
+        assert_eq!(
+            (
+                args.dir,
+                args.attach_first,
+                args.pass_fds,
+                args.listen,
+                args.listen_fdnames
+            ),
+            (built.dir, false, 2, true, Some("a:b".to_string()))
+        );
+    }
 }
