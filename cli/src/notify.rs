@@ -24,5 +24,6 @@ impl nook_engine::Notify for Stderr {
 pub fn settings(config: &crate::config::Config) -> nook_engine::Settings {
     nook_engine::Settings {
         network_mtu: config.network.mtu,
+        registries_config: config.registries.config.clone(),
     }
 }

@@ -21,12 +21,14 @@ use nook_engine::RunRequest;
 
 use crate::container::record::{Container, Places, ProcessId, State, Status};
 
-use crate::flags::{RegistryArgs, RunArgs};
+use crate::flags::RunArgs;
 use crate::image_cmds;
 use nook_engine::copies::CopyRoot;
+use nook_engine::image::PullFrom;
 use nook_engine::image::RunImage;
 use nook_engine::spec::{self, GeneratedFiles, Root, SpecInput};
 use nook_engine::storage;
+use nook_fs::auth::Credentials;
 
 pub enum ImageChoice {
     Host,
@@ -53,7 +55,8 @@ impl ImageChoice {
 pub fn run(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let request = RunRequest::try_from(&args)?;
     let passing = Passing::of(args.preserve_fds)?;
-    let creds = args.registry.creds.as_deref();
+    let creds = image_cmds::pull_from(&args.registry).creds;
+    let creds = creds.as_ref();
     if args.detach {
         return crate::container::lifecycle::run_detached(&request, creds, store_root, &passing);
     }
@@ -504,7 +507,7 @@ fn prepare_root(
 /// The image a new container runs: `creds` (`--creds`) only for a pull, never kept.
 pub fn choose_image(
     req: &RunRequest,
-    creds: Option<&str>,
+    creds: Option<&Credentials>,
     store_root: Option<PathBuf>,
 ) -> Result<ImageChoice> {
     if !req.layers.is_empty() {
@@ -532,12 +535,21 @@ pub fn choose_image(
             req.image
         );
     }
-    let registry = RegistryArgs {
+    let from = PullFrom {
         tls_verify: req.tls_verify,
-        creds: creds.map(str::to_string),
+        creds: creds.cloned(),
         platform: req.platform.clone(),
     };
-    let image = image_cmds::image_for_run(store_root, &req.image, req.pull, &registry)?;
+    let progress = image_cmds::run_progress();
+    let image = nook_engine::image::image_for_run(
+        store_root,
+        &req.image,
+        req.pull,
+        &from,
+        &image_cmds::settings(),
+        &*progress,
+        &crate::notify::Stderr,
+    )?;
     Ok(ImageChoice::Stored(Box::new(image)))
 }
 
@@ -547,13 +559,16 @@ pub fn recorded_image(ctr: &Container, store_root: Option<PathBuf>) -> Result<Im
     let Some(id) = &ctr.record.image_id else {
         return choose_image(&ctr.record.request, None, store_root);
     };
-    let registry = RegistryArgs {
-        tls_verify: None,
-        creds: None,
-        platform: None,
-    };
-    let image = image_cmds::image_for_run(store_root, id, PullPolicy::Never, &registry)
-        .with_context(|| format!("the image of container {}", ctr.record.name))?;
+    let image = nook_engine::image::image_for_run(
+        store_root,
+        id,
+        PullPolicy::Never,
+        &PullFrom::default(),
+        &image_cmds::settings(),
+        &nook_fs::pull::Quiet,
+        &crate::notify::Stderr,
+    )
+    .with_context(|| format!("the image of container {}", ctr.record.name))?;
     Ok(ImageChoice::Stored(Box::new(image)))
 }
 

@@ -54,4 +54,6 @@ impl Notify for Quiet {
 pub struct Settings {
     /// The userspace network's MTU when `--network nook` gives no `mtu=`.
     pub network_mtu: Option<u32>,
+    /// The registries.conf to use instead of the default one.
+    pub registries_config: Option<std::path::PathBuf>,
 }

@@ -28,7 +28,7 @@ use nook_engine::store_helper::{self, Job};
 /// The descriptors `passing` names go to the supervisor, which hands them on.
 pub fn run_detached(
     request: &RunRequest,
-    creds: Option<&str>,
+    creds: Option<&nook_fs::auth::Credentials>,
     store_root: Option<PathBuf>,
     passing: &run::Passing,
 ) -> Result<i32> {
@@ -50,14 +50,15 @@ pub fn create_cmd(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
         );
     }
     let request = RunRequest::try_from(&args)?;
-    let ctr = create_container(&request, args.registry.creds.as_deref(), store_root)?;
+    let creds = crate::image_cmds::pull_from(&args.registry).creds;
+    let ctr = create_container(&request, creds.as_ref(), store_root)?;
     println!("{}", ctr.record.id);
     Ok(0)
 }
 
 fn create_container(
     request: &RunRequest,
-    creds: Option<&str>,
+    creds: Option<&nook_fs::auth::Credentials>,
     store_root: Option<PathBuf>,
 ) -> Result<Container> {
     let places = Places::for_run(store_root.clone(), request)?;
