@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nook_fs::at::{self, Root};
 
-use crate::container::record::{Places, Status};
 use crate::flags::CpArgs;
+use nook_engine::container::record::{Places, Status};
 
 pub fn cp_cmd(args: CpArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::container::places(store_root)?;
     let src = Side::parse(&places, &args.source);
     let dst = Side::parse(&places, &args.dest);
     match (src, dst) {

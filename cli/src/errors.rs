@@ -26,6 +26,16 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
+/// podman's exit status for a failure: the container's recorded code for a start
+/// failure, 126/127 where the command could not be run, else 125.
+pub fn exit_code_of(e: &anyhow::Error) -> i32 {
+    if let Some(e) = e.downcast_ref::<nook_engine::Error>() {
+        return e.exit_code();
+    }
+    e.downcast_ref::<nook_rootless::Error>()
+        .map_or(125, nook_rootless::Error::exit_code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

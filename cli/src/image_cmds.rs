@@ -184,7 +184,7 @@ pub fn images_in_use(root: Option<PathBuf>) -> Vec<String> {
             let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
             alive.then_some(id)
         });
-    let recorded: Vec<String> = crate::container::record::Places::open(root)
+    let recorded: Vec<String> = crate::container::places(root)
         .map(|p| p.all())
         .unwrap_or_default()
         .into_iter()

@@ -145,8 +145,8 @@ fn main() {
         Command::Logs(args) => container::logs::logs_cmd(args, root),
         Command::Exec(args) => exec::exec_cmd(args, root),
         Command::Attach(args) => container::attach::attach_cmd(args, root),
-        Command::Stop(args) => container::lifecycle::stop_cmd(args, root, false),
-        Command::Restart(args) => container::lifecycle::stop_cmd(args, root, true),
+        Command::Stop(args) => container::lifecycle::stop_cmd(args, root),
+        Command::Restart(args) => container::lifecycle::restart_cmd(args, root),
         Command::Kill(args) => container::lifecycle::kill_cmd(args, root),
         Command::Rm(args) => container::lifecycle::rm_cmd(args, root),
         Command::Wait(args) => container::lifecycle::wait_cmd(args, root),
@@ -160,14 +160,16 @@ fn main() {
             container::lifecycle::container_prune_cmd(args, root)
         }
         Command::Supervise(args) => {
-            let passing = run::Passing {
+            let passing = nook_engine::run::Passing {
                 fds: nook_rootless::fds::PassedFds {
                     count: args.pass_fds,
                     listen: args.listen,
                 },
                 names: args.listen_fdnames,
             };
-            container::supervisor::main(&args.dir, args.attach_first, &passing, root)
+            let eng = notify::engine(root);
+            nook_engine::container::supervisor::main(&eng, &args.dir, args.attach_first, &passing)
+                .map_err(Into::into)
         }
         Command::StoreHelper => nook_engine::store_helper::main().map_err(Into::into),
         Command::FuseServer => nook_engine::storage::fuse_server_main().map_err(Into::into),
@@ -184,10 +186,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("nook: {}", errors::Chain(&e));
-            let code = match e.downcast_ref::<container::supervisor::ExitError>() {
-                Some(exit) => exit.0,
-                None => run::exit_code_of(&e),
-            };
+            let code = errors::exit_code_of(&e);
             std::process::exit(code);
         }
     }

@@ -18,6 +18,21 @@ impl nook_engine::Notify for Stderr {
     fn interactive(&self) -> bool {
         std::io::stderr().is_terminal()
     }
+
+    fn notice_once(&self, name: &str, text: &str, fallback: Option<&std::path::Path>) {
+        crate::logging::notice_once_per_account(name, text, fallback);
+    }
+}
+
+/// The engine as the command line drives it: this store, config.toml's settings,
+/// notices on stderr, format-1 records migrated.
+pub fn engine(store_root: Option<std::path::PathBuf>) -> nook_engine::Engine {
+    nook_engine::Engine {
+        store_root,
+        settings: settings(crate::config::current()),
+        notify: std::sync::Arc::new(Stderr),
+        migrate: Some(crate::request::migrate),
+    }
 }
 
 /// The engine's settings from config.toml.

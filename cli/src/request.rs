@@ -179,6 +179,14 @@ pub fn from_legacy(argv: &[String], env: &[(String, String)], cwd: &Path) -> Res
     from_args(&args, &lookup, cwd, config::current())
 }
 
+/// [`nook_engine::container::record::Migrate`]: [`from_legacy`], its error as one line.
+pub fn migrate(
+    legacy: &nook_engine::container::record::LegacyRecord,
+) -> std::result::Result<RunRequest, String> {
+    from_legacy(&legacy.argv, &legacy.env, &legacy.cwd)
+        .map_err(|e| crate::errors::Chain(&e).to_string())
+}
+
 /// `--stop-signal`, `kill --signal`: a name (`TERM`, `SIGTERM`, any case) or a number.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
     if let Ok(n) = s.parse::<i32>() {

@@ -10,6 +10,7 @@
 //! [`seccomp`], [`resources`], [`network`]) → spawn → supervise.
 
 pub mod apt_sandbox;
+pub mod container;
 pub mod copies;
 pub mod env;
 pub mod error;
@@ -18,11 +19,15 @@ pub mod image;
 pub mod network;
 pub mod request;
 pub mod resources;
+pub mod run;
 pub mod seccomp;
 pub mod spec;
 pub mod storage;
 pub mod store_helper;
 pub mod users;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use error::{Error, Result};
 pub use request::RunRequest;
@@ -38,6 +43,13 @@ pub trait Notify: Send + Sync {
     /// on every run on a host is shown only to one.
     fn interactive(&self) -> bool {
         false
+    }
+    /// A notice worth showing once per account, not on every run (the marker `name`
+    /// remembers it; `fallback` is where to keep it when the account's state directory
+    /// cannot be written).
+    fn notice_once(&self, name: &str, text: &str, fallback: Option<&std::path::Path>) {
+        let _ = (name, fallback);
+        self.notice(text);
     }
 }
 
@@ -56,4 +68,24 @@ pub struct Settings {
     pub network_mtu: Option<u32>,
     /// The registries.conf to use instead of the default one.
     pub registries_config: Option<std::path::PathBuf>,
+}
+
+/// What every engine operation takes from its caller: where the store is, the
+/// settings of its configuration, who hears notices, and how records of an older nook
+/// are read.
+#[derive(Clone)]
+pub struct Engine {
+    /// `--root` / `$NOOK_ROOT` (None: the default store of the account).
+    pub store_root: Option<PathBuf>,
+    pub settings: Settings,
+    pub notify: Arc<dyn Notify>,
+    /// See [`container::record::Migrate`].
+    pub migrate: Option<container::record::Migrate>,
+}
+
+impl Engine {
+    /// The container records of this engine's store.
+    pub fn places(&self) -> Result<container::record::Places> {
+        Ok(container::record::Places::open(self.store_root.clone())?.migrating(self.migrate))
+    }
 }

@@ -18,9 +18,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use super::lifecycle::PidFd;
-use super::record::Places;
 use crate::flags::LogsArgs;
+use nook_engine::container::lifecycle::PidFd;
 
 /// One log entry.
 #[derive(Debug, PartialEq)]
@@ -57,7 +56,7 @@ pub fn parse_line(line: &[u8]) -> Option<Entry> {
 }
 
 pub fn logs_cmd(args: LogsArgs, store_root: Option<std::path::PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::container::places(store_root)?;
     let ctr = places.find(&args.container)?;
     if ctr.record.request.log_driver == nook_engine::request::LogDriver::None {
         bail!(
@@ -77,7 +76,9 @@ pub fn logs_cmd(args: LogsArgs, store_root: Option<std::path::PathBuf>) -> Resul
         print_entries(&entries, args.timestamps);
     };
     if args.follow && ctr.supervised() {
-        let socket = super::logger::logs_socket(&ctr.runtime_dir(&places).join("attach.sock"));
+        let socket = nook_engine::container::logger::logs_socket(
+            &ctr.runtime_dir(&places).join("attach.sock"),
+        );
         if let Some(mut live) = Live::connect(&socket) {
             history(live.history()?);
             live.follow(&socket, args.timestamps)?;
@@ -113,7 +114,7 @@ impl Live {
     /// or too many followers).
     fn connect(socket: &Path) -> Option<Live> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let conn = super::logger::connect_short(socket).ok()?;
+        let conn = nook_engine::container::logger::connect_short(socket).ok()?;
         let mut hello = [0u8; 10];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
         let mut iov = [std::io::IoSliceMut::new(&mut hello)];
@@ -186,7 +187,7 @@ impl Live {
 /// Prints the line frames on `conn`; true at the end frame, false when the socket ended
 /// without it.
 fn read_frames(conn: &mut UnixStream, timestamps: bool) -> std::io::Result<bool> {
-    use super::logger::{FRAME_END, FRAME_LINES};
+    use nook_engine::container::logger::{FRAME_END, FRAME_LINES};
     let mut reader = BufReader::with_capacity(256 << 10, conn);
     let mut body = Vec::new();
     loop {
@@ -272,7 +273,11 @@ fn parse_since(text: &str) -> Result<SystemTime> {
 /// where no logger serves followers. The file is kept open and read to its end before
 /// the next one is opened, so one rotation between two reads loses nothing; files
 /// rotated away entirely in between cannot be read by anyone.
-fn follow(path: &Path, ctr: &super::record::Container, timestamps: bool) -> Result<()> {
+fn follow(
+    path: &Path,
+    ctr: &nook_engine::container::record::Container,
+    timestamps: bool,
+) -> Result<()> {
     let inotify =
         Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).context("inotify")?;
     // The directory: the file may not exist yet, and rotation replaces it.

@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::record::{Container, Places, State, Status};
 use crate::flags::{CtrArgs, PsArgs, TopArgs};
 use crate::format::Output;
+use nook_engine::container::record::{Container, Places, State, Status};
 
 /// One row of `nook ps`, with podman's field names for `--format`.
 #[derive(Serialize, Default)]
@@ -34,8 +34,8 @@ const PS_TABLE: &str =
     "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.Created}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
 pub fn ps_cmd(args: PsArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
-    super::lifecycle::sweep_dead_rm_containers(&places);
+    let places = crate::container::places(store_root)?;
+    nook_engine::container::lifecycle::sweep_dead_rm_containers(&places, &crate::notify::Stderr);
     let output = Output::parse(&args.format, PS_TABLE)?;
     output.check(&PsRow::default())?;
     let filters = args
@@ -210,7 +210,7 @@ pub fn inspect_json(places: &Places, ctr: &Container) -> serde_json::Value {
 
 /// `nook port CTR`.
 pub fn port_cmd(args: CtrArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::container::places(store_root)?;
     let ctr = places.find(&args.container)?;
     for p in ctr.state().ports {
         // Stored as HOST->CTR/PROTO; podman prints CTR/PROTO -> HOST.
@@ -224,7 +224,7 @@ pub fn port_cmd(args: CtrArgs, store_root: Option<PathBuf>) -> Result<i32> {
 
 /// `nook top CTR`: the container's processes, with the pids and user IDs it sees.
 pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::container::places(store_root)?;
     let ctr = places.find(&args.container)?;
     let st = ctr.state();
     let Some(init) = st.pid.filter(|p| st.status == Status::Running && p.alive()) else {
@@ -321,7 +321,7 @@ impl ProcInfo {
                 (ns.len() > 1).then(|| *ns.last().unwrap())
             })
             .unwrap_or(0);
-        let start_ticks = super::record::process_start_time(pid)?;
+        let start_ticks = nook_engine::container::record::process_start_time(pid)?;
         let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let cmdline = raw
             .split(|&b| b == 0)

@@ -20,10 +20,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{Context, Result};
+use crate::{bail, format_err};
 use serde::{Deserialize, Serialize};
 
-use nook_engine::request::RunRequest;
+use crate::request::RunRequest;
 
 /// The two directories container records live in.
 pub struct Places {
@@ -31,9 +32,22 @@ pub struct Places {
     pub runtime: PathBuf,
     /// `$STORE/containers`: records of containers kept after they exit.
     pub persistent: Option<PathBuf>,
+    /// How a record of the format before requests (nook's command line) is read: the
+    /// caller's, who knows that command line (None: such a record cannot be read).
+    pub migrate: Option<Migrate>,
 }
 
+/// The request of a format-1 record: its argv parsed, `-e NAME` resolved from its
+/// recorded environment, relative paths from its recorded directory.
+pub type Migrate = fn(&LegacyRecord) -> std::result::Result<RunRequest, String>;
+
 impl Places {
+    /// These places reading format-1 records through `migrate`.
+    pub fn migrating(mut self, migrate: Option<Migrate>) -> Places {
+        self.migrate = migrate;
+        self
+    }
+
     pub fn open(store_root: Option<PathBuf>) -> Result<Places> {
         let runtime = nook_rootless::state::runtime_dir()?.join("containers");
         let store_root = nook_fs::paths::store_root(store_root);
@@ -46,6 +60,7 @@ impl Places {
         Ok(Places {
             runtime,
             persistent,
+            migrate: None,
         })
     }
 
@@ -76,6 +91,7 @@ impl Places {
         Ok(Places {
             runtime,
             persistent: persistent.map(|r| r.join("containers")),
+            migrate: None,
         })
     }
 
@@ -100,7 +116,7 @@ impl Places {
         let mut all: Vec<Container> = self
             .record_dirs()
             .into_iter()
-            .filter_map(|d| Container::load(&d).ok())
+            .filter_map(|d| Container::load(&d, self.migrate).ok())
             .filter(|c| !c.dir.starts_with(&self.runtime) || c.record.store == self.persistent)
             .collect();
         all.sort_by_key(|c| std::cmp::Reverse(c.record.created_unix_ns));
@@ -161,12 +177,12 @@ impl Places {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| match rm {
-                false => anyhow!(
+                false => format_err!(
                     "creating {}: {e}; point NOOK_ROOT or --root at a writable directory of \
                      your own",
                     dir.display()
                 ),
-                true => anyhow!("creating {}: {e}", dir.display()),
+                true => format_err!("creating {}: {e}", dir.display()),
             })?;
         let link = dir.join(name);
         let mut made = false;
@@ -344,7 +360,7 @@ impl ProcessId {
 }
 
 /// Field 22 of /proc/PID/stat, read after the command name (which may hold spaces).
-pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 2..];
     // Fields from the 3rd on: the state, ..., the start time (the 22nd field overall).
@@ -419,7 +435,7 @@ impl Container {
                     true => "",
                     false => "; point NOOK_ROOT or --root at a writable directory of your own",
                 };
-                anyhow!(
+                format_err!(
                     "creating the container's directory {}: {e}{fix}",
                     new_dir.display()
                 )
@@ -461,7 +477,7 @@ impl Container {
     /// Reads the record in `dir`; one in the format before [`RECORD_VERSION`] 2 is
     /// migrated (its flags parsed once more, its environment used for `-e NAME` and then
     /// dropped) and written back, so the caller's environment leaves the store.
-    pub fn load(dir: &Path) -> Result<Container> {
+    pub fn load(dir: &Path, migrate: Option<Migrate>) -> Result<Container> {
         let text = fs::read(dir.join(CONFIG))
             .with_context(|| format!("reading {}", dir.join(CONFIG).display()))?;
         let value: serde_json::Value = serde_json::from_slice(&text)
@@ -471,7 +487,14 @@ impl Container {
             None => {
                 let legacy: LegacyRecord = serde_json::from_value(value)
                     .with_context(|| format!("{} is not a container record", dir.display()))?;
-                let record = migrate(legacy).with_context(|| {
+                let Some(migrate) = migrate else {
+                    bail!(
+                        "{} holds a container record of an older nook (format 1): any \
+                         `nook` command that lists containers migrates it",
+                        dir.display()
+                    );
+                };
+                let record = upgrade(legacy, migrate).with_context(|| {
                     format!("migrating the container record in {}", dir.display())
                 })?;
                 let ctr = Container {
@@ -618,8 +641,8 @@ fn generated_name(places: &Places, id: &str, rm: bool) -> Result<String> {
 
 /// A format-1 record as a current one: its flags parsed into a request, `-e NAME` and
 /// `--env-file` resolved with the environment and directory it recorded.
-fn migrate(legacy: LegacyRecord) -> Result<Record> {
-    let request = crate::request::from_legacy(&legacy.argv, &legacy.env, &legacy.cwd)?;
+fn upgrade(legacy: LegacyRecord, migrate: Migrate) -> Result<Record> {
+    let request = migrate(&legacy)?;
     Ok(Record {
         version: RECORD_VERSION,
         id: legacy.id,

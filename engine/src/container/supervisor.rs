@@ -29,11 +29,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Error, Result};
 
 use super::logger;
 use super::record::{Container, Places};
 use crate::run::Passing;
+use crate::{Engine, Notify};
 
 /// The variables the supervisor keeps from the command that starts it: those nook
 /// reads itself (where its runtime dir, store, config and credentials are, how to
@@ -68,8 +70,8 @@ const STARTED: &str = "\u{1}nook-started\n";
 
 /// Starts `ctr`'s supervisor in the background and waits until the container runs (or
 /// failed to start: its error, on stderr, and exit code are returned).
-pub fn spawn(ctr: &Container) -> Result<()> {
-    spawn_with(ctr, None, &crate::run::Passing::default())
+pub fn spawn(ctr: &Container, notify: &dyn Notify) -> Result<()> {
+    spawn_with(ctr, None, &crate::run::Passing::default(), notify)
 }
 
 /// The descriptor on which `__supervise --attach-first` finds its first client.
@@ -79,13 +81,18 @@ const ATTACH_FD: i32 = 3;
 /// the container prints anything (`nook start -a`). The descriptors `passing` names (fds
 /// 3..3+N of `nook run -d`) are the supervisor's too, for the container; no other of
 /// ours crosses (every one is close-on-exec since nook started, see main.rs).
-pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing) -> Result<()> {
+pub fn spawn_with(
+    ctr: &Container,
+    attach: Option<UnixStream>,
+    passing: &Passing,
+    notify: &dyn Notify,
+) -> Result<()> {
     let attach_first = attach.is_some();
     if attach_first && passing.fds.count > 0 {
         bail!("a container started with `start -a` is passed no descriptors");
     }
     let (read_end, write_end) = nix::unistd::pipe().context("pipe")?;
-    let mut cmd = nook_engine::helpers::Supervise {
+    let mut cmd = crate::helpers::Supervise {
         dir: ctr.dir.clone(),
         // The store the record belongs to, whichever `--root` or NOOK_ROOT named it.
         store: ctr
@@ -150,7 +157,14 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing
     }
     let messages = String::from_utf8_lossy(&raw).into_owned();
     if let Some((before, _)) = messages.split_once(STARTED) {
-        eprint!("{before}");
+        // What the supervisor said before the start (warnings, notices), said again.
+        for line in before.lines().filter(|l| !l.trim().is_empty()) {
+            let line = line.strip_prefix("nook: ").unwrap_or(line);
+            match line.strip_prefix("warning: ") {
+                Some(warning) => notify.warn(warning),
+                None => notify.notice(line),
+            }
+        }
         // Reaped by init once it exits; nothing of ours waits for it.
         std::mem::forget(child);
         return Ok(());
@@ -162,39 +176,22 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing
         None => (messages.trim_end(), 125),
     };
     if message.is_empty() {
-        bail!(ExitError(
+        return Err(Error::Exit(
             code,
-            "the container's supervisor failed to start it".into()
+            "the container's supervisor failed to start it".into(),
         ));
     }
-    bail!(ExitError(
+    Err(Error::Exit(
         code,
-        message.trim_start_matches("nook: ").to_string()
-    ));
+        message.trim_start_matches("nook: ").to_string(),
+    ))
 }
-
-/// A start failure with the exit code the container's state recorded (125/126/127).
-#[derive(Debug)]
-pub struct ExitError(pub i32, pub String);
-
-impl std::fmt::Display for ExitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-
-impl std::error::Error for ExitError {}
 
 /// `nook __supervise DIR`: `passing` are the descriptors `run -d` handed on (none for a
 /// later `start`, whatever the recorded flags say: those descriptors are gone).
-pub fn main(
-    dir: &Path,
-    attach_first: bool,
-    passing: &Passing,
-    store_root: Option<std::path::PathBuf>,
-) -> Result<i32> {
-    let ctr = Container::load(dir)?;
-    let places = Places::for_run(store_root.clone(), &ctr.record.request)?;
+pub fn main(eng: &Engine, dir: &Path, attach_first: bool, passing: &Passing) -> Result<i32> {
+    let ctr = Container::load(dir, eng.migrate)?;
+    let places = Places::for_run(eng.store_root.clone(), &ctr.record.request)?;
     // Our stderr is the pipe to the starting command until the container runs; a
     // close-on-exec copy stays with us once fd 2 becomes the container's stderr.
     let ready = std::io::stderr()
@@ -217,54 +214,21 @@ pub fn main(
             }
         }) as Arc<dyn Fn() + Send + Sync>
     };
-    let image = crate::run::recorded_image(&ctr, store_root);
-    let result = image
-        .and_then(|image| crate::run::run_container(&places, &ctr, &image, Some(started), passing));
+    let image = crate::run::recorded_image(eng, &ctr);
+    let result = image.and_then(|image| {
+        crate::run::run_container(eng, &places, &ctr, &image, Some(started), passing)
+    });
     if let Err(e) = &result {
         if let Some(mut f) = ready.lock().ok().and_then(|mut r| r.take()) {
-            let code = crate::run::exit_code_of(e);
+            let code = e.exit_code();
             let _ = write!(
                 f,
                 "nook: {why}\n{EXIT_CODE}{code}\n",
-                why = crate::errors::Chain(e)
+                why = crate::error::chain_line(e)
             );
         }
     }
     // The log is complete before this process, which `nook wait` waits for, ends.
     logger::finish(logger);
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::flags::{Cli, Command};
-    use clap::Parser;
-    use nook_engine::helpers::Supervise;
-
-    #[test]
-    fn the_supervisor_command_line_the_engine_builds_is_the_one_the_cli_parses() {
-        let built = Supervise {
-            dir: "/store/containers/abc".into(),
-            store: Some("/store".into()),
-            attach_first: false,
-            pass_fds: 2,
-            listen: true,
-            listen_fdnames: Some("a:b".into()),
-        };
-        let cli = Cli::try_parse_from(std::iter::once("nook".into()).chain(built.args())).unwrap();
-        assert_eq!(cli.globals.root.as_deref(), built.store.as_deref());
-        let Command::Supervise(args) = cli.command else {
-            panic!("not the supervisor");
-        };
-        assert_eq!(
-            (
-                args.dir,
-                args.attach_first,
-                args.pass_fds,
-                args.listen,
-                args.listen_fdnames
-            ),
-            (built.dir, false, 2, true, Some("a:b".to_string()))
-        );
-    }
 }

@@ -25,10 +25,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use nook_engine::request::LogDriver;
+use crate::request::LogDriver;
 
 use super::record::Container;
 
