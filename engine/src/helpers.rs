@@ -22,8 +22,22 @@ pub const FUSE_SERVER: &str = "__fuse-server";
 /// `nook __supervise [--root STORE] [...] DIR`: the supervisor of one container.
 pub const SUPERVISE: &str = "__supervise";
 
+/// The executable that implements these helpers: this process's own, unless a program
+/// embedding the engine named the `nook` binary ([`use_executable`]).
+static EXECUTABLE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Names the `nook` binary that runs the helpers, for a program that links the engine
+/// and is not itself `nook` (it has no `__supervise`). Once per process: the first
+/// call wins, and returns false for any later one.
+pub fn use_executable(nook: PathBuf) -> bool {
+    EXECUTABLE.set(nook).is_ok()
+}
+
 fn own_exe() -> Result<PathBuf> {
-    std::env::current_exe().context("finding nook's own executable")
+    match EXECUTABLE.get() {
+        Some(exe) => Ok(exe.clone()),
+        None => std::env::current_exe().context("finding nook's own executable"),
+    }
 }
 
 /// The store helper's command (stdio left to the caller).

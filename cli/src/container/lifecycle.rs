@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nook_engine::container::lifecycle::{self, PidFd};
+use nook_engine::container::lifecycle::{self, IfRunning, PidFd};
 use nook_engine::container::record::{Container, Places, Status};
 use nook_engine::container::supervisor;
 use nook_engine::run::Passing;
@@ -165,27 +165,18 @@ pub fn kill_cmd(args: KillArgs, store_root: Option<PathBuf>) -> Result<i32> {
 pub fn rm_cmd(args: RmArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let places = crate::container::places(store_root)?;
     let mut failed = false;
+    let if_running = match args.force {
+        true => IfRunning::Kill,
+        false => IfRunning::Refuse,
+    };
     for ctr in targets(&places, args.all, &args.containers)? {
-        let running = ctr.supervised();
-        if running && !args.force {
-            eprintln!(
-                "nook: container {} is running: stop it first (`nook stop {}`) or use rm -f",
-                ctr.record.name, ctr.record.name
-            );
-            failed = true;
-            continue;
-        }
-        if running {
-            let st = ctr.state();
-            if let Some(pid) = st.pid.and_then(PidFd::open) {
-                lifecycle::mark_stopped(&ctr)?;
-                let _ = pid.signal(libc::SIGKILL);
-                pid.wait(None);
+        match lifecycle::remove(&places, &ctr, if_running, &Stderr) {
+            Ok(()) => println!("{}", ctr.record.id),
+            Err(e) => {
+                eprintln!("nook: {}", nook_engine::error::chain_line(&e));
+                failed = true;
             }
-            lifecycle::wait_for_supervisor(&ctr);
         }
-        lifecycle::remove_container(&places, &ctr, &Stderr);
-        println!("{}", ctr.record.id);
     }
     Ok(if failed { 1 } else { 0 })
 }
@@ -195,22 +186,7 @@ pub fn wait_cmd(args: CtrsArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let places = crate::container::places(store_root)?;
     for key in &args.containers {
         let ctr = places.find(key)?;
-        let st = ctr.recorded_state();
-        if st.status == Status::Created {
-            bail!("container {} has not been started", ctr.record.name);
-        }
-        if let Some(sup) = st.supervisor.and_then(PidFd::open) {
-            // The supervisor ends once the container has ended for good (restarts
-            // included) and its exit is recorded.
-            sup.wait(None);
-        }
-        if !ctr.dir.join("config.json").exists() {
-            bail!(
-                "container {} was removed when it exited (--rm): its exit code is gone",
-                ctr.record.name
-            );
-        }
-        println!("{}", ctr.state().exit_code.unwrap_or(-1));
+        println!("{}", lifecycle::wait(&ctr)?);
     }
     Ok(0)
 }

@@ -163,6 +163,64 @@ pub fn mark_stopped(ctr: &Container) -> Result<()> {
         .with_context(|| format!("marking container {} as stopped", ctr.record.name))
 }
 
+/// Waits until `ctr` has ended for good (its restart policy done) and returns its exit
+/// code as recorded.
+pub fn wait(ctr: &Container) -> Result<i32> {
+    let st = ctr.recorded_state();
+    if st.status == Status::Created {
+        crate::bail!("container {} has not been started", ctr.record.name);
+    }
+    if let Some(sup) = st.supervisor.and_then(PidFd::open) {
+        // The supervisor ends once the container has ended for good (restarts
+        // included) and its exit is recorded.
+        sup.wait(None);
+    }
+    if !ctr.dir.join("config.json").exists() {
+        crate::bail!(
+            "container {} was removed when it exited (--rm): its exit code is gone",
+            ctr.record.name
+        );
+    }
+    Ok(ctr.state().exit_code.unwrap_or(-1))
+}
+
+/// Whether `remove` may end a running container first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfRunning {
+    /// Refuse: the caller says to stop it first.
+    Refuse,
+    /// Kill it (`rm -f`).
+    Kill,
+}
+
+/// Removes `ctr` (killed first if running and `if_running` says so). Err when it runs
+/// and may not be killed.
+pub fn remove(
+    places: &Places,
+    ctr: &Container,
+    if_running: IfRunning,
+    notify: &dyn Notify,
+) -> Result<()> {
+    if ctr.supervised() {
+        if if_running == IfRunning::Refuse {
+            crate::bail!(
+                "container {} is running: stop it first (`nook stop {}`) or use rm -f",
+                ctr.record.name,
+                ctr.record.name
+            );
+        }
+        let st = ctr.state();
+        if let Some(pid) = st.pid.and_then(PidFd::open) {
+            mark_stopped(ctr)?;
+            let _ = pid.signal(libc::SIGKILL);
+            pid.wait(None);
+        }
+        wait_for_supervisor(ctr);
+    }
+    remove_container(places, ctr, notify);
+    Ok(())
+}
+
 /// Removes everything of `ctr`: its writable layer (through the store helper: it holds
 /// files of subordinate IDs), its record, its runtime files and its name.
 pub fn remove_container(places: &Places, ctr: &Container, notify: &dyn Notify) {
