@@ -973,3 +973,45 @@ fn bad_enum_values_fail_at_parse_time_with_the_accepted_values() {
     // Nothing was created, no name taken.
     assert_eq!(env.nook(&["ps", "-aq"]).success().out(), "");
 }
+
+#[test]
+fn a_record_that_cannot_be_read_is_listed_as_broken_and_removed_by_name() {
+    let env = Env::new();
+    let (n, m) = (name(), name());
+    let id = env
+        .nook(&["create", "--name", &n, "host", "true"])
+        .success()
+        .line();
+    let other = env
+        .nook(&["create", "--name", &m, "host", "true"])
+        .success()
+        .line();
+    for id in [&id, &other] {
+        let record = env
+            .root
+            .path()
+            .join("containers")
+            .join(id)
+            .join("config.json");
+        std::fs::write(&record, "{\"version\": 2, \"id\": ").unwrap();
+    }
+    let ps = env.nook(&["ps", "-a", "--format", "{{.Names}} {{.State}} {{.Status}}"]);
+    let out = ps.success().out();
+    assert!(out.contains(&format!("{n} broken Broken: ")), "{ps}");
+    assert!(out.contains("is not a container record"), "{ps}");
+    // Its name stays reserved meanwhile; other commands say why and what to do.
+    env.nook(&["create", "--name", &n, "host", "true"])
+        .assert_error_line(125, &[&n, "in use"]);
+    env.nook(&["start", &n])
+        .assert_error_line(125, &[&n, "cannot be read", "nook rm"]);
+    // Removed by name, and by a prefix of its ID with -f: nothing left, names free.
+    assert_eq!(env.nook(&["rm", &n]).success().line(), id);
+    assert_eq!(
+        env.nook(&["rm", "-f", &other[..16]]).success().line(),
+        other
+    );
+    assert_eq!(env.nook(&["ps", "-aq"]).success().out(), "");
+    assert!(!env.root.path().join("containers").join(&id).exists());
+    env.nook(&["create", "--name", &n, "host", "true"])
+        .success();
+}

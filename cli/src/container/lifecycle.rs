@@ -169,7 +169,23 @@ pub fn rm_cmd(args: RmArgs, store_root: Option<PathBuf>) -> Result<i32> {
         true => IfRunning::Kill,
         false => IfRunning::Refuse,
     };
-    for ctr in targets(&places, args.all, &args.containers)? {
+    // Records that cannot be read are removed too: by name or ID, and with --all.
+    let mut broken = Vec::new();
+    let mut found = Vec::new();
+    if args.all {
+        found = places.all();
+        broken = places.broken();
+    } else if args.containers.is_empty() {
+        bail!("name at least one container, or use --all");
+    }
+    for key in &args.containers {
+        match (places.find(key), places.find_broken(key)) {
+            (Ok(ctr), _) => found.push(ctr),
+            (Err(_), Some(b)) => broken.push(b),
+            (Err(e), None) => return Err(e.into()),
+        }
+    }
+    for ctr in found {
         match lifecycle::remove(&places, &ctr, if_running, &Stderr) {
             Ok(()) => println!("{}", ctr.record.id),
             Err(e) => {
@@ -177,6 +193,14 @@ pub fn rm_cmd(args: RmArgs, store_root: Option<PathBuf>) -> Result<i32> {
                 failed = true;
             }
         }
+    }
+    for b in broken {
+        let left = lifecycle::remove_broken(&places, &b);
+        for what in &left {
+            eprintln!("nook: warning: left {what}");
+        }
+        failed |= !left.is_empty();
+        println!("{}", b.id);
     }
     Ok(if failed { 1 } else { 0 })
 }

@@ -61,6 +61,23 @@ pub fn ps_cmd(args: PsArgs, store_root: Option<PathBuf>) -> Result<i32> {
             break;
         }
     }
+    // Records that cannot be read: listed with -a (and no filter), so their names are
+    // not reserved by something `ps` does not show; `nook rm` removes them.
+    if args.all && filters.is_empty() && !(args.latest && !rows.is_empty()) {
+        for b in places.broken() {
+            rows.push(PsRow {
+                id: if args.no_trunc {
+                    b.id.clone()
+                } else {
+                    b.id[..12].to_string()
+                },
+                names: b.name.clone().unwrap_or_default(),
+                status: format!("Broken: {}", b.why),
+                state: "broken".into(),
+                ..PsRow::default()
+            });
+        }
+    }
     for (k, _) in &filters {
         if !["status", "name", "id", "ancestor", "exited"].contains(&k.as_str()) {
             bail!("unknown filter {k:?}: use status, name, id, ancestor or exited");

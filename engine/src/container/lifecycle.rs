@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nook_fs::auth::Credentials;
 
-use super::record::{Container, Places, ProcessId, Status};
+use super::record::{Broken, Container, Places, ProcessId, Status};
 use crate::error::{Context, Result};
 use crate::store_helper::{self, Job};
 use crate::{Engine, Notify, RunRequest};
@@ -238,11 +238,55 @@ pub fn remove_container(places: &Places, ctr: &Container, notify: &dyn Notify) {
             ));
         }
     }
-    ctr.remove_files();
+    if let Err(e) = std::fs::remove_dir_all(&ctr.dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            notify.warn(&format!(
+                "could not remove the record of {} ({}): {e}",
+                ctr.record.name,
+                ctr.dir.display()
+            ));
+        }
+    }
     if !ctr.supervised() {
         let _ = std::fs::remove_dir_all(ctr.runtime_dir(places));
     }
     places.release_name(&ctr.record.name, &ctr.record.id);
+}
+
+/// Removes a container whose record cannot be read: its directory (a writable layer
+/// in it through the store helper), its runtime files unless a live process owns them,
+/// its name. Returns what was left, each with why.
+pub fn remove_broken(places: &Places, broken: &Broken) -> Vec<String> {
+    let mut left = Vec::new();
+    let layer = broken.dir.join("layer");
+    if layer.exists() {
+        if let Err(e) = store_helper::run(&Job::Remove(vec![layer.clone()])) {
+            left.push(format!(
+                "{}: {}",
+                layer.display(),
+                crate::error::chain_line(&e)
+            ));
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(&broken.dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            left.push(format!("{}: {e}", broken.dir.display()));
+        }
+    }
+    let runtime = places.runtime.join(&broken.id);
+    if runtime.exists() && !owner_alive(&runtime) {
+        if let Err(e) = store_helper::run(&Job::Remove(vec![runtime.clone()])) {
+            left.push(format!(
+                "{}: {}",
+                runtime.display(),
+                crate::error::chain_line(&e)
+            ));
+        }
+    }
+    if let Some(name) = &broken.name {
+        places.release_name(name, &broken.id);
+    }
+    left
 }
 
 /// `--rm` containers whose supervisor was killed before it could remove them: they

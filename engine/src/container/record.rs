@@ -123,6 +123,62 @@ impl Places {
         all
     }
 
+    /// Record directories of this store whose record cannot be read (corrupt, cut
+    /// short, a newer format): listed by `ps -a` with why, removable by name or ID.
+    pub fn broken(&self) -> Vec<Broken> {
+        self.record_dirs()
+            .into_iter()
+            .filter(|d| {
+                d.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+            // A --rm record names its store inside, which a broken one cannot say: the
+            // runtime dir's are listed under the store of their ID's name link, if any.
+            .filter_map(|dir| {
+                let why = match Container::load(&dir, self.migrate) {
+                    Ok(_) => return None,
+                    Err(e) => crate::error::chain_line(&e),
+                };
+                let id = dir.file_name()?.to_str()?.to_string();
+                let name = self.name_of(&id);
+                if dir.starts_with(&self.runtime) && name.is_none() {
+                    return None;
+                }
+                Some(Broken { dir, id, name, why })
+            })
+            .collect()
+    }
+
+    /// The broken record `key` names (its name, its ID, or a unique ID prefix).
+    pub fn find_broken(&self, key: &str) -> Option<Broken> {
+        let broken = self.broken();
+        if let Some(b) = broken
+            .iter()
+            .find(|b| b.id == key || b.name.as_deref() == Some(key))
+        {
+            return Some(b.clone());
+        }
+        let mut hits = broken
+            .into_iter()
+            .filter(|b| !key.is_empty() && b.id.starts_with(key));
+        match (hits.next(), hits.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The name whose link points at container `id`, in either place.
+    fn name_of(&self, id: &str) -> Option<String> {
+        [false, true].into_iter().find_map(|rm| {
+            fs::read_dir(self.names_dir(rm))
+                .ok()?
+                .flatten()
+                .find(|e| fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == id))
+                .and_then(|e| e.file_name().into_string().ok())
+        })
+    }
+
     /// The container named `key`: its name, its full ID, or a unique ID prefix.
     pub fn find(&self, key: &str) -> Result<Container> {
         let all = self.all();
@@ -138,7 +194,14 @@ impl Places {
             .collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => bail!("no container named {key:?}: `nook ps -a` lists them"),
+            [] => match self.find_broken(key) {
+                Some(b) => bail!(
+                    "container {} cannot be read ({}): `nook rm {key}` removes it",
+                    b.name.as_deref().unwrap_or(&b.id[..12]),
+                    b.why
+                ),
+                None => bail!("no container named {key:?}: `nook ps -a` lists them"),
+            },
             _ => bail!(
                 "{key:?} matches {} containers: give more of the ID, or the name",
                 matches.len()
@@ -238,6 +301,17 @@ impl Places {
                     .as_ref()
                     .is_some_and(|p| p.join(id).join(CONFIG).exists()))
     }
+}
+
+/// A record directory whose record cannot be read.
+#[derive(Clone, Debug)]
+pub struct Broken {
+    pub dir: PathBuf,
+    pub id: String,
+    /// The name reserved for it, if a name link points at it.
+    pub name: Option<String>,
+    /// Why its record cannot be read.
+    pub why: String,
 }
 
 fn in_use(name: &str, holder: &str) -> String {
