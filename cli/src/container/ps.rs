@@ -63,7 +63,7 @@ pub fn ps_cmd(args: PsArgs, store_root: Option<PathBuf>) -> Result<i32> {
     }
     // Records that cannot be read: listed with -a (and no filter), so their names are
     // not reserved by something `ps` does not show; `nook rm` removes them.
-    if args.all && filters.is_empty() && !(args.latest && !rows.is_empty()) {
+    if args.all && filters.is_empty() && (!args.latest || rows.is_empty()) {
         for b in places.broken() {
             rows.push(PsRow {
                 id: if args.no_trunc {
