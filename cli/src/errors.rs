@@ -26,6 +26,34 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
+/// A reader that went away (`nook ps -a | head -1`) ends nook quietly with status 0, as
+/// coreutils and podman end: no panic message from `println!`, no error line. (Rust
+/// ignores SIGPIPE, so a write to a closed pipe is an EPIPE error: `println!` panics on
+/// it, explicit writes return it.) The default hook still reports every other panic.
+pub fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
+/// Whether `e` is (or was caused by) writing to a reader that went away.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// podman's exit status for a failure: the container's recorded code for a start
 /// failure, 126/127 where the command could not be run, else 125.
 pub fn exit_code_of(e: &anyhow::Error) -> i32 {

@@ -75,6 +75,7 @@ fn main() {
         nook_rootless::fds::mark_cloexec_from(nook_rootless::fds::FIRST_PASSED);
     }
     logging::init(cli.globals.log_level);
+    errors::quiet_on_broken_pipe();
     match config {
         Ok(config) => {
             match &config.path {
@@ -184,6 +185,7 @@ fn main() {
     };
     match result {
         Ok(code) => std::process::exit(code),
+        Err(e) if errors::is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("nook: {}", errors::Chain(&e));
             let code = errors::exit_code_of(&e);

@@ -1015,3 +1015,21 @@ fn a_record_that_cannot_be_read_is_listed_as_broken_and_removed_by_name() {
     env.nook(&["create", "--name", &n, "host", "true"])
         .success();
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_ps_and_logs_quietly() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&["--name", &n, "host", "sh", "-c", "seq 1 2000"]);
+    assert_eq!(env.nook(&["wait", &n]).success().line(), "0");
+    for args in [vec!["ps", "-a"], vec!["logs", &n], vec!["logs", "-f", &n]] {
+        // stdout a pipe nobody reads any more, as `nook ps -a | head -1` leaves it.
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let mut cmd = env.cmd(&args);
+        cmd.stdout(Stdio::from(write)).stderr(Stdio::piped());
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+}

@@ -244,14 +244,15 @@ fn print_entries(entries: &[Entry], timestamps: bool) {
             .get(i + 1)
             .is_none_or(|next| next.stderr != e.stderr)
         {
-            let write = |w: &mut dyn Write| {
-                let _ = w.write_all(&run);
-                let _ = w.flush();
+            let write = |w: &mut dyn Write| w.write_all(&run).and_then(|()| w.flush());
+            let written = match e.stderr {
+                true => write(&mut std::io::stderr().lock()),
+                false => write(&mut std::io::stdout().lock()),
             };
-            if e.stderr {
-                write(&mut std::io::stderr().lock());
-            } else {
-                write(&mut std::io::stdout().lock());
+            // The reader went away (`nook logs CTR | head -1`): done, quietly, also
+            // when following.
+            if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+                std::process::exit(0);
             }
             run.clear();
         }
