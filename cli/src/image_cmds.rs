@@ -300,10 +300,8 @@ impl ImageRow {
     fn for_image(i: &ImageRecord, no_trunc: bool) -> Vec<ImageRow> {
         let id = if no_trunc { i.id.hex() } else { i.id.short() }.to_string();
         let created_at = i.config.created.clone().unwrap_or_default();
-        let created = created_at
-            .get(..19)
-            .unwrap_or(&created_at)
-            .replace('T', " ");
+        // How long ago, as podman's CREATED column and `nook ps` say it.
+        let created = crate::units::ago(&created_at);
         let names: Vec<(String, String)> = if i.names.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
@@ -512,7 +510,7 @@ pub fn import_cmd(root: Option<PathBuf>, args: ImportArgs) -> Result<i32> {
 // login, logout
 
 pub fn login_cmd(args: LoginArgs) -> Result<i32> {
-    let registry = normalise_registry(&args.registry);
+    let registry = reference::normalise_registry(&args.registry);
     let username = match args.username {
         Some(u) => u,
         None => bail!("give the user name with --username (and the password with --password or --password-stdin)"),
@@ -545,23 +543,12 @@ pub fn login_cmd(args: LoginArgs) -> Result<i32> {
 }
 
 pub fn logout_cmd(args: LogoutArgs) -> Result<i32> {
-    let registry = normalise_registry(&args.registry);
+    let registry = reference::normalise_registry(&args.registry);
     if !auth::save(&registry, None)? {
         bail!("not logged in to {registry}");
     }
     println!("Removed login credentials for {registry}");
     Ok(0)
-}
-
-fn normalise_registry(r: &str) -> String {
-    let r = r
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    match r {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
-        other => other.to_string(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 //! states of containers, in podman's field names.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::flags::{CtrArgs, PsArgs, TopArgs};
 use crate::format::Output;
+use crate::units;
 use nook_engine::container::record::{Container, Places, State, Status};
 
 /// One row of `nook ps`, with podman's field names for `--format`.
@@ -128,7 +128,7 @@ fn row(ctr: &Container, st: &State, no_trunc: bool) -> PsRow {
         names: ctr.record.name.clone(),
         image: ctr.record.request.image.clone(),
         command,
-        created: ago(&ctr.record.created),
+        created: units::ago(&ctr.record.created),
         created_at: ctr.record.created.clone(),
         status: status_text(st),
         state: st.status.name().to_string(),
@@ -144,40 +144,16 @@ pub fn status_text(st: &State) -> String {
     match st.status {
         Status::Created => "Created".into(),
         Status::Running | Status::Stopping => {
-            format!("Up {}", since(st.started_at.as_deref()).unwrap_or_default())
+            format!(
+                "Up {}",
+                units::since(st.started_at.as_deref()).unwrap_or_default()
+            )
         }
         Status::Exited => format!(
             "Exited ({}) {} ago",
             st.exit_code.unwrap_or(0),
-            since(st.finished_at.as_deref()).unwrap_or_else(|| "a while".into())
+            units::since(st.finished_at.as_deref()).unwrap_or_else(|| "a while".into())
         ),
-    }
-}
-
-fn ago(time: &str) -> String {
-    since(Some(time)).map_or_else(String::new, |s| format!("{s} ago"))
-}
-
-fn since(time: Option<&str>) -> Option<String> {
-    let t = humantime::parse_rfc3339_weak(time?).ok()?;
-    let d = SystemTime::now()
-        .duration_since(t)
-        .unwrap_or(Duration::ZERO);
-    Some(human_duration(d))
-}
-
-/// Durations as podman words them.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{s} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", s / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", s / 3600),
-        _ => format!("{} days", s / 86400),
     }
 }
 
@@ -384,12 +360,5 @@ mod tests {
         assert_eq!(inside_id(map, 1000), Some(0));
         assert_eq!(inside_id(map, 100_032), Some(33));
         assert_eq!(inside_id(map, 5), None);
-    }
-
-    #[test]
-    fn durations_in_podman_words() {
-        assert_eq!(human_duration(Duration::from_secs(5)), "5 seconds");
-        assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
-        assert_eq!(human_duration(Duration::from_secs(7300)), "2 hours");
     }
 }
