@@ -28,7 +28,7 @@ use crate::flags::CpArgs;
 use nook_engine::container::record::{Places, Status};
 
 pub fn cp_cmd(args: CpArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let src = Side::parse(&places, &args.source);
     let dst = Side::parse(&places, &args.dest);
     match (src, dst) {

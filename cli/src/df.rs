@@ -58,7 +58,7 @@ const TABLE: &str = "{{.Type}}\t{{.Total}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimab
 pub fn df_cmd(args: DfArgs, root: Option<PathBuf>) -> Result<i32> {
     let output = Output::parse(args.format.as_deref().unwrap_or(""), TABLE)?;
     output.check(&Row::default())?;
-    let places = crate::container::places(root.clone())?;
+    let places = crate::notify::places(root.clone())?;
     // As `ps`: a `--rm` container whose supervisor was killed is removed, not counted.
     nook_engine::container::lifecycle::sweep_dead_rm_containers(&places, &crate::notify::Stderr);
     let store = image_cmds::open_store(root.clone())?;

@@ -391,7 +391,7 @@ pub struct RunArgs {
     pub restart: Option<RestartPolicy>,
 
     /// Signal `nook stop` sends first (default TERM)
-    #[arg(long = "stop-signal", value_name = "SIGNAL", value_parser = crate::request::parse_signal)]
+    #[arg(long = "stop-signal", value_name = "SIGNAL", value_parser = crate::values::parse_signal)]
     pub stop_signal: Option<i32>,
 
     /// Seconds `nook stop` waits before KILL (default 10)
@@ -487,7 +487,7 @@ pub struct RunArgs {
         alias = "net",
         value_name = "MODE",
         default_value = "nook",
-        value_parser = crate::request::parse_network
+        value_parser = crate::values::parse_network
     )]
     pub network: String,
 
@@ -522,7 +522,7 @@ pub struct RunArgs {
         long = "storage-driver",
         value_name = "DRIVER",
         env = "NOOK_STORAGE_DRIVER",
-        value_parser = crate::request::parse_storage_driver
+        value_parser = crate::values::parse_storage_driver
     )]
     pub storage_driver: Option<String>,
 
@@ -842,7 +842,7 @@ pub struct StopArgs {
 #[derive(Args, Debug)]
 pub struct KillArgs {
     /// Signal (name or number, default KILL)
-    #[arg(short, long, default_value = "KILL", value_parser = crate::request::parse_signal)]
+    #[arg(short, long, default_value = "KILL", value_parser = crate::values::parse_signal)]
     pub signal: i32,
     /// Every running container
     #[arg(short, long)]

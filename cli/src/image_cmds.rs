@@ -184,7 +184,7 @@ pub fn images_in_use(root: Option<PathBuf>) -> Vec<String> {
             let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
             alive.then_some(id)
         });
-    let recorded: Vec<String> = crate::container::places(root)
+    let recorded: Vec<String> = crate::notify::places(root)
         .map(|p| p.all())
         .unwrap_or_default()
         .into_iter()
@@ -443,7 +443,7 @@ pub fn inspect_cmd(root: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
             },
         }));
     }
-    crate::container::print_inspected(&out, args.format.as_deref())
+    crate::format::print_inspected(&out, args.format.as_deref())
 }
 
 /// The stored form of a name the user gives for tag/import: qualified, with a tag.

@@ -22,6 +22,7 @@ mod run;
 mod stats;
 mod units;
 mod unshare;
+mod values;
 
 use flags::{Cli, Command, Format};
 

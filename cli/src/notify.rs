@@ -42,3 +42,13 @@ pub fn settings(config: &crate::config::Config) -> nook_engine::Settings {
         registries_config: config.registries.config.clone(),
     }
 }
+
+/// The container records of this store, format-1 records migrated as they are read.
+pub fn places(
+    root: Option<std::path::PathBuf>,
+) -> nook_engine::Result<nook_engine::container::record::Places> {
+    Ok(
+        nook_engine::container::record::Places::open(root)?
+            .migrating(Some(crate::request::migrate)),
+    )
+}

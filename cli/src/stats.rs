@@ -161,7 +161,7 @@ fn running(runtime: &Path, names: &[(String, String)]) -> Result<Vec<Running>> {
 
 /// (name, id) of every container of the store.
 fn names(store_root: Option<PathBuf>) -> Result<Vec<(String, String)>> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     Ok(places
         .all()
         .into_iter()

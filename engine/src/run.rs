@@ -51,6 +51,19 @@ impl ImageChoice {
     }
 }
 
+/// Creates a container: its image first (pulled as the request says, with `creds` for
+/// that pull only), so a failed pull leaves nothing behind; then its record.
+pub fn create(
+    eng: &Engine,
+    request: &RunRequest,
+    creds: Option<&Credentials>,
+    progress: &dyn nook_fs::pull::Progress,
+) -> Result<Container> {
+    let places = Places::for_run(eng.store_root.clone(), request)?;
+    let image = choose_image(eng, request, creds, progress)?;
+    Container::create(&places, request, image.image_id())
+}
+
 /// Descriptors of nook's caller that the container gets, as podman hands them on:
 /// `--preserve-fds N` (fds 3..3+N), or without it socket activation's (LISTEN_FDS, with
 /// LISTEN_FDNAMES, and LISTEN_PID set to the command's own pid). Nothing else crosses.

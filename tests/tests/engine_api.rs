@@ -87,7 +87,7 @@ fn pull_create_start_wait_rm_through_the_engine_api() {
         network: "none".into(),
         ..RunRequest::default()
     };
-    let ctr = lifecycle::create(&eng, &request, None, &nook_fs::pull::Quiet).unwrap();
+    let ctr = nook_engine::run::create(&eng, &request, None, &nook_fs::pull::Quiet).unwrap();
     assert_eq!(ctr.record.image_id.as_deref(), Some(pulled.id.hex()));
     assert_eq!(ctr.record.request, request);
 

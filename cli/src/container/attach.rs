@@ -19,7 +19,7 @@ pub fn attach_cmd(
     args: crate::flags::AttachArgs,
     store_root: Option<std::path::PathBuf>,
 ) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
     attach(&places, &ctr, !args.no_stdin)
 }

@@ -50,7 +50,7 @@ fn layers_of(
 
 /// `nook diff CTR`: A/C/D lines, as podman diff prints them.
 pub fn diff_cmd(args: CtrArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root.clone())?;
+    let places = crate::notify::places(store_root.clone())?;
     let ctr = places.find(&args.container)?;
     let store = image_cmds::open_store(store_root)?;
     let (upper, layers, _) = layers_of(&ctr, &store)?;
@@ -79,7 +79,7 @@ fn is_mount_point(line: &str) -> bool {
 
 /// `nook commit CTR [IMAGE]`: the container's changes as one more layer of its image.
 pub fn commit_cmd(args: CommitArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root.clone())?;
+    let places = crate::notify::places(store_root.clone())?;
     let ctr = places.find(&args.container)?;
     let store = image_cmds::open_store(store_root)?;
     let (upper, _, base) = layers_of(&ctr, &store)?;

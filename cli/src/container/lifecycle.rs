@@ -27,7 +27,7 @@ pub fn run_detached(
     creds: Option<&nook_fs::auth::Credentials>,
     passing: &Passing,
 ) -> Result<i32> {
-    let ctr = lifecycle::create(eng, request, creds, &*crate::image_cmds::run_progress())?;
+    let ctr = nook_engine::run::create(eng, request, creds, &*crate::image_cmds::run_progress())?;
     supervisor::spawn_with(&ctr, None, passing, &Stderr)?;
     println!("{}", ctr.record.id);
     Ok(0)
@@ -48,14 +48,14 @@ pub fn create_cmd(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let creds = crate::image_cmds::pull_from(&args.registry).creds;
     let eng = crate::notify::engine(store_root);
     let progress = crate::image_cmds::run_progress();
-    let ctr = lifecycle::create(&eng, &request, creds.as_ref(), &*progress)?;
+    let ctr = nook_engine::run::create(&eng, &request, creds.as_ref(), &*progress)?;
     println!("{}", ctr.record.id);
     Ok(0)
 }
 
 /// `nook start [-a] CTR...`.
 pub fn start_cmd(args: StartArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     if args.attach && args.containers.len() > 1 {
         bail!("start -a takes one container");
     }
@@ -108,7 +108,7 @@ pub fn restart_cmd(args: StopArgs, store_root: Option<PathBuf>) -> Result<i32> {
 }
 
 fn stop_containers(args: StopArgs, store_root: Option<PathBuf>, then: AfterStop) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let mut failed = false;
     for ctr in targets(&places, args.all, &args.containers)? {
         let timeout = Duration::from_secs(args.time.unwrap_or(ctr.record.request.stop_timeout));
@@ -133,7 +133,7 @@ fn stop_containers(args: StopArgs, store_root: Option<PathBuf>, then: AfterStop)
 
 /// `nook kill`.
 pub fn kill_cmd(args: KillArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let sig = args.signal;
     let mut failed = false;
     for ctr in targets(&places, args.all, &args.containers)? {
@@ -163,7 +163,7 @@ pub fn kill_cmd(args: KillArgs, store_root: Option<PathBuf>) -> Result<i32> {
 
 /// `nook rm`.
 pub fn rm_cmd(args: RmArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let mut failed = false;
     let if_running = match args.force {
         true => IfRunning::Kill,
@@ -207,7 +207,7 @@ pub fn rm_cmd(args: RmArgs, store_root: Option<PathBuf>) -> Result<i32> {
 
 /// `nook wait`: prints each container's exit code once it has exited.
 pub fn wait_cmd(args: CtrsArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     for key in &args.containers {
         let ctr = places.find(key)?;
         println!("{}", lifecycle::wait(&ctr)?);
@@ -217,7 +217,7 @@ pub fn wait_cmd(args: CtrsArgs, store_root: Option<PathBuf>) -> Result<i32> {
 
 /// `nook rename`.
 pub fn rename_cmd(args: RenameArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let mut ctr = places.find(&args.container)?;
     places.reserve_name(&args.new_name, &ctr.record.id, ctr.record.request.rm)?;
     let old = std::mem::replace(&mut ctr.record.name, args.new_name.clone());
@@ -248,7 +248,7 @@ pub fn container_prune_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Resu
     if !confirm(args.force, "This removes every stopped container")? {
         return Ok(0);
     }
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     for id in lifecycle::prune_containers(&places, &Stderr) {
         println!("{id}");
     }
@@ -264,7 +264,7 @@ pub fn system_prune_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
     )? {
         return Ok(0);
     }
-    let places = crate::container::places(store_root.clone())?;
+    let places = crate::notify::places(store_root.clone())?;
     let containers = lifecycle::prune_containers(&places, &Stderr);
     let images = crate::image_cmds::prune_unnamed(store_root.clone())?;
     println!(
@@ -299,7 +299,7 @@ pub fn system_reset_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
     )? {
         return Ok(0);
     }
-    let places = crate::container::places(store_root.clone())?;
+    let places = crate::notify::places(store_root.clone())?;
     for ctr in places.all() {
         if let Some(pid) = ctr.state().pid.and_then(PidFd::open) {
             let _ = lifecycle::mark_stopped(&ctr);

@@ -56,7 +56,7 @@ pub fn parse_line(line: &[u8]) -> Option<Entry> {
 }
 
 pub fn logs_cmd(args: LogsArgs, store_root: Option<std::path::PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
     if ctr.record.request.log_driver == nook_engine::request::LogDriver::None {
         bail!(

@@ -19,11 +19,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::flags::InspectArgs;
-use nook_engine::container::record::Places;
 
 /// `nook inspect NAME...`: containers when every name is one, else images.
 pub fn inspect_cmd(root: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
-    let places = places(root.clone())?;
+    let places = crate::notify::places(root.clone())?;
     let found: Vec<_> = args.images.iter().map(|n| places.find(n).ok()).collect();
     if found.iter().all(Option::is_none) {
         return crate::image_cmds::inspect_cmd(root, args);
@@ -36,22 +35,5 @@ pub fn inspect_cmd(root: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
         .flatten()
         .map(|c| ps::inspect_json(&places, c))
         .collect();
-    print_inspected(&out, args.format.as_deref())
-}
-
-/// `inspect --format`: JSON (the default), or a template applied to each object.
-pub fn print_inspected(objects: &[serde_json::Value], format: Option<&str>) -> Result<i32> {
-    match format {
-        None | Some("json") => println!("{}", serde_json::to_string_pretty(objects)?),
-        Some(template) => {
-            let output = crate::format::Output::parse(template, "")?;
-            print!("{}", output.render(objects, &[])?);
-        }
-    }
-    Ok(0)
-}
-
-/// The container records of this store, format-1 records migrated as they are read.
-pub fn places(root: Option<PathBuf>) -> Result<Places> {
-    Ok(Places::open(root)?.migrating(Some(crate::request::migrate)))
+    crate::format::print_inspected(&out, args.format.as_deref())
 }

@@ -34,7 +34,7 @@ const PS_TABLE: &str =
     "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.Created}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
 pub fn ps_cmd(args: PsArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     nook_engine::container::lifecycle::sweep_dead_rm_containers(&places, &crate::notify::Stderr);
     let output = Output::parse(&args.format, PS_TABLE)?;
     output.check(&PsRow::default())?;
@@ -203,7 +203,7 @@ pub fn inspect_json(places: &Places, ctr: &Container) -> serde_json::Value {
 
 /// `nook port CTR`.
 pub fn port_cmd(args: CtrArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
     for p in ctr.state().ports {
         // Stored as HOST->CTR/PROTO; podman prints CTR/PROTO -> HOST.
@@ -217,7 +217,7 @@ pub fn port_cmd(args: CtrArgs, store_root: Option<PathBuf>) -> Result<i32> {
 
 /// `nook top CTR`: the container's processes, with the pids and user IDs it sees.
 pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = crate::container::places(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
     let st = ctr.state();
     let Some(init) = st.pid.filter(|p| st.status == Status::Running && p.alive()) else {

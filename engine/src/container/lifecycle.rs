@@ -11,25 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nook_fs::auth::Credentials;
 
 use super::record::{Broken, Container, Places, ProcessId, Status};
 use crate::error::{Context, Result};
 use crate::store_helper::{self, Job};
-use crate::{Engine, Notify, RunRequest};
-
-/// Creates a container: its image first (pulled as the request says, with `creds` for
-/// that pull only), so a failed pull leaves nothing behind; then its record.
-pub fn create(
-    eng: &Engine,
-    request: &RunRequest,
-    creds: Option<&Credentials>,
-    progress: &dyn nook_fs::pull::Progress,
-) -> Result<Container> {
-    let places = Places::for_run(eng.store_root.clone(), request)?;
-    let image = crate::run::choose_image(eng, request, creds, progress)?;
-    Container::create(&places, request, image.image_id())
-}
+use crate::Notify;
 
 /// A pidfd: a handle on one process that a recycled pid cannot fool.
 pub struct PidFd(OwnedFd);
