@@ -116,8 +116,8 @@ fn main() {
         Command::Run(args) => run::run(*args, root),
         Command::Unshare(args) => unshare::run(args),
         Command::Stats(args) => stats::stats(args, root),
-        Command::Pause(args) => stats::pause(args, true, root),
-        Command::Unpause(args) => stats::pause(args, false, root),
+        Command::Pause(args) => stats::pause_cmd(args, root),
+        Command::Unpause(args) => stats::unpause_cmd(args, root),
         Command::Info(args) => {
             let mut report = nook_rootless::probe::probe_all();
             report.probes.push(nook_engine::storage::probe());

@@ -89,7 +89,24 @@ pub fn stats(args: StatsArgs, store_root: Option<PathBuf>) -> Result<i32> {
     }
 }
 
-pub fn pause(args: ContainersArgs, frozen: bool, store_root: Option<PathBuf>) -> Result<i32> {
+/// What `freeze` does to each container's cgroup.
+#[derive(Clone, Copy)]
+enum Freeze {
+    Pause,
+    Unpause,
+}
+
+/// `nook pause`.
+pub fn pause_cmd(args: ContainersArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    freeze(args, Freeze::Pause, store_root)
+}
+
+/// `nook unpause`.
+pub fn unpause_cmd(args: ContainersArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    freeze(args, Freeze::Unpause, store_root)
+}
+
+fn freeze(args: ContainersArgs, how: Freeze, store_root: Option<PathBuf>) -> Result<i32> {
     let runtime = state::runtime_dir()?;
     let names = names(store_root)?;
     let chosen = select(
@@ -99,7 +116,10 @@ pub fn pause(args: ContainersArgs, frozen: bool, store_root: Option<PathBuf>) ->
         &names,
     )?;
     for c in chosen {
-        let what = if frozen { "pausing" } else { "unpausing" };
+        let (what, frozen) = match how {
+            Freeze::Pause => ("pausing", true),
+            Freeze::Unpause => ("unpausing", false),
+        };
         cgroups::set_frozen(&c.cgroup, frozen)
             .with_context(|| format!("{what} container {}", c.id))?;
         println!("{}", c.id);

@@ -7,6 +7,7 @@
 //! reach its output through a unix socket. A foreground `nook run` is that supervisor
 //! itself, so `ps`, `stop` and `exec` see both alike.
 
+pub mod commit;
 pub mod lifecycle;
 pub mod logger;
 pub mod record;
