@@ -419,12 +419,12 @@ pub struct RunArgs {
     pub workdir: Option<PathBuf>,
 
     /// Bind mount a host path: HOST:CONTAINER[:ro|rw]
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:OPTS]")]
-    pub volumes: Vec<String>,
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:OPTS]", value_parser = crate::values::parse_volume)]
+    pub volumes: Vec<nook_engine::request::Volume>,
 
     /// Mount a fresh tmpfs: CONTAINER-DIR[:size=..,mode=..]
-    #[arg(long = "tmpfs", value_name = "DIR[:OPTS]")]
-    pub tmpfs: Vec<String>,
+    #[arg(long = "tmpfs", value_name = "DIR[:OPTS]", value_parser = crate::values::parse_tmpfs)]
+    pub tmpfs: Vec<nook_engine::request::Tmpfs>,
 
     /// Make the root filesystem read-only (/tmp, /run, /var/tmp stay writable)
     #[arg(long)]

@@ -276,4 +276,29 @@ mod tests {
             .map(|a| from_args(&a, &lookup, &dir, &Config::default()).is_err())
             .unwrap());
     }
+
+    #[test]
+    fn volume_and_tmpfs_specs_are_parsed_once_by_clap() {
+        let args = run_args(&[
+            "-v",
+            "/tmp:/data:ro",
+            "--tmpfs",
+            "/t:size=1m,mode=700",
+            "host",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.volumes,
+            [nook_engine::request::Volume {
+                source: "/tmp".into(),
+                destination: "/data".into(),
+                read_only: true
+            }]
+        );
+        assert_eq!(args.tmpfs[0].options, ["size=1m", "mode=700"]);
+        for bad in ["/tmp", "relative:/x", "/tmp:/x:bogus", "/a:/b:ro:c"] {
+            assert!(run_args(&["-v", bad, "host"]).is_err(), "{bad}");
+        }
+        assert!(run_args(&["--tmpfs", "relative", "host"]).is_err());
+    }
 }

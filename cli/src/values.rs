@@ -2,6 +2,8 @@
 //! before anything runs, in one line that names the accepted values. Pure parsers,
 //! depending on nothing else of the CLI.
 
+use nook_engine::request::{Tmpfs, Volume};
+
 /// `--stop-signal`, `kill --signal`: a name (`TERM`, `SIGTERM`, any case) or a number.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
     if let Ok(n) = s.parse::<i32>() {
@@ -18,6 +20,48 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
     name.parse::<nix::sys::signal::Signal>()
         .map(|sig| sig as i32)
         .map_err(|_| "use a signal name such as TERM or KILL, or a number 1-64".to_string())
+}
+
+/// `-v HOST:CONTAINER[:ro|rw]`: both paths absolute.
+pub fn parse_volume(spec: &str) -> Result<Volume, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, ctr, opts) = match parts.as_slice() {
+        [host, ctr] => (*host, *ctr, ""),
+        [host, ctr, opts] => (*host, *ctr, *opts),
+        _ => return Err("expected HOST-PATH:CONTAINER-PATH[:ro|rw]".into()),
+    };
+    if !host.starts_with('/') || !ctr.starts_with('/') {
+        return Err("both paths must be absolute (named volumes come later)".into());
+    }
+    let mut read_only = false;
+    for opt in opts.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => read_only = true,
+            "rw" => read_only = false,
+            other => return Err(format!("unknown option {other:?} (use ro or rw)")),
+        }
+    }
+    Ok(Volume {
+        source: host.into(),
+        destination: ctr.into(),
+        read_only,
+    })
+}
+
+/// `--tmpfs DIR[:OPTS]`: the container path absolute.
+pub fn parse_tmpfs(spec: &str) -> Result<Tmpfs, String> {
+    let (dir, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    if !dir.starts_with('/') {
+        return Err("the container path must be absolute".into());
+    }
+    Ok(Tmpfs {
+        destination: dir.into(),
+        options: opts
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
 }
 
 /// `--storage-driver`: overlay, fuse or copy (their aliases named as these), or auto

@@ -52,10 +52,10 @@ pub struct RunRequest {
     pub workdir: Option<PathBuf>,
     /// UID[:GID] or USER[:GROUP].
     pub user: Option<String>,
-    /// HOST:CONTAINER[:OPTS] bind mounts.
-    pub volumes: Vec<String>,
-    /// CONTAINER-DIR[:OPTS] tmpfs mounts.
-    pub tmpfs: Vec<String>,
+    /// `-v` bind mounts.
+    pub volumes: Vec<Volume>,
+    /// `--tmpfs` mounts.
+    pub tmpfs: Vec<Tmpfs>,
     pub read_only: bool,
     pub interactive: bool,
     pub tty: bool,
@@ -141,6 +141,25 @@ impl Default for RunRequest {
 /// SIGTERM's number on Linux (every architecture nook builds for).
 const fn libc_sigterm() -> i32 {
     15
+}
+
+/// A bind mount of a host path (`-v HOST:CONTAINER[:ro|rw]`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// The host path, absolute (resolved, symlinks and all, at each start).
+    pub source: PathBuf,
+    /// The path inside the container, absolute.
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// A fresh tmpfs (`--tmpfs DIR[:OPTS]`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Tmpfs {
+    /// The path inside the container, absolute.
+    pub destination: String,
+    /// Mount options as given (size=, mode=, ...).
+    pub options: Vec<String>,
 }
 
 /// Resource limits, spelled as podman's flags spell them.

@@ -28,6 +28,7 @@ use nook_fs::host_image;
 use nook_rootless::capabilities::DEFAULT_CAPABILITIES;
 use nook_rootless::idmap::{self, IdRange, Mapping};
 
+use crate::request::{Tmpfs, Volume};
 use crate::seccomp::{self, Choice};
 use crate::users::{self, Identity};
 use crate::RunRequest;
@@ -472,38 +473,29 @@ fn bind_file(source: &Path, dest: &str) -> Result<Mount> {
     )
 }
 
-/// `-v HOST:CTR[:ro|rw]`.
-fn volume_mount(spec: &str) -> Result<Mount> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (host, ctr, opts) = match parts.as_slice() {
-        [host, ctr] => (*host, *ctr, ""),
-        [host, ctr, opts] => (*host, *ctr, *opts),
-        _ => bail!("bad volume {spec:?}: expected HOST-PATH:CONTAINER-PATH[:ro|rw]"),
+/// `-v HOST:CTR[:ro|rw]`: the host path resolved now, at this start.
+fn volume_mount(v: &Volume) -> Result<Mount> {
+    let source = std::fs::canonicalize(&v.source).with_context(|| {
+        format!(
+            "volume {}:{}: host path {} does not exist",
+            v.source.display(),
+            v.destination,
+            v.source.display()
+        )
+    })?;
+    let options: &[&str] = if v.read_only {
+        &["rbind", "ro"]
+    } else {
+        &["rbind"]
     };
-    if !host.starts_with('/') || !ctr.starts_with('/') {
-        bail!("bad volume {spec:?}: both paths must be absolute (named volumes come later)");
-    }
-    let source = std::fs::canonicalize(host)
-        .with_context(|| format!("volume {spec:?}: host path {host} does not exist"))?;
-    let mut options = vec!["rbind"];
-    for opt in opts.split(',').filter(|o| !o.is_empty()) {
-        match opt {
-            "ro" | "rw" => options.push(opt),
-            other => bail!("bad volume {spec:?}: unknown option {other:?} (use ro or rw)"),
-        }
-    }
-    mount(ctr, &source.to_string_lossy(), "bind", &options)
+    mount(&v.destination, &source.to_string_lossy(), "bind", options)
 }
 
 /// `--tmpfs DIR[:size=..,mode=..]`.
-fn tmpfs_mount(spec: &str) -> Result<Mount> {
-    let (dir, opts) = spec.split_once(':').unwrap_or((spec, ""));
-    if !dir.starts_with('/') {
-        bail!("bad --tmpfs {spec:?}: the container path must be absolute");
-    }
+fn tmpfs_mount(t: &Tmpfs) -> Result<Mount> {
     let mut options = vec!["nosuid", "nodev"];
-    options.extend(opts.split(',').filter(|o| !o.is_empty()));
-    mount(dir, "tmpfs", "tmpfs", &options)
+    options.extend(t.options.iter().map(String::as_str));
+    mount(&t.destination, "tmpfs", "tmpfs", &options)
 }
 
 /// Masked beyond the runtime-spec's defaults (oci_spec's list). podman's: the host's
@@ -626,14 +618,18 @@ mod tests {
     }
 
     #[test]
-    fn volume_specs() {
-        let m = volume_mount("/tmp:/data:ro").unwrap();
+    fn volumes_resolve_their_host_path_at_each_start() {
+        let v = |source: &str, read_only| Volume {
+            source: source.into(),
+            destination: "/data".into(),
+            read_only,
+        };
+        let m = volume_mount(&v("/tmp", true)).unwrap();
         assert_eq!(m.destination(), Path::new("/data"));
         assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
-        assert!(volume_mount("/tmp").is_err());
-        assert!(volume_mount("relative:/x").is_err());
-        assert!(volume_mount("/tmp:/x:bogus").is_err());
-        assert!(volume_mount("/no/such/dir:/x").is_err());
+        let rw = volume_mount(&v("/tmp", false)).unwrap();
+        assert!(!rw.options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert!(volume_mount(&v("/no/such/dir", false)).is_err());
     }
 
     #[test]

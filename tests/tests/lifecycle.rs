@@ -970,6 +970,11 @@ fn bad_enum_values_fail_at_parse_time_with_the_accepted_values() {
                 .assert_error_line(125, &[flag.split('=').next().unwrap(), "'bogus'", accepted]);
         }
     }
+    // Mount flags too: parsed once, before anything runs.
+    env.nook(&["run", "-v", "relative:/x", "host", "true"])
+        .assert_error_line(125, &["--volume", "'relative:/x'", "absolute"]);
+    env.nook(&["create", "--tmpfs", "tmp", "host", "true"])
+        .assert_error_line(125, &["--tmpfs", "'tmp'", "absolute"]);
     // Nothing was created, no name taken.
     assert_eq!(env.nook(&["ps", "-aq"]).success().out(), "");
 }
