@@ -84,11 +84,32 @@ pub fn pull_image(
     )?)
 }
 
-/// The progress a pull for `nook run` shows: bars on a terminal.
+/// The progress a pull for `nook run` shows: bars on a terminal. Decided at the first
+/// pull, not before: a run that pulls nothing (host, --rootfs, a stored image) asks
+/// nothing of the terminal.
 pub fn run_progress() -> Box<dyn Progress> {
-    match Bars::new(false) {
-        Some(b) => Box::new(b),
-        None => Box::new(pull::Quiet),
+    Box::new(LazyBars(std::sync::OnceLock::new()))
+}
+
+struct LazyBars(std::sync::OnceLock<Option<Bars>>);
+
+impl LazyBars {
+    fn bars(&self) -> Option<&Bars> {
+        self.0.get_or_init(|| Bars::new(false)).as_ref()
+    }
+}
+
+impl Progress for LazyBars {
+    fn start(&self, digest: &Digest, size: u64) -> Box<dyn BlobProgress + '_> {
+        match self.bars() {
+            Some(b) => b.start(digest, size),
+            None => Box::new(pull::Quiet),
+        }
+    }
+    fn note(&self, msg: &str) {
+        if let Some(b) = self.bars() {
+            b.note(msg);
+        }
     }
 }
 
