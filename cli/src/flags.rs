@@ -443,11 +443,11 @@ pub struct RunArgs {
     pub user: Option<String>,
 
     /// Add a capability (e.g. NET_RAW, or ALL)
-    #[arg(long = "cap-add", value_name = "CAP")]
+    #[arg(long = "cap-add", value_name = "CAP", value_parser = crate::values::parse_capability)]
     pub cap_add: Vec<String>,
 
     /// Drop a capability (e.g. CHOWN, or ALL)
-    #[arg(long = "cap-drop", value_name = "CAP")]
+    #[arg(long = "cap-drop", value_name = "CAP", value_parser = crate::values::parse_capability)]
     pub cap_drop: Vec<String>,
 
     /// Security options: no-new-privileges[=true|false] (on by default);
@@ -493,7 +493,7 @@ pub struct RunArgs {
 
     /// Publish a container port on the host: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp], ranges
     /// as 8000-8010:8000-8010; without HOSTIP, on every IPv4 and IPv6 address
-    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = crate::values::parse_publish)]
     pub publish: Vec<String>,
 
     /// Publish every port the image exposes, each on a free host port

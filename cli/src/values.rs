@@ -64,6 +64,25 @@ pub fn parse_tmpfs(spec: &str) -> Result<Tmpfs, String> {
     })
 }
 
+/// `--cap-add`/`--cap-drop`: a capability's name (any case, CAP_ or not) or ALL, kept
+/// as given (the engine applies it to its default set).
+pub fn parse_capability(name: &str) -> Result<String, String> {
+    let upper = name.to_ascii_uppercase();
+    let short = upper.trim_start_matches("CAP_");
+    if short == "ALL" || short.parse::<oci_spec::runtime::Capability>().is_ok() {
+        return Ok(name.to_string());
+    }
+    Err("use a capability name such as NET_RAW or SYS_ADMIN, or ALL".into())
+}
+
+/// `-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]`: checked now, kept as given (the engine
+/// binds what it says at each start).
+pub fn parse_publish(spec: &str) -> Result<String, String> {
+    nook_net::PortMapping::parse(spec)
+        .map(|_| spec.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// `--storage-driver`: overlay, fuse or copy (their aliases named as these), or auto
 /// (also when empty: the best this machine supports).
 pub fn parse_storage_driver(s: &str) -> Result<String, String> {
