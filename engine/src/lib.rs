@@ -22,6 +22,7 @@ pub mod resources;
 pub mod run;
 pub mod seccomp;
 pub mod spec;
+pub mod stats;
 pub mod storage;
 pub mod store_helper;
 pub mod users;
