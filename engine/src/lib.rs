@@ -12,6 +12,7 @@
 pub mod apt_sandbox;
 pub mod container;
 pub mod copies;
+pub mod cp;
 pub mod env;
 pub mod error;
 pub mod helpers;
