@@ -172,6 +172,12 @@ if [ -z "${NOOK_TESTS:-}" ]; then
     say "unit tests (cargo test --workspace --lib --bins)"
     cargo test --workspace --lib --bins || FAILED_STEPS="$FAILED_STEPS unit-tests"
 fi
+# No file of cli/ or engine/ imports one that imports it back (issue 16).
+if [ -z "${NOOK_TESTS:-}" ]; then
+    say "import cycles between the files of cli/ and engine/ (.ci/import-cycles.py)"
+    python3 .ci/import-cycles.py --known cli/src/oci cli/src engine/src \
+        || FAILED_STEPS="$FAILED_STEPS import-cycles"
+fi
 
 # Runs one test executable with the command prefix in $2..., logs to $WORK/$1.log; at most
 # $STEP_TIMEOUT seconds (default 600).

@@ -99,7 +99,9 @@ fn size_or_unlimited<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
     }
     let bytes = match Size::deserialize(d)? {
         Size::Bytes(n) => n,
-        Size::Text(t) => crate::resources::parse_bytes(&t).map_err(serde::de::Error::custom)?,
+        Size::Text(t) => {
+            nook_engine::resources::parse_bytes(&t).map_err(serde::de::Error::custom)?
+        }
     };
     Ok((bytes > 0).then_some(bytes as u64))
 }
@@ -297,8 +299,10 @@ fn set_defaults(
 pub fn parse_command_line() -> Result<(Cli, Result<Config>), clap::Error> {
     let internal = std::env::args_os()
         .nth(1)
-        // The supervisor re-reads a container's flags: it needs the same defaults.
-        .is_some_and(|a| a.to_string_lossy().starts_with("__") && a != "__supervise");
+        // The supervisor builds the container (network MTU...): it needs the same file.
+        .is_some_and(|a| {
+            nook_engine::helpers::is_internal(&a) && a != nook_engine::helpers::SUPERVISE
+        });
     let config = if internal {
         Ok(Config::default())
     } else {

@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::container::record::{Places, Status};
 use crate::flags::DfArgs;
 use crate::format::Output;
 use crate::image_cmds;
-use crate::store_helper::{self, Job};
 use crate::units::human_size;
+use nook_engine::container::record::Status;
+use nook_engine::store_helper::{self, Job};
 
 /// One row, with podman's field names for `--format`.
 #[derive(Serialize, Default)]
@@ -58,9 +58,9 @@ const TABLE: &str = "{{.Type}}\t{{.Total}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimab
 pub fn df_cmd(args: DfArgs, root: Option<PathBuf>) -> Result<i32> {
     let output = Output::parse(args.format.as_deref().unwrap_or(""), TABLE)?;
     output.check(&Row::default())?;
-    let places = Places::open(root.clone())?;
+    let places = crate::notify::places(root.clone())?;
     // As `ps`: a `--rm` container whose supervisor was killed is removed, not counted.
-    crate::container::lifecycle::sweep_dead_rm_containers(&places);
+    nook_engine::container::lifecycle::sweep_dead_rm_containers(&places, &crate::notify::Stderr);
     let store = image_cmds::open_store(root.clone())?;
     let images = store.images()?;
     let in_use: BTreeSet<String> = image_cmds::images_in_use(root).into_iter().collect();
@@ -77,7 +77,7 @@ pub fn df_cmd(args: DfArgs, root: Option<PathBuf>) -> Result<i32> {
             trees.extend(
                 runtime
                     .as_ref()
-                    .map(|r| crate::copies::dir(r).join(&c.record.id)),
+                    .map(|r| nook_engine::copies::dir(r).join(&c.record.id)),
             );
             trees.retain(|p| p.exists());
             (running, trees)

@@ -10,21 +10,12 @@
 //! already holds is left out, one that holds the whole line so far replaces it, and one
 //! that starts by naming again what the line ends with ("loading /x.tar" around
 //! "/x.tar: not an archive") loses that start.
-//! Every place nook prints or records an anyhow error for a person goes through it.
+//! Every place nook prints or records an anyhow error for a person goes through it
+//! (the rule itself, [`join`], is the engine's: it records errors in container states).
 
 use std::fmt;
 
-/// `cause` without a start the line already ends with ("loading /x.tar" then
-/// "/x.tar: not an archive" → "not an archive"): a context naming what it worked on,
-/// around an error that names it again.
-fn without_restated_start<'a>(line: &str, cause: &'a str) -> &'a str {
-    cause
-        .match_indices(": ")
-        .map(|(at, _)| at)
-        .filter(|&at| at >= 4 && line.ends_with(&cause[..at]))
-        .last()
-        .map_or(cause, |at| &cause[at + 2..])
-}
+pub use nook_engine::error::join;
 
 /// Displays an error and its causes, `outer: inner: ...`, each fragment once.
 pub struct Chain<'a>(pub &'a anyhow::Error);
@@ -35,23 +26,42 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
-/// The line for an error and its causes, outermost first.
-pub fn join(causes: impl IntoIterator<Item = String>) -> String {
-    let mut line = String::new();
-    for cause in causes {
-        let cause = cause.trim();
-        if cause.is_empty() || line.contains(cause) {
-            continue;
+/// A reader that went away (`nook ps -a | head -1`) ends nook quietly with status 0, as
+/// coreutils and podman end: no panic message from `println!`, no error line. (Rust
+/// ignores SIGPIPE, so a write to a closed pipe is an EPIPE error: `println!` panics on
+/// it, explicit writes return it.) The default hook still reports every other panic.
+pub fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
         }
-        let cause = without_restated_start(&line, cause);
-        if line.is_empty() || cause.contains(line.as_str()) {
-            line = cause.to_string();
-        } else {
-            line.push_str(": ");
-            line.push_str(cause);
-        }
+        default(info)
+    }));
+}
+
+/// Whether `e` is (or was caused by) writing to a reader that went away.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// podman's exit status for a failure: the container's recorded code for a start
+/// failure, 126/127 where the command could not be run, else 125.
+pub fn exit_code_of(e: &anyhow::Error) -> i32 {
+    if let Some(e) = e.downcast_ref::<nook_engine::Error>() {
+        return e.exit_code();
     }
-    line
+    e.downcast_ref::<nook_rootless::Error>()
+        .map_or(125, nook_rootless::Error::exit_code)
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::container::record::{Places, Status};
 use crate::flags::{ExecArgs, ExecPidArgs};
+use nook_engine::container::record::Status;
 
 pub fn exec_cmd(args: ExecArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
     let st = ctr.state();
     let Some(pid) = st.pid.filter(|p| st.status == Status::Running && p.alive()) else {

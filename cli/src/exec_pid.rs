@@ -22,7 +22,7 @@ use oci_spec::runtime::{
 };
 
 use crate::flags::ExecPidArgs;
-use crate::users::{self, Identity};
+use nook_engine::users::{self, Identity};
 
 /// `runtime_dir`: the container's runtime directory, where its seccomp record is.
 pub fn run(mut args: ExecPidArgs, runtime_dir: Option<&Path>) -> Result<i32> {
@@ -55,7 +55,7 @@ pub fn run(mut args: ExecPidArgs, runtime_dir: Option<&Path>) -> Result<i32> {
         .flatten()
         .map(|c| format!("CAP_{c}"))
         .collect();
-    let seccomp = crate::seccomp::for_exec(runtime_dir, &status, &bounding)?;
+    let seccomp = nook_engine::seccomp::for_exec(runtime_dir, &status, &bounding)?;
     let target = JoinTarget {
         pid,
         cgroup: container_cgroup(pid),

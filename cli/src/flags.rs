@@ -4,7 +4,20 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nook_engine::request::{CgroupsMode, LogDriver, PullPolicy, RestartPolicy, Userns};
+
+/// A flag whose value is one of `names`, parsed into `T` (clap lists the names in
+/// `--help` and in the error for any other value).
+fn one_of<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    PossibleValuesParser::new(names.iter().copied())
+        .map(|s| s.parse::<T>().expect("clap accepted one of the names"))
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -121,7 +134,7 @@ pub enum Command {
     #[command(subcommand)]
     Container(ContainerCommand),
     /// Internal: the supervisor of one detached container
-    #[command(name = "__supervise", hide = true)]
+    #[command(name = nook_engine::helpers::SUPERVISE, hide = true)]
     Supervise(SuperviseArgs),
     /// Show what this machine offers nook, and how to fix what is missing
     Info(InfoArgs),
@@ -157,10 +170,10 @@ pub enum Command {
     #[command(subcommand)]
     System(SystemCommand),
     /// Internal: store work inside the user namespace (unpack, copy, remove)
-    #[command(name = "__store-helper", hide = true)]
+    #[command(name = nook_engine::helpers::STORE_HELPER, hide = true)]
     StoreHelper,
     /// Internal: the FUSE union filesystem server of one container
-    #[command(name = "__fuse-server", hide = true)]
+    #[command(name = nook_engine::helpers::FUSE_SERVER, hide = true)]
     FuseServer,
     /// Internal: run a command in the running container whose first process is PID
     #[command(name = "__exec-pid", hide = true)]
@@ -375,19 +388,19 @@ pub struct RunArgs {
     /// Restart policy, carried out by the container's supervisor: no, on-failure[:N],
     /// always (a container stopped with `nook stop`/`kill` is not restarted)
     #[arg(long, value_name = "POLICY")]
-    pub restart: Option<String>,
+    pub restart: Option<RestartPolicy>,
 
     /// Signal `nook stop` sends first (default TERM)
-    #[arg(long = "stop-signal", value_name = "SIGNAL")]
-    pub stop_signal: Option<String>,
+    #[arg(long = "stop-signal", value_name = "SIGNAL", value_parser = crate::values::parse_signal)]
+    pub stop_signal: Option<i32>,
 
     /// Seconds `nook stop` waits before KILL (default 10)
     #[arg(long = "stop-timeout", value_name = "SECONDS")]
     pub stop_timeout: Option<u64>,
 
     /// Log format of a detached container: k8s-file (default), json-file or none
-    #[arg(long = "log-driver", value_name = "DRIVER")]
-    pub log_driver: Option<String>,
+    #[arg(long = "log-driver", value_name = "DRIVER", value_parser = one_of::<LogDriver>(LogDriver::NAMES))]
+    pub log_driver: Option<LogDriver>,
 
     /// Log option: max-size=SIZE (rotated when it grows past SIZE; one old file kept)
     #[arg(long = "log-opt", value_name = "OPT")]
@@ -406,12 +419,12 @@ pub struct RunArgs {
     pub workdir: Option<PathBuf>,
 
     /// Bind mount a host path: HOST:CONTAINER[:ro|rw]
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:OPTS]")]
-    pub volumes: Vec<String>,
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:OPTS]", value_parser = crate::values::parse_volume)]
+    pub volumes: Vec<nook_engine::request::Volume>,
 
     /// Mount a fresh tmpfs: CONTAINER-DIR[:size=..,mode=..]
-    #[arg(long = "tmpfs", value_name = "DIR[:OPTS]")]
-    pub tmpfs: Vec<String>,
+    #[arg(long = "tmpfs", value_name = "DIR[:OPTS]", value_parser = crate::values::parse_tmpfs)]
+    pub tmpfs: Vec<nook_engine::request::Tmpfs>,
 
     /// Make the root filesystem read-only (/tmp, /run, /var/tmp stay writable)
     #[arg(long)]
@@ -430,11 +443,11 @@ pub struct RunArgs {
     pub user: Option<String>,
 
     /// Add a capability (e.g. NET_RAW, or ALL)
-    #[arg(long = "cap-add", value_name = "CAP")]
+    #[arg(long = "cap-add", value_name = "CAP", value_parser = crate::values::parse_capability)]
     pub cap_add: Vec<String>,
 
     /// Drop a capability (e.g. CHOWN, or ALL)
-    #[arg(long = "cap-drop", value_name = "CAP")]
+    #[arg(long = "cap-drop", value_name = "CAP", value_parser = crate::values::parse_capability)]
     pub cap_drop: Vec<String>,
 
     /// Security options: no-new-privileges[=true|false] (on by default);
@@ -456,7 +469,7 @@ pub struct RunArgs {
 
     /// User namespace mode: keep-id keeps your uid and gid inside
     #[arg(long, value_name = "MODE")]
-    pub userns: Option<String>,
+    pub userns: Option<Userns>,
 
     /// Map container IDs: CONTAINER-ID:HOST-ID:COUNT, HOST-ID counted as in podman
     /// rootless (0 is you, 1.. your /etc/subuid range); repeatable
@@ -473,13 +486,14 @@ pub struct RunArgs {
         long = "network",
         alias = "net",
         value_name = "MODE",
-        default_value = "nook"
+        default_value = "nook",
+        value_parser = crate::values::parse_network
     )]
     pub network: String,
 
     /// Publish a container port on the host: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp], ranges
     /// as 8000-8010:8000-8010; without HOSTIP, on every IPv4 and IPv6 address
-    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = crate::values::parse_publish)]
     pub publish: Vec<String>,
 
     /// Publish every port the image exposes, each on a free host port
@@ -507,7 +521,8 @@ pub struct RunArgs {
     #[arg(
         long = "storage-driver",
         value_name = "DRIVER",
-        env = "NOOK_STORAGE_DRIVER"
+        env = "NOOK_STORAGE_DRIVER",
+        value_parser = crate::values::parse_storage_driver
     )]
     pub storage_driver: Option<String>,
 
@@ -518,8 +533,8 @@ pub struct RunArgs {
     pub layers: Vec<PathBuf>,
 
     /// Pull the image: missing (default), always, never, newer (as always)
-    #[arg(long, value_name = "POLICY", default_value = "missing", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
-    pub pull: String,
+    #[arg(long, value_name = "POLICY", default_value = "missing", num_args = 0..=1, require_equals = true, default_missing_value = "always", value_parser = one_of::<PullPolicy>(PullPolicy::NAMES))]
+    pub pull: PullPolicy,
 
     /// Override the image's ENTRYPOINT (an empty string clears it)
     #[arg(long, value_name = "CMD")]
@@ -630,9 +645,10 @@ pub struct ResourceArgs {
         long,
         value_name = "MODE",
         default_value = "enabled",
-        help_heading = "Resources"
+        help_heading = "Resources",
+        value_parser = one_of::<CgroupsMode>(CgroupsMode::NAMES)
     )]
-    pub cgroups: String,
+    pub cgroups: CgroupsMode,
 }
 
 #[derive(Args, Debug)]
@@ -826,8 +842,8 @@ pub struct StopArgs {
 #[derive(Args, Debug)]
 pub struct KillArgs {
     /// Signal (name or number, default KILL)
-    #[arg(short, long, default_value = "KILL")]
-    pub signal: String,
+    #[arg(short, long, default_value = "KILL", value_parser = crate::values::parse_signal)]
+    pub signal: i32,
     /// Every running container
     #[arg(short, long)]
     pub all: bool,

@@ -307,6 +307,18 @@ fn align(lines: &[String]) -> String {
     out.join("\n")
 }
 
+/// `inspect --format`: JSON (the default), or a template applied to each object.
+pub fn print_inspected(objects: &[serde_json::Value], format: Option<&str>) -> Result<i32> {
+    match format {
+        None | Some("json") => println!("{}", serde_json::to_string_pretty(objects)?),
+        Some(template) => {
+            let output = Output::parse(template, "")?;
+            print!("{}", output.render(objects, &[])?);
+        }
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nook_fs::auth::{self, Credentials};
 use nook_fs::digest::Digest;
 use nook_fs::manifest::Platform;
-use nook_fs::pull::{self, BlobProgress, Progress, PullOptions};
+use nook_fs::pull::{self, BlobProgress, Progress};
 use nook_fs::reference::{self, RegistriesConfig};
-use nook_fs::registry::{ClientOptions, RegistryError};
+use nook_fs::registry::ClientOptions;
 use nook_fs::store::{ImageRecord, Store};
 
 use crate::flags::{
@@ -25,50 +25,107 @@ use crate::flags::{
     RmiArgs, TagArgs,
 };
 use crate::format;
-use crate::store_helper::{self, Job, UnpackJob};
+use crate::notify::Stderr;
+use nook_engine::image::{self, PullFrom};
+use nook_engine::store_helper::{self, Job};
 
 /// The store, with the leftovers of killed commands removed.
 pub fn open_store(root: Option<PathBuf>) -> Result<Store> {
-    let root = nook_fs::paths::store_root(root).ok_or_else(|| {
-        anyhow!(
-            "no place for the image store (no HOME): set NOOK_ROOT or --root to a directory \
-             of your own"
-        )
-    })?;
-    tracing::debug!("image store {}", root.display());
-    let store = Store::open(&root)?;
-    let left = store.leftovers();
-    if !left.is_empty() {
-        // Best effort: a failure here must not stop the command the user asked for.
-        let deleted = left.paths.is_empty()
-            || match store_helper::run(&Job::Remove(left.paths.clone())) {
-                Ok(_) => true,
-                Err(e) => {
-                    eprintln!(
-                        "nook: warning: could not clean the store's tmp/: {why}",
-                        why = crate::errors::Chain(&e)
-                    );
-                    false
-                }
-            };
-        left.finish(deleted);
-    }
-    Ok(store)
+    Ok(image::open_store(root, &Stderr)?)
 }
 
-/// Runs `job`, which works on this store's own tmp/ entries, in the store helper; the
-/// helper holds the store's tmp/ lock with us, so nobody sweeps them while it works.
+/// [`image::run_in_tmp`].
 pub fn run_in_tmp(store: &Store, job: &Job) -> Result<store_helper::Outcome> {
-    let owner = store.tmp_owner_fd();
-    store_helper::run_holding(job, owner.as_ref().map(std::os::fd::AsFd::as_fd))
+    Ok(image::run_in_tmp(store, job)?)
+}
+
+pub fn settings() -> nook_engine::Settings {
+    crate::notify::settings(crate::config::current())
 }
 
 fn registries() -> Result<RegistriesConfig> {
-    // `[registries] config` in config.toml names another registries.conf.
-    Ok(match &crate::config::current().registries.config {
-        Some(path) => RegistriesConfig::load_from(path)?,
-        None => RegistriesConfig::load()?,
-    })
+    Ok(image::registries(&settings())?)
+}
+
+/// `--tls-verify`, `--creds USER[:PASSWORD]`, `--platform`, for one pull.
+pub fn pull_from(reg: &RegistryArgs) -> PullFrom {
+    PullFrom {
+        tls_verify: reg.tls_verify,
+        creds: reg.creds.as_deref().map(|c| {
+            let (u, p) = c.split_once(':').unwrap_or((c, ""));
+            Credentials {
+                username: u.into(),
+                password: p.into(),
+            }
+        }),
+        platform: reg.platform.clone(),
+    }
+}
+
+/// Pulls `name` into the store, with progress bars on a terminal unless `quiet`.
+pub fn pull_image(
+    store: &Store,
+    name: &str,
+    reg: &RegistryArgs,
+    quiet: bool,
+) -> Result<ImageRecord> {
+    let bars = Bars::new(quiet);
+    let progress: &dyn Progress = match &bars {
+        Some(b) => b,
+        None => &pull::Quiet,
+    };
+    Ok(image::pull_image(
+        store,
+        name,
+        &pull_from(reg),
+        &settings(),
+        progress,
+        &Stderr,
+    )?)
+}
+
+/// The progress a pull for `nook run` shows: bars on a terminal. Decided at the first
+/// pull, not before: a run that pulls nothing (host, --rootfs, a stored image) asks
+/// nothing of the terminal.
+pub fn run_progress() -> Box<dyn Progress> {
+    Box::new(LazyBars(std::sync::OnceLock::new()))
+}
+
+struct LazyBars(std::sync::OnceLock<Option<Bars>>);
+
+impl LazyBars {
+    fn bars(&self) -> Option<&Bars> {
+        self.0.get_or_init(|| Bars::new(false)).as_ref()
+    }
+}
+
+impl Progress for LazyBars {
+    fn start(&self, digest: &Digest, size: u64) -> Box<dyn BlobProgress + '_> {
+        match self.bars() {
+            Some(b) => b.start(digest, size),
+            None => Box::new(pull::Quiet),
+        }
+    }
+    fn note(&self, msg: &str) {
+        if let Some(b) = self.bars() {
+            b.note(msg);
+        }
+    }
+}
+
+/// Unpacks the image's layers that are not in the store yet.
+pub fn ensure_layers(store: &Store, record: &ImageRecord) -> Result<()> {
+    Ok(image::ensure_layers(store, record, &Stderr)?)
+}
+
+/// The image `name` names in the store, or a clear error.
+pub fn find(store: &Store, name: &str) -> Result<ImageRecord> {
+    Ok(image::find(store, name, &settings())?)
+}
+
+/// [`image::collect_unreferenced`].
+pub fn collect_unreferenced(store: &Store) -> Result<Option<image::Reclaimed>> {
+    Ok(image::collect_unreferenced(store)?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -120,147 +177,6 @@ impl BlobProgress for Bar {
 // ---------------------------------------------------------------------------------------
 // Pull
 
-fn client_options(
-    reg: &RegistryArgs,
-    cfg: &RegistriesConfig,
-    registry: &str,
-) -> Result<ClientOptions> {
-    let credentials = reg.creds.as_deref().map(|c| {
-        let (u, p) = c.split_once(':').unwrap_or((c, ""));
-        Credentials {
-            username: u.into(),
-            password: p.into(),
-        }
-    });
-    Ok(ClientOptions {
-        insecure: reg.tls_verify == Some(false) || cfg.is_insecure(registry),
-        credentials,
-    })
-}
-
-fn platform(reg: &RegistryArgs) -> Result<Platform> {
-    match &reg.platform {
-        None => Ok(Platform::host()),
-        Some(p) => Platform::parse(p).ok_or_else(|| {
-            anyhow!("bad --platform {p:?}: use OS/ARCH[/VARIANT], e.g. linux/arm64")
-        }),
-    }
-}
-
-/// Pulls `name` (trying each search registry for a short name) into the store.
-pub fn pull_image(
-    store: &Store,
-    name: &str,
-    reg: &RegistryArgs,
-    quiet: bool,
-) -> Result<ImageRecord> {
-    let cfg = registries()?;
-    let parsed = reference::parse(name)?;
-    let candidates = cfg.candidates(&parsed);
-    if candidates.is_empty() {
-        bail!("{name:?} is a short name and no search registries are configured: write it in full (e.g. docker.io/library/{name}) or set unqualified-search-registries in ~/.config/nook/registries.conf");
-    }
-    // Until the image is recorded, what this pull stores or finds stored is referenced
-    // by no image: no collection may take it meanwhile.
-    let _writing = store.hold_writes()?;
-    let bars = Bars::new(quiet);
-    let progress: &dyn Progress = match &bars {
-        Some(b) => b,
-        None => &pull::Quiet,
-    };
-    let mut errors = Vec::new();
-    for r in &candidates {
-        let opts = PullOptions {
-            platform: platform(reg)?,
-            client: client_options(reg, &cfg, &r.registry)?,
-            jobs: 6,
-        };
-        if bars.is_some() {
-            progress.note(&format!("Trying to pull {r}..."));
-        }
-        match pull::fetch(store, r, &opts, progress) {
-            Ok(record) => {
-                ensure_layers(store, &record)?;
-                store.add_image(record.clone())?;
-                return Ok(record);
-            }
-            // A short name goes on to the next registry when this one lacks it.
-            Err(pull::PullError::Registry(
-                e @ (RegistryError::NotFound { .. } | RegistryError::Denied { .. }),
-            )) if candidates.len() > 1 => {
-                errors.push(format!("{r}: {e}"));
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("pulling {r}"))),
-        }
-    }
-    bail!(
-        "pulling {name}: no search registry has it ({})",
-        errors.join("; ")
-    )
-}
-
-/// Unpacks the image's layers that are not in the store yet.
-pub fn ensure_layers(store: &Store, record: &ImageRecord) -> Result<()> {
-    let mut jobs: Vec<UnpackJob> = Vec::new();
-    for l in &record.layers {
-        if !store.has_layer(&l.diff_id)
-            && !jobs.iter().any(|j| j.diff_id.as_ref() == Some(&l.diff_id))
-        {
-            jobs.push(UnpackJob {
-                blob: store.blob_path(&l.blob),
-                diff_id: Some(l.diff_id.clone()),
-                dest: store.temp_path("layer")?,
-                store: Some(store.root().to_path_buf()),
-            });
-        }
-    }
-    if jobs.is_empty() {
-        return Ok(());
-    }
-    // A layer committed is referenced by no image until the caller records one.
-    let _writing = store.hold_writes()?;
-    let pending: Vec<(PathBuf, Digest)> = jobs
-        .iter()
-        .map(|j| (j.dest.clone(), j.diff_id.clone().expect("set above")))
-        .collect();
-    let result = run_in_tmp(store, &Job::Unpack(jobs)).context("unpacking the image's layers");
-    let mut trash = Vec::new();
-    match result {
-        Ok(outcome) => {
-            for s in &outcome.stats {
-                if s.devices_skipped > 0 {
-                    eprintln!(
-                        "nook: skipped {} device node(s) an unprivileged user cannot create",
-                        s.devices_skipped
-                    );
-                }
-            }
-            for (tmp, diff_id) in &pending {
-                if let Some(lost) = store.commit_layer(tmp, diff_id)? {
-                    trash.push(lost);
-                }
-            }
-        }
-        Err(e) => {
-            let _ = run_in_tmp(
-                store,
-                &Job::Remove(
-                    pending
-                        .into_iter()
-                        .map(|(p, _)| p)
-                        .filter(|p| p.exists())
-                        .collect(),
-                ),
-            );
-            return Err(e);
-        }
-    }
-    if !trash.is_empty() {
-        run_in_tmp(store, &Job::Remove(trash))?;
-    }
-    Ok(())
-}
-
 pub fn pull_cmd(root: Option<PathBuf>, args: PullArgs) -> Result<i32> {
     let store = open_store(root)?;
     let record = pull_image(&store, &args.image, &args.registry, args.quiet)?;
@@ -270,50 +186,6 @@ pub fn pull_cmd(root: Option<PathBuf>, args: PullArgs) -> Result<i32> {
 
 // ---------------------------------------------------------------------------------------
 // Finding images, and `nook run IMAGE`
-
-/// The image `name` names in the store, or a clear error.
-pub fn find(store: &Store, name: &str) -> Result<ImageRecord> {
-    store.find(name, &registries()?)?.ok_or_else(|| {
-        anyhow!("image {name:?} not found in the store ({}): `nook images` lists what is there, `nook pull {name}` fetches it", store.root().display())
-    })
-}
-
-/// What `nook run IMAGE` needs: the record and the layer directories, lowest first.
-pub struct RunImage {
-    pub record: ImageRecord,
-    pub layers: Vec<PathBuf>,
-    pub store: Store,
-}
-
-pub fn image_for_run(
-    root: Option<PathBuf>,
-    name: &str,
-    policy: &str,
-    reg: &RegistryArgs,
-) -> Result<RunImage> {
-    let store = open_store(root)?;
-    let existing = store.find(name, &registries()?)?;
-    let record = match (policy, existing) {
-        ("never", Some(r)) | ("missing", Some(r)) => r,
-        ("never", None) => bail!(
-            "image {name:?} is not in the store and --pull=never: run `nook pull {name}` first"
-        ),
-        ("missing", None) | ("always", _) | ("newer", _) => pull_image(&store, name, reg, false)?,
-        (other, _) => bail!("bad --pull {other:?}: use missing, always or never"),
-    };
-    // A layer removed by hand (or a store repaired) is unpacked again from its blob.
-    ensure_layers(&store, &record)?;
-    let layers = record
-        .layers
-        .iter()
-        .map(|l| store.layer_dir(&l.diff_id))
-        .collect();
-    Ok(RunImage {
-        record,
-        layers,
-        store,
-    })
-}
 
 /// IDs of images that containers use: running ones (their nook process still lives)
 /// and every container record (a stopped container starts again on its image's layers).
@@ -333,7 +205,7 @@ pub fn images_in_use(root: Option<PathBuf>) -> Vec<String> {
             let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
             alive.then_some(id)
         });
-    let recorded: Vec<String> = crate::container::record::Places::open(root)
+    let recorded: Vec<String> = crate::notify::places(root)
         .map(|p| p.all())
         .unwrap_or_default()
         .into_iter()
@@ -360,32 +232,6 @@ pub fn prune_unnamed(root: Option<PathBuf>) -> Result<usize> {
         removed += 1;
     }
     Ok(removed)
-}
-
-/// What [`collect_unreferenced`] removed.
-pub struct Reclaimed {
-    pub blobs: usize,
-    pub layers: usize,
-    pub bytes: u64,
-}
-
-/// Removes the blobs and layers no image references (a failed or killed pull's or
-/// import's, an `rmi` deferred); None when a pull, import, load or commit is running.
-pub fn collect_unreferenced(store: &Store) -> Result<Option<Reclaimed>> {
-    let Some(garbage) = store.collect_garbage()? else {
-        return Ok(None);
-    };
-    let mut reclaimed = Reclaimed {
-        blobs: garbage.blobs,
-        layers: garbage.trash.len(),
-        bytes: garbage.blob_bytes,
-    };
-    if !garbage.trash.is_empty() {
-        let outcome = run_in_tmp(store, &Job::Remove(garbage.trash))
-            .context("deleting layers no image uses")?;
-        reclaimed.bytes += outcome.bytes.iter().sum::<u64>();
-    }
-    Ok(Some(reclaimed))
 }
 
 /// Says that what an image alone used stays for now (a writer runs: see
@@ -475,10 +321,8 @@ impl ImageRow {
     fn for_image(i: &ImageRecord, no_trunc: bool) -> Vec<ImageRow> {
         let id = if no_trunc { i.id.hex() } else { i.id.short() }.to_string();
         let created_at = i.config.created.clone().unwrap_or_default();
-        let created = created_at
-            .get(..19)
-            .unwrap_or(&created_at)
-            .replace('T', " ");
+        // How long ago, as podman's CREATED column and `nook ps` say it.
+        let created = crate::units::ago(&created_at);
         let names: Vec<(String, String)> = if i.names.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
@@ -620,7 +464,7 @@ pub fn inspect_cmd(root: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
             },
         }));
     }
-    crate::container::print_inspected(&out, args.format.as_deref())
+    crate::format::print_inspected(&out, args.format.as_deref())
 }
 
 /// The stored form of a name the user gives for tag/import: qualified, with a tag.
@@ -687,7 +531,7 @@ pub fn import_cmd(root: Option<PathBuf>, args: ImportArgs) -> Result<i32> {
 // login, logout
 
 pub fn login_cmd(args: LoginArgs) -> Result<i32> {
-    let registry = normalise_registry(&args.registry);
+    let registry = reference::normalise_registry(&args.registry);
     let username = match args.username {
         Some(u) => u,
         None => bail!("give the user name with --username (and the password with --password or --password-stdin)"),
@@ -720,23 +564,12 @@ pub fn login_cmd(args: LoginArgs) -> Result<i32> {
 }
 
 pub fn logout_cmd(args: LogoutArgs) -> Result<i32> {
-    let registry = normalise_registry(&args.registry);
+    let registry = reference::normalise_registry(&args.registry);
     if !auth::save(&registry, None)? {
         bail!("not logged in to {registry}");
     }
     println!("Removed login credentials for {registry}");
     Ok(0)
-}
-
-fn normalise_registry(r: &str) -> String {
-    let r = r
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    match r {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
-        other => other.to_string(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------

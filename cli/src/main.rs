@@ -2,14 +2,11 @@
 //! to podman's exit codes: 125 nook failed, 126/127 the command could not be run,
 //! otherwise the container's own status.
 
-mod apt_sandbox;
 mod completion;
 mod config;
 mod container;
-mod copies;
 mod cp;
 mod df;
-mod env;
 mod errors;
 mod exec;
 mod exec_pid;
@@ -18,23 +15,38 @@ mod format;
 mod image_cmds;
 mod info;
 mod logging;
-mod network;
+mod notify;
 mod oci;
-mod resources;
+mod request;
 mod run;
-mod seccomp;
-mod spec;
 mod stats;
-mod storage;
-mod store_helper;
 mod units;
 mod unshare;
-mod users;
+mod values;
 
 use flags::{Cli, Command, Format};
 
 /// podman's status for "the container engine itself failed".
 const EXIT_NOOK_FAILED: i32 = 125;
+
+/// A bad flag value as one line: the flag, the value and the accepted values (clap's
+/// own rendering spreads that over three lines and a hint).
+fn value_error_line(e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    Some(parts.join(" ").trim_start_matches("error: ").to_string())
+}
 
 fn main() {
     // A caller that ignores SIGCHLD would have nook's children reaped behind its back.
@@ -47,7 +59,12 @@ fn main() {
     let (cli, config): (Cli, _) = match config::parse_command_line() {
         Ok(parsed) => parsed,
         Err(e) => {
-            let _ = e.print();
+            match value_error_line(&e) {
+                Some(line) => eprintln!("nook: {line}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             std::process::exit(if e.use_stderr() { EXIT_NOOK_FAILED } else { 0 });
         }
     };
@@ -59,6 +76,7 @@ fn main() {
         nook_rootless::fds::mark_cloexec_from(nook_rootless::fds::FIRST_PASSED);
     }
     logging::init(cli.globals.log_level);
+    errors::quiet_on_broken_pipe();
     match config {
         Ok(config) => {
             match &config.path {
@@ -91,18 +109,18 @@ fn main() {
             | Command::Oci(_)
     ) {
         let (runtime, _) = nook_rootless::state::runtime_dir_for(nix::unistd::getuid().as_raw());
-        copies::sweep(&runtime);
+        nook_engine::copies::sweep(&runtime, &notify::Stderr);
     }
     let root = cli.globals.root;
     let result = match cli.command {
         Command::Run(args) => run::run(*args, root),
         Command::Unshare(args) => unshare::run(args),
         Command::Stats(args) => stats::stats(args, root),
-        Command::Pause(args) => stats::pause(args, true, root),
-        Command::Unpause(args) => stats::pause(args, false, root),
+        Command::Pause(args) => stats::pause_cmd(args, root),
+        Command::Unpause(args) => stats::unpause_cmd(args, root),
         Command::Info(args) => {
             let mut report = nook_rootless::probe::probe_all();
-            report.probes.push(storage::probe());
+            report.probes.push(nook_engine::storage::probe());
             info::print(&report, args.format == Format::Json).map(|()| 0)
         }
         Command::Pull(args) => image_cmds::pull_cmd(root, args),
@@ -129,8 +147,8 @@ fn main() {
         Command::Logs(args) => container::logs::logs_cmd(args, root),
         Command::Exec(args) => exec::exec_cmd(args, root),
         Command::Attach(args) => container::attach::attach_cmd(args, root),
-        Command::Stop(args) => container::lifecycle::stop_cmd(args, root, false),
-        Command::Restart(args) => container::lifecycle::stop_cmd(args, root, true),
+        Command::Stop(args) => container::lifecycle::stop_cmd(args, root),
+        Command::Restart(args) => container::lifecycle::restart_cmd(args, root),
         Command::Kill(args) => container::lifecycle::kill_cmd(args, root),
         Command::Rm(args) => container::lifecycle::rm_cmd(args, root),
         Command::Wait(args) => container::lifecycle::wait_cmd(args, root),
@@ -144,17 +162,19 @@ fn main() {
             container::lifecycle::container_prune_cmd(args, root)
         }
         Command::Supervise(args) => {
-            let passing = run::Passing {
+            let passing = nook_engine::run::Passing {
                 fds: nook_rootless::fds::PassedFds {
                     count: args.pass_fds,
                     listen: args.listen,
                 },
                 names: args.listen_fdnames,
             };
-            container::supervisor::main(&args.dir, args.attach_first, &passing, root)
+            let eng = notify::engine(root);
+            nook_engine::container::supervisor::main(&eng, &args.dir, args.attach_first, &passing)
+                .map_err(Into::into)
         }
-        Command::StoreHelper => store_helper::main(),
-        Command::FuseServer => storage::fuse_server_main(),
+        Command::StoreHelper => nook_engine::store_helper::main().map_err(Into::into),
+        Command::FuseServer => nook_engine::storage::fuse_server_main().map_err(Into::into),
         Command::ExecPid(args) => exec_pid::run(args, None),
         Command::Completion(args) => completion::completion_cmd(args.shell),
         Command::Man(args) => completion::man_cmd(&args.dir),
@@ -166,14 +186,10 @@ fn main() {
     };
     match result {
         Ok(code) => std::process::exit(code),
+        Err(e) if errors::is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("nook: {}", errors::Chain(&e));
-            let code = match e.downcast_ref::<container::supervisor::ExitError>() {
-                Some(exit) => exit.0,
-                None => e
-                    .downcast_ref::<nook_rootless::Error>()
-                    .map_or(EXIT_NOOK_FAILED, nook_rootless::Error::exit_code),
-            };
+            let code = errors::exit_code_of(&e);
             std::process::exit(code);
         }
     }

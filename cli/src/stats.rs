@@ -1,43 +1,31 @@
-//! `nook stats`, `nook pause`, `nook unpause`: commands that read or act on a running
-//! container's cgroup.
-//!
-//! A running container is a directory `$RUNTIME/containers/ID` holding a `cgroup` file
-//! (written by `nook run` when the container got a cgroup); the container records name
-//! them. A container is given by name, full ID or unique ID prefix.
+//! `nook stats`, `nook pause`, `nook unpause`: what a running container's cgroup says,
+//! printed (nook_engine::stats finds the containers and reads them).
 //!
 //! CPU % is the CPU time used between two readings over the wall time between them
 //! (100% = one CPU busy); with `--no-stream`, the first reading is compared with the
 //! container's start (the `cgroup` file's mtime). Network I/O is not counted yet (the
 //! netstack's counters are not exported) and shows as `--` / null.
 
-use std::fs;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use nook_engine::stats::{host_memory, names, percent, running, select, Running};
 use nook_rootless::cgroups::{self, Stats};
 use nook_rootless::state;
 
 use crate::flags::{ContainersArgs, Format, StatsArgs};
 use crate::units;
 
-/// A running container that has a cgroup.
-struct Running {
-    id: String,
-    name: String,
-    cgroup: PathBuf,
-    started: SystemTime,
-}
-
 pub fn stats(args: StatsArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let runtime = state::runtime_dir()?;
-    let names = names(store_root)?;
+    let names = names(&crate::notify::places(store_root)?);
     let pick = |all: Vec<Running>| -> Result<Vec<Running>> {
         if args.containers.is_empty() {
             Ok(all)
         } else {
-            select(all, &args.containers, &runtime, &names)
+            Ok(select(all, &args.containers, &runtime, &names)?)
         }
     };
     let mut previous: Vec<(String, Stats, Instant)> = Vec::new();
@@ -89,9 +77,26 @@ pub fn stats(args: StatsArgs, store_root: Option<PathBuf>) -> Result<i32> {
     }
 }
 
-pub fn pause(args: ContainersArgs, frozen: bool, store_root: Option<PathBuf>) -> Result<i32> {
+/// What `freeze` does to each container's cgroup.
+#[derive(Clone, Copy)]
+enum Freeze {
+    Pause,
+    Unpause,
+}
+
+/// `nook pause`.
+pub fn pause_cmd(args: ContainersArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    freeze(args, Freeze::Pause, store_root)
+}
+
+/// `nook unpause`.
+pub fn unpause_cmd(args: ContainersArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    freeze(args, Freeze::Unpause, store_root)
+}
+
+fn freeze(args: ContainersArgs, how: Freeze, store_root: Option<PathBuf>) -> Result<i32> {
     let runtime = state::runtime_dir()?;
-    let names = names(store_root)?;
+    let names = names(&crate::notify::places(store_root)?);
     let chosen = select(
         running(&runtime, &names)?,
         &args.containers,
@@ -99,9 +104,7 @@ pub fn pause(args: ContainersArgs, frozen: bool, store_root: Option<PathBuf>) ->
         &names,
     )?;
     for c in chosen {
-        let what = if frozen { "pausing" } else { "unpausing" };
-        cgroups::set_frozen(&c.cgroup, frozen)
-            .with_context(|| format!("{what} container {}", c.id))?;
+        nook_engine::stats::set_frozen(&c, matches!(how, Freeze::Pause))?;
         println!("{}", c.id);
     }
     Ok(0)
@@ -112,116 +115,6 @@ struct Row {
     name: String,
     cpu_percent: f64,
     stats: Stats,
-}
-
-fn percent(usage_usec: u64, wall: Duration) -> f64 {
-    let wall = wall.as_micros() as f64;
-    if wall <= 0.0 {
-        0.0
-    } else {
-        usage_usec as f64 * 100.0 / wall
-    }
-}
-
-/// Every running container of this user that has a cgroup, oldest first.
-fn running(runtime: &Path, names: &[(String, String)]) -> Result<Vec<Running>> {
-    let dir = runtime.join("containers");
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let id = e.file_name().to_string_lossy().into_owned();
-        let Some(cgroup) = cgroups::recorded(&e.path()) else {
-            continue;
-        };
-        if !cgroup.join("cgroup.procs").exists() {
-            continue; // left by a killed nook; its cgroup is gone
-        }
-        let started = fs::metadata(e.path().join("cgroup"))
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::now());
-        let name = names
-            .iter()
-            .find(|(_, target)| *target == id)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_default();
-        out.push(Running {
-            id,
-            name,
-            cgroup,
-            started,
-        });
-    }
-    out.sort_by_key(|r| r.started);
-    Ok(out)
-}
-
-/// (name, id) of every container of the store.
-fn names(store_root: Option<PathBuf>) -> Result<Vec<(String, String)>> {
-    let places = crate::container::record::Places::open(store_root)?;
-    Ok(places
-        .all()
-        .into_iter()
-        .map(|c| (c.record.name, c.record.id))
-        .collect())
-}
-
-/// The containers the user named, in the order named.
-fn select(
-    all: Vec<Running>,
-    wanted: &[String],
-    runtime: &Path,
-    names: &[(String, String)],
-) -> Result<Vec<Running>> {
-    let mut chosen: Vec<Running> = Vec::new();
-    let mut all = all;
-    for w in wanted {
-        let by_name = all.iter().position(|r| !r.name.is_empty() && r.name == *w);
-        let by_id: Vec<usize> = all
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.id.starts_with(w.as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        let index = match (by_name, by_id.as_slice()) {
-            (Some(i), _) => i,
-            (None, [i]) => *i,
-            (None, []) => {
-                let id = names
-                    .iter()
-                    .find(|(n, _)| n == w)
-                    .map_or_else(|| w.clone(), |(_, id)| id.clone());
-                let exists = runtime.join("containers").join(&id).is_dir();
-                if exists {
-                    bail!(
-                        "container {w} has no cgroup: it runs without resource control on \
-                         this host (see `nook info`)"
-                    );
-                }
-                bail!(
-                    "no such container: {w} (see the running ones with `nook stats --no-stream`)"
-                );
-            }
-            (None, _) => bail!("{w} is a prefix of several container IDs: give more of it"),
-        };
-        chosen.push(all.remove(index));
-    }
-    Ok(chosen)
-}
-
-/// MemTotal of /proc/meminfo, in bytes: the "limit" of a container without one.
-fn host_memory() -> u64 {
-    fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 fn render_table(rows: &[Row], mem_total: u64) -> String {
@@ -290,17 +183,5 @@ fn mem_percent(used: u64, limit: u64) -> f64 {
         0.0
     } else {
         used as f64 * 100.0 / limit as f64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_percent() {
-        assert_eq!(percent(500_000, Duration::from_secs(1)), 50.0);
-        assert_eq!(percent(2_000_000, Duration::from_secs(1)), 200.0);
-        assert_eq!(percent(1, Duration::ZERO), 0.0);
     }
 }

@@ -1,10 +1,12 @@
-//! Sizes for people: the one formatter every command prints sizes with.
+//! Sizes and times for people: the one formatter every command prints them with.
 //!
 //! As podman (docker's go-units): base 1000 with B, kB, MB, GB ... and three significant
 //! digits, trailing zeros dropped (`204 MB`, `1.2 GB`, `345 kB`, `512 B`). `nook images`
 //! and the store's reports separate number and unit as podman's tables do; `nook stats`
 //! keeps podman's compact form (`1.23MB`), and memory there is binary (`1.5MiB`), as
 //! podman shows it.
+
+use std::time::{Duration, SystemTime};
 
 const DECIMAL: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
 const BINARY: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -63,6 +65,35 @@ fn three_digits(v: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// `5 minutes ago`: how long ago an RFC 3339 time was (empty when it is not one).
+pub fn ago(time: &str) -> String {
+    since(Some(time)).map_or_else(String::new, |s| format!("{s} ago"))
+}
+
+/// How long since an RFC 3339 time, as podman words it.
+pub fn since(time: Option<&str>) -> Option<String> {
+    let t = humantime::parse_rfc3339_weak(time?).ok()?;
+    let d = SystemTime::now()
+        .duration_since(t)
+        .unwrap_or(Duration::ZERO);
+    Some(human_duration(d))
+}
+
+/// Durations as podman words them.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +125,12 @@ mod tests {
         assert_eq!(compact_binary_size(1536 * 1024), "1.5MiB");
         assert_eq!(compact_binary_size(64 << 20), "64MiB");
         assert_eq!(compact_binary_size((1 << 30) - 1), "1GiB");
+    }
+
+    #[test]
+    fn durations_in_podman_words() {
+        assert_eq!(human_duration(Duration::from_secs(5)), "5 seconds");
+        assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
+        assert_eq!(human_duration(Duration::from_secs(7300)), "2 hours");
     }
 }

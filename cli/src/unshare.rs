@@ -11,7 +11,7 @@ pub fn run(args: UnshareArgs) -> Result<i32> {
     if let Some(notice) = &mapping.notice {
         let runtime_dir = nook_rootless::state::runtime_dir().ok();
         crate::logging::notice_once_per_account(
-            crate::run::SINGLE_ID_NOTICE,
+            nook_engine::run::SINGLE_ID_NOTICE,
             notice,
             runtime_dir.as_deref(),
         );

@@ -87,20 +87,7 @@ fn sources() -> Vec<PathBuf> {
     v
 }
 
-fn normalise_key(key: &str) -> String {
-    let k = key
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let k = k.trim_end_matches('/');
-    let k = k
-        .strip_suffix("/v1")
-        .or_else(|| k.strip_suffix("/v2"))
-        .unwrap_or(k);
-    match k {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-        _ => k.to_string(),
-    }
-}
+use crate::reference::normalise_registry as normalise_key;
 
 fn read_file(path: &Path) -> Result<Option<AuthFile>, AuthError> {
     match fs::read(path) {

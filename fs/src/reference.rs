@@ -135,11 +135,7 @@ pub fn parse(input: &str) -> Result<Parsed, RefError> {
     }
     Ok(match registry {
         Some(registry) => {
-            let registry = if registry == "index.docker.io" {
-                DOCKER_HUB.to_string()
-            } else {
-                registry
-            };
+            let registry = normalise_registry(&registry);
             let repository = if registry == DOCKER_HUB && !path.contains('/') {
                 format!("library/{path}")
             } else {
@@ -272,6 +268,24 @@ impl RegistriesConfig {
                 })
                 .collect(),
         }
+    }
+}
+
+/// A registry as one name, however it is written: without scheme, trailing slash or
+/// `/v1`/`/v2` API suffix, Docker Hub's other host names as `docker.io`. The one
+/// normalisation of registry names: references, credentials and `login`/`logout`.
+pub fn normalise_registry(key: &str) -> String {
+    let k = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let k = k.trim_end_matches('/');
+    let k = k
+        .strip_suffix("/v1")
+        .or_else(|| k.strip_suffix("/v2"))
+        .unwrap_or(k);
+    match k {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        _ => k.to_string(),
     }
 }
 

@@ -317,7 +317,7 @@ fn create_then_start_attached() {
     let o = env.nook(&["start", "-a", &n]);
     o.assert_code(5);
     assert_eq!(o.out(), "started\n");
-    // Started again, it runs again (the record keeps its flags).
+    // Started again, it runs again (the record keeps its request).
     env.nook(&["start", &n]).success();
     assert_eq!(env.nook(&["wait", &n]).success().line(), "5");
     assert_eq!(
@@ -677,7 +677,7 @@ fn bad_requests_say_what_to_do() {
     env.nook(&["stop", "nosuch"])
         .assert_error_line(125, &["nosuch", "ps -a"]);
     env.nook(&["run", "-d", "--restart", "sometimes", "host", "true"])
-        .assert_error_line(125, &["--restart"]);
+        .assert_error_line(125, &["--restart", "'sometimes'", "on-failure[:N]"]);
     let n = name();
     env.detach(&["--name", &n, "host", "sleep", "1000"]);
     env.nook(&["rm", &n]).assert_error_line(1, &[&n, "rm -f"]);
@@ -786,4 +786,255 @@ fn a_killed_foreground_rm_run_is_removed_by_the_next_ps() {
     // The name is free again.
     env.nook(&["create", "--name", &n, "host", "true"])
         .success();
+}
+
+/// Every file under `dir` that holds `needle` (symlinks not followed).
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else { continue };
+        let path = e.path();
+        if kind.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn records_keep_what_was_asked_and_no_secret_of_the_callers_shell() {
+    let env = Env::private();
+    let secret = format!("s3cr3t{}", token());
+    let (ran, created) = (name(), name());
+    let creds = format!("someone:{secret}");
+    let with_secret = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env("NOOK_TEST_SECRET", &secret)
+            .env("ASKED_FOR", "from-the-shell");
+        spawn(&mut c).wait(TIMEOUT)
+    };
+    let script = "echo asked=$ASKED_FOR literal=$LITERAL secret=${NOOK_TEST_SECRET:-none}";
+    with_secret(&[
+        "run",
+        "-d",
+        "--creds",
+        &creds,
+        "--name",
+        &ran,
+        "-e",
+        "ASKED_FOR",
+        "-e",
+        "LITERAL=1",
+        "host",
+        "sh",
+        "-c",
+        script,
+    ])
+    .success();
+    with_secret(&[
+        "create",
+        "--creds",
+        &creds,
+        "--name",
+        &created,
+        "-e",
+        "ASKED_FOR",
+        "host",
+        "sh",
+        "-c",
+        script,
+    ])
+    .success();
+    assert_eq!(env.nook(&["wait", &ran]).success().line(), "0");
+    // Started from a shell without the variables: the record's resolved -e counts.
+    env.nook(&["start", &created]).success();
+    assert_eq!(env.nook(&["wait", &created]).success().line(), "0");
+    assert_eq!(
+        env.nook(&["logs", &ran]).success().out(),
+        "asked=from-the-shell literal=1 secret=none\n"
+    );
+    assert_eq!(
+        env.nook(&["logs", &created]).success().out(),
+        "asked=from-the-shell literal= secret=none\n"
+    );
+    for dir in [env.root.path(), env.runtime.as_ref().unwrap().path()] {
+        let leaked = files_holding(dir, secret.as_bytes());
+        assert!(leaked.is_empty(), "the secret is in {leaked:?}");
+    }
+    // And the record says what was asked, in its versioned format.
+    let record = std::fs::read_to_string(
+        env.root
+            .path()
+            .join("containers")
+            .join(env.inspect(&created)["Id"].as_str().unwrap())
+            .join("config.json"),
+    )
+    .unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["version"], 2, "{record}");
+    assert_eq!(
+        record["request"]["env"][0], "ASKED_FOR=from-the-shell",
+        "{record}"
+    );
+    assert!(
+        record.get("argv").is_none() && record.get("env").is_none(),
+        "{record}"
+    );
+}
+
+/// A container's record as nook wrote it before records held a request (format 1):
+/// nook's command line and the creating shell's whole environment.
+const RECORD_V1: &str = r#"{
+  "id": "@ID@",
+  "name": "@NAME@",
+  "created": "2026-12-01T10:00:00.000000000Z",
+  "created_unix_ns": 1796119200000000000,
+  "image": "host",
+  "image_id": null,
+  "command": ["sh", "-c", "echo migrated from=$FROM_ENV literal=$LITERAL old=${OLD_SECRET:-none}"],
+  "argv": ["run", "-d", "--name", "@NAME@", "--restart", "no", "-e", "FROM_ENV", "-e", "LITERAL=1", "--stop-signal", "INT", "host", "sh", "-c", "echo migrated from=$FROM_ENV literal=$LITERAL old=${OLD_SECRET:-none}"],
+  "cwd": "/",
+  "env": [["FROM_ENV", "recorded"], ["OLD_SECRET", "@SECRET@"], ["PATH", "/usr/bin:/bin"]],
+  "rm": false,
+  "tty": false,
+  "interactive": false,
+  "restart": "no",
+  "stop_signal": 2,
+  "stop_timeout": 10,
+  "log_driver": "k8s-file",
+  "log_size_max": null,
+  "layer_dir": null,
+  "store": "@STORE@"
+}"#;
+
+#[test]
+fn a_record_of_the_previous_format_is_migrated_and_starts() {
+    let env = Env::private();
+    let n = name();
+    let id = format!("{}{}", "ab".repeat(20), &"0123456789abcdef".repeat(2)[..24]);
+    let secret = format!("old{}", token());
+    let store = env.root.path().join("containers");
+    let dir = store.join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = RECORD_V1
+        .replace("@ID@", &id)
+        .replace("@NAME@", &n)
+        .replace("@SECRET@", &secret)
+        .replace("@STORE@", store.to_str().unwrap());
+    std::fs::write(dir.join("config.json"), record).unwrap();
+    assert_eq!(env.field(&n, "{{.State}}"), "created");
+    env.nook(&["start", &n]).success();
+    assert_eq!(env.nook(&["wait", &n]).success().line(), "0");
+    // -e FROM_ENV as the creating shell had it; nothing else of that shell.
+    assert_eq!(
+        env.nook(&["logs", &n]).success().out(),
+        "migrated from=recorded literal=1 old=none\n"
+    );
+    assert_eq!(env.inspect(&n)["Config"]["StopSignal"], libc::SIGINT);
+    let migrated: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(migrated["version"], 2, "{migrated}");
+    assert!(migrated.get("argv").is_none(), "{migrated}");
+    let leaked = files_holding(env.root.path(), secret.as_bytes());
+    assert!(
+        leaked.is_empty(),
+        "the old record's environment is in {leaked:?}"
+    );
+    env.nook(&["rm", &n]).success();
+}
+
+#[test]
+fn bad_enum_values_fail_at_parse_time_with_the_accepted_values() {
+    let env = Env::new();
+    for (flag, accepted) in [
+        ("--pull=bogus", "missing, always, never, newer"),
+        ("--restart=bogus", "on-failure[:N]"),
+        ("--log-driver=bogus", "k8s-file, json-file, none"),
+        ("--network=bogus", "none"),
+        ("--cgroups=bogus", "enabled, disabled"),
+        ("--userns=bogus", "keep-id"),
+        ("--storage-driver=bogus", "overlay, fuse, copy"),
+        ("--stop-signal=bogus", "TERM"),
+    ] {
+        for cmd in ["run", "create"] {
+            let n = name();
+            env.nook(&[cmd, "--name", &n, flag, "host", "true"])
+                .assert_error_line(125, &[flag.split('=').next().unwrap(), "'bogus'", accepted]);
+        }
+    }
+    // Mount flags too: parsed once, before anything runs.
+    env.nook(&["run", "-v", "relative:/x", "host", "true"])
+        .assert_error_line(125, &["--volume", "'relative:/x'", "absolute"]);
+    env.nook(&["create", "--tmpfs", "tmp", "host", "true"])
+        .assert_error_line(125, &["--tmpfs", "'tmp'", "absolute"]);
+    // Nothing was created, no name taken.
+    assert_eq!(env.nook(&["ps", "-aq"]).success().out(), "");
+}
+
+#[test]
+fn a_record_that_cannot_be_read_is_listed_as_broken_and_removed_by_name() {
+    let env = Env::new();
+    let (n, m) = (name(), name());
+    let id = env
+        .nook(&["create", "--name", &n, "host", "true"])
+        .success()
+        .line();
+    let other = env
+        .nook(&["create", "--name", &m, "host", "true"])
+        .success()
+        .line();
+    for id in [&id, &other] {
+        let record = env
+            .root
+            .path()
+            .join("containers")
+            .join(id)
+            .join("config.json");
+        std::fs::write(&record, "{\"version\": 2, \"id\": ").unwrap();
+    }
+    let ps = env.nook(&["ps", "-a", "--format", "{{.Names}} {{.State}} {{.Status}}"]);
+    let out = ps.success().out();
+    assert!(out.contains(&format!("{n} broken Broken: ")), "{ps}");
+    assert!(out.contains("is not a container record"), "{ps}");
+    // Its name stays reserved meanwhile; other commands say why and what to do.
+    env.nook(&["create", "--name", &n, "host", "true"])
+        .assert_error_line(125, &[&n, "in use"]);
+    env.nook(&["start", &n])
+        .assert_error_line(125, &[&n, "cannot be read", "nook rm"]);
+    // Removed by name, and by a prefix of its ID with -f: nothing left, names free.
+    assert_eq!(env.nook(&["rm", &n]).success().line(), id);
+    assert_eq!(
+        env.nook(&["rm", "-f", &other[..16]]).success().line(),
+        other
+    );
+    assert_eq!(env.nook(&["ps", "-aq"]).success().out(), "");
+    assert!(!env.root.path().join("containers").join(&id).exists());
+    env.nook(&["create", "--name", &n, "host", "true"])
+        .success();
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_ps_and_logs_quietly() {
+    let env = Env::new();
+    let n = name();
+    env.detach(&["--name", &n, "host", "sh", "-c", "seq 1 2000"]);
+    assert_eq!(env.nook(&["wait", &n]).success().line(), "0");
+    for args in [vec!["ps", "-a"], vec!["logs", &n], vec!["logs", "-f", &n]] {
+        // stdout a pipe nobody reads any more, as `nook ps -a | head -1` leaves it.
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let mut cmd = env.cmd(&args);
+        cmd.stdout(Stdio::from(write)).stderr(Stdio::piped());
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
 }

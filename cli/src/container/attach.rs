@@ -12,14 +12,14 @@ use std::os::unix::net::UnixStream;
 use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::logger::STDERR;
-use super::record::{Container, Places};
+use nook_engine::container::logger::STDERR;
+use nook_engine::container::record::{Container, Places};
 
 pub fn attach_cmd(
     args: crate::flags::AttachArgs,
     store_root: Option<std::path::PathBuf>,
 ) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
     attach(&places, &ctr, !args.no_stdin)
 }
@@ -33,7 +33,7 @@ pub fn attach(places: &Places, ctr: &Container, with_stdin: bool) -> Result<i32>
         );
     }
     let socket = ctr.runtime_dir(places).join("attach.sock");
-    let conn = super::logger::connect_short(&socket).with_context(|| {
+    let conn = nook_engine::container::logger::connect_short(&socket).with_context(|| {
         format!(
             "container {} runs in the foreground of another nook: there is nothing to \
              attach to ({})",
@@ -48,8 +48,8 @@ pub fn attach(places: &Places, ctr: &Container, with_stdin: bool) -> Result<i32>
 /// supervisor ends; returns the container's exit code.
 pub fn attach_on(ctr: &Container, mut conn: UnixStream, with_stdin: bool) -> Result<i32> {
     let stdin = std::io::stdin();
-    let send_input = with_stdin && ctr.record.interactive;
-    let _raw = (send_input && ctr.record.tty)
+    let send_input = with_stdin && ctr.record.request.interactive;
+    let _raw = (send_input && ctr.record.request.tty)
         .then(|| nook_rootless::RawMode::enter(stdin.as_fd()))
         .flatten();
     let mut stdin_open = send_input;
@@ -100,7 +100,7 @@ pub fn attach_on(ctr: &Container, mut conn: UnixStream, with_stdin: bool) -> Res
     if let Some(sup) = ctr
         .recorded_state()
         .supervisor
-        .and_then(super::lifecycle::PidFd::open)
+        .and_then(nook_engine::container::lifecycle::PidFd::open)
     {
         sup.wait(Some(std::time::Duration::from_secs(30)));
     }

@@ -1,36 +1,34 @@
 //! Container lifecycle commands: run -d, create, start, stop, kill, restart, rm, wait,
-//! rename, container prune, system prune/reset.
-//!
-//! Signals go straight to the container's first process through a pidfd (so a recycled
-//! pid is never signalled); the supervisor notices the exit and records it. A manual stop
-//! or kill leaves a marker that keeps the restart policy from undoing it. Waiting is on
-//! pidfds too: no polling of state files.
+//! rename, container prune, system prune/reset. The work is the engine's
+//! (nook_engine::container::lifecycle); these parse, confirm and print.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nook_engine::container::lifecycle::{self, IfRunning, PidFd};
+use nook_engine::container::record::{Container, Places, Status};
+use nook_engine::container::supervisor;
+use nook_engine::run::Passing;
+use nook_engine::store_helper::{self, Job};
+use nook_engine::{Engine, RunRequest};
 
-use super::record::{Container, Places, ProcessId, Status};
-use super::supervisor;
 use crate::flags::{
     CtrsArgs, KillArgs, PruneArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs,
 };
-use crate::run;
-use crate::store_helper::{self, Job};
+use crate::notify::Stderr;
 
 /// `nook run -d`: the image (pulled here, with progress), the record, then the
 /// supervisor; prints the ID once the container runs.
 /// The descriptors `passing` names go to the supervisor, which hands them on.
 pub fn run_detached(
-    args: RunArgs,
-    store_root: Option<PathBuf>,
-    passing: &run::Passing,
+    eng: &Engine,
+    request: &RunRequest,
+    creds: Option<&nook_fs::auth::Credentials>,
+    passing: &Passing,
 ) -> Result<i32> {
-    let ctr = create_container(&args, store_root)?;
-    supervisor::spawn_with(&ctr, None, passing)?;
+    let ctr = nook_engine::run::create(eng, request, creds, &*crate::image_cmds::run_progress())?;
+    supervisor::spawn_with(&ctr, None, passing, &Stderr)?;
     println!("{}", ctr.record.id);
     Ok(0)
 }
@@ -46,20 +44,18 @@ pub fn create_cmd(args: RunArgs, store_root: Option<PathBuf>) -> Result<i32> {
              use it with `nook run` (a created container starts from `nook start`, later)"
         );
     }
-    let ctr = create_container(&args, store_root)?;
+    let request = RunRequest::try_from(&args)?;
+    let creds = crate::image_cmds::pull_from(&args.registry).creds;
+    let eng = crate::notify::engine(store_root);
+    let progress = crate::image_cmds::run_progress();
+    let ctr = nook_engine::run::create(&eng, &request, creds.as_ref(), &*progress)?;
     println!("{}", ctr.record.id);
     Ok(0)
 }
 
-fn create_container(args: &RunArgs, store_root: Option<PathBuf>) -> Result<Container> {
-    let places = Places::for_run(store_root.clone(), args)?;
-    let image = run::choose_image(args, store_root)?;
-    Container::create(&places, args, run::command_line(), image.image_id())
-}
-
 /// `nook start [-a] CTR...`.
 pub fn start_cmd(args: StartArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     if args.attach && args.containers.len() > 1 {
         bail!("start -a takes one container");
     }
@@ -71,144 +67,14 @@ pub fn start_cmd(args: StartArgs, store_root: Option<PathBuf>) -> Result<i32> {
             }
         } else if args.attach {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
-            supervisor::spawn_with(&ctr, Some(theirs), &run::Passing::default())?;
+            supervisor::spawn_with(&ctr, Some(theirs), &Passing::default(), &Stderr)?;
             return super::attach::attach_on(&ctr, ours, args.interactive);
         } else {
-            supervisor::spawn(&ctr)?;
+            supervisor::spawn(&ctr, &Stderr)?;
         }
         println!("{}", ctr.record.name);
     }
     Ok(0)
-}
-
-/// A pidfd: a handle on one process that a recycled pid cannot fool.
-pub struct PidFd(OwnedFd);
-
-impl PidFd {
-    /// The process, if it is still the one recorded.
-    pub fn open(p: ProcessId) -> Option<PidFd> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: the kernel just returned this descriptor to us; we own it.
-        let pidfd = PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-        // Checked after opening: if the start time still matches now, the pidfd refers
-        // to the recorded process and keeps doing so.
-        p.alive().then_some(pidfd)
-    }
-
-    pub fn signal(&self, sig: i32) -> std::io::Result<()> {
-        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Waits until the process has exited; false when `timeout` passed first.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        loop {
-            let left = match deadline {
-                None => PollTimeout::NONE,
-                Some(d) => {
-                    let ms = d
-                        .saturating_duration_since(std::time::Instant::now())
-                        .as_millis();
-                    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
-                        .unwrap_or(PollTimeout::MAX)
-                }
-            };
-            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, left) {
-                Ok(0) => return false,
-                Ok(_) => return true,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return true,
-            }
-        }
-    }
-}
-
-impl AsFd for PidFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-/// Waits for the container's supervisor to finish recording the exit.
-fn wait_for_supervisor(ctr: &Container) {
-    if let Some(sup) = ctr.recorded_state().supervisor.and_then(PidFd::open) {
-        // The supervisor only records the exit and cleans up: seconds at most.
-        sup.wait(Some(Duration::from_secs(30)));
-    }
-}
-
-/// Stops `ctr`: its stop signal, then KILL after `timeout`; returns once it is
-/// recorded as exited. Already stopped: nothing to do.
-pub fn stop(ctr: &Container, timeout: Duration) -> Result<()> {
-    if ctr.supervised() {
-        // Also between two runs of a restart policy: the supervisor checks the marker
-        // before it starts the container again.
-        mark_stopped(ctr)?;
-    }
-    let st = ctr.state();
-    let Some(pid) = st
-        .pid
-        .filter(|_| st.status == Status::Running)
-        .and_then(PidFd::open)
-    else {
-        wait_for_supervisor(ctr);
-        return Ok(());
-    };
-    let _ = pid.signal(ctr.record.stop_signal);
-    if !pid.wait(Some(timeout)) {
-        if timeout.is_zero() {
-            // `-t 0` asked for KILL at once: nothing to warn about.
-            let _ = pid.signal(libc::SIGKILL);
-            pid.wait(None);
-            wait_for_supervisor(ctr);
-            return Ok(());
-        }
-        // Said as podman says it: a user waiting seconds for a stop learns why, and
-        // that the container ends by KILL (exit 137) rather than by its own handler.
-        eprintln!(
-            "nook: warning: {}",
-            stop_fallback_notice(ctr.record.stop_signal, &ctr.record.name, timeout)
-        );
-        let _ = pid.signal(libc::SIGKILL);
-        pid.wait(None);
-    }
-    wait_for_supervisor(ctr);
-    Ok(())
-}
-
-/// The warning printed when the stop signal did not end the container in time.
-fn stop_fallback_notice(signal: i32, name: &str, timeout: Duration) -> String {
-    let sig = nix::sys::signal::Signal::try_from(signal)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {signal}"));
-    let secs = timeout.as_secs();
-    let unit = if secs == 1 { "second" } else { "seconds" };
-    format!(
-        "StopSignal {sig} failed to stop container {name} in {secs} {unit}, resorting to SIGKILL"
-    )
-}
-
-fn mark_stopped(ctr: &Container) -> Result<()> {
-    nook_rootless::state::write_file(&ctr.stop_marker(), b"", nook_rootless::state::PRIVATE_FILE)
-        .with_context(|| format!("marking container {} as stopped", ctr.record.name))
 }
 
 fn targets(places: &Places, all: bool, keys: &[String]) -> Result<Vec<Container>> {
@@ -218,18 +84,37 @@ fn targets(places: &Places, all: bool, keys: &[String]) -> Result<Vec<Container>
     if keys.is_empty() {
         bail!("name at least one container, or use --all");
     }
-    keys.iter().map(|k| places.find(k)).collect()
+    Ok(keys
+        .iter()
+        .map(|k| places.find(k))
+        .collect::<nook_engine::Result<_>>()?)
 }
 
-/// `nook stop` / `nook restart`.
-pub fn stop_cmd(args: StopArgs, store_root: Option<PathBuf>, restart: bool) -> Result<i32> {
-    let places = Places::open(store_root)?;
+/// What `stop_containers` does once a container has stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    Nothing,
+    Start,
+}
+
+/// `nook stop`.
+pub fn stop_cmd(args: StopArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    stop_containers(args, store_root, AfterStop::Nothing)
+}
+
+/// `nook restart`.
+pub fn restart_cmd(args: StopArgs, store_root: Option<PathBuf>) -> Result<i32> {
+    stop_containers(args, store_root, AfterStop::Start)
+}
+
+fn stop_containers(args: StopArgs, store_root: Option<PathBuf>, then: AfterStop) -> Result<i32> {
+    let places = crate::notify::places(store_root)?;
     let mut failed = false;
     for ctr in targets(&places, args.all, &args.containers)? {
-        let timeout = Duration::from_secs(args.time.unwrap_or(ctr.record.stop_timeout));
-        let result = stop(&ctr, timeout).and_then(|()| match restart {
-            true => supervisor::spawn(&ctr),
-            false => Ok(()),
+        let timeout = Duration::from_secs(args.time.unwrap_or(ctr.record.request.stop_timeout));
+        let result = lifecycle::stop(&ctr, timeout, &Stderr).and_then(|()| match then {
+            AfterStop::Start => supervisor::spawn(&ctr, &Stderr),
+            AfterStop::Nothing => Ok(()),
         });
         match result {
             Ok(()) => println!("{}", ctr.record.name),
@@ -237,7 +122,7 @@ pub fn stop_cmd(args: StopArgs, store_root: Option<PathBuf>, restart: bool) -> R
                 eprintln!(
                     "nook: {}: {why}",
                     ctr.record.name,
-                    why = crate::errors::Chain(&e)
+                    why = nook_engine::error::chain_line(&e)
                 );
                 failed = true;
             }
@@ -248,8 +133,8 @@ pub fn stop_cmd(args: StopArgs, store_root: Option<PathBuf>, restart: bool) -> R
 
 /// `nook kill`.
 pub fn kill_cmd(args: KillArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
-    let sig = super::record::parse_signal(&args.signal)?;
+    let places = crate::notify::places(store_root)?;
+    let sig = args.signal;
     let mut failed = false;
     for ctr in targets(&places, args.all, &args.containers)? {
         let st = ctr.state();
@@ -264,7 +149,7 @@ pub fn kill_cmd(args: KillArgs, store_root: Option<PathBuf>) -> Result<i32> {
             }
             continue;
         };
-        mark_stopped(&ctr)?;
+        lifecycle::mark_stopped(&ctr)?;
         match pid.signal(sig) {
             Ok(()) => println!("{}", ctr.record.name),
             Err(e) => {
@@ -278,181 +163,70 @@ pub fn kill_cmd(args: KillArgs, store_root: Option<PathBuf>) -> Result<i32> {
 
 /// `nook rm`.
 pub fn rm_cmd(args: RmArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let mut failed = false;
-    for ctr in targets(&places, args.all, &args.containers)? {
-        let running = ctr.supervised();
-        if running && !args.force {
-            eprintln!(
-                "nook: container {} is running: stop it first (`nook stop {}`) or use rm -f",
-                ctr.record.name, ctr.record.name
-            );
-            failed = true;
-            continue;
+    let if_running = match args.force {
+        true => IfRunning::Kill,
+        false => IfRunning::Refuse,
+    };
+    // Records that cannot be read are removed too: by name or ID, and with --all.
+    let mut broken = Vec::new();
+    let mut found = Vec::new();
+    if args.all {
+        found = places.all();
+        broken = places.broken();
+    } else if args.containers.is_empty() {
+        bail!("name at least one container, or use --all");
+    }
+    for key in &args.containers {
+        match (places.find(key), places.find_broken(key)) {
+            (Ok(ctr), _) => found.push(ctr),
+            (Err(_), Some(b)) => broken.push(b),
+            (Err(e), None) => return Err(e.into()),
         }
-        if running {
-            let st = ctr.state();
-            if let Some(pid) = st.pid.and_then(PidFd::open) {
-                mark_stopped(&ctr)?;
-                let _ = pid.signal(libc::SIGKILL);
-                pid.wait(None);
+    }
+    for ctr in found {
+        match lifecycle::remove(&places, &ctr, if_running, &Stderr) {
+            Ok(()) => println!("{}", ctr.record.id),
+            Err(e) => {
+                eprintln!("nook: {}", nook_engine::error::chain_line(&e));
+                failed = true;
             }
-            wait_for_supervisor(&ctr);
         }
-        remove_container(&places, &ctr);
-        println!("{}", ctr.record.id);
+    }
+    for b in broken {
+        let left = lifecycle::remove_broken(&places, &b);
+        for what in &left {
+            eprintln!("nook: warning: left {what}");
+        }
+        failed |= !left.is_empty();
+        println!("{}", b.id);
     }
     Ok(if failed { 1 } else { 0 })
 }
 
-/// Removes everything of `ctr`: its writable layer (through the store helper: it holds
-/// files of subordinate IDs), its record, its runtime files and its name.
-pub fn remove_container(places: &Places, ctr: &Container) {
-    let layers: Vec<PathBuf> = [Some(ctr.dir.join("layer")), ctr.record.layer_dir.clone()]
-        .into_iter()
-        .flatten()
-        .filter(|p| p.exists())
-        .collect();
-    if !layers.is_empty() {
-        if let Err(e) = store_helper::run(&Job::Remove(layers)) {
-            eprintln!(
-                "nook: warning: could not remove the writable layer of {}: {why}",
-                ctr.record.name,
-                why = crate::errors::Chain(&e),
-            );
-        }
-    }
-    ctr.remove_files();
-    if !ctr.supervised() {
-        let _ = std::fs::remove_dir_all(ctr.runtime_dir(places));
-    }
-    places.release_name(&ctr.record.name, &ctr.record.id);
-}
-
 /// `nook wait`: prints each container's exit code once it has exited.
 pub fn wait_cmd(args: CtrsArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     for key in &args.containers {
         let ctr = places.find(key)?;
-        let st = ctr.recorded_state();
-        if st.status == Status::Created {
-            bail!("container {} has not been started", ctr.record.name);
-        }
-        if let Some(sup) = st.supervisor.and_then(PidFd::open) {
-            // The supervisor ends once the container has ended for good (restarts
-            // included) and its exit is recorded.
-            sup.wait(None);
-        }
-        if !ctr.dir.join("config.json").exists() {
-            bail!(
-                "container {} was removed when it exited (--rm): its exit code is gone",
-                ctr.record.name
-            );
-        }
-        println!("{}", ctr.state().exit_code.unwrap_or(-1));
+        println!("{}", lifecycle::wait(&ctr)?);
     }
     Ok(0)
 }
 
 /// `nook rename`.
 pub fn rename_cmd(args: RenameArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let mut ctr = places.find(&args.container)?;
-    places.reserve_name(&args.new_name, &ctr.record.id, ctr.record.rm)?;
+    places.reserve_name(&args.new_name, &ctr.record.id, ctr.record.request.rm)?;
     let old = std::mem::replace(&mut ctr.record.name, args.new_name.clone());
     if let Err(e) = ctr.write_record() {
         places.release_name(&args.new_name, &ctr.record.id);
-        return Err(e);
+        return Err(e.into());
     }
     places.release_name(&old, &ctr.record.id);
     Ok(0)
-}
-
-/// `--rm` containers whose supervisor was killed before it could remove them: they
-/// are removed now (what `--rm` asked for), so `ps` does not list the dead.
-pub fn sweep_dead_rm_containers(places: &Places) {
-    for ctr in places.all() {
-        if ctr.record.rm && !ctr.supervised() && !owner_alive(&ctr.runtime_dir(places)) {
-            remove_container(places, &ctr);
-        }
-    }
-}
-
-/// Removes every container that is not running, and runtime directories that no
-/// container owns (left by a nook killed before it could clean up); returns the IDs of
-/// the containers.
-fn prune_containers(places: &Places) -> Vec<String> {
-    let mut removed = Vec::new();
-    for ctr in places.all() {
-        // A container being started has a live owner before its supervisor is recorded.
-        if !ctr.supervised() && !owner_alive(&ctr.runtime_dir(places)) {
-            remove_container(places, &ctr);
-            removed.push(ctr.record.id.clone());
-        }
-    }
-    sweep_orphan_runtime_dirs(places);
-    removed
-}
-
-/// Whether the process that made runtime directory `dir` (its `owner` file) lives; a
-/// directory a moment old without the file yet counts as owned.
-fn owner_alive(dir: &std::path::Path) -> bool {
-    match std::fs::read_to_string(dir.join("owner")) {
-        Ok(text) => {
-            let mut f = text
-                .split_whitespace()
-                .filter_map(|v| v.parse::<u64>().ok());
-            match (f.next(), f.next()) {
-                (Some(pid), Some(start)) => ProcessId {
-                    pid: pid as i32,
-                    start,
-                }
-                .alive(),
-                _ => false,
-            }
-        }
-        // No file: gone, or so new that its owner is still writing it.
-        Err(_) => std::fs::metadata(dir)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Duration::from_secs(60))),
-    }
-}
-
-/// `$RUNTIME/containers/ID` directories without a container record: what a killed
-/// supervisor left (they may hold a writable layer of subordinate-ID files, so the
-/// store helper deletes them).
-fn sweep_orphan_runtime_dirs(places: &Places) {
-    // Listed before the records are read: a container created in between has its
-    // record written before its runtime directory, so it is never taken for an orphan.
-    let candidates: Vec<PathBuf> = std::fs::read_dir(&places.runtime)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-        .map(|e| e.path())
-        .collect();
-    let owned: std::collections::HashSet<String> =
-        places.all().into_iter().map(|c| c.record.id).collect();
-    let orphans: Vec<PathBuf> = candidates
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| !owned.contains(n.to_string_lossy().as_ref()))
-                && !owner_alive(p)
-        })
-        .collect();
-    if !orphans.is_empty() {
-        if let Err(e) = store_helper::run(&Job::Remove(orphans)) {
-            eprintln!(
-                "nook: warning: could not remove stale runtime directories: {why}",
-                why = crate::errors::Chain(&e)
-            );
-        }
-    }
 }
 
 fn confirm(force: bool, what: &str) -> Result<bool> {
@@ -474,8 +248,8 @@ pub fn container_prune_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Resu
     if !confirm(args.force, "This removes every stopped container")? {
         return Ok(0);
     }
-    let places = Places::open(store_root)?;
-    for id in prune_containers(&places) {
+    let places = crate::notify::places(store_root)?;
+    for id in lifecycle::prune_containers(&places, &Stderr) {
         println!("{id}");
     }
     Ok(0)
@@ -490,8 +264,8 @@ pub fn system_prune_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
     )? {
         return Ok(0);
     }
-    let places = Places::open(store_root.clone())?;
-    let containers = prune_containers(&places);
+    let places = crate::notify::places(store_root.clone())?;
+    let containers = lifecycle::prune_containers(&places, &Stderr);
     let images = crate::image_cmds::prune_unnamed(store_root.clone())?;
     println!(
         "Removed {} container(s) and {} image(s)",
@@ -525,15 +299,15 @@ pub fn system_reset_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
     )? {
         return Ok(0);
     }
-    let places = Places::open(store_root.clone())?;
+    let places = crate::notify::places(store_root.clone())?;
     for ctr in places.all() {
         if let Some(pid) = ctr.state().pid.and_then(PidFd::open) {
-            let _ = mark_stopped(&ctr);
+            let _ = lifecycle::mark_stopped(&ctr);
             let _ = pid.signal(libc::SIGKILL);
             pid.wait(Some(Duration::from_secs(10)));
         }
-        wait_for_supervisor(&ctr);
-        remove_container(&places, &ctr);
+        lifecycle::wait_for_supervisor(&ctr);
+        lifecycle::remove_container(&places, &ctr, &Stderr);
     }
     if let Some(root) = nook_fs::paths::store_root(store_root) {
         if root.exists() {
@@ -543,7 +317,7 @@ pub fn system_reset_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
     }
     // The runtime dir is the user's, shared by every store: it goes only when no
     // container of another store (`--root`) still lives in it.
-    sweep_orphan_runtime_dirs(&places);
+    lifecycle::sweep_orphan_runtime_dirs(&places, &Stderr);
     let runtime = nook_rootless::state::runtime_dir()?;
     let others = std::fs::read_dir(runtime.join("containers"))
         .map(|d| d.flatten().count())
@@ -561,17 +335,34 @@ pub fn system_reset_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::flags::{Cli, Command};
+    use clap::Parser;
+    use nook_engine::helpers::Supervise;
 
     #[test]
-    fn the_kill_fallback_is_announced_as_podman_does() {
+    fn the_supervisor_command_line_the_engine_builds_is_the_one_the_cli_parses() {
+        let built = Supervise {
+            dir: "/store/containers/abc".into(),
+            store: Some("/store".into()),
+            attach_first: false,
+            pass_fds: 2,
+            listen: true,
+            listen_fdnames: Some("a:b".into()),
+        };
+        let cli = Cli::try_parse_from(std::iter::once("nook".into()).chain(built.args())).unwrap();
+        assert_eq!(cli.globals.root.as_deref(), built.store.as_deref());
+        let Command::Supervise(args) = cli.command else {
+            panic!("not the supervisor");
+        };
         assert_eq!(
-            stop_fallback_notice(libc::SIGTERM, "web", Duration::from_secs(10)),
-            "StopSignal SIGTERM failed to stop container web in 10 seconds, resorting to SIGKILL"
-        );
-        assert_eq!(
-            stop_fallback_notice(libc::SIGINT, "web", Duration::from_secs(1)),
-            "StopSignal SIGINT failed to stop container web in 1 second, resorting to SIGKILL"
+            (
+                args.dir,
+                args.attach_first,
+                args.pass_fds,
+                args.listen,
+                args.listen_fdnames
+            ),
+            (built.dir, false, 2, true, Some("a:b".to_string()))
         );
     }
 }

@@ -18,9 +18,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use super::lifecycle::PidFd;
-use super::record::Places;
 use crate::flags::LogsArgs;
+use nook_engine::container::lifecycle::PidFd;
 
 /// One log entry.
 #[derive(Debug, PartialEq)]
@@ -57,9 +56,9 @@ pub fn parse_line(line: &[u8]) -> Option<Entry> {
 }
 
 pub fn logs_cmd(args: LogsArgs, store_root: Option<std::path::PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
-    if ctr.record.log_driver == "none" {
+    if ctr.record.request.log_driver == nook_engine::request::LogDriver::None {
         bail!(
             "container {} was created with --log-driver=none: it has no logs",
             ctr.record.name
@@ -77,7 +76,9 @@ pub fn logs_cmd(args: LogsArgs, store_root: Option<std::path::PathBuf>) -> Resul
         print_entries(&entries, args.timestamps);
     };
     if args.follow && ctr.supervised() {
-        let socket = super::logger::logs_socket(&ctr.runtime_dir(&places).join("attach.sock"));
+        let socket = nook_engine::container::logger::logs_socket(
+            &ctr.runtime_dir(&places).join("attach.sock"),
+        );
         if let Some(mut live) = Live::connect(&socket) {
             history(live.history()?);
             live.follow(&socket, args.timestamps)?;
@@ -113,7 +114,7 @@ impl Live {
     /// or too many followers).
     fn connect(socket: &Path) -> Option<Live> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let conn = super::logger::connect_short(socket).ok()?;
+        let conn = nook_engine::container::logger::connect_short(socket).ok()?;
         let mut hello = [0u8; 10];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
         let mut iov = [std::io::IoSliceMut::new(&mut hello)];
@@ -186,7 +187,7 @@ impl Live {
 /// Prints the line frames on `conn`; true at the end frame, false when the socket ended
 /// without it.
 fn read_frames(conn: &mut UnixStream, timestamps: bool) -> std::io::Result<bool> {
-    use super::logger::{FRAME_END, FRAME_LINES};
+    use nook_engine::container::logger::{FRAME_END, FRAME_LINES};
     let mut reader = BufReader::with_capacity(256 << 10, conn);
     let mut body = Vec::new();
     loop {
@@ -243,14 +244,15 @@ fn print_entries(entries: &[Entry], timestamps: bool) {
             .get(i + 1)
             .is_none_or(|next| next.stderr != e.stderr)
         {
-            let write = |w: &mut dyn Write| {
-                let _ = w.write_all(&run);
-                let _ = w.flush();
+            let write = |w: &mut dyn Write| w.write_all(&run).and_then(|()| w.flush());
+            let written = match e.stderr {
+                true => write(&mut std::io::stderr().lock()),
+                false => write(&mut std::io::stdout().lock()),
             };
-            if e.stderr {
-                write(&mut std::io::stderr().lock());
-            } else {
-                write(&mut std::io::stdout().lock());
+            // The reader went away (`nook logs CTR | head -1`): done, quietly, also
+            // when following.
+            if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+                std::process::exit(0);
             }
             run.clear();
         }
@@ -272,7 +274,11 @@ fn parse_since(text: &str) -> Result<SystemTime> {
 /// where no logger serves followers. The file is kept open and read to its end before
 /// the next one is opened, so one rotation between two reads loses nothing; files
 /// rotated away entirely in between cannot be read by anyone.
-fn follow(path: &Path, ctr: &super::record::Container, timestamps: bool) -> Result<()> {
+fn follow(
+    path: &Path,
+    ctr: &nook_engine::container::record::Container,
+    timestamps: bool,
+) -> Result<()> {
     let inotify =
         Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).context("inotify")?;
     // The directory: the file may not exist yet, and rotation replaces it.

@@ -1,6 +1,6 @@
-//! Containers that outlive a command: records, the per-container supervisor and logger,
-//! and the lifecycle commands (create/start/stop/kill/rm/wait/ps/logs/attach/top/port/
-//! rename/prune).
+//! The container commands (create/start/stop/kill/rm/wait/ps/logs/attach/top/port/
+//! rename/prune/inspect/diff/commit); records, supervisor, logger and the lifecycle
+//! work are the engine's (nook_engine::container).
 //!
 //! Daemonless: each detached container has its own supervisor process (`nook
 //! __supervise`, the same binary) that owns the container's process, network, FUSE
@@ -11,22 +11,18 @@
 pub mod attach;
 pub mod commit;
 pub mod lifecycle;
-pub mod logger;
 pub mod logs;
 pub mod ps;
-pub mod record;
-pub mod supervisor;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
 use crate::flags::InspectArgs;
-use record::Places;
 
 /// `nook inspect NAME...`: containers when every name is one, else images.
 pub fn inspect_cmd(root: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
-    let places = Places::open(root.clone())?;
+    let places = crate::notify::places(root.clone())?;
     let found: Vec<_> = args.images.iter().map(|n| places.find(n).ok()).collect();
     if found.iter().all(Option::is_none) {
         return crate::image_cmds::inspect_cmd(root, args);
@@ -39,17 +35,5 @@ pub fn inspect_cmd(root: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
         .flatten()
         .map(|c| ps::inspect_json(&places, c))
         .collect();
-    print_inspected(&out, args.format.as_deref())
-}
-
-/// `inspect --format`: JSON (the default), or a template applied to each object.
-pub fn print_inspected(objects: &[serde_json::Value], format: Option<&str>) -> Result<i32> {
-    match format {
-        None | Some("json") => println!("{}", serde_json::to_string_pretty(objects)?),
-        Some(template) => {
-            let output = crate::format::Output::parse(template, "")?;
-            print!("{}", output.render(objects, &[])?);
-        }
-    }
-    Ok(0)
+    crate::format::print_inspected(&out, args.format.as_deref())
 }

@@ -2,14 +2,14 @@
 //! states of containers, in podman's field names.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::record::{Container, Places, State, Status};
 use crate::flags::{CtrArgs, PsArgs, TopArgs};
 use crate::format::Output;
+use crate::units;
+use nook_engine::container::record::{Container, Places, State, Status};
 
 /// One row of `nook ps`, with podman's field names for `--format`.
 #[derive(Serialize, Default)]
@@ -34,8 +34,8 @@ const PS_TABLE: &str =
     "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.Created}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
 pub fn ps_cmd(args: PsArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
-    super::lifecycle::sweep_dead_rm_containers(&places);
+    let places = crate::notify::places(store_root)?;
+    nook_engine::container::lifecycle::sweep_dead_rm_containers(&places, &crate::notify::Stderr);
     let output = Output::parse(&args.format, PS_TABLE)?;
     output.check(&PsRow::default())?;
     let filters = args
@@ -61,6 +61,23 @@ pub fn ps_cmd(args: PsArgs, store_root: Option<PathBuf>) -> Result<i32> {
             break;
         }
     }
+    // Records that cannot be read: listed with -a (and no filter), so their names are
+    // not reserved by something `ps` does not show; `nook rm` removes them.
+    if args.all && filters.is_empty() && (!args.latest || rows.is_empty()) {
+        for b in places.broken() {
+            rows.push(PsRow {
+                id: if args.no_trunc {
+                    b.id.clone()
+                } else {
+                    b.id[..12].to_string()
+                },
+                names: b.name.clone().unwrap_or_default(),
+                status: format!("Broken: {}", b.why),
+                state: "broken".into(),
+                ..PsRow::default()
+            });
+        }
+    }
     for (k, _) in &filters {
         if !["status", "name", "id", "ancestor", "exited"].contains(&k.as_str()) {
             bail!("unknown filter {k:?}: use status, name, id, ancestor or exited");
@@ -84,7 +101,9 @@ fn matches(ctr: &Container, st: &State, key: &str, value: &str) -> bool {
         "status" => st.status.name() == value,
         "name" => ctr.record.name.contains(value),
         "id" => ctr.record.id.starts_with(value),
-        "ancestor" => ctr.record.image == value || ctr.record.image_id.as_deref() == Some(value),
+        "ancestor" => {
+            ctr.record.request.image == value || ctr.record.image_id.as_deref() == Some(value)
+        }
         "exited" => {
             st.status == Status::Exited
                 && st.exit_code.map(|c| c.to_string()).as_deref() == Some(value)
@@ -94,7 +113,7 @@ fn matches(ctr: &Container, st: &State, key: &str, value: &str) -> bool {
 }
 
 fn row(ctr: &Container, st: &State, no_trunc: bool) -> PsRow {
-    let command = ctr.record.command.join(" ");
+    let command = ctr.record.request.command.join(" ");
     let command = if no_trunc || command.chars().count() <= 20 {
         command
     } else {
@@ -107,9 +126,9 @@ fn row(ctr: &Container, st: &State, no_trunc: bool) -> PsRow {
             ctr.short_id().to_string()
         },
         names: ctr.record.name.clone(),
-        image: ctr.record.image.clone(),
+        image: ctr.record.request.image.clone(),
         command,
-        created: ago(&ctr.record.created),
+        created: units::ago(&ctr.record.created),
         created_at: ctr.record.created.clone(),
         status: status_text(st),
         state: st.status.name().to_string(),
@@ -125,40 +144,16 @@ pub fn status_text(st: &State) -> String {
     match st.status {
         Status::Created => "Created".into(),
         Status::Running | Status::Stopping => {
-            format!("Up {}", since(st.started_at.as_deref()).unwrap_or_default())
+            format!(
+                "Up {}",
+                units::since(st.started_at.as_deref()).unwrap_or_default()
+            )
         }
         Status::Exited => format!(
             "Exited ({}) {} ago",
             st.exit_code.unwrap_or(0),
-            since(st.finished_at.as_deref()).unwrap_or_else(|| "a while".into())
+            units::since(st.finished_at.as_deref()).unwrap_or_else(|| "a while".into())
         ),
-    }
-}
-
-fn ago(time: &str) -> String {
-    since(Some(time)).map_or_else(String::new, |s| format!("{s} ago"))
-}
-
-fn since(time: Option<&str>) -> Option<String> {
-    let t = humantime::parse_rfc3339_weak(time?).ok()?;
-    let d = SystemTime::now()
-        .duration_since(t)
-        .unwrap_or(Duration::ZERO);
-    Some(human_duration(d))
-}
-
-/// Durations as podman words them.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{s} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", s / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", s / 3600),
-        _ => format!("{} days", s / 86400),
     }
 }
 
@@ -166,14 +161,15 @@ pub fn human_duration(d: Duration) -> String {
 pub fn inspect_json(places: &Places, ctr: &Container) -> serde_json::Value {
     let st = ctr.state();
     let r = &ctr.record;
+    let req = &r.request;
     serde_json::json!({
         "Id": r.id,
         "Name": r.name,
         "Created": r.created,
-        "Path": r.command.first(),
-        "Args": r.command.get(1..).unwrap_or_default(),
+        "Path": req.command.first(),
+        "Args": req.command.get(1..).unwrap_or_default(),
         "Image": r.image_id,
-        "ImageName": r.image,
+        "ImageName": req.image,
         "State": {
             "Status": st.status.name(),
             "Running": st.status == Status::Running,
@@ -188,16 +184,16 @@ pub fn inspect_json(places: &Places, ctr: &Container) -> serde_json::Value {
         "RestartCount": st.restarts,
         "LogPath": ctr.log_path(),
         "Config": {
-            "Tty": r.tty,
-            "OpenStdin": r.interactive,
-            "StopSignal": r.stop_signal,
-            "StopTimeout": r.stop_timeout,
-            "Cmd": r.command,
+            "Tty": req.tty,
+            "OpenStdin": req.interactive,
+            "StopSignal": req.stop_signal,
+            "StopTimeout": req.stop_timeout,
+            "Cmd": req.command,
         },
         "HostConfig": {
-            "RestartPolicy": { "Name": r.restart.name() },
-            "AutoRemove": r.rm,
-            "LogConfig": { "Type": r.log_driver, "Size": r.log_size_max },
+            "RestartPolicy": { "Name": req.restart.name() },
+            "AutoRemove": req.rm,
+            "LogConfig": { "Type": req.log_driver, "Size": req.log_size_max },
         },
         "NetworkSettings": { "Ports": st.ports },
         "StateDir": ctr.dir,
@@ -207,7 +203,7 @@ pub fn inspect_json(places: &Places, ctr: &Container) -> serde_json::Value {
 
 /// `nook port CTR`.
 pub fn port_cmd(args: CtrArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
     for p in ctr.state().ports {
         // Stored as HOST->CTR/PROTO; podman prints CTR/PROTO -> HOST.
@@ -221,7 +217,7 @@ pub fn port_cmd(args: CtrArgs, store_root: Option<PathBuf>) -> Result<i32> {
 
 /// `nook top CTR`: the container's processes, with the pids and user IDs it sees.
 pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
-    let places = Places::open(store_root)?;
+    let places = crate::notify::places(store_root)?;
     let ctr = places.find(&args.container)?;
     let st = ctr.state();
     let Some(init) = st.pid.filter(|p| st.status == Status::Running && p.alive()) else {
@@ -234,7 +230,7 @@ pub fn top_cmd(args: TopArgs, store_root: Option<PathBuf>) -> Result<i32> {
     let uid_map = std::fs::read_to_string(format!("/proc/{holder}/uid_map"))?;
     // Users by name as the container knows them (its /etc/passwd, read through the
     // confined resolver), else by number.
-    let names = crate::users::names(Path::new(&format!("/proc/{holder}/root")));
+    let names = nook_engine::users::names(Path::new(&format!("/proc/{holder}/root")));
     println!(
         "{:<10} {:>7} {:>7} {:<10} COMMAND",
         "USER", "PID", "PPID", "ELAPSED"
@@ -318,7 +314,7 @@ impl ProcInfo {
                 (ns.len() > 1).then(|| *ns.last().unwrap())
             })
             .unwrap_or(0);
-        let start_ticks = super::record::process_start_time(pid)?;
+        let start_ticks = nook_engine::container::record::process_start_time(pid)?;
         let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let cmdline = raw
             .split(|&b| b == 0)
@@ -364,12 +360,5 @@ mod tests {
         assert_eq!(inside_id(map, 1000), Some(0));
         assert_eq!(inside_id(map, 100_032), Some(33));
         assert_eq!(inside_id(map, 5), None);
-    }
-
-    #[test]
-    fn durations_in_podman_words() {
-        assert_eq!(human_duration(Duration::from_secs(5)), "5 seconds");
-        assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
-        assert_eq!(human_duration(Duration::from_secs(7300)), "2 hours");
     }
 }

@@ -198,7 +198,7 @@ impl Containers for OnDisk {
     }
 
     fn nook_has(&self, store: Option<&Path>, key: &str) -> bool {
-        crate::container::record::Places::open(store.map(Path::to_path_buf))
+        nook_engine::container::record::Places::open(store.map(Path::to_path_buf))
             .and_then(|places| places.find(key))
             .is_ok()
     }

@@ -136,7 +136,7 @@ fn requested(args: &UpdateArgs) -> Result<LinuxResources> {
         if text.trim() == "-1" {
             return Ok(-1);
         }
-        crate::resources::parse_bytes(text).with_context(|| format!("--{flag} {text:?}"))
+        nook_engine::resources::parse_bytes(text).with_context(|| format!("--{flag} {text:?}"))
     };
     let mut mem: LinuxMemory = (*r.memory()).unwrap_or_default();
     let mut mem_given = r.memory().is_some();

@@ -17,7 +17,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Result};
+use crate::format_err;
 use oci_spec::runtime::LinuxSeccomp;
 use serde::{Deserialize, Serialize};
 
@@ -65,14 +67,15 @@ pub fn for_container(
     choice: &Choice,
     privileged: bool,
     bounding: &[String],
+    notify: &dyn crate::Notify,
 ) -> Result<(Option<LinuxSeccomp>, Record)> {
     match choice {
         Choice::Unconfined => Ok((None, Record::Unconfined)),
         Choice::Default if privileged => Ok((None, Record::Unconfined)),
         Choice::Default if !nook_rootless::seccomp::kernel_has_seccomp() => {
-            eprintln!(
-                "nook: warning: this kernel has no seccomp: the container runs without the \
-                 default profile (see `nook info`)"
+            notify.warn(
+                "this kernel has no seccomp: the container runs without the default profile \
+                 (see `nook info`)",
             );
             Ok((None, Record::Unconfined))
         }
@@ -99,9 +102,9 @@ fn load_file(path: &Path, bounding: &[String]) -> Result<LinuxSeccomp> {
     })?;
     let seccomp = Profile::parse(&text)
         .map(|p| p.to_oci(bounding))
-        .map_err(|why| anyhow::anyhow!("--security-opt seccomp={}: {why}", path.display()))?;
+        .map_err(|why| format_err!("--security-opt seccomp={}: {why}", path.display()))?;
     nook_rootless::seccomp::Filter::compile(&seccomp)
-        .map_err(|e| anyhow::anyhow!("--security-opt seccomp={}: {e}", path.display()))?;
+        .map_err(|e| format_err!("--security-opt seccomp={}: {e}", path.display()))?;
     Ok(seccomp)
 }
 
@@ -185,7 +188,7 @@ mod tests {
             Choice::File("/x.json".into())
         );
         assert!(Choice::parse("").is_err());
-        let (p, r) = for_container(&Choice::Default, true, &caps()).unwrap();
+        let (p, r) = for_container(&Choice::Default, true, &caps(), &crate::Quiet).unwrap();
         assert!(p.is_none());
         assert_eq!(r, Record::Unconfined);
     }
@@ -200,12 +203,18 @@ mod tests {
                 "action":"SCMP_ACT_ERRNO","errnoRet":4294967295}]}"#,
         )
         .unwrap();
-        let e = for_container(&Choice::File(path.clone()), false, &caps())
+        let e = for_container(&Choice::File(path.clone()), false, &caps(), &crate::Quiet)
             .unwrap_err()
             .to_string();
         assert!(e.contains("p.json: syscalls[0].errnoRet 4294967295"), "{e}");
         assert!(!e.contains('\n'), "{e}");
-        let e = for_container(&Choice::File(dir.join("missing.json")), false, &caps()).unwrap_err();
+        let e = for_container(
+            &Choice::File(dir.join("missing.json")),
+            false,
+            &caps(),
+            &crate::Quiet,
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("cannot read the profile"));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -14,11 +14,14 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Result};
 use nook_fs::owner::{self, Owner, OwnerLock};
 
-use crate::image_cmds::RunImage;
+use crate::image::RunImage;
 use crate::store_helper::{self, Job};
+use crate::Notify;
+use std::sync::Arc;
 
 /// Where the copies live in the runtime dir `runtime`.
 pub fn dir(runtime: &Path) -> PathBuf {
@@ -30,6 +33,7 @@ pub struct CopyRoot {
     /// The root to run in: `copies/ID/rootfs`.
     pub path: PathBuf,
     lock: OwnerLock,
+    notify: Arc<dyn Notify>,
 }
 
 impl CopyRoot {
@@ -40,6 +44,7 @@ impl CopyRoot {
         runtime: &Path,
         id: &str,
         container_dir: &Path,
+        notify: Arc<dyn Notify>,
     ) -> Result<CopyRoot> {
         let base = dir(runtime);
         fs::DirBuilder::new()
@@ -61,7 +66,7 @@ impl CopyRoot {
                         "{} is in use by another run of this container",
                         own.display()
                     ),
-                    Owner::Dead(dead) => remove(vec![(own.clone(), dead)]),
+                    Owner::Dead(dead) => remove(vec![(own.clone(), dead)], &*notify),
                     Owner::Missing => {}
                 }
                 OwnerLock::create_dir(&own)
@@ -77,7 +82,7 @@ impl CopyRoot {
         )
         .context("recording the container's image")?;
         let path = own.join("rootfs");
-        let root = CopyRoot { path, lock };
+        let root = CopyRoot { path, lock, notify };
         // The helper holds the lock too: if this run is killed mid-copy, the copy is
         // swept only once the helper has stopped writing into it.
         store_helper::run_holding(
@@ -96,17 +101,17 @@ impl Drop for CopyRoot {
         let own = self.lock.path().to_path_buf();
         let job = Job::Remove(vec![own.clone()]);
         if let Err(e) = store_helper::run_holding(&job, Some(self.lock.as_fd())) {
-            eprintln!(
-                "nook: warning: could not remove the container's root {}: {why}",
+            self.notify.warn(&format!(
+                "could not remove the container's root {}: {why}",
                 own.display(),
-                why = crate::errors::Chain(&e),
-            );
+                why = crate::error::chain_line(&e),
+            ));
         }
     }
 }
 
 /// Removes the copies of runs that were killed (their lock is free).
-pub fn sweep(runtime: &Path) {
+pub fn sweep(runtime: &Path, notify: &dyn Notify) {
     let base = dir(runtime);
     let Ok(meta) = fs::symlink_metadata(&base) else {
         return;
@@ -127,19 +132,19 @@ pub fn sweep(runtime: &Path) {
         })
         .collect();
     if !dead.is_empty() {
-        remove(dead);
+        remove(dead, notify);
     }
 }
 
 /// Deletes dead runs' copies, holding their locks meanwhile (so that no other command
 /// sweeps the same ones at the same time).
-fn remove(dead: Vec<(PathBuf, OwnerLock)>) {
+fn remove(dead: Vec<(PathBuf, OwnerLock)>, notify: &dyn Notify) {
     let paths: Vec<PathBuf> = dead.iter().map(|(p, _)| p.clone()).collect();
     tracing::debug!("removing the copies of killed runs: {paths:?}");
     if let Err(e) = store_helper::run(&Job::Remove(paths)) {
-        eprintln!(
-            "nook: warning: could not remove the root of a killed container: {why}",
-            why = crate::errors::Chain(&e)
-        );
+        notify.warn(&format!(
+            "could not remove the root of a killed container: {why}",
+            why = crate::error::chain_line(&e)
+        ));
     }
 }

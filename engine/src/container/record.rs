@@ -20,10 +20,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{Context, Result};
+use crate::{bail, format_err};
 use serde::{Deserialize, Serialize};
 
-use crate::flags::RunArgs;
+use crate::request::RunRequest;
 
 /// The two directories container records live in.
 pub struct Places {
@@ -31,9 +32,22 @@ pub struct Places {
     pub runtime: PathBuf,
     /// `$STORE/containers`: records of containers kept after they exit.
     pub persistent: Option<PathBuf>,
+    /// How a record of the format before requests (nook's command line) is read: the
+    /// caller's, who knows that command line (None: such a record cannot be read).
+    pub migrate: Option<Migrate>,
 }
 
+/// The request of a format-1 record: its argv parsed, `-e NAME` resolved from its
+/// recorded environment, relative paths from its recorded directory.
+pub type Migrate = fn(&LegacyRecord) -> std::result::Result<RunRequest, String>;
+
 impl Places {
+    /// These places reading format-1 records through `migrate`.
+    pub fn migrating(mut self, migrate: Option<Migrate>) -> Places {
+        self.migrate = migrate;
+        self
+    }
+
     pub fn open(store_root: Option<PathBuf>) -> Result<Places> {
         let runtime = nook_rootless::state::runtime_dir()?.join("containers");
         let store_root = nook_fs::paths::store_root(store_root);
@@ -46,6 +60,7 @@ impl Places {
         Ok(Places {
             runtime,
             persistent,
+            migrate: None,
         })
     }
 
@@ -53,8 +68,8 @@ impl Places {
     /// store. Nothing of the store is created for it, and a store that cannot be used
     /// (another account's, unreadable) is passed over: the container is then listed by
     /// no store's `ps` (it has none), and the run goes on.
-    pub fn for_run(store_root: Option<PathBuf>, args: &RunArgs) -> Result<Places> {
-        let needs_store = !args.rm || !(args.rootfs || args.image == nook_fs::host_image::NAME);
+    pub fn for_run(store_root: Option<PathBuf>, req: &RunRequest) -> Result<Places> {
+        let needs_store = !req.rm || !(req.rootfs || req.image == nook_fs::host_image::NAME);
         if needs_store {
             return Places::open(store_root);
         }
@@ -76,6 +91,7 @@ impl Places {
         Ok(Places {
             runtime,
             persistent: persistent.map(|r| r.join("containers")),
+            migrate: None,
         })
     }
 
@@ -100,11 +116,67 @@ impl Places {
         let mut all: Vec<Container> = self
             .record_dirs()
             .into_iter()
-            .filter_map(|d| Container::load(&d).ok())
+            .filter_map(|d| Container::load(&d, self.migrate).ok())
             .filter(|c| !c.dir.starts_with(&self.runtime) || c.record.store == self.persistent)
             .collect();
         all.sort_by_key(|c| std::cmp::Reverse(c.record.created_unix_ns));
         all
+    }
+
+    /// Record directories of this store whose record cannot be read (corrupt, cut
+    /// short, a newer format): listed by `ps -a` with why, removable by name or ID.
+    pub fn broken(&self) -> Vec<Broken> {
+        self.record_dirs()
+            .into_iter()
+            .filter(|d| {
+                d.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+            // A --rm record names its store inside, which a broken one cannot say: the
+            // runtime dir's are listed under the store of their ID's name link, if any.
+            .filter_map(|dir| {
+                let why = match Container::load(&dir, self.migrate) {
+                    Ok(_) => return None,
+                    Err(e) => crate::error::chain_line(&e),
+                };
+                let id = dir.file_name()?.to_str()?.to_string();
+                let name = self.name_of(&id);
+                if dir.starts_with(&self.runtime) && name.is_none() {
+                    return None;
+                }
+                Some(Broken { dir, id, name, why })
+            })
+            .collect()
+    }
+
+    /// The broken record `key` names (its name, its ID, or a unique ID prefix).
+    pub fn find_broken(&self, key: &str) -> Option<Broken> {
+        let broken = self.broken();
+        if let Some(b) = broken
+            .iter()
+            .find(|b| b.id == key || b.name.as_deref() == Some(key))
+        {
+            return Some(b.clone());
+        }
+        let mut hits = broken
+            .into_iter()
+            .filter(|b| !key.is_empty() && b.id.starts_with(key));
+        match (hits.next(), hits.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The name whose link points at container `id`, in either place.
+    fn name_of(&self, id: &str) -> Option<String> {
+        [false, true].into_iter().find_map(|rm| {
+            fs::read_dir(self.names_dir(rm))
+                .ok()?
+                .flatten()
+                .find(|e| fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == id))
+                .and_then(|e| e.file_name().into_string().ok())
+        })
     }
 
     /// The container named `key`: its name, its full ID, or a unique ID prefix.
@@ -122,7 +194,14 @@ impl Places {
             .collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => bail!("no container named {key:?}: `nook ps -a` lists them"),
+            [] => match self.find_broken(key) {
+                Some(b) => bail!(
+                    "container {} cannot be read ({}): `nook rm {key}` removes it",
+                    b.name.as_deref().unwrap_or(&b.id[..12]),
+                    b.why
+                ),
+                None => bail!("no container named {key:?}: `nook ps -a` lists them"),
+            },
             _ => bail!(
                 "{key:?} matches {} containers: give more of the ID, or the name",
                 matches.len()
@@ -161,12 +240,12 @@ impl Places {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| match rm {
-                false => anyhow!(
+                false => format_err!(
                     "creating {}: {e}; point NOOK_ROOT or --root at a writable directory of \
                      your own",
                     dir.display()
                 ),
-                true => anyhow!("creating {}: {e}", dir.display()),
+                true => format_err!("creating {}: {e}", dir.display()),
             })?;
         let link = dir.join(name);
         let mut made = false;
@@ -224,6 +303,17 @@ impl Places {
     }
 }
 
+/// A record directory whose record cannot be read.
+#[derive(Clone, Debug)]
+pub struct Broken {
+    pub dir: PathBuf,
+    pub id: String,
+    /// The name reserved for it, if a name link points at it.
+    pub name: Option<String>,
+    /// Why its record cannot be read.
+    pub why: String,
+}
+
 fn in_use(name: &str, holder: &str) -> String {
     format!(
         "the name {name:?} is in use by container {}: choose another name, or remove that \
@@ -250,34 +340,25 @@ fn check_name(name: &str) -> Result<()> {
 const CONFIG: &str = "config.json";
 const STATE: &str = "state.json";
 
+/// The record format this nook writes. 1 (no `version` field): nook's command line and
+/// the creating shell's environment, migrated on first read (see [`Container::load`]).
+pub const RECORD_VERSION: u32 = 2;
+
 /// What a container was created with; written once (and on `rename`).
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Record {
+    /// The record format ([`RECORD_VERSION`]).
+    pub version: u32,
     pub id: String,
     pub name: String,
     pub created: String,
     pub created_unix_ns: u128,
-    /// The image as the user named it.
-    pub image: String,
-    /// The stored image's ID (config digest hex), so `rmi` knows it is in use.
+    /// The stored image's ID (config digest hex): `rmi` knows it is in use, and every
+    /// later start runs this image, without pulling.
     #[serde(default)]
     pub image_id: Option<String>,
-    /// The command as given (empty: the image's).
-    pub command: Vec<String>,
-    /// `nook`'s arguments from `run`/`create` on, re-parsed by every start.
-    pub argv: Vec<String>,
-    /// The directory and environment of the creating command: relative paths and
-    /// `-e NAME` mean the same at every start.
-    pub cwd: PathBuf,
-    pub env: Vec<(String, String)>,
-    pub rm: bool,
-    pub tty: bool,
-    pub interactive: bool,
-    pub restart: RestartPolicy,
-    pub stop_signal: i32,
-    pub stop_timeout: u64,
-    pub log_driver: String,
-    pub log_size_max: Option<u64>,
+    /// What was asked: every start rebuilds the container from it.
+    pub request: RunRequest,
     /// The writable layer when it lives outside the record directory (a record on NFS).
     pub layer_dir: Option<PathBuf>,
     /// The store's containers directory this container belongs to.
@@ -285,45 +366,23 @@ pub struct Record {
     pub store: Option<PathBuf>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    No,
-    OnFailure(Option<u32>),
-    Always,
-}
-
-impl RestartPolicy {
-    pub fn parse(s: &str) -> Result<RestartPolicy> {
-        match s.split_once(':') {
-            None if s == "no" || s.is_empty() => Ok(RestartPolicy::No),
-            None if s == "always" || s == "unless-stopped" => Ok(RestartPolicy::Always),
-            None if s == "on-failure" => Ok(RestartPolicy::OnFailure(None)),
-            Some(("on-failure", n)) => n
-                .parse()
-                .map(|n| RestartPolicy::OnFailure(Some(n)))
-                .map_err(|_| anyhow!("bad --restart {s:?}: the retry count must be a number")),
-            _ => bail!("bad --restart {s:?}: use no, on-failure[:N], always or unless-stopped"),
-        }
-    }
-
-    /// Whether a container that ended with `code` after `restarts` restarts again.
-    pub fn restarts_after(self, code: i32, restarts: u32) -> bool {
-        match self {
-            RestartPolicy::No => false,
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure(max) => code != 0 && max.is_none_or(|m| restarts < m),
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            RestartPolicy::No => "no".into(),
-            RestartPolicy::Always => "always".into(),
-            RestartPolicy::OnFailure(None) => "on-failure".into(),
-            RestartPolicy::OnFailure(Some(n)) => format!("on-failure:{n}"),
-        }
-    }
+/// A record as nook wrote it before records held a [`RunRequest`] (format 1): its
+/// command line and the creating shell's whole environment, re-parsed at every start.
+#[derive(Deserialize)]
+pub struct LegacyRecord {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub created_unix_ns: u128,
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// `nook`'s arguments from `run`/`create` on (global flags may come first).
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub layer_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -375,7 +434,7 @@ impl ProcessId {
 }
 
 /// Field 22 of /proc/PID/stat, read after the command name (which may hold spaces).
-pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 2..];
     // Fields from the 3rd on: the state, ..., the start time (the 22nd field overall).
@@ -422,19 +481,18 @@ impl Container {
     /// `image_id`: the stored image it runs, if any.
     pub fn create(
         places: &Places,
-        args: &RunArgs,
-        argv: Vec<String>,
+        request: &RunRequest,
         image_id: Option<String>,
     ) -> Result<Container> {
         let id = new_container_id()?;
-        let name = match &args.name {
+        let name = match &request.name {
             Some(name) => {
-                places.reserve_name(name, &id, args.rm)?;
+                places.reserve_name(name, &id, request.rm)?;
                 name.clone()
             }
-            None => generated_name(places, &id, args.rm)?,
+            None => generated_name(places, &id, request.rm)?,
         };
-        let base = match (&places.persistent, args.rm) {
+        let base = match (&places.persistent, request.rm) {
             (Some(p), false) => p.clone(),
             _ => places.runtime.clone(),
         };
@@ -451,7 +509,7 @@ impl Container {
                     true => "",
                     false => "; point NOOK_ROOT or --root at a writable directory of your own",
                 };
-                anyhow!(
+                format_err!(
                     "creating the container's directory {}: {e}{fix}",
                     new_dir.display()
                 )
@@ -466,22 +524,11 @@ impl Container {
             created_unix_ns: now
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
+            version: RECORD_VERSION,
             id,
             name,
-            image: args.image.clone(),
             image_id,
-            command: args.command.clone(),
-            argv,
-            cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
-            env: std::env::vars().collect(),
-            rm: args.rm,
-            tty: args.tty,
-            interactive: args.interactive,
-            restart: RestartPolicy::parse(args.restart.as_deref().unwrap_or("no"))?,
-            stop_signal: parse_signal(args.stop_signal.as_deref().unwrap_or("TERM"))?,
-            stop_timeout: args.stop_timeout.unwrap_or(10),
-            log_driver: log_driver(args.log_driver.as_deref())?,
-            log_size_max: log_size_max(&args.log_opt)?,
+            request: request.clone(),
             layer_dir: None,
             store: places.persistent.clone(),
         };
@@ -501,11 +548,46 @@ impl Container {
         Ok(container)
     }
 
-    pub fn load(dir: &Path) -> Result<Container> {
+    /// Reads the record in `dir`; one in the format before [`RECORD_VERSION`] 2 is
+    /// migrated (its flags parsed once more, its environment used for `-e NAME` and then
+    /// dropped) and written back, so the caller's environment leaves the store.
+    pub fn load(dir: &Path, migrate: Option<Migrate>) -> Result<Container> {
         let text = fs::read(dir.join(CONFIG))
             .with_context(|| format!("reading {}", dir.join(CONFIG).display()))?;
-        let record = serde_json::from_slice(&text)
+        let value: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not a container record", dir.display()))?;
+        let version = value.get("version").and_then(serde_json::Value::as_u64);
+        let record = match version {
+            None => {
+                let legacy: LegacyRecord = serde_json::from_value(value)
+                    .with_context(|| format!("{} is not a container record", dir.display()))?;
+                let Some(migrate) = migrate else {
+                    bail!(
+                        "{} holds a container record of an older nook (format 1): any \
+                         `nook` command that lists containers migrates it",
+                        dir.display()
+                    );
+                };
+                let record = upgrade(legacy, migrate).with_context(|| {
+                    format!("migrating the container record in {}", dir.display())
+                })?;
+                let ctr = Container {
+                    dir: dir.to_path_buf(),
+                    record,
+                };
+                // Not written back: still usable; the next read tries again.
+                if let Err(e) = ctr.write_record() {
+                    tracing::debug!("rewriting the migrated record: {e:#}");
+                }
+                return Ok(ctr);
+            }
+            Some(v) if v > RECORD_VERSION as u64 => bail!(
+                "{} holds a container record of format {v}, newer than this nook's                  ({RECORD_VERSION}): use the nook that created it",
+                dir.display()
+            ),
+            Some(_) => serde_json::from_value(value)
+                .with_context(|| format!("{} is not a container record", dir.display()))?,
+        };
         Ok(Container {
             dir: dir.to_path_buf(),
             record,
@@ -631,78 +713,26 @@ fn generated_name(places: &Places, id: &str, rm: bool) -> Result<String> {
     Ok(name)
 }
 
-/// A signal by name (`TERM`, `SIGTERM`) or number.
-pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|sig| sig as i32)
-        .map_err(|_| anyhow!("unknown signal {s:?}: use a name such as TERM or KILL, or a number"))
-}
-
-/// `--log-driver`, else `[containers] log_driver` of config.toml.
-fn log_driver(flag: Option<&str>) -> Result<String> {
-    let configured = match crate::config::current().containers.log_driver {
-        crate::config::LogDriver::JsonFile => "json-file",
-        _ => "k8s-file",
-    };
-    match flag.unwrap_or(configured) {
-        d @ ("k8s-file" | "json-file" | "none") => Ok(d.to_string()),
-        other => bail!("unsupported --log-driver {other:?}: use k8s-file, json-file or none"),
-    }
-}
-
-/// `--log-opt max-size=10m`, else `[containers] log_size_max` of config.toml.
-fn log_size_max(opts: &[String]) -> Result<Option<u64>> {
-    let mut max = crate::config::current().containers.log_size_max;
-    for opt in opts {
-        match opt.split_once('=') {
-            Some(("max-size", v)) => {
-                let bytes = crate::resources::parse_bytes(v)
-                    .map_err(|e| anyhow!("bad --log-opt max-size={v:?}: {e}"))?;
-                max = Some(bytes.max(0) as u64);
-            }
-            _ => bail!("unsupported --log-opt {opt:?}: nook knows max-size=SIZE"),
-        }
-    }
-    Ok(max)
+/// A format-1 record as a current one: its flags parsed into a request, `-e NAME` and
+/// `--env-file` resolved with the environment and directory it recorded.
+fn upgrade(legacy: LegacyRecord, migrate: Migrate) -> Result<Record> {
+    let request = migrate(&legacy)?;
+    Ok(Record {
+        version: RECORD_VERSION,
+        id: legacy.id,
+        name: legacy.name,
+        created: legacy.created,
+        created_unix_ns: legacy.created_unix_ns,
+        image_id: legacy.image_id,
+        request,
+        layer_dir: legacy.layer_dir,
+        store: legacy.store,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn restart_policies_as_podman_spells_them() {
-        assert_eq!(RestartPolicy::parse("no").unwrap(), RestartPolicy::No);
-        assert_eq!(
-            RestartPolicy::parse("on-failure:3").unwrap(),
-            RestartPolicy::OnFailure(Some(3))
-        );
-        assert!(RestartPolicy::parse("sometimes").is_err());
-        let p = RestartPolicy::OnFailure(Some(2));
-        assert!(p.restarts_after(1, 1));
-        assert!(!p.restarts_after(1, 2));
-        assert!(!p.restarts_after(0, 0));
-        assert!(RestartPolicy::Always.restarts_after(0, 100));
-    }
-
-    #[test]
-    fn signals_by_name_and_number() {
-        assert_eq!(parse_signal("TERM").unwrap(), libc::SIGTERM);
-        assert_eq!(parse_signal("sigkill").unwrap(), libc::SIGKILL);
-        assert_eq!(parse_signal("9").unwrap(), 9);
-        assert!(parse_signal("NOPE").is_err());
-    }
 
     #[test]
     fn our_own_start_time_is_readable_and_alive() {

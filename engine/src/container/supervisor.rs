@@ -2,7 +2,7 @@
 //! -d` / `nook start` in a new session, outliving the command that started it.
 //!
 //! ```text
-//! nook run -d ──spawn (setsid, env and cwd of the record)──► nook __supervise DIR
+//! nook run -d ──spawn (setsid, nook's own variables only)───► nook __supervise DIR
 //!     ▲ stderr pipe: errors, then "started"            │ fork (single-threaded still)
 //!     │                                                ├──► logger: container stdout/stderr
 //!     │                                                │    pipes → log file + attach
@@ -14,7 +14,9 @@
 //!
 //! The container inherits the supervisor's stdio, exactly as under a foreground `nook run`,
 //! so the execution path has no detached special case: only what fds 0, 1 and 2 are
-//! differs. The logger is a process, not a thread, so the supervisor stays single-threaded
+//! differs. The supervisor rebuilds the container from its record's request alone: it
+//! gets no command line to re-parse, and of the starting command's environment only
+//! the variables nook itself reads ([`SUPERVISOR_ENV`]). The logger is a process, not a thread, so the supervisor stays single-threaded
 //! for every clone its restart policy asks for. It exits when the last writer of the
 //! output pipes (the supervisor and the container) is gone.
 
@@ -24,15 +26,41 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Error, Result};
 
 use super::logger;
 use super::record::{Container, Places};
-use crate::flags::{Cli, Command as Cmd, RunArgs};
 use crate::run::Passing;
+use crate::{Engine, Notify};
+
+/// The variables the supervisor keeps from the command that starts it: those nook
+/// reads itself (where its runtime dir, store, config and credentials are, how to
+/// reach newuidmap and systemd). Nothing else of the caller's shell reaches it.
+const SUPERVISOR_ENV: &[&str] = &[
+    "HOME",
+    "PATH",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_STATE_HOME",
+    "XDG_CACHE_HOME",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "REGISTRY_AUTH_FILE",
+    "NOOK_ROOT",
+    "NOOK_CONFIG",
+    "NOOK_LOG",
+    "NOOK_NO_MOUNT_API",
+    "NOOK_PODMAN_SECCOMP",
+];
 
 /// Marker of the exit code after a start failure, on the same pipe.
 const EXIT_CODE: &str = "\u{1}nook-exit-code ";
@@ -42,8 +70,8 @@ const STARTED: &str = "\u{1}nook-started\n";
 
 /// Starts `ctr`'s supervisor in the background and waits until the container runs (or
 /// failed to start: its error, on stderr, and exit code are returned).
-pub fn spawn(ctr: &Container) -> Result<()> {
-    spawn_with(ctr, None, &crate::run::Passing::default())
+pub fn spawn(ctr: &Container, notify: &dyn Notify) -> Result<()> {
+    spawn_with(ctr, None, &crate::run::Passing::default(), notify)
 }
 
 /// The descriptor on which `__supervise --attach-first` finds its first client.
@@ -53,33 +81,42 @@ const ATTACH_FD: i32 = 3;
 /// the container prints anything (`nook start -a`). The descriptors `passing` names (fds
 /// 3..3+N of `nook run -d`) are the supervisor's too, for the container; no other of
 /// ours crosses (every one is close-on-exec since nook started, see main.rs).
-pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing) -> Result<()> {
+pub fn spawn_with(
+    ctr: &Container,
+    attach: Option<UnixStream>,
+    passing: &Passing,
+    notify: &dyn Notify,
+) -> Result<()> {
     let attach_first = attach.is_some();
     if attach_first && passing.fds.count > 0 {
         bail!("a container started with `start -a` is passed no descriptors");
     }
-    let exe = std::env::current_exe().context("finding nook's own executable")?;
     let (read_end, write_end) = nix::unistd::pipe().context("pipe")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("__supervise");
-    if attach_first {
-        cmd.arg("--attach-first");
+    let mut cmd = crate::helpers::Supervise {
+        dir: ctr.dir.clone(),
+        // The store the record belongs to, whichever `--root` or NOOK_ROOT named it.
+        store: ctr
+            .record
+            .store
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf),
+        attach_first,
+        pass_fds: passing.fds.count,
+        listen: passing.fds.listen,
+        listen_fdnames: passing.names.clone(),
     }
-    if passing.fds.count > 0 {
-        cmd.arg(format!("--pass-fds={}", passing.fds.count));
-        if passing.fds.listen {
-            cmd.arg("--listen");
-        }
-        if let Some(names) = &passing.names {
-            cmd.arg(format!("--listen-fdnames={names}"));
-        }
-    }
+    .command()?;
     let passed = passing.fds.range();
-    cmd.arg(&ctr.dir)
-        .env_clear()
-        .envs(ctr.record.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(if ctr.record.cwd.is_dir() {
-            ctr.record.cwd.as_path()
+    let cwd = &ctr.record.request.cwd;
+    cmd.env_clear()
+        .envs(
+            SUPERVISOR_ENV
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
+        .current_dir(if cwd.is_dir() {
+            cwd.as_path()
         } else {
             Path::new("/")
         })
@@ -120,7 +157,14 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing
     }
     let messages = String::from_utf8_lossy(&raw).into_owned();
     if let Some((before, _)) = messages.split_once(STARTED) {
-        eprint!("{before}");
+        // What the supervisor said before the start (warnings, notices), said again.
+        for line in before.lines().filter(|l| !l.trim().is_empty()) {
+            let line = line.strip_prefix("nook: ").unwrap_or(line);
+            match line.strip_prefix("warning: ") {
+                Some(warning) => notify.warn(warning),
+                None => notify.notice(line),
+            }
+        }
         // Reaped by init once it exits; nothing of ours waits for it.
         std::mem::forget(child);
         return Ok(());
@@ -132,40 +176,22 @@ pub fn spawn_with(ctr: &Container, attach: Option<UnixStream>, passing: &Passing
         None => (messages.trim_end(), 125),
     };
     if message.is_empty() {
-        bail!(ExitError(
+        return Err(Error::Exit(
             code,
-            "the container's supervisor failed to start it".into()
+            "the container's supervisor failed to start it".into(),
         ));
     }
-    bail!(ExitError(
+    Err(Error::Exit(
         code,
-        message.trim_start_matches("nook: ").to_string()
-    ));
+        message.trim_start_matches("nook: ").to_string(),
+    ))
 }
-
-/// A start failure with the exit code the container's state recorded (125/126/127).
-#[derive(Debug)]
-pub struct ExitError(pub i32, pub String);
-
-impl std::fmt::Display for ExitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-
-impl std::error::Error for ExitError {}
 
 /// `nook __supervise DIR`: `passing` are the descriptors `run -d` handed on (none for a
 /// later `start`, whatever the recorded flags say: those descriptors are gone).
-pub fn main(
-    dir: &Path,
-    attach_first: bool,
-    passing: &Passing,
-    store_root: Option<std::path::PathBuf>,
-) -> Result<i32> {
-    let ctr = Container::load(dir)?;
-    let args = run_args(&ctr)?;
-    let places = Places::for_run(store_root.clone(), &args)?;
+pub fn main(eng: &Engine, dir: &Path, attach_first: bool, passing: &Passing) -> Result<i32> {
+    let ctr = Container::load(dir, eng.migrate)?;
+    let places = Places::for_run(eng.store_root.clone(), &ctr.record.request)?;
     // Our stderr is the pipe to the starting command until the container runs; a
     // close-on-exec copy stays with us once fd 2 becomes the container's stderr.
     let ready = std::io::stderr()
@@ -188,41 +214,21 @@ pub fn main(
             }
         }) as Arc<dyn Fn() + Send + Sync>
     };
-    let image = crate::run::choose_image(&args, store_root);
+    let image = crate::run::recorded_image(eng, &ctr);
     let result = image.and_then(|image| {
-        crate::run::run_container(&places, &ctr, &args, &image, Some(started), passing)
+        crate::run::run_container(eng, &places, &ctr, &image, Some(started), passing)
     });
     if let Err(e) = &result {
         if let Some(mut f) = ready.lock().ok().and_then(|mut r| r.take()) {
-            let code = crate::run::exit_code_of(e);
+            let code = e.exit_code();
             let _ = write!(
                 f,
                 "nook: {why}\n{EXIT_CODE}{code}\n",
-                why = crate::errors::Chain(e)
+                why = crate::error::chain_line(e)
             );
         }
     }
     // The log is complete before this process, which `nook wait` waits for, ends.
     logger::finish(logger);
     result
-}
-
-/// The flags the container was created with.
-pub fn run_args(ctr: &Container) -> Result<RunArgs> {
-    use clap::{CommandFactory, FromArgMatches};
-    let argv = std::iter::once("nook".to_string()).chain(ctr.record.argv.iter().cloned());
-    let mut cmd = crate::config::with_defaults(Cli::command(), crate::config::current());
-    let cli = cmd
-        .try_get_matches_from_mut(argv)
-        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m))
-        .with_context(|| {
-            format!(
-                "the record of container {} has flags this nook cannot read",
-                ctr.short_id()
-            )
-        })?;
-    match cli.command {
-        Cmd::Run(args) | Cmd::Create(args) => Ok(*args),
-        _ => bail!("the record of container {} is not a run", ctr.short_id()),
-    }
 }

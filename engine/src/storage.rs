@@ -18,10 +18,11 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Result};
 use nook_fs::union::{self, fuse, overlay, Choice, ContainerLayer, Driver, Layers};
 use nook_rootless::idmap::{IdRange, Mapping};
 use nook_rootless::probe::{Probe, Status};
@@ -30,6 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::Root;
 use crate::store_helper::{self, Job};
+use crate::Notify;
+use std::sync::Arc;
 
 /// A prepared union root: what the Spec needs, and what must live while it runs.
 pub struct Prepared {
@@ -39,6 +42,8 @@ pub struct Prepared {
     server: Option<Child>,
     /// Removed at drop (in the user namespace: it may hold subordinate-ID files).
     remove: Option<PathBuf>,
+    /// Who hears of what the teardown could not undo.
+    notify: Arc<dyn Notify>,
 }
 
 impl Prepared {
@@ -93,11 +98,11 @@ impl Drop for Prepared {
         }
         if let Some(dir) = self.remove.take() {
             if let Err(e) = store_helper::run(&Job::Remove(vec![dir.clone()])) {
-                eprintln!(
-                    "nook: warning: could not remove the container's layer {}: {why}",
+                self.notify.warn(&format!(
+                    "could not remove the container's layer {}: {why}",
                     dir.display(),
-                    why = crate::errors::Chain(&e),
-                );
+                    why = crate::error::chain_line(&e),
+                ));
             }
         }
     }
@@ -127,6 +132,7 @@ pub fn prepare(
     layer_dir: &Path,
     ids: &Mapping,
     ephemeral: bool,
+    notify: Arc<dyn Notify>,
 ) -> Result<Prepared> {
     let layers = Layers::new(layers)?;
     let container = ContainerLayer::create(layer_dir)?;
@@ -136,6 +142,7 @@ pub fn prepare(
         fuse_socket: None,
         server: None,
         remove: ephemeral.then(|| layer_dir.to_path_buf()),
+        notify,
     };
     match choice.driver {
         Driver::Overlay => {
@@ -239,7 +246,6 @@ fn spawn_server(
     ids: &Mapping,
     sock: UnixStream,
 ) -> Result<Child> {
-    let exe = std::env::current_exe().context("finding nook's own executable")?;
     let job = ServerJob {
         layers: layers.lower.clone(),
         container: container.dir.clone(),
@@ -247,9 +253,8 @@ fn spawn_server(
         gid_map: triples(&ids.gid_map),
     };
     let sock_fd = sock.into_raw_fd();
-    let mut cmd = Command::new(exe);
-    cmd.arg("__fuse-server")
-        .stdin(Stdio::piped())
+    let mut cmd = crate::helpers::fuse_server()?;
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     // Dies with nook, even under kill -9: the mount goes with the container.

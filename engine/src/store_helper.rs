@@ -22,7 +22,8 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Result};
 use nook_fs::digest::Digest;
 use nook_fs::unpack::UnpackStats;
 use nook_rootless::idmap::{self, HostIds, UsernsMode};
@@ -77,10 +78,8 @@ pub fn run(job: &Job) -> Result<Outcome> {
 /// [`run`], with the helper holding the ownership lock `hold` too (it inherits the
 /// descriptor), for as long as it lives.
 pub fn run_holding(job: &Job, hold: Option<BorrowedFd<'_>>) -> Result<Outcome> {
-    let exe = std::env::current_exe().context("finding nook's own executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("__store-helper")
-        .stdin(Stdio::piped())
+    let mut cmd = crate::helpers::store_helper()?;
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let hold = hold.map(|fd| fd.as_raw_fd());
@@ -155,7 +154,7 @@ pub fn main() -> Result<i32> {
         let outcome = match work(job) {
             Ok(outcome) => outcome,
             Err(e) => Outcome {
-                error: Some(crate::errors::Chain(&e).to_string()),
+                error: Some(crate::error::chain_line(&e).to_string()),
                 ..Outcome::default()
             },
         };
@@ -188,7 +187,7 @@ fn work(job: Job) -> Result<Outcome> {
                         let r = unpack_one(j);
                         let failed = r.is_err();
                         results.lock().expect("not poisoned")[i] =
-                            Some(r.map_err(|e| crate::errors::Chain(&e).to_string()));
+                            Some(r.map_err(|e| crate::error::chain_line(&e).to_string()));
                         if failed {
                             queue.lock().expect("not poisoned").clear();
                         }
@@ -216,9 +215,7 @@ fn work(job: Job) -> Result<Outcome> {
                 if nook_fs::space::is_no_space(&e) {
                     return Err(copy_no_space(&e, &layers, &dest).into());
                 }
-                return Err(
-                    anyhow::Error::new(e).context("building the container's root filesystem")
-                );
+                return Err(e).context("building the container's root filesystem");
             }
             Vec::new()
         }

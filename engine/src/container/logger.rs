@@ -25,8 +25,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::request::LogDriver;
 
 use super::record::Container;
 
@@ -74,7 +76,7 @@ pub fn start(
         .set_nonblocking(true)
         .context("the log socket")?;
     let log = LogWriter::open(ctr)?;
-    let interactive = ctr.record.interactive;
+    let interactive = ctr.record.request.interactive;
     // SAFETY: this process is single-threaded here (the supervisor starts no thread
     // before this point), so the child may go on with ordinary Rust code.
     match unsafe { nix::unistd::fork() }.context("fork")? {
@@ -436,9 +438,9 @@ struct LogWriter {
 impl LogWriter {
     fn open(ctr: &Container) -> Result<LogWriter> {
         let path = ctr.log_path();
-        let file = match ctr.record.log_driver.as_str() {
-            "none" => None,
-            _ => Some(open_append(&path)?),
+        let file = match ctr.record.request.log_driver {
+            LogDriver::None => None,
+            LogDriver::K8sFile | LogDriver::JsonFile => Some(open_append(&path)?),
         };
         let written = file
             .as_ref()
@@ -447,8 +449,8 @@ impl LogWriter {
         Ok(LogWriter {
             file,
             path,
-            json: ctr.record.log_driver == "json-file",
-            max: ctr.record.log_size_max,
+            json: ctr.record.request.log_driver == LogDriver::JsonFile,
+            max: ctr.record.request.log_size_max,
             written,
         })
     }

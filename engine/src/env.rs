@@ -1,16 +1,14 @@
 //! The container's environment: defaults as podman sets them, then the image's Env,
-//! then `--env-file`s, then `-e` flags, later ones winning.
+//! then the request's (`--env-file`s, then `-e` flags, resolved when it was made),
+//! later ones winning.
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
-
-use crate::flags::RunArgs;
+use crate::error::Result;
+use crate::RunRequest;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub fn build(
-    args: &RunArgs,
+    req: &RunRequest,
     home: &str,
     hostname: &str,
     image_env: &[String],
@@ -20,18 +18,13 @@ pub fn build(
     env.set("container", "nook");
     env.set("HOME", home);
     env.set("HOSTNAME", hostname);
-    if args.tty {
+    if req.tty {
         env.set("TERM", "xterm");
     }
     for assignment in image_env.iter().filter(|a| a.contains('=')) {
         env.assign(assignment);
     }
-    for file in &args.env_file {
-        for line in read_env_file(file)? {
-            env.assign(&line);
-        }
-    }
-    for assignment in &args.env {
+    for assignment in &req.env {
         env.assign(assignment);
     }
     Ok(env.vars)
@@ -49,28 +42,13 @@ impl Environment {
         self.vars.push(format!("{key}={value}"));
     }
 
-    /// `KEY=VALUE`, or `KEY` alone to copy nook's own value (skipped when unset).
+    /// `KEY=VALUE` (an image's Env entry without `=` is skipped by the caller; the
+    /// request's were resolved when it was made).
     fn assign(&mut self, assignment: &str) {
-        match assignment.split_once('=') {
-            Some((key, value)) => self.set(key, value),
-            None => {
-                if let Ok(value) = std::env::var(assignment) {
-                    self.set(assignment, &value);
-                }
-            }
+        if let Some((key, value)) = assignment.split_once('=') {
+            self.set(key, value);
         }
     }
-}
-
-fn read_env_file(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading --env-file {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect())
 }
 
 #[cfg(test)]
@@ -78,12 +56,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn later_assignments_win_and_bare_keys_copy() {
+    fn later_assignments_win() {
         let mut env = Environment::default();
         env.set("PATH", "/bin");
         env.assign("PATH=/usr/bin");
         env.assign("FOO=a=b");
-        env.assign("NOOK_TEST_SURELY_UNSET_VARIABLE");
         assert_eq!(env.vars, vec!["PATH=/usr/bin", "FOO=a=b"]);
     }
 }

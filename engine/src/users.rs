@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use crate::bail;
+use crate::error::Result;
+use crate::format_err;
 
 /// Who the container's process runs as.
 #[derive(Debug, PartialEq, Eq)]
@@ -104,7 +106,7 @@ pub fn resolve(spec: &str, root: &Path) -> Result<Identity> {
         Some(g) => Some(match g.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => group_id(root, g).ok_or_else(|| {
-                anyhow::anyhow!("--user {spec:?}: no group {g:?} in the container's /etc/group")
+                format_err!("--user {spec:?}: no group {g:?} in the container's /etc/group")
             })?,
         }),
     };

@@ -13,24 +13,26 @@
 //! directory; a limit that cannot be enforced fails the run with 125.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Result};
+use crate::format_err;
 use nook_rootless::cgroups::{self, Cgroup, Mode, Setup};
 use oci_spec::runtime::{
     LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
     LinuxResourcesBuilder, LinuxThrottleDevice, LinuxThrottleDeviceBuilder, Spec,
 };
 
-use crate::flags::ResourceArgs;
+use crate::request::{CgroupsMode, Resources};
+use crate::Notify;
 
 /// podman refuses memory limits below this ("minimum memory limit allowed is 6MB").
 const MIN_MEMORY: i64 = 6 << 20;
 
 /// The Spec's `linux.resources` for these flags; `None` when no flag asks for a limit.
-pub fn build(args: &ResourceArgs) -> Result<Option<LinuxResources>> {
+pub fn build(args: &Resources) -> Result<Option<LinuxResources>> {
     let mut any = false;
     let mut r = LinuxResourcesBuilder::default();
 
@@ -143,16 +145,15 @@ pub fn build(args: &ResourceArgs) -> Result<Option<LinuxResources>> {
 }
 
 /// `--cgroups`: enabled (the default) or disabled.
-pub fn mode(args: &ResourceArgs) -> Result<Mode> {
-    match args.cgroups.as_str() {
-        "enabled" => Ok(Mode::Enabled),
-        "disabled" => Ok(Mode::Disabled),
-        other => bail!("unsupported --cgroups {other:?}: use enabled or disabled"),
-    }
+pub fn mode(args: &Resources) -> Result<Mode> {
+    Ok(match args.cgroups {
+        CgroupsMode::Enabled => Mode::Enabled,
+        CgroupsMode::Disabled => Mode::Disabled,
+    })
 }
 
 /// (quota, period) of `--cpus` or `--cpu-quota`/`--cpu-period`.
-fn cpu_quota(args: &ResourceArgs) -> Result<Option<(Option<i64>, u64)>> {
+fn cpu_quota(args: &Resources) -> Result<Option<(Option<i64>, u64)>> {
     let period_default = cgroups::cpu::DEFAULT_PERIOD_US;
     if let Some(cpus) = args.cpus.as_deref() {
         if args.cpu_quota.is_some() || args.cpu_period.is_some() {
@@ -216,7 +217,7 @@ pub fn parse_bytes(text: &str) -> Result<i64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || anyhow::anyhow!("expected a size such as 512m, 1.5g or 1048576");
+    let bad = || format_err!("expected a size such as 512m, 1.5g or 1048576");
     let n: f64 = num.parse().map_err(|_| bad())?;
     let unit = unit.trim().to_ascii_lowercase();
     let unit = unit
@@ -239,7 +240,7 @@ pub fn parse_bytes(text: &str) -> Result<i64> {
     Ok(bytes as i64)
 }
 
-fn block_io(args: &ResourceArgs) -> Result<Option<oci_spec::runtime::LinuxBlockIo>> {
+fn block_io(args: &Resources) -> Result<Option<oci_spec::runtime::LinuxBlockIo>> {
     let weight = args.blkio_weight.filter(|&w| w != 0);
     if let Some(w) = weight {
         if !(10..=1000).contains(&w) {
@@ -308,14 +309,16 @@ fn throttle_device(flag: &str, spec: &str, bytes: bool) -> Result<LinuxThrottleD
 }
 
 /// Gives the container its cgroup (or says why there is none): sets the Spec's
-/// `cgroupsPath`, asks the rootless crate for the cgroup, adds the cgroup2 mount the
-/// container sees at /sys/fs/cgroup, and records the cgroup for `nook stats`/`pause`.
+/// `cgroupsPath`, asks the rootless crate for the cgroup and records it for `nook
+/// stats`/`pause`. The caller adds the cgroup2 mount the container sees
+/// (`spec::add_cgroup_mount`) when there is one.
 pub fn prepare(
     spec: &mut Spec,
-    args: &ResourceArgs,
+    args: &Resources,
     id: &str,
     runtime_dir: &Path,
     container_dir: &Path,
+    notify: &dyn Notify,
 ) -> Result<Option<Cgroup>> {
     let mode = mode(args)?;
     if let Some(linux) = spec.linux_mut() {
@@ -323,13 +326,12 @@ pub fn prepare(
     }
     match cgroups::prepare(spec, mode)? {
         Setup::Cgroup(cgroup) => {
-            crate::spec::add_cgroup_mount(spec)?;
             cgroups::record(container_dir, &cgroup)?;
             Ok(Some(cgroup))
         }
         Setup::None { notice } => {
             if let Some(notice) = notice {
-                notice_once(runtime_dir, &notice);
+                notice_once(runtime_dir, &notice, notify);
             }
             Ok(None)
         }
@@ -338,44 +340,60 @@ pub fn prepare(
 
 /// Shows `notice` on a terminal, once per runtime directory (it is the same on every
 /// run on this host; `nook info` always shows it). Scripts and pipes get clean stderr.
-fn notice_once(runtime_dir: &Path, notice: &str) {
-    if !std::io::stderr().is_terminal() {
+fn notice_once(runtime_dir: &Path, notice: &str, notify: &dyn Notify) {
+    if !notify.interactive() {
         return;
     }
     let marker = runtime_dir.join("cgroups-notice");
     if std::fs::read_to_string(&marker).is_ok_and(|seen| seen == notice) {
         return;
     }
-    eprintln!("nook: {notice}");
+    notify.notice(notice);
     let _ = nook_rootless::state::write_file(&marker, notice, nook_rootless::state::PRIVATE_FILE);
 }
 
 /// After the container exited: the OOM report (memory.events says who the kernel killed).
-pub fn report_exit(cgroup: Option<&Cgroup>) {
+pub fn report_exit(cgroup: Option<&Cgroup>, notify: &dyn Notify) {
     if let Some(n) = cgroup.map(Cgroup::oom_kills).filter(|&n| n > 0) {
         let who = if n == 1 { "a process" } else { "processes" };
-        eprintln!(
-            "nook: container was OOM-killed: the kernel killed {who} at its memory limit \
+        notify.notice(&format!(
+            "container was OOM-killed: the kernel killed {who} at its memory limit \
              (memory.events oom_kill {n})"
-        );
+        ));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        r: ResourceArgs,
-    }
-
-    fn args(list: &[&str]) -> ResourceArgs {
-        T::try_parse_from(std::iter::once("t").chain(list.iter().copied()))
-            .unwrap()
-            .r
+    /// Resources as the CLI's flags would give them (long names, `-m`, `-c`).
+    fn args(list: &[&str]) -> Resources {
+        let mut r = serde_json::to_value(Resources::default()).unwrap();
+        let mut it = list.iter();
+        while let Some(flag) = it.next() {
+            let (name, value) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => (flag.to_string(), it.next().unwrap().to_string()),
+            };
+            let key = match name.as_str() {
+                "-m" => "memory".to_string(),
+                "-c" => "cpu_shares".to_string(),
+                n => n.trim_start_matches("--").replace('-', "_"),
+            };
+            let text = serde_json::Value::String(value.clone());
+            let slot = &mut r[key.as_str()];
+            match slot {
+                serde_json::Value::Array(list) => list.push(text),
+                _ => {
+                    *slot = text;
+                    if serde_json::from_value::<Resources>(r.clone()).is_err() {
+                        r[key.as_str()] = serde_json::from_str(&value).unwrap();
+                    }
+                }
+            }
+        }
+        serde_json::from_value(r).unwrap()
     }
 
     #[test]
@@ -487,6 +505,6 @@ mod tests {
             mode(&args(&["--cgroups=disabled"])).unwrap(),
             Mode::Disabled
         );
-        assert!(mode(&args(&["--cgroups=split"])).is_err());
+        // Any other value: refused by clap (request.rs tests it).
     }
 }

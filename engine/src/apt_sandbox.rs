@@ -13,7 +13,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use nook_rootless::idmap::{self, Mapping};
 use nook_rootless::state::{write_file, SHARED_FILE};
 

@@ -16,7 +16,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Result};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxSeccomp, Mount, MountBuilder, ProcessBuilder,
@@ -27,9 +28,10 @@ use nook_fs::host_image;
 use nook_rootless::capabilities::DEFAULT_CAPABILITIES;
 use nook_rootless::idmap::{self, IdRange, Mapping};
 
-use crate::flags::RunArgs;
+use crate::request::{Tmpfs, Volume};
 use crate::seccomp::{self, Choice};
 use crate::users::{self, Identity};
+use crate::RunRequest;
 
 /// Where the container's root comes from.
 #[derive(Clone)]
@@ -77,7 +79,7 @@ pub struct GeneratedFiles {
 }
 
 pub struct SpecInput<'a> {
-    pub args: &'a RunArgs,
+    pub req: &'a RunRequest,
     pub root: &'a Root,
     pub ids: &'a Mapping,
     pub hostname: &'a str,
@@ -86,25 +88,30 @@ pub struct SpecInput<'a> {
     /// The image's run configuration (Entrypoint, Cmd, Env, WorkingDir, User), for
     /// images from the store.
     pub image: Option<&'a nook_fs::manifest::RunConfig>,
+    pub notify: &'a dyn crate::Notify,
 }
 
 /// The spec, and the record of its seccomp profile (for `nook exec`, seccomp.rs).
 pub fn build(input: &SpecInput) -> Result<(Spec, seccomp::Record)> {
-    let security = security_opts(&input.args.security_opt)?;
+    let security = security_opts(&input.req.security_opt)?;
     let caps = capabilities(
-        &input.args.cap_add,
-        &input.args.cap_drop,
-        input.args.privileged,
+        &input.req.cap_add,
+        &input.req.cap_drop,
+        input.req.privileged,
     )?;
     let bounding: Vec<String> = caps.iter().map(|c| format!("CAP_{c}")).collect();
-    let (profile, record) =
-        seccomp::for_container(&security.seccomp, input.args.privileged, &bounding)?;
+    let (profile, record) = seccomp::for_container(
+        &security.seccomp,
+        input.req.privileged,
+        &bounding,
+        input.notify,
+    )?;
     let process = build_process(input, caps, security.no_new_privileges)?;
     let mounts = build_mounts(input)?;
     let linux = build_linux(input, profile)?;
     let root = RootBuilder::default()
         .path(input.root.path())
-        .readonly(input.args.read_only)
+        .readonly(input.req.read_only)
         .build()?;
     let spec = SpecBuilder::default()
         .version("1.2.0")
@@ -122,7 +129,7 @@ fn build_process(
     caps: HashSet<Capability>,
     no_new_privileges: bool,
 ) -> Result<oci_spec::runtime::Process> {
-    let args = input.args;
+    let args = input.req;
     let image_user = input
         .image
         .and_then(|i| i.user.as_deref())
@@ -187,7 +194,7 @@ fn build_process(
 /// The command as podman builds it from an image: the entrypoint (`--entrypoint`, else
 /// the image's), then the command line's arguments, else the image's Cmd (dropped when
 /// `--entrypoint` replaces the entrypoint).
-fn image_command(args: &RunArgs, image: &nook_fs::manifest::RunConfig) -> Result<Vec<String>> {
+fn image_command(args: &RunRequest, image: &nook_fs::manifest::RunConfig) -> Result<Vec<String>> {
     let mut command: Vec<String> = match &args.entrypoint {
         Some(e) if e.is_empty() => Vec::new(),
         // A JSON array, as podman accepts, or one program.
@@ -213,6 +220,7 @@ fn capabilities(add: &[String], drop: &[String], privileged: bool) -> Result<Has
         let short = short.trim_start_matches("CAP_");
         short
             .parse()
+            .map_err(crate::Error::other)
             .with_context(|| format!("unknown capability {name:?} (e.g. NET_RAW, SYS_ADMIN)"))
     };
     let mut set: HashSet<Capability> = if privileged {
@@ -295,7 +303,7 @@ fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
                 mounts.push(scratch(s.path, s.mode)?);
             }
         }
-        Root::Dir(_) | Root::Union { .. } if input.args.read_only => {
+        Root::Dir(_) | Root::Union { .. } if input.req.read_only => {
             if let Root::Union { mount, .. } = input.root {
                 mounts.push(mount.clone());
             }
@@ -323,10 +331,10 @@ fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
             &["bind", "ro", "nosuid", "nodev", "noexec"],
         )?);
     }
-    for tmpfs in &input.args.tmpfs {
+    for tmpfs in &input.req.tmpfs {
         mounts.push(tmpfs_mount(tmpfs)?);
     }
-    for volume in &input.args.volumes {
+    for volume in &input.req.volumes {
         mounts.push(volume_mount(volume)?);
     }
     Ok(mounts)
@@ -347,7 +355,7 @@ fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
     }
     // --privileged: /sys writable, as podman gives it (what the user may write there is
     // still what the host allows the user).
-    let sys = if input.args.privileged { "rw" } else { "ro" };
+    let sys = if input.req.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -376,7 +384,7 @@ fn system_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
             &["nosuid", "noexec", "nodev", sys],
         )?,
     ];
-    if input.args.privileged {
+    if input.req.privileged {
         mounts.extend(host_devices()?);
     }
     Ok(mounts)
@@ -465,38 +473,29 @@ fn bind_file(source: &Path, dest: &str) -> Result<Mount> {
     )
 }
 
-/// `-v HOST:CTR[:ro|rw]`.
-fn volume_mount(spec: &str) -> Result<Mount> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (host, ctr, opts) = match parts.as_slice() {
-        [host, ctr] => (*host, *ctr, ""),
-        [host, ctr, opts] => (*host, *ctr, *opts),
-        _ => bail!("bad volume {spec:?}: expected HOST-PATH:CONTAINER-PATH[:ro|rw]"),
+/// `-v HOST:CTR[:ro|rw]`: the host path resolved now, at this start.
+fn volume_mount(v: &Volume) -> Result<Mount> {
+    let source = std::fs::canonicalize(&v.source).with_context(|| {
+        format!(
+            "volume {}:{}: host path {} does not exist",
+            v.source.display(),
+            v.destination,
+            v.source.display()
+        )
+    })?;
+    let options: &[&str] = if v.read_only {
+        &["rbind", "ro"]
+    } else {
+        &["rbind"]
     };
-    if !host.starts_with('/') || !ctr.starts_with('/') {
-        bail!("bad volume {spec:?}: both paths must be absolute (named volumes come later)");
-    }
-    let source = std::fs::canonicalize(host)
-        .with_context(|| format!("volume {spec:?}: host path {host} does not exist"))?;
-    let mut options = vec!["rbind"];
-    for opt in opts.split(',').filter(|o| !o.is_empty()) {
-        match opt {
-            "ro" | "rw" => options.push(opt),
-            other => bail!("bad volume {spec:?}: unknown option {other:?} (use ro or rw)"),
-        }
-    }
-    mount(ctr, &source.to_string_lossy(), "bind", &options)
+    mount(&v.destination, &source.to_string_lossy(), "bind", options)
 }
 
 /// `--tmpfs DIR[:size=..,mode=..]`.
-fn tmpfs_mount(spec: &str) -> Result<Mount> {
-    let (dir, opts) = spec.split_once(':').unwrap_or((spec, ""));
-    if !dir.starts_with('/') {
-        bail!("bad --tmpfs {spec:?}: the container path must be absolute");
-    }
+fn tmpfs_mount(t: &Tmpfs) -> Result<Mount> {
     let mut options = vec!["nosuid", "nodev"];
-    options.extend(opts.split(',').filter(|o| !o.is_empty()));
-    mount(dir, "tmpfs", "tmpfs", &options)
+    options.extend(t.options.iter().map(String::as_str));
+    mount(&t.destination, "tmpfs", "tmpfs", &options)
 }
 
 /// Masked beyond the runtime-spec's defaults (oci_spec's list). podman's: the host's
@@ -542,7 +541,7 @@ fn build_linux(
             })
             .collect()
     };
-    let (masked, readonly) = if input.args.privileged {
+    let (masked, readonly) = if input.req.privileged {
         (Vec::new(), Vec::new())
     } else {
         let mut masked = oci_spec::runtime::get_default_maskedpaths();
@@ -560,7 +559,7 @@ fn build_linux(
         None => linux,
     };
     // --memory, --cpus, --pids-limit ... (resources.rs), applied by the rootless crate.
-    let linux = match crate::resources::build(&input.args.resources)? {
+    let linux = match crate::resources::build(&input.req.resources)? {
         Some(resources) => linux.resources(resources),
         None => linux,
     };
@@ -619,14 +618,18 @@ mod tests {
     }
 
     #[test]
-    fn volume_specs() {
-        let m = volume_mount("/tmp:/data:ro").unwrap();
+    fn volumes_resolve_their_host_path_at_each_start() {
+        let v = |source: &str, read_only| Volume {
+            source: source.into(),
+            destination: "/data".into(),
+            read_only,
+        };
+        let m = volume_mount(&v("/tmp", true)).unwrap();
         assert_eq!(m.destination(), Path::new("/data"));
         assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
-        assert!(volume_mount("/tmp").is_err());
-        assert!(volume_mount("relative:/x").is_err());
-        assert!(volume_mount("/tmp:/x:bogus").is_err());
-        assert!(volume_mount("/no/such/dir:/x").is_err());
+        let rw = volume_mount(&v("/tmp", false)).unwrap();
+        assert!(!rw.options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert!(volume_mount(&v("/no/such/dir", false)).is_err());
     }
 
     #[test]

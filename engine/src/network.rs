@@ -7,10 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::bail;
+use crate::error::{Context, Result};
 use nook_net::{Config, PortMapping, Proto};
 
-use crate::flags::RunArgs;
+use crate::{Notify, RunRequest, Settings};
 
 pub struct NetworkChoice {
     /// Share the host's network namespace.
@@ -19,7 +20,11 @@ pub struct NetworkChoice {
     pub nook: Option<Config>,
 }
 
-pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
+pub fn choose(
+    args: &RunRequest,
+    settings: &Settings,
+    notify: &dyn Notify,
+) -> Result<NetworkChoice> {
     let (mode, options) = args.network.split_once(':').unwrap_or((&args.network, ""));
     let mut choice = match (mode, options) {
         ("none", "") => NetworkChoice {
@@ -32,7 +37,11 @@ pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
         },
         ("nook" | "slirp4netns" | "pasta", _) => NetworkChoice {
             host: false,
-            nook: Some(with_config_mtu(Config::parse_options(options)?, options)),
+            nook: Some(with_config_mtu(
+                Config::parse_options(options)?,
+                options,
+                settings,
+            )),
         },
         _ => bail!(
             "unsupported --network {:?}: use nook[:allow_host_loopback=true,mtu=N,ipv6=false,\
@@ -51,8 +60,8 @@ pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
             }
         }
         None if choice.host => {
-            eprintln!(
-                "nook: -p/-P are ignored with --network=host: the container uses the host's ports"
+            notify.notice(
+                "-p/-P are ignored with --network=host: the container uses the host's ports",
             );
         }
         None => {
@@ -63,11 +72,11 @@ pub fn choose(args: &RunArgs) -> Result<NetworkChoice> {
 }
 
 /// `[network] mtu` from config.toml, unless the options give `mtu=` themselves.
-fn with_config_mtu(mut cfg: Config, options: &str) -> Config {
+fn with_config_mtu(mut cfg: Config, options: &str, settings: &Settings) -> Config {
     let explicit = options
         .split(',')
         .any(|o| o.trim_start().starts_with("mtu="));
-    if let (false, Some(mtu)) = (explicit, crate::config::current().network.mtu) {
+    if let (false, Some(mtu)) = (explicit, settings.network_mtu) {
         tracing::debug!("network: MTU {mtu} from the config file");
         cfg.mtu = mtu;
     }
@@ -94,12 +103,17 @@ impl NetworkChoice {
     }
 
     /// `-P`: every port the image exposes, on a free host port each (reported on stderr).
-    pub fn publish_all(&mut self, args: &RunArgs, exposed: Option<Vec<String>>) -> Result<()> {
+    pub fn publish_all(
+        &mut self,
+        args: &RunRequest,
+        exposed: Option<Vec<String>>,
+        notify: &dyn Notify,
+    ) -> Result<()> {
         let Some(cfg) = self.nook.as_mut().filter(|_| args.publish_all) else {
             return Ok(());
         };
         let Some(exposed) = exposed.filter(|e| !e.is_empty()) else {
-            eprintln!("nook: -P: the image exposes no ports (it declares no ExposedPorts)");
+            notify.notice("-P: the image exposes no ports (it declares no ExposedPorts)");
             return Ok(());
         };
         for port in exposed {
