@@ -32,6 +32,7 @@
 //! | `net_icmp` | ping through the netstack |
 //! | `cgroup_host` | resource flags on a host that cannot enforce them |
 //! | `cgroup_vm` | `--memory`, `--pids-limit`, `--cpus`, `pause`, `stats`, `oci update` with real controllers (VM lane only) |
+//! | `engine_api` | the nook-engine library in-process: pull, create, start, wait, rm through its API |
 //! | `oci_runtime` | `nook oci ...` (runc's command line) on bundles |
 //! | `podman_client` | podman with `--runtime nook-runtime` |
 //! | `containerd` | containerd's runc shim and CRI with nook as the runtime binary; `rootful_*` as root (run.sh's root pass, and the VM lane `vm-containerd`), the rest under rootlesskit |
@@ -44,6 +45,7 @@
 mod cgroup_host;
 mod cgroup_vm;
 mod containerd;
+mod engine_api;
 mod error_messages;
 mod exec_join;
 mod idmap_helper_diff;

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use super::Global;
+use super::global::Global;
 
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.json";
@@ -383,7 +383,7 @@ pub fn run_hooks(
         // A failure is a warning, and the remaining hooks still run.
         for hook in list {
             if let Err(e) = nook_rootless::hooks::run(stage, std::slice::from_ref(hook), &state) {
-                super::report_warning(global, &e.to_string());
+                super::global::report_warning(global, &e.to_string());
             }
         }
         return Ok(());

@@ -27,7 +27,7 @@ use oci_spec::runtime::{
 };
 
 use super::container::{self, Container, Record, Status, CONFIG_FILE, START_FIFO};
-use super::Global;
+use super::global::Global;
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -119,7 +119,7 @@ pub fn create(global: &Global, args: &CreateArgs) -> Result<CreatedContainer> {
             nook_rootless::cgroups::Setup::Cgroup(cg) => Some(cg),
             nook_rootless::cgroups::Setup::None { notice } => {
                 if let Some(n) = notice {
-                    super::debug(global, &n);
+                    super::global::debug(global, &n);
                 }
                 None
             }
@@ -221,7 +221,7 @@ fn no_process(
     dir: PathBuf,
     cleanup: DirGuard,
 ) -> Result<CreatedContainer> {
-    super::debug(global, "config.json has no process: `start` will refuse it");
+    super::global::debug(global, "config.json has no process: `start` will refuse it");
     let container = Container {
         dir,
         record: Record {
@@ -353,7 +353,7 @@ fn complete_spec(global: &Global, spec: &mut Spec, bundle: &Path) -> Result<()> 
             idmap::plan(&UsernsMode::Default, &HostIds::current())?
         };
         if let Some(n) = &mapping.notice {
-            super::debug(global, n);
+            super::global::debug(global, n);
         }
         linux.set_uid_mappings(Some(to_oci(&mapping.uid_map)));
         linux.set_gid_mappings(Some(to_oci(&mapping.gid_map)));
@@ -378,7 +378,7 @@ fn complete_spec(global: &Global, spec: &mut Spec, bundle: &Path) -> Result<()> 
             } else {
                 "this host has no such LSM"
             };
-            super::report_warning(global, &format!("process.{field} ignored: {why}"));
+            super::global::report_warning(global, &format!("process.{field} ignored: {why}"));
         }
     }
     spec.set_linux(Some(linux));

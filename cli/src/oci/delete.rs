@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::container::{self, Container, Status};
-use super::Global;
+use super::global::Global;
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {

@@ -12,7 +12,7 @@ use nook_rootless::join::{exec_in, ExecIo, ExecOptions, ExecOutcome, JoinTarget}
 use nook_rootless::StdinMode;
 
 use super::container::{Container, Status};
-use super::Global;
+use super::global::Global;
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {

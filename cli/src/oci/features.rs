@@ -7,7 +7,7 @@
 use anyhow::Result;
 
 pub fn features() -> Result<()> {
-    super::print_out(&serde_json::to_string_pretty(&document())?);
+    super::global::print_out(&serde_json::to_string_pretty(&document())?);
     Ok(())
 }
 

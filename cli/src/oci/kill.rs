@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::container::{Container, Status};
-use super::Global;
+use super::global::Global;
 
 #[derive(Args, Debug)]
 pub struct KillArgs {

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 
 use super::container::{Container, Status};
-use super::Global;
+use super::global::Global;
 
 pub fn pause(global: &Global, id: &str, frozen: bool) -> Result<()> {
     let c = Container::load(global, id)?;

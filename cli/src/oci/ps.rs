@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use super::container::Container;
-use super::Global;
+use super::global::Global;
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
@@ -26,7 +26,7 @@ pub fn ps(global: &Global, args: &PsArgs) -> Result<()> {
     let c = Container::load(global, &args.id)?;
     let pids = c.pids();
     match args.format {
-        PsFormat::Json => super::print_out(&serde_json::to_string(&pids)?),
+        PsFormat::Json => super::global::print_out(&serde_json::to_string(&pids)?),
         PsFormat::Table => {
             let mut table = String::from("PID\tCMD");
             for pid in pids {
@@ -39,7 +39,7 @@ pub fn ps(global: &Global, args: &PsArgs) -> Result<()> {
                     .unwrap_or_default();
                 table += &format!("\n{pid}\t{cmd}");
             }
-            super::print_out(&table);
+            super::global::print_out(&table);
         }
     }
     Ok(())

@@ -7,7 +7,8 @@ use clap::Args;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{create, delete, start, Global};
+use super::global::Global;
+use super::{create, delete, start};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {

@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use anyhow::{bail, Context, Result};
 
 use super::container::{self, Container, Status, START_FIFO};
-use super::Global;
+use super::global::Global;
 
 pub fn start(global: &Global, id: &str) -> Result<()> {
     let c = Container::load(global, id)?;

@@ -3,11 +3,11 @@
 use anyhow::Result;
 
 use super::container::Container;
-use super::Global;
+use super::global::Global;
 
 pub fn state(global: &Global, id: &str) -> Result<()> {
     let c = Container::load(global, id)?;
     let state = c.state_json(c.status());
-    super::print_out(&serde_json::to_string_pretty(&state)?);
+    super::global::print_out(&serde_json::to_string_pretty(&state)?);
     Ok(())
 }

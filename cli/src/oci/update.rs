@@ -15,7 +15,7 @@ use oci_spec::runtime::{
 };
 
 use super::container::{Container, Status};
-use super::Global;
+use super::global::Global;
 
 #[derive(Args, Debug, Default)]
 pub struct UpdateArgs {
@@ -90,7 +90,7 @@ pub fn update(global: &Global, args: &UpdateArgs) -> Result<()> {
         );
     }
     if args.kernel_memory.is_some() || args.kernel_memory_tcp.is_some() {
-        super::report_warning(
+        super::global::report_warning(
             global,
             "kernel memory limits are obsolete (cgroup v2 counts kernel memory in --memory): ignored",
         );
