@@ -75,10 +75,6 @@ const PIPE_SIZE: usize = 256 << 10;
 const CONN_EVENTS: u32 = sys::IN | sys::OUT | sys::RDHUP | sys::ET;
 /// ERR: a refusal of the flow's datagrams (epoll reports it anyway; said for the reader).
 const UDP_EVENTS: u32 = sys::IN | sys::ERR | sys::ET;
-/// The mark of forwarded TCP connections in the container's namespace ("nook"), and
-/// the routing table that delivers marked packets locally there.
-pub const FORWARD_MARK: u32 = 0x6e6f_6f6b;
-pub const FORWARD_TABLE: u32 = 0x6e6f;
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const MAX_UDP_FLOWS: usize = 4096;
 /// Flows whose replies have a routing rule of their own: every route lookup in the

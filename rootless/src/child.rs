@@ -397,20 +397,8 @@ fn exec_args(
 /// blocks the signals it forwards. An ignored signal and the mask survive exec; handlers
 /// do not, but nook installs none.
 fn restore_signal_defaults() {
-    reset_dispositions();
+    exec::reset_dispositions();
     let _ = SigSet::all().thread_unblock();
-}
-
-/// Every signal's action back to SIG_DFL (the mask is left as it is).
-pub(crate) fn reset_dispositions() {
-    for signo in 1..=libc::SIGRTMAX() {
-        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: SIG_DFL installs no handler code; this process is single-threaded.
-        // Numbers the C library reserves for itself fail with EINVAL, which is ignored.
-        unsafe { libc::signal(signo, libc::SIG_DFL) };
-    }
 }
 
 fn exit(code: i32) -> ! {

@@ -37,7 +37,7 @@ pub(crate) fn reap_and_forward(report: File, command: impl FnOnce(File)) -> ! {
         Ok(ForkResult::Parent { child }) => {
             drop(report);
             crate::fds::close_all_except(&[0, 1, 2]);
-            crate::child::reset_dispositions();
+            crate::exec::reset_dispositions();
             hide_command_line();
             reaper_loop(child, &all)
         }

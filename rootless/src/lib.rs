@@ -49,8 +49,9 @@ mod tty;
 
 pub use error::{Error, Result};
 pub use spawn::{
-    check_plan, create, run, run_in_cgroup, run_in_user_namespace, unshare, Created, ExitStatus,
-    RunOptions, StartedHook, StdinMode,
+    check_plan, create, run, run_in_cgroup, run_in_user_namespace, unshare, Created, RunOptions,
+    StartedHook, StdinMode,
 };
+pub use supervise::ExitStatus;
 /// A terminal in raw mode until dropped (for clients that relay a container's pty).
 pub use tty::RawMode;

@@ -12,15 +12,16 @@ use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::child::Child;
 use crate::error::{Context, Error, Result};
 use crate::idmap::{write_maps, IdRange};
+use crate::supervise::{self, ExitStatus};
 use crate::sync::{self, Report};
-use crate::{supervise, tty};
+use crate::tty;
 
 /// How the container's stdin is wired (not part of the OCI configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,23 +61,6 @@ pub struct StartedHook(pub std::sync::Arc<dyn Fn(i32) + Send + Sync>);
 impl std::fmt::Debug for StartedHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StartedHook")
-    }
-}
-
-/// How the container ended, as the shell reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    Exited(i32),
-    Signaled(i32),
-}
-
-impl ExitStatus {
-    /// The shell convention: the status, or 128+N for signal N.
-    pub fn code(self) -> i32 {
-        match self {
-            ExitStatus::Exited(code) => code,
-            ExitStatus::Signaled(sig) => 128 + sig,
-        }
     }
 }
 
@@ -591,13 +575,4 @@ pub(crate) fn clone_process(flags: CloneFlags) -> Result<Pid> {
         return Err(Error::Clone(nix::errno::Errno::last()));
     }
     Ok(Pid::from_raw(ret as i32))
-}
-
-/// Reaps `pid` and converts its wait status.
-pub(crate) fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
-    match status {
-        WaitStatus::Exited(_, code) => Some(ExitStatus::Exited(code)),
-        WaitStatus::Signaled(_, sig, _) => Some(ExitStatus::Signaled(sig as i32)),
-        _ => None,
-    }
 }
