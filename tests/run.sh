@@ -67,7 +67,9 @@ TEST_USER2=nooktest2
 #   podman slirp4netns  the OCI runtime client test (podman --runtime nook-runtime,
 #                   podman_client; rootless podman networks through slirp4netns, which
 #                   podman only recommends)
-PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns"
+#   debootstrap debian-archive-keyring curl  the Debian image of the workload lane
+#                   (tests/workloads/debian-image.sh, made here as root)
+PACKAGES="busybox-static uidmap util-linux mount procps iproute2 coreutils python3-minimal docker-registry skopeo apache2-utils openssl gzip zstd tar podman slirp4netns debootstrap debian-archive-keyring curl"
 
 IS_ROOT=0
 [ "$(id -u)" = 0 ] && IS_ROOT=1
@@ -272,6 +274,29 @@ else
     NEWGIDMAP=${NOOK_TEST_NEWGIDMAP:-}
 fi
 
+# The workload lane's Debian image (tests/workloads/): debootstrap needs root, so it is
+# made here, once, and cached outside the checkout (NOOK_TEST_CACHE, default
+# /var/cache/nook-tests; a CI job keeps that directory between runs to stay warm). The
+# lane gets the tarball, or the reason there is none, and prints SKIP with it.
+WORKLOAD_ENV=()
+if selected workloads; then
+    if [ -n "${NOOK_WORKLOAD_TARBALL:-}" ]; then
+        WORKLOAD_ENV=(NOOK_WORKLOAD_TARBALL="$NOOK_WORKLOAD_TARBALL")
+    elif [ $IS_ROOT = 1 ]; then
+        say "the workload lane's Debian image (tests/workloads/debian-image.sh)"
+        t0=$SECONDS
+        if img=$(bash "$ROOT/tests/workloads/debian-image.sh" "${NOOK_TEST_CACHE:-/var/cache/nook-tests}"); then
+            echo "    $img ($((SECONDS - t0)) s)"
+            WORKLOAD_ENV=(NOOK_WORKLOAD_TARBALL="$img")
+        else
+            echo "    no image: $img"
+            WORKLOAD_ENV=(NOOK_WORKLOAD_SKIP="no Debian image: $img")
+        fi
+    else
+        WORKLOAD_ENV=(NOOK_WORKLOAD_SKIP="no Debian image: debootstrap needs root; run tests/run.sh as root or set NOOK_WORKLOAD_TARBALL (tests/workloads/debian-image.sh makes one)")
+    fi
+fi
+
 # The clone may live where the test account cannot read (/root): copy what runs. The
 # escape suite's probe goes beside nook, where the tests look for it.
 cp "$NOOK" "$WORK/nook"
@@ -297,6 +322,7 @@ TEST_ENV=(
 [ -n "${CI:-}" ] && TEST_ENV+=(CI="$CI")
 [ -n "$NEWUIDMAP" ] && TEST_ENV+=(NOOK_TEST_NEWUIDMAP="$NEWUIDMAP")
 [ -n "$NEWGIDMAP" ] && TEST_ENV+=(NOOK_TEST_NEWGIDMAP="$NEWGIDMAP")
+TEST_ENV+=("${WORKLOAD_ENV[@]}")
 
 cd "$WORK" || die "cd $WORK"
 while read -r exe; do

@@ -2,6 +2,7 @@
 //! to podman's exit codes: 125 nook failed, 126/127 the command could not be run,
 //! otherwise the container's own status.
 
+mod apt_sandbox;
 mod completion;
 mod config;
 mod container;

@@ -293,6 +293,11 @@ fn run_once(
 
     let mut files = write_etc_files(&dir.path, &hostname, network.host)?;
     files.resolv_conf = network.write_resolv_conf(&dir.path)?;
+    if !matches!(root.root, Root::Host { .. })
+        && crate::apt_sandbox::needed(root.root.readable_path(), &ids)
+    {
+        files.apt_sandbox = Some(crate::apt_sandbox::write(&dir.path)?);
+    }
     let exposed = root
         .image_config
         .as_ref()
@@ -555,5 +560,6 @@ fn write_etc_files(dir: &Path, hostname: &str, host_network: bool) -> Result<Gen
         hosts,
         hostname: hostname_file,
         resolv_conf: None,
+        apt_sandbox: None,
     })
 }

@@ -57,7 +57,7 @@ impl Root {
     }
 
     /// The root as files can be read before the container starts (for /etc/passwd).
-    fn readable_path(&self) -> &Path {
+    pub fn readable_path(&self) -> &Path {
         match self {
             Root::Host { .. } => Path::new("/"),
             Root::Dir(dir) => dir,
@@ -72,6 +72,8 @@ pub struct GeneratedFiles {
     pub hostname: PathBuf,
     /// `--network=nook`: nameserver 10.0.2.3 (the netstack's DNS forwarder).
     pub resolv_conf: Option<PathBuf>,
+    /// apt's sandbox user where the ID map cannot hold it (apt_sandbox.rs).
+    pub apt_sandbox: Option<PathBuf>,
 }
 
 pub struct SpecInput<'a> {
@@ -312,6 +314,14 @@ fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
     }
     if let Some(resolv_conf) = &input.files.resolv_conf {
         mounts.push(bind_file(resolv_conf, "/etc/resolv.conf")?);
+    }
+    if let Some(conf) = &input.files.apt_sandbox {
+        mounts.push(mount(
+            crate::apt_sandbox::DEST,
+            &conf.to_string_lossy(),
+            "bind",
+            &["bind", "ro", "nosuid", "nodev", "noexec"],
+        )?);
     }
     for tmpfs in &input.args.tmpfs {
         mounts.push(tmpfs_mount(tmpfs)?);

@@ -111,6 +111,15 @@ pub fn resolve(spec: &str, root: &Path) -> Result<Identity> {
     Ok(Identity::for_uid(uid, gid, root))
 }
 
+/// The uid and gid of the user `name` in the container's /etc/passwd.
+pub fn user_ids(root: &Path, name: &str) -> Option<(u32, u32)> {
+    read(root, "etc/passwd")
+        .lines()
+        .filter_map(parse_passwd)
+        .find(|e| e.name == name)
+        .map(|e| (e.uid, e.gid))
+}
+
 fn group_id(root: &Path, name: &str) -> Option<u32> {
     read(root, "etc/group").lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();

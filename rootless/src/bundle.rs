@@ -26,6 +26,12 @@ pub fn parse_process(bytes: &[u8]) -> Result<Process> {
     parse(bytes, "process")
 }
 
+/// Parses a runtime-spec `linux.resources` (the file of `nook oci update --resources`),
+/// naming the field that is wrong.
+pub fn parse_resources(bytes: &[u8]) -> Result<oci_spec::runtime::LinuxResources> {
+    parse(bytes, "linux.resources")
+}
+
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {

@@ -103,6 +103,8 @@ impl Child<'_> {
         }
         let spec = self.spec;
         let process = process_of(spec);
+        // Read as the container's root, before the user switch (runc's order).
+        let home = exec::home_if_unset(process);
         let profile = self.seccomp;
         let no_new_privs = process.no_new_privileges() == Some(true);
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so it goes on
@@ -141,12 +143,13 @@ impl Child<'_> {
             passed: self.options.passed_fds,
             cwd_checked,
         };
+        let home = home.as_deref();
         if self.options.init {
             init::reap_and_forward(self.report, |report| {
-                exec_command(process, report, &exec_fds)
+                exec_command(process, home, report, &exec_fds)
             })
         }
-        exec_command(process, self.report, &exec_fds)
+        exec_command(process, home, self.report, &exec_fds)
     }
 
     /// The descriptors the setup and the command need: stdio, the two pipes, the pty's
@@ -166,8 +169,9 @@ impl Child<'_> {
     }
 
     /// OCI `create`: reports the container ready, then waits for `start`. The creating
-    /// process exits after the report, so from here on the process lives on its own
-    /// and tells later failures on its stderr.
+    /// process exits after the report; once `start`'s message has arrived, a failure
+    /// (a startContainer hook, the exec itself) is reported to `start` on the gate,
+    /// which it reads once this process has gone (spawn.rs, `start_result`).
     /// `cwd_checked`: as [`ExecFds::cwd_checked`].
     fn park(mut self, gate: RawFd, process: &Process, cwd_checked: bool) -> Self {
         // runc's create fails for a missing command: check while the creator listens.
@@ -209,6 +213,15 @@ impl Child<'_> {
                 exit(125)
             }
         };
+        // The report goes back through the gate from here on: a close-on-exec
+        // duplicate, so that exec closes it with the gate itself.
+        match gate.try_clone() {
+            Ok(back) => self.report = back,
+            Err(e) => {
+                eprintln!("nook: duplicating the start gate: {e}");
+                exit(125)
+            }
+        }
         let start_hooks = self
             .spec
             .hooks()
@@ -216,8 +229,7 @@ impl Child<'_> {
             .and_then(|h| h.start_container().as_deref())
             .unwrap_or_default();
         if let Err(e) = hooks::run("startContainer", start_hooks, &state) {
-            eprintln!("nook: {e}");
-            exit(125)
+            self.fail(&e)
         }
         // Kept open to the exec (it is close-on-exec): `start` waits for this reader to
         // go away, so that poststart hooks run once the command has started.
@@ -319,8 +331,14 @@ pub(crate) struct ExecFds {
     pub cwd_checked: bool,
 }
 
-/// The last step of the container's setup: chdir, find the command, exec it.
-pub(crate) fn exec_command(process: &Process, mut report: File, exec_fds: &ExecFds) -> ! {
+/// The last step of the container's setup: chdir, find the command, exec it. `home`:
+/// the HOME to add to an environment that has none (exec.rs, `home_if_unset`).
+pub(crate) fn exec_command(
+    process: &Process,
+    home: Option<&str>,
+    mut report: File,
+    exec_fds: &ExecFds,
+) -> ! {
     // Nothing else of nook or of its caller reaches the chdir or the command.
     let mut keep = vec![0, 1, 2, report.as_raw_fd()];
     keep.extend(exec_fds.keep);
@@ -338,6 +356,18 @@ pub(crate) fn exec_command(process: &Process, mut report: File, exec_fds: &ExecF
     }
     let args = process.args().as_deref().unwrap_or_default();
     let env = process.env().as_deref().unwrap_or_default();
+    let with_home: Vec<String>;
+    let env = match home {
+        Some(home) => {
+            with_home = env
+                .iter()
+                .cloned()
+                .chain([format!("HOME={home}")])
+                .collect();
+            &with_home[..]
+        }
+        None => env,
+    };
     let passed = exec_fds.passed;
     if passed.listen {
         // sd_listen_fds(3) takes the descriptors only in the process LISTEN_PID names.

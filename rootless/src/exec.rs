@@ -18,7 +18,16 @@ pub(crate) fn find_command(command: &str, env: &[String]) -> Result<PathBuf, Err
         return Err(Errno::ENOENT);
     }
     if command.contains('/') {
-        return Ok(PathBuf::from(command));
+        // Checked now, so that a missing or non-executable command (a noexec volume)
+        // fails `create` as it does in runc and crun, not the process after `start`.
+        // Only the answers that settle it count: anything else (a seccomp profile that
+        // refuses faccessat, say) is left for execve to tell.
+        let program = PathBuf::from(command);
+        return match nix::unistd::access(&program, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if program.is_dir() => Err(Errno::EACCES),
+            Err(e @ (Errno::ENOENT | Errno::ENOTDIR | Errno::EACCES | Errno::ELOOP)) => Err(e),
+            _ => Ok(program),
+        };
     }
     let path = env
         .iter()
@@ -35,6 +44,46 @@ pub(crate) fn find_command(command: &str, env: &[String]) -> Result<PathBuf, Err
         }
     }
     denied.map_or(Err(Errno::ENOENT), |_| Err(Errno::EACCES))
+}
+
+/// The HOME runc and crun give a process whose environment has none: the home of its
+/// uid in the container's /etc/passwd, else `/`. None when the environment has one.
+/// Called inside the container (after pivot_root, or setns into its mount namespace);
+/// the file is opened by the confined resolver, only a regular file is read, at most
+/// 16 MiB, so an image's symlink or FIFO there can neither lead out nor block.
+pub(crate) fn home_if_unset(process: &oci_spec::runtime::Process) -> Option<String> {
+    let env = process.env().as_deref().unwrap_or_default();
+    if env.iter().any(|v| v.starts_with("HOME=")) {
+        return None;
+    }
+    let uid = process.user().uid();
+    Some(home_in_passwd(&read_passwd(), uid).unwrap_or_else(|| "/".into()))
+}
+
+fn read_passwd() -> String {
+    use std::io::Read;
+    let open = || -> std::io::Result<std::fs::File> {
+        let root = nook_at::Root::open_container(Path::new("/"))?;
+        let fd = root.open_in(Path::new("/etc/passwd"), libc::O_RDONLY | libc::O_NONBLOCK)?;
+        let f = std::fs::File::from(fd);
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok(f)
+    };
+    let mut text = String::new();
+    if let Ok(f) = open() {
+        let _ = f.take(16 << 20).read_to_string(&mut text);
+    }
+    text
+}
+
+/// The home directory of `uid` in passwd(5) text; the first entry for it wins.
+fn home_in_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse() == Ok(uid) && !f[5].is_empty()).then(|| f[5].to_string())
+    })
 }
 
 /// Whether executing `program` would run nook's own binary: `/proc/self/exe` (or a link
@@ -172,5 +221,24 @@ mod tests {
     fn directory_is_not_a_command() {
         let env = vec!["PATH=/".to_string()];
         assert_eq!(find_command("tmp", &env), Err(Errno::ENOENT));
+    }
+}
+
+#[cfg(test)]
+mod home_tests {
+    use super::*;
+
+    #[test]
+    fn home_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+                      # a comment line\n\
+                      app:x:1000:1000::/home/app:/bin/sh\n\
+                      short:x:7:7\n\
+                      nohome:x:8:8:::/bin/sh\n";
+        assert_eq!(home_in_passwd(passwd, 0).as_deref(), Some("/root"));
+        assert_eq!(home_in_passwd(passwd, 1000).as_deref(), Some("/home/app"));
+        assert_eq!(home_in_passwd(passwd, 7), None);
+        assert_eq!(home_in_passwd(passwd, 8), None);
+        assert_eq!(home_in_passwd(passwd, 4242), None);
     }
 }

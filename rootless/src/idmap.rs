@@ -49,6 +49,20 @@ pub fn format_map(ranges: &[IdRange]) -> String {
         .collect()
 }
 
+/// The ranges of a map file's text (`/proc/PID/uid_map`); malformed lines are skipped.
+pub fn parse_map(text: &str) -> Vec<IdRange> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace().map(|x| x.parse::<u32>().ok());
+            Some(IdRange {
+                inside: f.next()??,
+                outside: f.next()??,
+                count: f.next()??,
+            })
+        })
+        .collect()
+}
+
 /// Where `id` (a host id) appears inside, if it is mapped.
 pub fn inside_id(ranges: &[IdRange], outside: u32) -> Option<u32> {
     ranges
@@ -138,8 +152,10 @@ impl HostIds {
     ) -> HostIds {
         let subuids = subid::parse_subid(subuid, &user, uid);
         let subgids = subid::parse_subid(subgid, &user, uid);
-        // apt drops to its _apt user, which a single-ID map lacks.
-        const APT: &str = "apt inside needs -o APT::Sandbox::User=root";
+        // Programs that switch users inside fail; apt, the one everyone meets, `nook run`
+        // arranges itself (cli/src/apt_sandbox.rs).
+        const APT: &str = "programs cannot switch users inside; `nook run` sets apt's \
+                           APT::Sandbox::User=root for you";
         let unavailable = if uid == 0 {
             None
         } else if subuids.is_empty() || subgids.is_empty() {

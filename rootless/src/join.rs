@@ -579,8 +579,8 @@ impl NewProcess<'_> {
         keep.extend(self.console.as_ref().map(|c| c.as_raw_fd()));
         keep.extend(self.opts.passed_fds.range());
         fds::close_all_except(&keep);
-        let cwd_checked = match self.setup() {
-            Ok(checked) => checked,
+        let (cwd_checked, home) = match self.setup() {
+            Ok(outcome) => outcome,
             Err(e) => {
                 send_report(&mut report, &Report::SetupFailed(e.to_string()));
                 exit(125);
@@ -591,12 +591,13 @@ impl NewProcess<'_> {
             passed: self.opts.passed_fds,
             cwd_checked,
         };
-        crate::child::exec_command(self.process, report, &exec_fds)
+        crate::child::exec_command(self.process, home.as_deref(), report, &exec_fds)
     }
 
     /// Returns whether the working directory was entered and checked before the seccomp
-    /// filter went on (child.rs, `ExecFds::cwd_checked`).
-    fn setup(&self) -> Result<bool> {
+    /// filter went on (child.rs, `ExecFds::cwd_checked`), and the HOME to give a process
+    /// whose environment has none.
+    fn setup(&self) -> Result<(bool, Option<String>)> {
         // No controlling terminal of the caller, nor its process group (child.rs).
         nix::unistd::setsid().context(|| "starting a session (setsid)".into())?;
         if !self.opts.detach {
@@ -617,6 +618,8 @@ impl NewProcess<'_> {
             nix::sys::stat::umask(Mode::from_bits_truncate(mask as libc::mode_t));
         }
         limits::apply(self.limits)?;
+        // As the container's root, before the user switch, as for the first process.
+        let home = crate::exec::home_if_unset(self.process);
         let no_new_privs = self.process.no_new_privileges() == Some(true);
         // The same order as the first process (child.rs): without no_new_privs the filter
         // needs CAP_SYS_ADMIN, so it goes on before the capabilities are cut; the working
@@ -635,7 +638,7 @@ impl NewProcess<'_> {
             cwd_checked = fds::enter_cwd_before_filter(self.process.cwd())?;
             filter.install()?;
         }
-        Ok(cwd_checked)
+        Ok((cwd_checked, home))
     }
 }
 

@@ -25,6 +25,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod cgroups;
 mod child;
+mod copyup;
 pub mod error;
 mod exec;
 pub mod fds;
@@ -49,8 +50,8 @@ mod tty;
 
 pub use error::{Error, Result};
 pub use spawn::{
-    check_plan, create, run, run_in_cgroup, run_in_user_namespace, unshare, Created, RunOptions,
-    StartedHook, StdinMode,
+    check_plan, create, run, run_in_cgroup, run_in_user_namespace, start_result, unshare, Created,
+    RunOptions, StartedHook, StdinMode,
 };
 pub use supervise::ExitStatus;
 /// A terminal in raw mode until dropped (for clients that relay a container's pty).

@@ -265,6 +265,7 @@ fn mount_attrs(flags: MsFlags) -> u64 {
         (MsFlags::MS_NODEV, libc::MOUNT_ATTR_NODEV),
         (MsFlags::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
         (MsFlags::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
+        (crate::mounts::MS_NOSYMFOLLOW, libc::MOUNT_ATTR_NOSYMFOLLOW),
     ] {
         if flags.contains(ms) {
             attr |= a;

@@ -57,15 +57,30 @@ const DEV_SYMLINKS: [(&str, &str); 6] = [
     ("pts/ptmx", "dev/ptmx"),
 ];
 
-/// Mount flags and filesystem data parsed from fstab-style options.
+/// MS_NOSYMFOLLOW (Linux 5.10), which nix does not name.
+pub const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW);
+
+/// A spec's mount options, sorted into what each is for. Nothing a runtime or an engine
+/// defines reaches the kernel as filesystem data: only the options left over, which
+/// belong to the filesystem (`size=`, `mode=`, `lowerdir=` ...), are passed to it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MountOptions {
     pub flags: MsFlags,
     /// Flags cleared by an explicit option (`rw`, `suid`, ...).
     pub cleared: MsFlags,
+    /// Per-mount flags asked for recursively (`rro`, `rnosuid` ...: runc's and crun's
+    /// mount_setattr options), for every submount of a recursive bind too.
+    pub rec_flags: MsFlags,
     pub propagation: MsFlags,
     pub bind: bool,
     pub recursive: bool,
+    /// `tmpcopyup` (runc, crun): a tmpfs starts with a copy of what is below it.
+    pub tmpcopyup: bool,
+    /// `idmap`/`ridmap` (crun, runc 1.2): an ID-mapped mount, which nook does not make.
+    pub idmap: bool,
+    /// `src-nofollow` (crun): a symlink as the bind source is mounted itself, not
+    /// followed.
+    pub src_nofollow: bool,
     pub data: Vec<String>,
 }
 
@@ -74,38 +89,98 @@ impl Default for MountOptions {
         MountOptions {
             flags: MsFlags::empty(),
             cleared: MsFlags::empty(),
+            rec_flags: MsFlags::empty(),
             propagation: MsFlags::empty(),
             bind: false,
             recursive: false,
+            tmpcopyup: false,
+            idmap: false,
+            src_nofollow: false,
             data: Vec::new(),
         }
     }
 }
 
+/// Options that runc and crun know and that set (or, second, clear) a mount flag.
+const FLAG_OPTIONS: [(&str, &str, MsFlags); 10] = [
+    ("ro", "rw", MsFlags::MS_RDONLY),
+    ("nosuid", "suid", MsFlags::MS_NOSUID),
+    ("nodev", "dev", MsFlags::MS_NODEV),
+    ("noexec", "exec", MsFlags::MS_NOEXEC),
+    ("sync", "async", MsFlags::MS_SYNCHRONOUS),
+    ("noatime", "atime", MsFlags::MS_NOATIME),
+    ("nodiratime", "diratime", MsFlags::MS_NODIRATIME),
+    ("relatime", "norelatime", MsFlags::MS_RELATIME),
+    ("strictatime", "nostrictatime", MsFlags::MS_STRICTATIME),
+    ("nosymfollow", "symfollow", MS_NOSYMFOLLOW),
+];
+
+/// Options that mean something to an engine (podman, Docker) or to another runtime's
+/// feature, and nothing to the filesystem: a client may leave them in a spec, and runc
+/// and crun do not hand them to the kernel either (a tmpfs refuses unknown parameters).
+/// `z`/`Z` relabel and `U` chowns the source before the runtime runs; `copy`/`nocopy`
+/// say whether a new named volume is filled from the image; `notmpcopyup` is the
+/// default here; `O` is podman's overlay volume; mandatory locking (`mand`) is gone
+/// from Linux (5.15); `defaults` and `remount` change nothing on a new mount;
+/// `dest-nofollow` and `copy-symlink` are crun's (nook resolves destinations inside
+/// the root, and binds what a symlink source leads to, unless `src-nofollow`).
+const IGNORED_OPTIONS: [&str; 16] = [
+    "defaults",
+    "remount",
+    "z",
+    "Z",
+    "U",
+    "O",
+    "copy",
+    "nocopy",
+    "notmpcopyup",
+    "mand",
+    "nomand",
+    "rmand",
+    "rnomand",
+    "dest-nofollow",
+    "copy-symlink",
+    "chown",
+];
+
 impl MountOptions {
     pub fn parse(options: &[String]) -> MountOptions {
         let mut o = MountOptions::default();
         for opt in options {
-            match opt.as_str() {
+            let opt = opt.as_str();
+            if let Some(&(_, _, flag)) = FLAG_OPTIONS.iter().find(|(set, _, _)| *set == opt) {
+                o.flags |= flag;
+                continue;
+            }
+            if let Some(&(_, _, flag)) = FLAG_OPTIONS.iter().find(|(_, clear, _)| *clear == opt) {
+                o.cleared |= flag;
+                continue;
+            }
+            // The recursive forms: rro, rrw, rnosuid, rsuid ...
+            let recursive = opt.strip_prefix('r').and_then(|base| {
+                FLAG_OPTIONS
+                    .iter()
+                    .find_map(|&(set, clear, flag)| match base {
+                        b if b == set => Some((flag, true)),
+                        b if b == clear => Some((flag, false)),
+                        _ => None,
+                    })
+            });
+            if let Some((flag, set)) = recursive {
+                if set {
+                    o.rec_flags |= flag;
+                } else {
+                    o.cleared |= flag;
+                }
+                continue;
+            }
+            match opt {
                 "bind" => o.bind = true,
                 "rbind" => {
                     o.bind = true;
                     o.recursive = true
                 }
-                "ro" => o.flags |= MsFlags::MS_RDONLY,
-                "rw" => o.cleared |= MsFlags::MS_RDONLY,
-                "nosuid" => o.flags |= MsFlags::MS_NOSUID,
-                "suid" => o.cleared |= MsFlags::MS_NOSUID,
-                "nodev" => o.flags |= MsFlags::MS_NODEV,
-                "dev" => o.cleared |= MsFlags::MS_NODEV,
-                "noexec" => o.flags |= MsFlags::MS_NOEXEC,
-                "exec" => o.cleared |= MsFlags::MS_NOEXEC,
-                "sync" => o.flags |= MsFlags::MS_SYNCHRONOUS,
-                "dirsync" => o.flags |= MsFlags::MS_DIRSYNC,
-                "noatime" => o.flags |= MsFlags::MS_NOATIME,
-                "nodiratime" => o.flags |= MsFlags::MS_NODIRATIME,
-                "relatime" => o.flags |= MsFlags::MS_RELATIME,
-                "strictatime" => o.flags |= MsFlags::MS_STRICTATIME,
+                "dirsync" | "rdirsync" => o.flags |= MsFlags::MS_DIRSYNC,
                 "private" => o.propagation |= MsFlags::MS_PRIVATE,
                 "rprivate" => o.propagation |= MsFlags::MS_PRIVATE | MsFlags::MS_REC,
                 "slave" => o.propagation |= MsFlags::MS_SLAVE,
@@ -114,10 +189,22 @@ impl MountOptions {
                 "rshared" => o.propagation |= MsFlags::MS_SHARED | MsFlags::MS_REC,
                 "unbindable" => o.propagation |= MsFlags::MS_UNBINDABLE,
                 "runbindable" => o.propagation |= MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+                "tmpcopyup" => o.tmpcopyup = true,
+                "src-nofollow" => o.src_nofollow = true,
+                "idmap" | "ridmap" => o.idmap = true,
+                o_ if o_.starts_with("idmap=") || o_.starts_with("ridmap=") => o.idmap = true,
+                o_ if IGNORED_OPTIONS.contains(&o_) => {}
                 other => o.data.push(other.to_string()),
             }
         }
         o
+    }
+
+    /// Whether the filesystem data sets `key` (`mode`, `uid` ...).
+    fn sets(&self, key: &str) -> bool {
+        self.data
+            .iter()
+            .any(|d| d.split_once('=').is_some_and(|(k, _)| k == key))
     }
 }
 
@@ -290,13 +377,20 @@ fn mount_fuse_root(rootfs: &Path, m: &Mount, socket: Option<std::os::fd::RawFd>)
 
 /// One of the spec's mounts below the root, onto its destination resolved inside it.
 fn mount_entry(root: &Root, m: &Mount) -> Result<()> {
-    let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
+    let mut opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let typ = match m.typ().as_deref().unwrap_or("none") {
         // Specs written for runc/crun (podman's) say "cgroup"; inside a user namespace
         // only the unified hierarchy can be mounted.
         "cgroup" => "cgroup2",
         other => other,
     };
+    if typ == "devpts" {
+        opts.data = devpts_options(
+            opts.data,
+            &read_own_map("uid_map"),
+            &read_own_map("gid_map"),
+        );
+    }
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let what = || {
         format!(
@@ -305,8 +399,21 @@ fn mount_entry(root: &Root, m: &Mount) -> Result<()> {
             m.destination().display()
         )
     };
+    if opts.idmap {
+        return Err(Error::Spec(format!(
+            "the mount on {} asks for an ID-mapped mount (idmap), which nook does not make: \
+             leave the option out (the files then show their owners as the container's ID \
+             map gives them)",
+            m.destination().display()
+        )));
+    }
     let top = if opts.bind {
-        let src = open_source(&source).map_err(|e| with_hint(Error::sys(what(), e), what()))?;
+        let src = if opts.src_nofollow {
+            open_source_nofollow(&source)
+        } else {
+            open_source(&source)
+        }
+        .map_err(|e| with_hint(Error::sys(what(), e), what()))?;
         let make = if is_dir(&src).context(what)? {
             Make::Dir
         } else {
@@ -319,16 +426,32 @@ fn mount_entry(root: &Root, m: &Mount) -> Result<()> {
             mount_fd::set_flags(&top, wanted, opts.recursive)
                 .context(|| format!("remounting {} with {wanted:?}", m.destination().display()))?;
         }
+        let everywhere = opts.rec_flags & !opts.cleared;
+        if !everywhere.is_empty() {
+            mount_fd::set_flags(&top, everywhere, true).context(|| {
+                format!(
+                    "remounting {} and its submounts with {everywhere:?}",
+                    m.destination().display()
+                )
+            })?;
+        }
         top
+    } else if opts.tmpcopyup && typ == "tmpfs" {
+        // A mount point nook creates is no content of the image's: its tmpfs keeps the
+        // usual root (1777, or the options').
+        let in_image = root.open_in(m.destination(), libc::O_PATH).is_ok();
+        let dest = destination(root, m.destination(), Make::Dir)?;
+        tmpfs_copied_up(&opts, &source, &dest, in_image).context(what)?
     } else {
         let dest = destination(root, m.destination(), Make::Dir)?;
         let data = opts.data.join(",");
+        let flags = (opts.flags | opts.rec_flags) & !opts.cleared;
         if typ == "overlay" && data.len() > crate::overlay_api::MOUNT_DATA_MAX {
             let tree = crate::overlay_api::overlay_tree(&opts.data)?;
             mount_fd::attach(tree, &dest).context(what)?
         } else {
             let source = source.to_string_lossy();
-            match mount_fd::new_fs_onto(typ, &source, &opts.data, opts.flags, &dest) {
+            match mount_fd::new_fs_onto(typ, &source, &opts.data, flags, &dest) {
                 Ok(top) => top,
                 // sysfs can be mounted only by the owner of the current network
                 // namespace: with the host's network, show the host's /sys read-only.
@@ -346,8 +469,7 @@ fn mount_entry(root: &Root, m: &Mount) -> Result<()> {
                     };
                     let src = open_source(Path::new(host)).context(what)?;
                     let top = mount_fd::bind_onto(src.as_fd(), true, &dest).context(what)?;
-                    mount_fd::set_flags(&top, MsFlags::MS_RDONLY | opts.flags, true)
-                        .context(what)?;
+                    mount_fd::set_flags(&top, MsFlags::MS_RDONLY | flags, true).context(what)?;
                     top
                 }
                 Err(e) => return Err(Error::sys(what(), e)),
@@ -358,6 +480,95 @@ fn mount_entry(root: &Root, m: &Mount) -> Result<()> {
         mount_fd::set_propagation(&top, opts.propagation).context(what)?;
     }
     Ok(())
+}
+
+/// A tmpfs with `tmpcopyup` (copyup.rs): the directory below is opened before the
+/// tmpfs covers it, the tmpfs is mounted writable, filled, then made read-only if asked.
+fn tmpfs_copied_up(
+    opts: &MountOptions,
+    source: &Path,
+    dest: &Dest,
+    in_image: bool,
+) -> io::Result<mount_fd::Top> {
+    let below = nook_at::openat(
+        dest.fd.as_raw_fd(),
+        c".",
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )?;
+    let flags = (opts.flags | opts.rec_flags) & !opts.cleared;
+    let source = source.to_string_lossy();
+    let top = mount_fd::new_fs_onto(
+        "tmpfs",
+        &source,
+        &opts.data,
+        flags - MsFlags::MS_RDONLY,
+        dest,
+    )?;
+    let root = nook_at::openat(
+        top.as_fd().as_raw_fd(),
+        c".",
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )?;
+    crate::copyup::copy_up(
+        &below,
+        &root,
+        !in_image || opts.sets("mode"),
+        !in_image || opts.sets("uid") || opts.sets("gid"),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("tmpcopyup: copying {e}")))?;
+    if flags.contains(MsFlags::MS_RDONLY) {
+        mount_fd::set_flags(&top, MsFlags::MS_RDONLY, false)?;
+    }
+    Ok(top)
+}
+
+/// A bind source that may be a symlink, opened as the symlink itself (`src-nofollow`).
+fn open_source_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    nook_at::openat(
+        libc::AT_FDCWD,
+        &nook_at::cstr(path.as_os_str())?,
+        libc::O_PATH | libc::O_NOFOLLOW,
+        0,
+    )
+}
+
+/// This process's own ID map (`/proc/self/uid_map` or `gid_map`); the identity map of
+/// every ID where it cannot be read.
+fn read_own_map(file: &str) -> Vec<crate::idmap::IdRange> {
+    match fs::read_to_string(format!("/proc/self/{file}")) {
+        Ok(text) => crate::idmap::parse_map(&text),
+        Err(_) => vec![crate::idmap::IdRange {
+            inside: 0,
+            outside: 0,
+            count: u32::MAX,
+        }],
+    }
+}
+
+/// devpts's `uid=`/`gid=` (the owner of new ptys: the runtime-spec's default `gid=5`,
+/// tty) must be mapped in the container's user namespace, or the kernel refuses the
+/// mount (EINVAL). With a single-ID map, or a map that leaves the group out, the
+/// option is dropped, as crun does: new ptys then belong to the opener's group.
+pub(crate) fn devpts_options(
+    data: Vec<String>,
+    uid_map: &[crate::idmap::IdRange],
+    gid_map: &[crate::idmap::IdRange],
+) -> Vec<String> {
+    data.into_iter()
+        .filter(|o| {
+            let (map, value) = match o.split_once('=') {
+                Some(("uid", v)) => (uid_map, v),
+                Some(("gid", v)) => (gid_map, v),
+                _ => return true,
+            };
+            // A value that is not a number is the kernel's to refuse, with its words.
+            value
+                .parse::<u32>()
+                .map_or(true, |id| crate::idmap::is_mapped(map, id))
+        })
+        .collect()
 }
 
 /// The spec's mount at `/`, onto the root directory itself (nook's own path, not taken
@@ -624,6 +835,97 @@ mod tests {
         assert!(o.bind && o.recursive);
         assert_eq!(o.flags, MsFlags::MS_RDONLY);
         assert_eq!(o.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
+    }
+
+    #[test]
+    fn devpts_drops_unmapped_owners() {
+        use crate::idmap::IdRange;
+        let single = [IdRange {
+            inside: 0,
+            outside: 1000,
+            count: 1,
+        }];
+        let full = [IdRange {
+            inside: 0,
+            outside: 100000,
+            count: 65536,
+        }];
+        let data = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let given = data(&["newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]);
+        assert_eq!(
+            devpts_options(given.clone(), &single, &single),
+            data(&["newinstance", "ptmxmode=0666", "mode=0620"])
+        );
+        assert_eq!(devpts_options(given.clone(), &full, &full), given);
+        assert_eq!(
+            devpts_options(data(&["uid=0", "gid=5"]), &single, &full),
+            data(&["uid=0", "gid=5"])
+        );
+        assert_eq!(
+            devpts_options(data(&["gid=x"]), &single, &single),
+            data(&["gid=x"])
+        );
+    }
+
+    #[test]
+    fn runtime_and_engine_options_never_reach_the_filesystem() {
+        // podman's --tmpfs and --read-only tmpfs, and what other clients leave in.
+        let o = opts(&["rw", "rprivate", "nosuid", "nodev", "tmpcopyup", "size=1m"]);
+        assert!(o.tmpcopyup);
+        assert_eq!(o.data, vec!["size=1m"]);
+        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+        for ignored in [
+            "notmpcopyup",
+            "copy",
+            "nocopy",
+            "z",
+            "Z",
+            "U",
+            "O",
+            "defaults",
+            "mand",
+            "nomand",
+            "remount",
+            "dest-nofollow",
+            "copy-symlink",
+        ] {
+            let o = opts(&[ignored, "mode=0700"]);
+            assert_eq!(o.data, vec!["mode=0700"], "{ignored}");
+            assert!(!o.tmpcopyup, "{ignored}");
+        }
+        for idmap in ["idmap", "ridmap", "idmap=uids=0-1-10;gids=0-1-10"] {
+            let o = opts(&[idmap]);
+            assert!(o.idmap && o.data.is_empty(), "{idmap}");
+        }
+        assert!(opts(&["src-nofollow"]).src_nofollow);
+    }
+
+    #[test]
+    fn recursive_and_clearing_flags() {
+        let o = opts(&["rbind", "rro", "rnosuid", "rnoexec", "nodev"]);
+        assert_eq!(
+            o.rec_flags,
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC
+        );
+        assert_eq!(o.flags, MsFlags::MS_NODEV);
+        let o = opts(&[
+            "atime",
+            "diratime",
+            "async",
+            "rrw",
+            "norelatime",
+            "nosymfollow",
+        ]);
+        assert_eq!(
+            o.cleared,
+            MsFlags::MS_NOATIME
+                | MsFlags::MS_NODIRATIME
+                | MsFlags::MS_SYNCHRONOUS
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_RELATIME
+        );
+        assert_eq!(o.flags, MS_NOSYMFOLLOW);
+        assert!(o.data.is_empty());
     }
 
     #[test]

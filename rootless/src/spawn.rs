@@ -191,6 +191,46 @@ pub fn create(
     })
 }
 
+/// OCI `start`, once the container's process has let go of the start gate (it
+/// executed its command, which closed the gate, or it ended): what it reported there.
+/// After reading `start`'s message (`sent`) the process writes a failure to start (a
+/// startContainer hook, the exec) into the same FIFO and exits; nothing there means the
+/// command runs. The FIFO is read through a descriptor of its own, opened on `gate`'s
+/// (the caller's write end) only now: a reader held earlier would have kept the
+/// kernel from telling the caller that the process had gone.
+pub fn start_result(gate: &std::fs::File, sent: &[u8]) -> Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{}", gate.as_raw_fd());
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .context(|| "reopening the start FIFO to read the container's report".into())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Empty (this process still holds a writer): everything was read.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(Error::sys("reading the container's start report", e)),
+        }
+    }
+    if !sent.is_empty() && buf.starts_with(sent) {
+        return Err(Error::Setup(
+            "the container's process ended before it read the start message (killed?)".into(),
+        ));
+    }
+    match Report::decode(&buf) {
+        Report::Started | Report::Parked => Ok(()),
+        Report::SetupFailed(msg) => Err(Error::Setup(msg)),
+        Report::ExecFailed { errno, command } => Err(Error::Exec { command, errno }),
+    }
+}
+
 /// The container's first process, released and running its setup.
 struct Spawned {
     pid: Pid,
@@ -283,11 +323,7 @@ fn spawn_child(
                 || park.is_none()
                 || !plan.joins.is_empty()
                 || plan.pid_join.is_some(),
-            // A spec may map other IDs than its creator's (an OCI bundle run by root
-            // of a user namespace): the child then acts as the container's root.
-            become_root: plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
-                && crate::idmap::inside_id(&plan.uid_map, nix::unistd::geteuid().as_raw())
-                    .is_none(),
+            become_root: plan.become_root,
             joins: &plan.joins,
             seccomp: plan.seccomp.as_ref(),
         }
@@ -432,6 +468,11 @@ struct Plan {
     pid_join: Option<PathBuf>,
     /// The spec's seccomp profile, compiled before the clone (the child installs it).
     seccomp: Option<crate::seccomp::Filter>,
+    /// The creator's uid or gid is not mapped in the new user namespace (an OCI bundle
+    /// run by root of a user namespace, mapped elsewhere: podman's `--userns=nomap`):
+    /// the child acts as the container's root. Decided here, before the clone: in the
+    /// child, until the maps are written, every ID reads as the overflow ID.
+    become_root: bool,
 }
 
 impl Plan {
@@ -516,7 +557,11 @@ impl Plan {
                 "the user namespace needs uid and gid mappings".into(),
             ));
         }
+        let become_root = needs_maps
+            && (crate::idmap::inside_id(&uid_map, nix::unistd::geteuid().as_raw()).is_none()
+                || crate::idmap::inside_id(&gid_map, nix::unistd::getegid().as_raw()).is_none());
         Ok(Plan {
+            become_root,
             clone_flags,
             rootfs,
             terminal: process.terminal() == Some(true),

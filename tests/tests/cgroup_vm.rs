@@ -456,3 +456,92 @@ fn the_fuse_server_is_in_the_containers_cgroup() {
     p.close_stdin();
     p.wait(SLOW).success();
 }
+
+/// `nook oci update` (runc's, as containerd's shim sends it): memory.max of a running
+/// OCI container changes with a flag, then with linux.resources JSON on stdin; values
+/// that are defaults are accepted.
+#[test]
+fn oci_update_changes_the_running_containers_limits() {
+    if !in_lane("oci_update_changes_the_running_containers_limits") {
+        return;
+    }
+    let rootfs = match busybox_rootfs() {
+        Ok(r) => r,
+        Err(why) => {
+            skip("oci_update_changes_the_running_containers_limits", &why);
+            return;
+        }
+    };
+    let bundle = tempdir();
+    let state = tempdir();
+    let mut spec = nook();
+    spec.args(["oci", "spec", "--rootless", "--bundle"])
+        .arg(bundle.path());
+    spawn(&mut spec).wait(SLOW).success();
+    let config = bundle.path().join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    c["root"]["path"] = serde_json::json!(rootfs.path_str());
+    c["root"]["readonly"] = serde_json::json!(false);
+    c["process"]["args"] = serde_json::json!(["sleep", "1000"]);
+    c["process"]["terminal"] = serde_json::json!(false);
+    c["linux"]["resources"] = serde_json::json!({"memory": {"limit": 64u64 << 20}});
+    fs::write(&config, serde_json::to_vec(&c).unwrap()).unwrap();
+    let oci = |args: &[&str], stdin: Option<&str>| -> Output {
+        let mut cmd = nook();
+        cmd.arg("oci").arg("--root").arg(state.path()).args(args);
+        if let Some(text) = stdin {
+            cmd.stdin(std::process::Stdio::piped());
+            let mut p = spawn(&mut cmd);
+            p.feed_stdin(text.as_bytes().to_vec());
+            return p.wait(SLOW);
+        }
+        spawn(&mut cmd).wait(SLOW)
+    };
+    let id = format!("upd-{}", token());
+    // The detached container keeps the stdio it is given: not the test's pipes.
+    let err = bundle.path().join("run.err");
+    let status = std::process::Command::new(nook_bin())
+        .arg("oci")
+        .arg("--root")
+        .arg(state.path())
+        .args([
+            "run",
+            "--detach",
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&err).unwrap())
+        .status()
+        .expect("nook oci run");
+    assert!(
+        status.success(),
+        "oci run --detach: {status}\n{}",
+        fs::read_to_string(&err).unwrap_or_default()
+    );
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&fs::read(state.path().join(&id).join("state.json")).unwrap())
+            .unwrap();
+    let cg = PathBuf::from(
+        recorded["cgroup"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no cgroup recorded: {recorded}")),
+    );
+    assert_eq!(read(&cg, "memory.max").trim(), (64u64 << 20).to_string());
+    oci(&["update", "--memory", "32m", &id], None).success();
+    assert_eq!(read(&cg, "memory.max").trim(), (32u64 << 20).to_string());
+    oci(
+        &["update", "--resources", "-", &id],
+        Some(r#"{"memory": {"limit": -1}, "pids": {"limit": 50}, "cpu": {"shares": 1024}}"#),
+    )
+    .success();
+    assert_eq!(read(&cg, "memory.max").trim(), "max");
+    assert_eq!(read(&cg, "pids.max").trim(), "50");
+    assert_eq!(read(&cg, "cpu.weight").trim(), "100");
+    let bad = oci(&["update", "--cpuset-cpus", "0-x", &id], None);
+    bad.assert_error_line(1, &["0-x"]);
+    oci(&["delete", "--force", &id], None).success();
+    assert!(wait_gone(&cg, SLOW), "the cgroup outlived delete");
+}

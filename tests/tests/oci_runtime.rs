@@ -521,3 +521,175 @@ fn a_crun_style_rootless_spec_runs() {
         "the host's cgroups are visible: {o}"
     );
 }
+
+/// HOME, where config.json's environment has none (`nook oci spec` writes none): the
+/// user's home in the container's /etc/passwd, else `/` (runc's and crun's rule).
+#[test]
+fn home_is_set_from_the_containers_passwd() {
+    let Some(b) = Bundle::new(
+        "home_is_set_from_the_containers_passwd",
+        &["sh", "-c", "echo \"[$HOME]\""],
+    ) else {
+        return;
+    };
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "h1"]);
+    o.success();
+    assert_eq!(o.line(), "[/root]", "{o}");
+    b.edit(|c| c["process"]["user"]["uid"] = json!(4242));
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "h2"]);
+    o.success();
+    assert_eq!(o.line(), "[/]", "a uid without an entry\n{o}");
+    b.edit(|c| {
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("HOME=/given"))
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "h3"]);
+    o.success();
+    assert_eq!(o.line(), "[/given]", "the spec's own HOME stays\n{o}");
+    // `exec` of a process without HOME (the saved spec's environment has none).
+    b.edit(|c| {
+        c["process"]["user"]["uid"] = json!(0);
+        c["process"]["env"] = json!(["PATH=/bin:/usr/bin"]);
+        c["process"]["args"] = json!(["sleep", "1000"]);
+    });
+    let pid = b.create("h4");
+    b.oci(&["start", "h4"]).success();
+    let o = b.oci(&["exec", "h4", "sh", "-c", "echo \"[$HOME]\""]);
+    o.success();
+    assert_eq!(o.line(), "[/root]", "exec\n{o}");
+    b.oci(&["delete", "--force", "h4"]).success();
+    assert!(matches!(wait_exit(pid), WaitStatus::Signaled(..)));
+}
+
+/// devpts `gid=5` (the runtime-spec's default) with a single-ID map, where gid 5 is not
+/// mapped: dropped, as crun does, instead of failing the mount (EINVAL).
+#[test]
+fn devpts_gid_unmapped_in_a_single_id_map() {
+    let Some(b) = Bundle::new(
+        "devpts_gid_unmapped_in_a_single_id_map",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/gid_map; grep devpts /proc/self/mounts",
+        ],
+    ) else {
+        return;
+    };
+    b.edit(|c| {
+        for m in c["mounts"].as_array_mut().unwrap() {
+            if m["type"] == "devpts" {
+                m["options"].as_array_mut().unwrap().push(json!("gid=5"));
+            }
+        }
+        let one = json!([{"containerID": 0, "hostID": gid(), "size": 1}]);
+        c["linux"]["gidMappings"] = one;
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": uid(), "size": 1}]);
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "d1"]);
+    o.success();
+    let out = o.out();
+    assert!(out.contains("devpts /dev/pts devpts"), "{o}");
+    assert!(!out.contains("gid=5"), "{o}");
+}
+
+/// Resource values that change nothing (containerd's default spec asks for CPU shares
+/// 1024, the default weight) need no cgroup: accepted on a host without a delegated one.
+/// A real limit there is refused with the reason; with a cgroup it is in force.
+#[test]
+fn default_resource_values_need_no_cgroup() {
+    let Some(b) = Bundle::new(
+        "default_resource_values_need_no_cgroup",
+        &["sh", "-c", "echo ran"],
+    ) else {
+        return;
+    };
+    b.edit(|c| {
+        c["linux"]["resources"] = json!({
+            "devices": [{"allow": false, "access": "rwm"}],
+            "cpu": {"shares": 1024},
+            "memory": {"limit": -1},
+            "pids": {"limit": -1}
+        })
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "r1"]);
+    o.success();
+    assert_eq!(o.line(), "ran", "{o}");
+    b.edit(|c| c["linux"]["resources"]["cpu"]["shares"] = json!(512));
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "r2"]);
+    if o.code() != 0 {
+        o.assert_error_line(1, &["cannot enforce the CPU shares"]);
+        assert!(
+            b.oci(&["state", "r2"]).code() != 0,
+            "a refused create left state"
+        );
+    }
+}
+
+/// `tmpcopyup` copies the image's content before pivot_root, where the host's paths are
+/// reachable: an image's symlinks (to a host file, to a host directory) must be copied
+/// as symlinks, never followed, and a mount point that is a symlink to a host directory
+/// is resolved inside the root. The host's canaries must not show up in the container.
+#[test]
+fn tmpcopyup_never_follows_the_images_symlinks() {
+    let Some(b) = Bundle::new(
+        "tmpcopyup_never_follows_the_images_symlinks",
+        &[
+            "sh",
+            "-c",
+            "for f in /data/file /data/abs /data/dir /data2; do \
+               if [ -L $f ]; then echo \"$f link $(readlink $f)\"; \
+               elif [ -e $f ]; then echo \"$f there\"; else echo \"$f absent\"; fi; done; \
+             cat /data/abs /data/dir/canary /data2/canary 2>/dev/null; \
+             grep ' tmpfs ' /proc/self/mounts | cut -d' ' -f2",
+        ],
+    ) else {
+        return;
+    };
+    let host = tempdir();
+    let secret = token();
+    fs::write(host.path().join("canary"), &secret).unwrap();
+    let root = b.rootfs.path();
+    fs::create_dir(root.join("data")).unwrap();
+    fs::write(root.join("data/file"), "image").unwrap();
+    std::os::unix::fs::symlink(host.path().join("canary"), root.join("data/abs")).unwrap();
+    std::os::unix::fs::symlink(host.path(), root.join("data/dir")).unwrap();
+    std::os::unix::fs::symlink(host.path(), root.join("data2")).unwrap();
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        for dest in ["/data", "/data2"] {
+            mounts.push(json!({
+                "destination": dest, "type": "tmpfs", "source": "tmpfs",
+                "options": ["rw", "nosuid", "nodev", "tmpcopyup"]
+            }));
+        }
+    });
+    let o = b.oci(&["run", "--bundle", b.dir.path().to_str().unwrap(), "t1"]);
+    o.success();
+    let out = o.out();
+    assert!(out.contains("/data/file there"), "{o}");
+    assert!(
+        out.contains(&format!("/data/abs link {}/canary", host.path().display())),
+        "{o}"
+    );
+    assert!(
+        out.contains(&format!("/data/dir link {}", host.path().display())),
+        "{o}"
+    );
+    assert!(
+        !out.contains(&secret),
+        "a host file reached the container\n{o}"
+    );
+    let points: Vec<&str> = out.lines().collect();
+    assert!(points.contains(&"/data"), "{o}");
+    // /data2 leads to that path inside the root, where the tmpfs went.
+    let inside = host.path().to_str().unwrap();
+    assert!(points.contains(&inside), "{o}");
+    assert_eq!(
+        fs::read_to_string(host.path().join("canary")).unwrap(),
+        secret,
+        "the host's canary changed"
+    );
+    assert_eq!(fs::read_dir(host.path()).unwrap().count(), 1);
+}

@@ -571,3 +571,24 @@ fn fallocate_and_timestamps_across_copy_up() {
         },
     );
 }
+
+#[test]
+fn refused_device_node_leaves_no_name() {
+    // A device node is refused in a user namespace; the name must stay free, also where
+    // a file of that name was just removed (pjdfstest mknod/08.t: fuse-overlayfs 1.10
+    // answers EEXIST for it afterwards while unlink says ENOENT, docs/unionfs.md).
+    battery(
+        "refused_device_node_leaves_no_name",
+        "mkfifo /n && rm /n; mknod /n b 1 1 2>/dev/null; echo b=$?; \
+         mknod /n c 1 1 2>/dev/null; echo c=$?; [ -e /n ] || echo no-name; \
+         mkfifo /n && stat -c %F /n; rm /n && echo removed; [ -e /n ] || echo gone; \
+         mknod /d/file c 1 1 2>/dev/null; echo lower=$?; cat /d/file",
+        Some("[ -e /n ] || echo still-free; cat /d/file"),
+        |out| {
+            assert_eq!(
+                out,
+                "b=1\nc=1\nno-name\nfifo\nremoved\ngone\nlower=1\nlow\n--- after remount\nstill-free\nlow\n"
+            )
+        },
+    );
+}

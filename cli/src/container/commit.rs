@@ -62,13 +62,14 @@ pub fn diff_cmd(args: CtrArgs, store_root: Option<PathBuf>) -> Result<i32> {
 }
 
 /// Mount points nook itself adds to a root (as podman, `diff` does not show them).
-const MOUNT_POINTS: [&str; 6] = [
+const MOUNT_POINTS: [&str; 7] = [
     "/dev",
     "/proc",
     "/sys",
     "/etc/hostname",
     "/etc/hosts",
     "/etc/resolv.conf",
+    crate::apt_sandbox::DEST,
 ];
 
 fn is_mount_point(line: &str) -> bool {

@@ -15,6 +15,7 @@
 mod container;
 mod create;
 mod delete;
+mod detect;
 mod exec;
 mod features;
 mod kill;
@@ -24,6 +25,7 @@ mod run;
 mod spec;
 mod start;
 mod state;
+mod update;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -105,6 +107,9 @@ pub enum OciCommand {
     Features,
     /// Write a starting config.json for a bundle
     Spec(spec::SpecArgs),
+    /// Change the resource limits of a container (flags, or -r FILE with
+    /// linux.resources JSON, `-` for stdin)
+    Update(Box<update::UpdateArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -125,9 +130,10 @@ pub struct OciPassthrough {
     pub args: Vec<OsString>,
 }
 
-/// When the binary runs as `nook-runtime` or as `nook oci ...`, runs that and returns
-/// the exit status; nook's own flags (such as its global `--root`, the image store)
-/// must not see the runtime's.
+/// When the binary runs as `nook-runtime`, as `nook oci ...`, or with runc's command
+/// line under another name (detect.rs has the rule), runs that and returns the exit
+/// status; nook's own flags (such as its global `--root`, the image store) must not see
+/// the runtime's.
 pub fn from_argv() -> Option<i32> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let argv0 = args.first().map(std::path::Path::new)?;
@@ -137,6 +143,9 @@ pub fn from_argv() -> Option<i32> {
     if args.get(1).is_some_and(|a| a == "oci") {
         let rest = std::iter::once(OsString::from("nook oci")).chain(args.into_iter().skip(2));
         return Some(main(rest.collect()));
+    }
+    if detect::is_runtime_form(&args, &detect::OnDisk) {
+        return Some(main(args));
     }
     None
 }
@@ -184,6 +193,7 @@ fn dispatch(cli: OciCli) -> Result<i32> {
         OciCommand::Ps(args) => ps::ps(g, &args).map(|()| 0),
         OciCommand::Features => features::features().map(|()| 0),
         OciCommand::Spec(args) => spec::spec(&args).map(|()| 0),
+        OciCommand::Update(args) => update::update(g, &args).map(|()| 0),
     }
 }
 

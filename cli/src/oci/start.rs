@@ -1,6 +1,8 @@
 //! `start`: releases a created container. The state JSON goes through the start FIFO
 //! (for the startContainer hooks, which run inside the container); the FIFO is then
-//! removed, which makes the container "running"; poststart hooks run last.
+//! removed, which makes the container "running". `start` waits until the process has
+//! let go of the FIFO (exec closes it) and reads what it left there: a failed
+//! startContainer hook or exec fails `start`. Poststart hooks run last.
 
 use std::fs;
 use std::io::Write;
@@ -42,6 +44,9 @@ pub fn start(global: &Global, id: &str) -> Result<()> {
     gate.write_all(&message)
         .with_context(|| format!("releasing container {id}"))?;
     wait_for_exec(&gate);
+    // A command that could not be executed fails `start`, as in runc and crun (podman
+    // then reports it with 126/127), rather than a process that quietly exits 127.
+    nook_rootless::start_result(&gate, &message)?;
     drop(gate);
     container::run_hooks(global, &c, spec.as_ref(), "poststart", Status::Running)
 }

@@ -96,6 +96,25 @@ impl Setting {
     }
 }
 
+impl Setting {
+    /// Whether this is what a new cgroup has anyway (the kernel's defaults): asking for
+    /// it limits nothing, so a host without a delegated cgroup can still run it.
+    /// containerd's default spec asks for CPU shares 1024, the default weight 100.
+    pub(crate) fn changes_nothing(&self) -> bool {
+        matches!(
+            (self.file.as_str(), self.value.as_str()),
+            ("cpu.weight", "100")
+                | ("cpu.max", "max 100000")
+                | ("cpu.max.burst", "0")
+                | ("cpu.idle", "0")
+                | ("memory.max", "max")
+                | ("memory.swap.max", "max")
+                | ("memory.low", "0")
+                | ("pids.max", "max")
+        ) || (self.file.starts_with("hugetlb.") && self.value == "max")
+    }
+}
+
 /// Every setting `resources` asks for, in the order they are written (the typed fields
 /// first, then `unified`, whose raw cgroup v2 keys win).
 pub(crate) fn plan(resources: &LinuxResources, has_bfq: bool) -> Result<Vec<Setting>> {
@@ -191,12 +210,18 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Setup> {
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
     let resources = resources.unwrap_or_default();
     let settings = plan(&resources, false)?;
+    // What needs a cgroup: settings that would change something.
+    let limits: Vec<Setting> = settings
+        .iter()
+        .filter(|s| !s.changes_nothing())
+        .cloned()
+        .collect();
     let refuse = |why: &str, fix: &str| -> Error {
-        let what = describe(&settings);
+        let what = describe(&limits);
         Error::Cgroup(format!("cannot enforce {what}: {why}; {fix}"))
     };
     if mode == Mode::Disabled {
-        if settings.is_empty() {
+        if limits.is_empty() {
             return Ok(Setup::None { notice: None });
         }
         return Err(refuse(
@@ -205,7 +230,7 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Setup> {
         ));
     }
     let unavailable = |why: String, fix: &str| -> Result<Setup> {
-        if settings.is_empty() {
+        if limits.is_empty() {
             Ok(Setup::None {
                 notice: Some(format!(
                     "running without resource limits: {why} ({fix}; see `nook info`)"
@@ -239,9 +264,10 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Setup> {
             Decision::Unavailable(why) => return unavailable(why, delegate_fix),
         };
 
-    // Every controller a setting needs must be on offer before anything moves.
+    // Every controller a setting needs must be on offer before anything moves (one
+    // that would change nothing is written where its controller is there, else left).
     let available = discover::controllers(&base);
-    for s in &settings {
+    for s in &limits {
         if !available.iter().any(|c| c == s.controller) {
             let why = format!(
                 "the {} controller is not delegated to {} (it offers: {})",
@@ -278,6 +304,9 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Setup> {
     };
     let has_bfq = files::exists(&cgroup.path, "io.bfq.weight");
     for s in plan(&resources, has_bfq)? {
+        if s.changes_nothing() && !available.iter().any(|c| c == s.controller) {
+            continue;
+        }
         files::write(&cgroup.path, &s.file, &s.value).map_err(|e| {
             Error::Cgroup(format!(
                 "cannot set {} ({} = {:?}): {}",
@@ -289,6 +318,73 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Setup> {
         })?;
     }
     Ok(Setup::Cgroup(cgroup))
+}
+
+/// `update` (the OCI runtime's): writes what `resources` asks for into the running
+/// container's cgroup `leaf`; what it does not mention stays as it is. A memory+swap
+/// limit given alone is counted against the memory limit in force.
+pub fn update(leaf: &Path, resources: &LinuxResources) -> Result<()> {
+    let mut resources = resources.clone();
+    if let Some(mut mem) = *resources.memory() {
+        let swap_alone = mem.swap().is_some_and(|s| s > 0) && mem.limit().is_none_or(|l| l == 0);
+        if swap_alone {
+            if let Some(current) = files::read(leaf, "memory.max")
+                .ok()
+                .and_then(|t| files::parse_max(&t))
+            {
+                mem.set_limit(i64::try_from(current).ok());
+                resources.set_memory(Some(mem));
+            }
+        }
+    }
+    let has_bfq = files::exists(leaf, "io.bfq.weight");
+    let settings = plan(&resources, has_bfq)?;
+    let controllers = files::read(leaf, "cgroup.controllers").unwrap_or_default();
+    let enabled: Vec<&str> = controllers.split_whitespace().collect();
+    for s in &settings {
+        if enabled.contains(&s.controller) {
+            files::write(leaf, &s.file, &s.value).map_err(|e| {
+                Error::Cgroup(format!(
+                    "cannot set {} ({} = {:?}): {}",
+                    s.what,
+                    s.file,
+                    s.value,
+                    source_of(&e)
+                ))
+            })?;
+        } else if !s.changes_nothing() {
+            return Err(Error::Cgroup(format!(
+                "cannot change {}: the {} controller is not enabled for the container's \
+                 cgroup {} (it has: {})",
+                s.what,
+                s.controller,
+                leaf.display(),
+                if enabled.is_empty() {
+                    "none".to_string()
+                } else {
+                    enabled.join(" ")
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `update` of a container that runs without a cgroup: accepted when nothing would
+/// change (a client re-sending the defaults), else an error naming what cannot be.
+pub fn update_without_cgroup(resources: &LinuxResources) -> Result<()> {
+    let limits: Vec<Setting> = plan(resources, false)?
+        .into_iter()
+        .filter(|s| !s.changes_nothing())
+        .collect();
+    if limits.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Cgroup(format!(
+        "cannot change {}: the container runs without a cgroup (none was delegated when it \
+         was created; see `nook info`); only values that change nothing are accepted",
+        describe(&limits)
+    )))
 }
 
 /// "the memory limit (--memory) and the process limit (--pids-limit)".
@@ -568,6 +664,34 @@ mod tests {
             describe(&p[..2]),
             "the memory limit (--memory) and the process limit (--pids-limit)"
         );
+    }
+
+    #[test]
+    fn defaults_change_nothing() {
+        let r = LinuxResourcesBuilder::default()
+            .cpu(
+                oci_spec::runtime::LinuxCpuBuilder::default()
+                    .shares(1024u64)
+                    .build()
+                    .unwrap(),
+            )
+            .memory(LinuxMemoryBuilder::default().limit(-1i64).build().unwrap())
+            .pids(LinuxPidsBuilder::default().limit(-1i64).build().unwrap())
+            .build()
+            .unwrap();
+        let p = plan(&r, false).unwrap();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p.iter().all(Setting::changes_nothing), "{p:?}");
+        let r = LinuxResourcesBuilder::default()
+            .cpu(
+                oci_spec::runtime::LinuxCpuBuilder::default()
+                    .shares(512u64)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert!(!plan(&r, false).unwrap()[0].changes_nothing());
     }
 
     #[test]
