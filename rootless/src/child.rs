@@ -18,11 +18,9 @@ use nix::sys::signal::{SigSet, Signal};
 use oci_spec::runtime::{Process, Spec};
 
 use crate::error::{Context, Error, Result};
+use crate::options::{RunOptions, StdinMode};
 use crate::sync::{send_report, wait_for_go, Report};
-use crate::{
-    capabilities, exec, fds, hooks, init, limits, mounts, netns, seccomp, tty, RunOptions,
-    StdinMode,
-};
+use crate::{capabilities, exec, fds, hooks, init, limits, mounts, netns, seccomp, tty};
 
 /// Everything the child needs, prepared by the parent before clone.
 pub(crate) struct Child<'a> {

@@ -51,10 +51,11 @@ use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
 use crate::error::{Context, Error, Result};
 use crate::fds::{self, PassedFds};
+use crate::options::StdinMode;
 use crate::spawn::{clone_process, with_signals_blocked};
 use crate::supervise::ExitStatus;
 use crate::sync::{self, send_report, Report};
-use crate::{capabilities, limits, seccomp, supervise, tty, StdinMode};
+use crate::{capabilities, limits, seccomp, supervise, tty};
 
 /// The running container to enter.
 #[derive(Debug, Clone)]

@@ -37,6 +37,7 @@ mod limits;
 mod mount_fd;
 pub mod mounts;
 mod netns;
+mod options;
 mod overlay_api;
 pub mod probe;
 pub mod seccomp;
@@ -49,9 +50,9 @@ mod sync;
 mod tty;
 
 pub use error::{Error, Result};
+pub use options::{RunOptions, StartedHook, StdinMode};
 pub use spawn::{
     check_plan, create, run, run_in_cgroup, run_in_user_namespace, start_result, unshare, Created,
-    RunOptions, StartedHook, StdinMode,
 };
 pub use supervise::ExitStatus;
 /// A terminal in raw mode until dropped (for clients that relay a container's pty).
