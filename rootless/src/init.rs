@@ -84,16 +84,11 @@ fn reap_all(command: Pid) -> Option<i32> {
 /// Overwrites this process's argument area (what /proc/PID/cmdline shows) with "nook-init".
 /// The reaper's is the caller's `nook run ...` command line, readable from the container.
 fn hide_command_line() {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Some(stat) = crate::process::Stat::of_self() else {
         return;
     };
-    // Fields after the command name, which may hold spaces: state is field 3, arg_start
-    // and arg_end are fields 48 and 49 (proc(5)).
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
+    // arg_start and arg_end are fields 48 and 49 (proc(5)).
+    let field = |n: usize| stat.field(n).and_then(|f| f.parse::<usize>().ok());
     let (Some(start), Some(end)) = (field(48), field(49)) else {
         return;
     };

@@ -40,6 +40,7 @@ mod netns;
 mod options;
 mod overlay_api;
 pub mod probe;
+pub mod process;
 pub mod seccomp;
 
 mod spawn;
