@@ -68,7 +68,7 @@ impl Netstack {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {
-                            eprintln!("nook: the container's network stopped: {e}");
+                            tracing::error!("the container's network stopped: {e}");
                             return;
                         }
                     }
@@ -89,7 +89,7 @@ impl Netstack {
                     .name("nook-forward".into())
                     .spawn(move || {
                         if let Err(e) = fwd.run() {
-                            eprintln!("nook: port forwarding stopped: {e}");
+                            tracing::error!("port forwarding stopped: {e}");
                         }
                     })
                     .map_err(io_err("starting the port-forward thread"))?,

@@ -207,6 +207,9 @@ impl Child<'_> {
         let state = match read_start_message(&mut gate) {
             Ok(state) => state,
             Err(e) => {
+                // stderr is the only way left to say why: the report pipe is closed (the
+                // creator has returned), and `start`, if one is waiting, reads the gate
+                // for a report only after its message was taken, which failed here.
                 eprintln!("nook: waiting for `start`: {e}");
                 exit(125)
             }
@@ -216,7 +219,9 @@ impl Child<'_> {
         match gate.try_clone() {
             Ok(back) => self.report = back,
             Err(e) => {
-                eprintln!("nook: duplicating the start gate: {e}");
+                // `start` reads the gate for the report once its message was taken.
+                let why = format!("duplicating the start gate: {e}");
+                send_report(&mut gate, &Report::SetupFailed(why));
                 exit(125)
             }
         }

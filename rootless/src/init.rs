@@ -23,7 +23,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 /// Forks; the child runs `command` with the report pipe (it execs or exits), this process
 /// becomes the reaper and never returns. The reaper closes its copy of the report pipe
 /// at once: the supervisor reads it to EOF before it starts forwarding signals.
-pub(crate) fn reap_and_forward(report: File, command: impl FnOnce(File)) -> ! {
+pub(crate) fn reap_and_forward(mut report: File, command: impl FnOnce(File)) -> ! {
     let all = SigSet::all();
     let _ = all.thread_block();
     // SAFETY: the container's first process is single-threaded (it was cloned from a
@@ -42,7 +42,11 @@ pub(crate) fn reap_and_forward(report: File, command: impl FnOnce(File)) -> ! {
             reaper_loop(child, &all)
         }
         Err(e) => {
-            eprintln!("nook init: fork: {e}");
+            // The supervisor reads the report pipe: it says why the run failed.
+            crate::sync::send_report(
+                &mut report,
+                &crate::sync::Report::SetupFailed(format!("--init: fork: {e}")),
+            );
             // SAFETY: _exit is always safe to call.
             unsafe { libc::_exit(125) }
         }

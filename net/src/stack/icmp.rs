@@ -95,7 +95,7 @@ impl<L: Link> Stack<L> {
             Err(e) => {
                 if !self.ping_refusal_said {
                     self.ping_refusal_said = true;
-                    eprintln!("nook: {}", ping_refusal(&e));
+                    tracing::warn!("{}", ping_refusal(&e));
                 }
                 return Err(UnreachableCode::Prohibited);
             }
