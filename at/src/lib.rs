@@ -20,6 +20,11 @@
 //! handle API are far more than the ~300 lines needed here, with a dependency tree and
 //! license to match; this crate is std, libc and nix only, as the setup path of `nook
 //! run` wants.
+//!
+//! [`fstype`] is the one table of filesystem types (statfs magic numbers) that fs and
+//! rootless both consult: which ones are network filesystems.
+
+pub mod fstype;
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;

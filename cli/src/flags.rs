@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::logging::LogLevel;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nook_engine::request::{CgroupsMode, LogDriver, PullPolicy, RestartPolicy, Userns};
@@ -80,16 +81,6 @@ impl From<RunCli> for Cli {
             command: Command::Run(args),
         }
     }
-}
-
-/// `--log-level`: how much nook tells on stderr (through `tracing`).
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
 }
 
 #[derive(Subcommand, Debug)]

@@ -10,7 +10,15 @@ use std::sync::OnceLock;
 
 use tracing::level_filters::LevelFilter;
 
-use crate::flags::LogLevel;
+/// `--log-level`: how much nook tells on stderr (through `tracing`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
 
 impl LogLevel {
     fn filter(self) -> LevelFilter {

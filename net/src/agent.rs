@@ -39,8 +39,13 @@ use nix::sys::socket::{
 };
 
 use crate::config::{Config, TAP_NAME};
-use crate::forward::{FORWARD_MARK, FORWARD_TABLE};
 use crate::{netlink, sys, tap, Error};
+
+/// The mark the agent puts on the transparent sockets it hands the forwarder ("nook"),
+/// and the routing table that delivers marked packets locally in the container's
+/// namespace (forward.rs says why).
+pub const FORWARD_MARK: u32 = 0x6e6f_6f6b;
+pub const FORWARD_TABLE: u32 = 0x6e6f;
 
 /// Kinds of socket the forwarder asks for.
 #[derive(Debug, Clone, Copy)]

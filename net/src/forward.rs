@@ -75,10 +75,6 @@ const PIPE_SIZE: usize = 256 << 10;
 const CONN_EVENTS: u32 = sys::IN | sys::OUT | sys::RDHUP | sys::ET;
 /// ERR: a refusal of the flow's datagrams (epoll reports it anyway; said for the reader).
 const UDP_EVENTS: u32 = sys::IN | sys::ERR | sys::ET;
-/// The mark of forwarded TCP connections in the container's namespace ("nook"), and
-/// the routing table that delivers marked packets locally there.
-pub const FORWARD_MARK: u32 = 0x6e6f_6f6b;
-pub const FORWARD_TABLE: u32 = 0x6e6f;
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const MAX_UDP_FLOWS: usize = 4096;
 /// Flows whose replies have a routing rule of their own: every route lookup in the
@@ -174,12 +170,14 @@ pub fn bind_all(mappings: &[PortMapping]) -> Result<Vec<Listener>, Error> {
             .map_err(|e| Error::Config(what(&e) + &bind_hint(&e, m, unprivileged_port_start())))?;
             let mut mapping = *m;
             if m.host.port() == 0 {
-                // -P: the kernel chose the port; say which.
+                // -P: the kernel chose the port; say which. A warning only so that it
+                // shows at the default level: nothing else tells the user the port yet.
                 let port = sys::local_addr(fd.as_raw_fd()).map_err(fail)?.port();
                 mapping.host.set_port(port);
-                eprintln!(
-                    "nook: publishing {} -> container port {}/{proto}",
-                    mapping.host, m.ctr_port
+                tracing::warn!(
+                    "publishing {} -> container port {}/{proto}",
+                    mapping.host,
+                    m.ctr_port
                 );
             }
             Ok(Listener { fd, mapping })
@@ -360,8 +358,8 @@ impl Forwarder {
                 match sys::accept(fd) {
                     Ok(Some((outer, client))) => {
                         if let Err(e) = self.connect_inner(outer, client, mapping.ctr_port) {
-                            eprintln!(
-                                "nook: port forward to container port {}: {e}",
+                            tracing::warn!(
+                                "port forward to container port {}: {e}",
                                 mapping.ctr_port
                             );
                         }
@@ -583,7 +581,7 @@ impl Forwarder {
                 None => match self.open_udp(index, client, n) {
                     Ok(f) => f,
                     Err(e) => {
-                        eprintln!("nook: UDP port forward: {e}");
+                        tracing::warn!("UDP port forward: {e}");
                         continue;
                     }
                 },

@@ -6,7 +6,7 @@
 //! ```text
 //!  container netns                      │ supervisor (host)
 //!  app ─► kernel TCP/IP ─► tap0 ═══fd═══╪═► "nook-net" thread: epoll
-//!   10.0.2.100/24, MTU 65520            │     smoltcp (any-IP) ⇄ host sockets   stack.rs
+//!   10.0.2.100/24, MTU 65520            │     smoltcp (any-IP) ⇄ host sockets   stack/
 //!   gw 10.0.2.2, DNS 10.0.2.3           │     UDP/DNS flows, policy              policy.rs
 //!  127.0.0.1:CTR ◄── inner socket ◄─────╪── "nook-forward" thread: -p listeners,
 //!   (born in the netns by the agent)    │     splice(2) both ways                forward.rs

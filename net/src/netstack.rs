@@ -5,7 +5,7 @@
 //! Netstack::start(pid, cfg)                       (supervisor, still single-threaded)
 //!   bind the -p listeners            ── a busy port fails the run before it starts
 //!   fork the netns agent (agent.rs)  ── tap0 created and configured inside, fd back
-//!   thread "nook-net":     epoll loop over the tap and host sockets (stack.rs)
+//!   thread "nook-net":     epoll loop over the tap and host sockets (stack/)
 //!   thread "nook-forward": epoll loop over listeners and spliced pairs (forward.rs)
 //! Netstack::stop / drop
 //!   eventfd → both loops return → every socket closes with its owner → join
@@ -68,7 +68,7 @@ impl Netstack {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {
-                            eprintln!("nook: the container's network stopped: {e}");
+                            tracing::error!("the container's network stopped: {e}");
                             return;
                         }
                     }
@@ -89,7 +89,7 @@ impl Netstack {
                     .name("nook-forward".into())
                     .spawn(move || {
                         if let Err(e) = fwd.run() {
-                            eprintln!("nook: port forwarding stopped: {e}");
+                            tracing::error!("port forwarding stopped: {e}");
                         }
                     })
                     .map_err(io_err("starting the port-forward thread"))?,

@@ -19,7 +19,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::config::{self, Config};
-use crate::stack::ip_of;
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -99,6 +98,14 @@ impl Policy {
                     .then_some(SocketAddr::new(ip, port))
             }
         }
+    }
+}
+
+/// smoltcp's address as std's (the host socket side).
+pub fn ip_of(addr: IpAddress) -> IpAddr {
+    match addr {
+        IpAddress::Ipv4(a) => IpAddr::V4(a),
+        IpAddress::Ipv6(a) => IpAddr::V6(a),
     }
 }
 

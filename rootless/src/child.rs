@@ -18,11 +18,9 @@ use nix::sys::signal::{SigSet, Signal};
 use oci_spec::runtime::{Process, Spec};
 
 use crate::error::{Context, Error, Result};
+use crate::options::{RunOptions, StdinMode};
 use crate::sync::{send_report, wait_for_go, Report};
-use crate::{
-    capabilities, exec, fds, hooks, init, limits, mounts, netns, seccomp, tty, RunOptions,
-    StdinMode,
-};
+use crate::{capabilities, exec, fds, hooks, init, limits, mounts, netns, seccomp, tty};
 
 /// Everything the child needs, prepared by the parent before clone.
 pub(crate) struct Child<'a> {
@@ -209,6 +207,9 @@ impl Child<'_> {
         let state = match read_start_message(&mut gate) {
             Ok(state) => state,
             Err(e) => {
+                // stderr is the only way left to say why: the report pipe is closed (the
+                // creator has returned), and `start`, if one is waiting, reads the gate
+                // for a report only after its message was taken, which failed here.
                 eprintln!("nook: waiting for `start`: {e}");
                 exit(125)
             }
@@ -218,7 +219,9 @@ impl Child<'_> {
         match gate.try_clone() {
             Ok(back) => self.report = back,
             Err(e) => {
-                eprintln!("nook: duplicating the start gate: {e}");
+                // `start` reads the gate for the report once its message was taken.
+                let why = format!("duplicating the start gate: {e}");
+                send_report(&mut gate, &Report::SetupFailed(why));
                 exit(125)
             }
         }
@@ -427,20 +430,8 @@ fn exec_args(
 /// blocks the signals it forwards. An ignored signal and the mask survive exec; handlers
 /// do not, but nook installs none.
 fn restore_signal_defaults() {
-    reset_dispositions();
+    exec::reset_dispositions();
     let _ = SigSet::all().thread_unblock();
-}
-
-/// Every signal's action back to SIG_DFL (the mask is left as it is).
-pub(crate) fn reset_dispositions() {
-    for signo in 1..=libc::SIGRTMAX() {
-        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: SIG_DFL installs no handler code; this process is single-threaded.
-        // Numbers the C library reserves for itself fail with EINVAL, which is ignored.
-        unsafe { libc::signal(signo, libc::SIG_DFL) };
-    }
 }
 
 fn exit(code: i32) -> ! {

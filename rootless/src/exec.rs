@@ -168,6 +168,19 @@ pub fn exec_failure_status(errno: i32) -> i32 {
     }
 }
 
+/// Every signal's action back to SIG_DFL (the mask is left as it is): what the
+/// container's command and nook's reaper start with, whatever nook inherited.
+pub(crate) fn reset_dispositions() {
+    for signo in 1..=libc::SIGRTMAX() {
+        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler code; this process is single-threaded.
+        // Numbers the C library reserves for itself fail with EINVAL, which is ignored.
+        unsafe { libc::signal(signo, libc::SIG_DFL) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 /// Forks; the child runs `command` with the report pipe (it execs or exits), this process
 /// becomes the reaper and never returns. The reaper closes its copy of the report pipe
 /// at once: the supervisor reads it to EOF before it starts forwarding signals.
-pub(crate) fn reap_and_forward(report: File, command: impl FnOnce(File)) -> ! {
+pub(crate) fn reap_and_forward(mut report: File, command: impl FnOnce(File)) -> ! {
     let all = SigSet::all();
     let _ = all.thread_block();
     // SAFETY: the container's first process is single-threaded (it was cloned from a
@@ -37,12 +37,16 @@ pub(crate) fn reap_and_forward(report: File, command: impl FnOnce(File)) -> ! {
         Ok(ForkResult::Parent { child }) => {
             drop(report);
             crate::fds::close_all_except(&[0, 1, 2]);
-            crate::child::reset_dispositions();
+            crate::exec::reset_dispositions();
             hide_command_line();
             reaper_loop(child, &all)
         }
         Err(e) => {
-            eprintln!("nook init: fork: {e}");
+            // The supervisor reads the report pipe: it says why the run failed.
+            crate::sync::send_report(
+                &mut report,
+                &crate::sync::Report::SetupFailed(format!("--init: fork: {e}")),
+            );
             // SAFETY: _exit is always safe to call.
             unsafe { libc::_exit(125) }
         }
@@ -84,16 +88,11 @@ fn reap_all(command: Pid) -> Option<i32> {
 /// Overwrites this process's argument area (what /proc/PID/cmdline shows) with "nook-init".
 /// The reaper's is the caller's `nook run ...` command line, readable from the container.
 fn hide_command_line() {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Some(stat) = crate::process::Stat::of_self() else {
         return;
     };
-    // Fields after the command name, which may hold spaces: state is field 3, arg_start
-    // and arg_end are fields 48 and 49 (proc(5)).
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
+    // arg_start and arg_end are fields 48 and 49 (proc(5)).
+    let field = |n: usize| stat.field(n).and_then(|f| f.parse::<usize>().ok());
     let (Some(start), Some(end)) = (field(48), field(49)) else {
         return;
     };

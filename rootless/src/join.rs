@@ -34,13 +34,12 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::Winsize;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
@@ -51,9 +50,12 @@ use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
 use crate::error::{Context, Error, Result};
 use crate::fds::{self, PassedFds};
-use crate::spawn::{clone_process, with_signals_blocked, ExitStatus};
+use crate::options::StdinMode;
+use crate::process::{PidFd, Stat};
+use crate::spawn::{clone_process, with_signals_blocked};
+use crate::supervise::ExitStatus;
 use crate::sync::{self, send_report, Report};
-use crate::{capabilities, limits, seccomp, supervise, tty, StdinMode};
+use crate::{capabilities, limits, seccomp, supervise, tty};
 
 /// The running container to enter.
 #[derive(Debug, Clone)]
@@ -130,7 +132,7 @@ struct Container {
     pid: i32,
     /// None on kernels before 5.3; the /proc directory then carries the same guarantee
     /// from the moment it is opened.
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<PidFd>,
     proc_dir: OwnedFd,
     /// The namespaces to join, in the order they must be joined.
     joins: Vec<(CloneFlags, OwnedFd)>,
@@ -170,17 +172,14 @@ pub fn namespaces_to_join(
     Ok(differ)
 }
 
-fn pidfd_open(pid: i32) -> Result<Option<OwnedFd>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if ret >= 0 {
-        // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-        return Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }));
-    }
-    match Errno::last() {
-        Errno::ESRCH => Err(Error::NotRunning { pid }),
-        Errno::ENOSYS => Ok(None),
-        e => Err(Error::sys(format!("pidfd_open({pid})"), e)),
+fn pidfd_open(pid: i32) -> Result<Option<PidFd>> {
+    match PidFd::open(pid) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ESRCH) => Err(Error::NotRunning { pid }),
+            Some(libc::ENOSYS) => Ok(None),
+            _ => Err(Error::sys(format!("pidfd_open({pid})"), e)),
+        },
     }
 }
 
@@ -222,20 +221,13 @@ fn children_of(pid: i32) -> Vec<i32> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| stat_field(p, 4) == Some(pid as u64))
+        .filter(|&p| Stat::of(p).and_then(|s| s.parent()) == Some(pid))
         .collect()
 }
 
 /// A process's start time (clock ticks since boot).
 fn start_time(pid: i32) -> Option<u64> {
-    stat_field(pid, 22)
-}
-
-/// Field `n` (proc(5)'s numbering, n >= 3) of /proc/PID/stat as a number.
-fn stat_field(pid: i32, n: usize) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(n - 3)?.parse().ok()
+    Stat::of(pid)?.start_time()
 }
 
 /// Fails with `Error::NotRunning` unless `pid` is a running (not exited, not zombie)
@@ -311,10 +303,7 @@ impl Container {
     /// zombie): a pidfd turns readable when its process exits.
     fn alive(&self) -> bool {
         match &self.pidfd {
-            Some(pidfd) => {
-                let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-                matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
-            }
+            Some(pidfd) => !pidfd.exited(),
             None => {
                 let stat = openat(
                     Some(self.proc_dir.as_raw_fd()),
@@ -326,7 +315,7 @@ impl Container {
                 let mut text = String::new();
                 // SAFETY: openat just returned this descriptor; the File owns it.
                 let read = unsafe { File::from_raw_fd(fd) }.read_to_string(&mut text);
-                read.is_ok() && process_state(&text).is_some_and(|s| s != 'Z' && s != 'X')
+                read.is_ok() && Stat::parse(text).is_some_and(|s| s.state().is_some() && !s.ended())
             }
         }
     }
@@ -344,12 +333,6 @@ impl Container {
     fn check<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         f().map_err(|e| self.explain(e))
     }
-}
-
-/// The state letter of /proc/PID/stat (after the command name, which may hold spaces).
-fn process_state(stat: &str) -> Option<char> {
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next())
 }
 
 /// Everything the two forks need, made before the first one (so the joiner, once in the
@@ -709,13 +692,6 @@ mod tests {
         let joins = namespaces_to_join(theirs, ours).unwrap();
         assert_eq!(joins.len(), 1);
         assert_eq!(joins[0].1, CloneFlags::CLONE_NEWNS);
-    }
-
-    #[test]
-    fn state_letter_after_a_name_with_spaces() {
-        assert_eq!(process_state("42 (a b) c) S 1 42"), Some('S'));
-        assert_eq!(process_state("7 (sleep) Z 1"), Some('Z'));
-        assert_eq!(process_state("garbage"), None);
     }
 
     #[test]

@@ -37,8 +37,10 @@ mod limits;
 mod mount_fd;
 pub mod mounts;
 mod netns;
+mod options;
 mod overlay_api;
 pub mod probe;
+pub mod process;
 pub mod seccomp;
 
 mod spawn;
@@ -49,9 +51,10 @@ mod sync;
 mod tty;
 
 pub use error::{Error, Result};
+pub use options::{RunOptions, StartedHook, StdinMode};
 pub use spawn::{
     check_plan, create, run, run_in_cgroup, run_in_user_namespace, start_result, unshare, Created,
-    ExitStatus, RunOptions, StartedHook, StdinMode,
 };
+pub use supervise::ExitStatus;
 /// A terminal in raw mode until dropped (for clients that relay a container's pty).
 pub use tty::RawMode;

@@ -27,6 +27,9 @@ use nix::mount::MsFlags;
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 use nook_at::Root;
 
+/// MS_NOSYMFOLLOW (Linux 5.10), which nix does not name.
+pub const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW);
+
 /// The longest option value fsconfig(2) takes (its strndup_user limit is 256 bytes with
 /// the NUL); a longer one goes through mount(2), which takes a page.
 const FSCONFIG_VALUE_MAX: usize = 255;
@@ -265,7 +268,7 @@ fn mount_attrs(flags: MsFlags) -> u64 {
         (MsFlags::MS_NODEV, libc::MOUNT_ATTR_NODEV),
         (MsFlags::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
         (MsFlags::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
-        (crate::mounts::MS_NOSYMFOLLOW, libc::MOUNT_ATTR_NOSYMFOLLOW),
+        (MS_NOSYMFOLLOW, libc::MOUNT_ATTR_NOSYMFOLLOW),
     ] {
         if flags.contains(ms) {
             attr |= a;

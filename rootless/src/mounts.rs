@@ -57,8 +57,7 @@ const DEV_SYMLINKS: [(&str, &str); 6] = [
     ("pts/ptmx", "dev/ptmx"),
 ];
 
-/// MS_NOSYMFOLLOW (Linux 5.10), which nix does not name.
-pub const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW);
+pub use crate::mount_fd::MS_NOSYMFOLLOW;
 
 /// A spec's mount options, sorted into what each is for. Nothing a runtime or an engine
 /// defines reaches the kernel as filesystem data: only the options left over, which

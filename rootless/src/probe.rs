@@ -18,14 +18,16 @@
 //! functions over text so they can be unit-tested with samples from other hosts, and so the
 //! ID-mapping and cgroup code can reuse them later.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fmt;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{access, AccessFlags, Uid, User};
+// The filesystem types table fs consults too: `nook info` and `nook run` agree on what
+// a network filesystem is.
+use nook_at::fstype;
 
 use crate::idmap::{find_helper, helper_candidates, Helper};
 use crate::subid::parse_subid;
@@ -913,60 +915,6 @@ fn list_or_none(items: &[String]) -> String {
 // ---------------------------------------------------------------------------------------------
 // runtime dir and store
 
-const NFS_SUPER_MAGIC: u32 = 0x6969;
-const LUSTRE_SUPER_MAGIC: u32 = 0x0BD0_0BD0;
-const GPFS_SUPER_MAGIC: u32 = 0x4750_4653;
-const SMB_SUPER_MAGIC: u32 = 0x517B;
-const CIFS_SUPER_MAGIC: u32 = 0xFF53_4D42;
-const SMB2_SUPER_MAGIC: u32 = 0xFE53_4D42;
-
-/// Filesystem type name for a statfs magic number (the common ones; hex otherwise).
-pub fn fs_type_name(magic: u32) -> String {
-    let name = match magic {
-        0xEF53 => "ext4",
-        0x5846_5342 => "xfs",
-        0x9123_683E => "btrfs",
-        0x0102_1994 => "tmpfs",
-        0x794C_7630 => "overlay",
-        0x2FC1_2FC1 => "zfs",
-        0x6573_5546 => "fuse",
-        0x00C3_6400 => "ceph",
-        0x1983_0326 => "beegfs",
-        NFS_SUPER_MAGIC => "nfs",
-        LUSTRE_SUPER_MAGIC => "lustre",
-        GPFS_SUPER_MAGIC => "gpfs",
-        SMB_SUPER_MAGIC | CIFS_SUPER_MAGIC | SMB2_SUPER_MAGIC => "cifs",
-        _ => return format!("0x{magic:x}"),
-    };
-    name.to_string()
-}
-
-/// Network filesystems on which overlayfs cannot keep a writable layer (no user xattrs, no
-/// O_TMPFILE, root squash), the usual trouble with HPC home directories.
-fn is_network_fs(magic: u32) -> bool {
-    matches!(
-        magic,
-        NFS_SUPER_MAGIC
-            | LUSTRE_SUPER_MAGIC
-            | GPFS_SUPER_MAGIC
-            | SMB_SUPER_MAGIC
-            | CIFS_SUPER_MAGIC
-            | SMB2_SUPER_MAGIC
-    )
-}
-
-fn statfs_magic(p: &Path) -> Option<u32> {
-    let c = CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statfs is plain old data, so all-zero is a valid value to fill.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `st` writable.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    // The magic is a 32-bit value in a word-sized field; keep its low 32 bits.
-    Some(st.f_type as u64 as u32)
-}
-
 /// The path itself if it exists, else its closest existing ancestor.
 fn existing_ancestor(p: &Path) -> Option<&Path> {
     p.ancestors().find(|a| a.symlink_metadata().is_ok())
@@ -1031,8 +979,8 @@ fn probe_runtime_dir(uid: u32) -> Probe {
         }
     }
     let fs_name = existing_ancestor(&dir)
-        .and_then(statfs_magic)
-        .map(fs_type_name)
+        .and_then(fstype::magic_of)
+        .map(fstype::name)
         .unwrap_or_else(|| "unknown fs".to_string());
     match fs::symlink_metadata(&dir) {
         Ok(m) if m.file_type().is_symlink() || !m.is_dir() => Probe::missing(
@@ -1102,9 +1050,9 @@ fn probe_store(home_from_passwd: Option<&Path>) -> Probe {
             "set NOOK_ROOT to a directory on local disk",
         );
     };
-    let magic = statfs_magic(base);
+    let magic = fstype::magic_of(base);
     let fs_name = magic
-        .map(fs_type_name)
+        .map(fstype::name)
         .unwrap_or_else(|| "unknown fs".to_string());
     let where_ = if base == store {
         format!("{} ({fs_name})", store.display())
@@ -1124,7 +1072,7 @@ fn probe_store(home_from_passwd: Option<&Path>) -> Probe {
         );
     }
     match magic {
-        Some(m) if is_network_fs(m) => Probe::limited(
+        Some(m) if fstype::network_name(m).is_some() => Probe::limited(
             "store",
             format!("{where_}: a network filesystem cannot hold overlayfs writable layers"),
             "set NOOK_ROOT (or --root) to local disk, e.g. a directory under /tmp or /var/tmp",
@@ -1290,16 +1238,6 @@ mod tests {
         // Outside a cgroup namespace's root.
         assert_eq!(cgroup_dir(&at("/", "/sys/fs/cgroup"), "/../../x"), None);
         assert_eq!(cgroup_dir(&at("/", "/sys/fs/cgroup"), "relative"), None);
-    }
-
-    #[test]
-    fn fs_names() {
-        assert_eq!(fs_type_name(0x6969), "nfs");
-        assert_eq!(fs_type_name(0x0BD0_0BD0), "lustre");
-        assert_eq!(fs_type_name(0x4750_4653), "gpfs");
-        assert_eq!(fs_type_name(0xEF53), "ext4");
-        assert_eq!(fs_type_name(0x1234), "0x1234");
-        assert!(is_network_fs(0x6969) && !is_network_fs(0xEF53));
     }
 
     #[test]

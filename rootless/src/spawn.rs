@@ -12,73 +12,17 @@ use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::child::Child;
 use crate::error::{Context, Error, Result};
 use crate::idmap::{write_maps, IdRange};
+use crate::options::{RunOptions, StartedHook};
+use crate::supervise::{self, ExitStatus};
 use crate::sync::{self, Report};
-use crate::{supervise, tty};
-
-/// How the container's stdin is wired (not part of the OCI configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StdinMode {
-    /// The container reads nook's own stdin (`-i`).
-    Inherit,
-    /// The container's stdin is /dev/null (podman without `-i`).
-    Null,
-}
-
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub stdin: StdinMode,
-    /// Run a reaper as pid 1 and the command as its child (`--init`).
-    pub init: bool,
-    /// The userspace network (`--network=nook`), when the spec asks for a new network
-    /// namespace; `None` leaves it with only `lo`.
-    pub network: Option<nook_net::Config>,
-    /// With a FUSE root (the Spec's mount at `/` of type `fuse` or `fuse.*`): the socket
-    /// on which the child hands the /dev/fuse descriptor to the filesystem's server.
-    pub fuse_socket: Option<std::os::fd::RawFd>,
-    /// Called with the container's host pid once it exists (maps written), before it is
-    /// let go: how `nook` records a running container before anything runs in it.
-    pub on_spawned: Option<StartedHook>,
-    /// Called with the container's host pid once its command is running (the exec
-    /// succeeded), before the supervisor loop.
-    pub on_started: Option<StartedHook>,
-    /// Descriptors of this process the command gets (`--preserve-fds`, LISTEN_FDS); every
-    /// other one stays out of the container (fds.rs).
-    pub passed_fds: crate::fds::PassedFds,
-}
-
-/// A callback for [`RunOptions::on_started`].
-#[derive(Clone)]
-pub struct StartedHook(pub std::sync::Arc<dyn Fn(i32) + Send + Sync>);
-
-impl std::fmt::Debug for StartedHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StartedHook")
-    }
-}
-
-/// How the container ended, as the shell reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    Exited(i32),
-    Signaled(i32),
-}
-
-impl ExitStatus {
-    /// The shell convention: the status, or 128+N for signal N.
-    pub fn code(self) -> i32 {
-        match self {
-            ExitStatus::Exited(code) => code,
-            ExitStatus::Signaled(sig) => 128 + sig,
-        }
-    }
-}
+use crate::tty;
 
 /// Signals sent to nook that the container receives.
 pub(crate) const FORWARDED: [Signal; 7] = [
@@ -303,7 +247,7 @@ fn spawn_child(
     let cloned = match cgroup {
         Some(cg) => {
             let flags = plan.clone_flags - CloneFlags::CLONE_NEWCGROUP;
-            match crate::cgroups::clone_into(flags, cg) {
+            match crate::cgroups::clone_into(flags, cg.dir_fd()) {
                 Ok(Some(pid)) => Ok((pid, false)),
                 Ok(None) => clone_process(flags).map(|pid| (pid, true)),
                 Err(e) => Err(e),
@@ -636,13 +580,4 @@ pub(crate) fn clone_process(flags: CloneFlags) -> Result<Pid> {
         return Err(Error::Clone(nix::errno::Errno::last()));
     }
     Ok(Pid::from_raw(ret as i32))
-}
-
-/// Reaps `pid` and converts its wait status.
-pub(crate) fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
-    match status {
-        WaitStatus::Exited(_, code) => Some(ExitStatus::Exited(code)),
-        WaitStatus::Signaled(_, sig, _) => Some(ExitStatus::Signaled(sig as i32)),
-        _ => None,
-    }
 }

@@ -238,9 +238,9 @@ fn private_fallback(squatted: &Path, uid: u32, why: &str) -> Result<PathBuf> {
             )));
         }
     }
-    eprintln!(
-        "nook: {} is not safe to use ({why}): using the private directory {} instead until \
-         the next reboot (recorded in {}); set XDG_RUNTIME_DIR to choose one",
+    tracing::warn!(
+        "{} is not safe to use ({why}): using the private directory {} instead until the \
+         next reboot (recorded in {}); set XDG_RUNTIME_DIR to choose one",
         squatted.display(),
         fresh.display(),
         record.display()

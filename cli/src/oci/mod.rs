@@ -136,6 +136,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let global = cli.global.clone();
+    // The library crates report through `tracing` (a squatted runtime directory, say):
+    // runc's `--debug` shows their debug events too.
+    let level = if global.debug {
+        crate::logging::LogLevel::Debug
+    } else {
+        crate::logging::LogLevel::Warn
+    };
+    crate::logging::init(Some(level));
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

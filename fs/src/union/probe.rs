@@ -18,6 +18,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::at::fstype;
 use crate::union::{Driver, Result, UnionError};
 
 /// The driver chosen and why, for `nook info` and error messages.
@@ -103,8 +104,8 @@ pub fn auto(v: &Verdicts) -> Choice {
 fn cache_key(layer_base: &Path) -> String {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let fstype = statfs_type(layer_base).map_or("?".into(), |t| format!("{t:x}"));
-    format!("{}|{}|{fstype}", release.trim(), boot.trim())
+    let fs = fstype::magic_of(layer_base).map_or("?".into(), |t| format!("{t:x}"));
+    format!("{}|{}|{fs}", release.trim(), boot.trim())
 }
 
 /// The probe verdicts, from the cache when it is for this boot, kernel and filesystem.
@@ -170,29 +171,10 @@ pub fn probe_now(layer_base: &Path) -> Verdicts {
     v
 }
 
-fn statfs_type(p: &Path) -> Option<i64> {
-    let c = crate::union::sys::cpath(p).ok()?;
-    // SAFETY: statfs is plain data; all-zero is a valid value to be filled.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is NUL-terminated and st writable.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_type as i64)
-}
-
-/// Network and cluster filesystems that cannot hold a writable layer (no user xattrs,
-/// no whiteout devices, root squash).
+/// The network or cluster filesystem `p` is on, if any (nook_at::fstype's table, which
+/// `nook info` reads too): such a filesystem cannot hold a writable layer.
 pub fn is_network_fs(p: &Path) -> Option<&'static str> {
-    match statfs_type(p)? as u32 {
-        0x6969 => Some("NFS"),
-        0x0BD0_0BD0 => Some("Lustre"),
-        0x4750_4653 => Some("GPFS"),
-        0x517B | 0xFF53_4D42 | 0xFE53_4D42 => Some("CIFS/SMB"),
-        0x00C3_6400 => Some("CephFS"),
-        0x1983_0326 => Some("BeeGFS"),
-        _ => None,
-    }
+    fstype::network_name(fstype::magic_of(p)?)
 }
 
 /// Where writable layers go: `preferred` unless it sits on a network filesystem, then

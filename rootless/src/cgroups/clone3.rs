@@ -7,10 +7,11 @@
 //! process exists; the caller then clones the old way and moves the child through
 //! `cgroup.procs` before releasing it.
 
+use std::os::fd::RawFd;
+
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
-use super::Cgroup;
 use crate::error::{Error, Result};
 
 /// `CLONE_INTO_CGROUP` (include/uapi/linux/sched.h).
@@ -33,15 +34,16 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Clones with `flags` into `cgroup`. `Ok(None)`: this kernel cannot, nothing was
+/// Clones with `flags` into the cgroup whose directory `cgroup` is open
+/// ([`super::Cgroup`]'s leaf). `Ok(None)`: this kernel cannot, nothing was
 /// created, fall back. `Ok(Some(0))` in the child, the child's pid in the parent.
 ///
 /// The caller must be single-threaded (the child continues on a copy of this process).
-pub(crate) fn clone_into(flags: CloneFlags, cgroup: &Cgroup) -> Result<Option<Pid>> {
+pub(crate) fn clone_into(flags: CloneFlags, cgroup: RawFd) -> Result<Option<Pid>> {
     let args = CloneArgs {
         flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.dir_fd() as u64,
+        cgroup: cgroup as u64,
         ..CloneArgs::default()
     };
     // SAFETY: `args` is a valid clone_args of the size passed; stack 0 gives fork

@@ -9,7 +9,7 @@
 
 use oci_spec::runtime::LinuxCpu;
 
-use super::Setting;
+use super::files::Setting;
 use crate::error::{Error, Result};
 
 /// The kernel's and podman's default CFS period, in microseconds.

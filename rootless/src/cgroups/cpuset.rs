@@ -5,7 +5,7 @@
 
 use oci_spec::runtime::LinuxCpu;
 
-use super::Setting;
+use super::files::Setting;
 use crate::error::{Error, Result};
 
 pub(crate) fn plan(cpu: &LinuxCpu) -> Result<Vec<Setting>> {

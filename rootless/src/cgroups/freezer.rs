@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{files, wait_until};
+use super::files::{self, wait_until};
 use crate::error::{Error, Result};
 
 /// How long a freeze or thaw may take to settle (generous: slow guests, busy hosts).

@@ -6,7 +6,7 @@
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxThrottleDevice};
 
-use super::Setting;
+use super::files::Setting;
 use crate::error::{Error, Result};
 
 const WEIGHT: &str = "the block I/O weight (--blkio-weight)";

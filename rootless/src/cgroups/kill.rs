@@ -12,7 +12,8 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{files, freezer, wait_until};
+use super::files::{self, wait_until};
+use super::freezer;
 use crate::error::Result;
 
 /// Kills every process in the cgroup at `dir` and below, and waits until it is empty

@@ -8,7 +8,7 @@
 use oci_spec::runtime::LinuxMemory;
 
 use super::files;
-use super::Setting;
+use super::files::Setting;
 use crate::error::{Error, Result};
 
 const LIMIT: &str = "the memory limit (--memory)";

@@ -41,13 +41,14 @@ use std::fs::{self, File};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::error::{Error, Result};
 use discover::{Decision, Located};
+pub(crate) use files::{wait_until, Setting};
 
 pub(crate) use clone3::clone_into;
 pub use freezer::set_frozen;
@@ -68,51 +69,6 @@ const EMPTY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Mode {
     Enabled,
     Disabled,
-}
-
-/// One write to a cgroup file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Setting {
-    pub controller: &'static str,
-    pub file: String,
-    pub value: String,
-    /// What the user asked for, in their words ("the memory limit (--memory)").
-    pub what: &'static str,
-}
-
-impl Setting {
-    pub(crate) fn new(
-        controller: &'static str,
-        file: &str,
-        value: String,
-        what: &'static str,
-    ) -> Setting {
-        Setting {
-            controller,
-            file: file.to_string(),
-            value,
-            what,
-        }
-    }
-}
-
-impl Setting {
-    /// Whether this is what a new cgroup has anyway (the kernel's defaults): asking for
-    /// it limits nothing, so a host without a delegated cgroup can still run it.
-    /// containerd's default spec asks for CPU shares 1024, the default weight 100.
-    pub(crate) fn changes_nothing(&self) -> bool {
-        matches!(
-            (self.file.as_str(), self.value.as_str()),
-            ("cpu.weight", "100")
-                | ("cpu.max", "max 100000")
-                | ("cpu.max.burst", "0")
-                | ("cpu.idle", "0")
-                | ("memory.max", "max")
-                | ("memory.swap.max", "max")
-                | ("memory.low", "0")
-                | ("pids.max", "max")
-        ) || (self.file.starts_with("hugetlb.") && self.value == "max")
-    }
 }
 
 /// Every setting `resources` asks for, in the order they are written (the typed fields
@@ -585,22 +541,6 @@ impl Drop for Cgroup {
         wait_until(Duration::from_secs(2), || {
             matches!(fs::remove_dir(&self.path), Ok(())) || !self.path.exists()
         });
-    }
-}
-
-/// Polls `done` every few milliseconds until it holds or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if done() {
-            return true;
-        }
-        if start.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

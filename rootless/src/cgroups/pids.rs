@@ -4,7 +4,7 @@
 
 use oci_spec::runtime::LinuxPids;
 
-use super::Setting;
+use super::files::Setting;
 
 const WHAT: &str = "the process limit (--pids-limit)";
 

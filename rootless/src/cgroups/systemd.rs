@@ -63,7 +63,7 @@ pub fn move_into_scope(unit: &str) -> Result<(), String> {
         }
     }
     let suffix = format!("/{unit}");
-    let inside = super::wait_until(Duration::from_secs(5), || {
+    let inside = super::files::wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string("/proc/self/cgroup")
             .ok()
             .and_then(|t| crate::probe::parse_proc_cgroup_v2(&t))

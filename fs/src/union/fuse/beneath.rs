@@ -195,6 +195,38 @@ pub(super) fn link_fd(fd: RawFd, dir: RawFd, name: &CStr) -> io::Result<()> {
     })
 }
 
+/// Owner of `name` in `dir`, the final name not followed (a symlink's own owner).
+pub(super) fn chown_at(dir: RawFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: `name` is one NUL-terminated component below an open directory.
+    check(unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// Times of `name` in `dir`, the final name not followed.
+pub(super) fn utimens_at(dir: RawFd, name: &CStr, ts: &[libc::timespec; 2]) -> io::Result<()> {
+    // SAFETY: `name` is one NUL-terminated component below an open directory; two
+    // timespecs.
+    check(unsafe { libc::utimensat(dir, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// Moves `old` in `olddir` to `new` in `newdir` (renameat2 `flags`, 0 for none). Neither
+/// name is followed: rename acts on the entries themselves.
+pub(super) fn rename_at(
+    olddir: RawFd,
+    old: &CStr,
+    newdir: RawFd,
+    new: &CStr,
+    flags: libc::c_uint,
+) -> io::Result<()> {
+    // SAFETY: single NUL-terminated components below open directories.
+    check(unsafe {
+        if flags == 0 {
+            libc::renameat(olddir, old.as_ptr(), newdir, new.as_ptr())
+        } else {
+            libc::renameat2(olddir, old.as_ptr(), newdir, new.as_ptr(), flags)
+        }
+    })
+}
+
 /// Reopens the inode of `fd` (an O_PATH descriptor) with `flags`. A symlink cannot be
 /// reopened (ELOOP): only regular files and directories are opened this way.
 pub(super) fn reopen(fd: RawFd, flags: libc::c_int) -> io::Result<OwnedFd> {

@@ -66,7 +66,7 @@ pub fn serve_socket(sock: UnixStream, layers: &Layers, container: &ContainerLaye
         // The container failed before mounting: nothing to serve.
         Ok(None) => return 0,
         Err(e) => {
-            eprintln!("nook: fuse server: receiving /dev/fuse: {e}");
+            tracing::error!("fuse server: receiving /dev/fuse: {e}");
             return 1;
         }
     };
@@ -74,7 +74,7 @@ pub fn serve_socket(sock: UnixStream, layers: &Layers, container: &ContainerLaye
     match serve_fd(fd, layers, container) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("nook: fuse server: {e}");
+            tracing::error!("fuse server: {e}");
             1
         }
     }
