@@ -100,7 +100,7 @@ pub fn attach_on(ctr: &Container, mut conn: UnixStream, with_stdin: bool) -> Res
     if let Some(sup) = ctr
         .recorded_state()
         .supervisor
-        .and_then(nook_engine::container::lifecycle::PidFd::open)
+        .and_then(nook_engine::container::record::ProcessId::pidfd)
     {
         sup.wait(Some(std::time::Duration::from_secs(30)));
     }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nook_engine::container::lifecycle::{self, IfRunning, PidFd};
+use nook_engine::container::lifecycle::{self, IfRunning};
+use nook_engine::container::record::ProcessId;
 use nook_engine::container::record::{Container, Places, Status};
 use nook_engine::container::supervisor;
 use nook_engine::run::Passing;
@@ -141,7 +142,7 @@ pub fn kill_cmd(args: KillArgs, store_root: Option<PathBuf>) -> Result<i32> {
         let pid = st
             .pid
             .filter(|_| st.status == Status::Running)
-            .and_then(PidFd::open);
+            .and_then(ProcessId::pidfd);
         let Some(pid) = pid else {
             if !args.all {
                 eprintln!("nook: container {} is not running", ctr.record.name);
@@ -301,7 +302,7 @@ pub fn system_reset_cmd(args: PruneArgs, store_root: Option<PathBuf>) -> Result<
     }
     let places = crate::notify::places(store_root.clone())?;
     for ctr in places.all() {
-        if let Some(pid) = ctr.state().pid.and_then(PidFd::open) {
+        if let Some(pid) = ctr.state().pid.and_then(ProcessId::pidfd) {
             let _ = lifecycle::mark_stopped(&ctr);
             let _ = pid.signal(libc::SIGKILL);
             pid.wait(Some(Duration::from_secs(10)));

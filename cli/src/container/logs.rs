@@ -19,7 +19,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::flags::LogsArgs;
-use nook_engine::container::lifecycle::PidFd;
+use nook_engine::container::record::ProcessId;
 
 /// One log entry.
 #[derive(Debug, PartialEq)]
@@ -288,7 +288,7 @@ fn follow(
             AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
         )
         .context("watching the container's log")?;
-    let supervisor = ctr.recorded_state().supervisor.and_then(PidFd::open);
+    let supervisor = ctr.recorded_state().supervisor.and_then(ProcessId::pidfd);
     let mut file = File::open(path).ok();
     let mut offset = file
         .as_mut()

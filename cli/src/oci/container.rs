@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use nook_rootless::process::Stat;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
@@ -316,12 +317,7 @@ fn with_descendants(roots: &[i32]) -> Vec<i32> {
         return Vec::new();
     }
     let parents: Vec<(i32, i32)> = proc_pids()
-        .filter_map(|pid| {
-            let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let rest = &text[text.rfind(')')? + 2..];
-            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid))
-        })
+        .filter_map(|pid| Some((pid, Stat::of(pid)?.parent()?)))
         .collect();
     let mut out = roots.to_vec();
     let mut i = 0;
@@ -342,13 +338,8 @@ pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
     if pid <= 0 {
         return None;
     }
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+    let stat = Stat::of(pid)?;
+    Some((stat.state()?, stat.start_time()?))
 }
 
 /// Runs the hooks of one stage with the container's state; for poststart and poststop

@@ -6,86 +6,21 @@
 //! or kill leaves a marker that keeps the restart policy from undoing it. Waiting is on
 //! pidfds too: no polling of state files.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::record::{Broken, Container, Places, ProcessId, Status};
 use crate::error::{Context, Result};
 use crate::store_helper::{self, Job};
 use crate::Notify;
 
-/// A pidfd: a handle on one process that a recycled pid cannot fool.
-pub struct PidFd(OwnedFd);
-
-impl PidFd {
-    /// The process, if it is still the one recorded.
-    pub fn open(p: ProcessId) -> Option<PidFd> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: the kernel just returned this descriptor to us; we own it.
-        let pidfd = PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-        // Checked after opening: if the start time still matches now, the pidfd refers
-        // to the recorded process and keeps doing so.
-        p.alive().then_some(pidfd)
-    }
-
-    pub fn signal(&self, sig: i32) -> std::io::Result<()> {
-        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Waits until the process has exited; false when `timeout` passed first.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        loop {
-            let left = match deadline {
-                None => PollTimeout::NONE,
-                Some(d) => {
-                    let ms = d
-                        .saturating_duration_since(std::time::Instant::now())
-                        .as_millis();
-                    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
-                        .unwrap_or(PollTimeout::MAX)
-                }
-            };
-            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, left) {
-                Ok(0) => return false,
-                Ok(_) => return true,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return true,
-            }
-        }
-    }
-}
-
-impl AsFd for PidFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
+/// A pidfd: a handle on one process that a recycled pid cannot fool
+/// ([`ProcessId::pidfd`] opens one on a recorded process).
+pub use nook_rootless::process::PidFd;
 
 /// Waits for the container's supervisor to finish recording the exit.
 pub fn wait_for_supervisor(ctr: &Container) {
-    if let Some(sup) = ctr.recorded_state().supervisor.and_then(PidFd::open) {
+    if let Some(sup) = ctr.recorded_state().supervisor.and_then(ProcessId::pidfd) {
         // The supervisor only records the exit and cleans up: seconds at most.
         sup.wait(Some(Duration::from_secs(30)));
     }
@@ -103,7 +38,7 @@ pub fn stop(ctr: &Container, timeout: Duration, notify: &dyn Notify) -> Result<(
     let Some(pid) = st
         .pid
         .filter(|_| st.status == Status::Running)
-        .and_then(PidFd::open)
+        .and_then(ProcessId::pidfd)
     else {
         wait_for_supervisor(ctr);
         return Ok(());
@@ -156,7 +91,7 @@ pub fn wait(ctr: &Container) -> Result<i32> {
     if st.status == Status::Created {
         crate::bail!("container {} has not been started", ctr.record.name);
     }
-    if let Some(sup) = st.supervisor.and_then(PidFd::open) {
+    if let Some(sup) = st.supervisor.and_then(ProcessId::pidfd) {
         // The supervisor ends once the container has ended for good (restarts
         // included) and its exit is recorded.
         sup.wait(None);
@@ -196,7 +131,7 @@ pub fn remove(
             );
         }
         let st = ctr.state();
-        if let Some(pid) = st.pid.and_then(PidFd::open) {
+        if let Some(pid) = st.pid.and_then(ProcessId::pidfd) {
             mark_stopped(ctr)?;
             let _ = pid.signal(libc::SIGKILL);
             pid.wait(None);

@@ -167,7 +167,7 @@ pub fn connect_short(socket: &Path) -> std::io::Result<UnixStream> {
 /// that escaped the container could hold a pipe open).
 pub fn finish(logger: i32) {
     detach_stdio();
-    let pidfd = super::record::ProcessId::of(logger).and_then(super::lifecycle::PidFd::open);
+    let pidfd = super::record::ProcessId::of(logger).and_then(super::record::ProcessId::pidfd);
     if let Some(pidfd) = pidfd {
         pidfd.wait(Some(std::time::Duration::from_secs(5)));
     }

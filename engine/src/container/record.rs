@@ -22,6 +22,7 @@ use std::time::SystemTime;
 
 use crate::error::{Context, Result};
 use crate::{bail, format_err};
+use nook_rootless::process::PidFd;
 use serde::{Deserialize, Serialize};
 
 use crate::request::RunRequest;
@@ -431,19 +432,23 @@ impl ProcessId {
     pub fn alive(self) -> bool {
         process_start_time(self.pid) == Some(self.start)
     }
+
+    /// A pidfd on the process, if it is still the one recorded: checked after opening,
+    /// so from then on the pidfd refers to it whatever becomes of the pid.
+    pub fn pidfd(self) -> Option<PidFd> {
+        let pidfd = PidFd::open(self.pid).ok()?;
+        self.alive().then_some(pidfd)
+    }
 }
 
-/// Field 22 of /proc/PID/stat, read after the command name (which may hold spaces).
+/// The start time of a live process (a zombie has ended: only its parent has not
+/// collected it yet).
 pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    // Fields from the 3rd on: the state, ..., the start time (the 22nd field overall).
-    let mut fields = after_name.split(' ');
-    if matches!(fields.next(), Some("Z" | "X")) {
-        // A zombie has ended; only its parent has not collected it yet.
+    let stat = nook_rootless::process::Stat::of(pid)?;
+    if stat.ended() {
         return None;
     }
-    fields.nth(18)?.parse().ok()
+    stat.start_time()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
