@@ -379,6 +379,20 @@ impl Root {
         self.fd.as_raw_fd()
     }
 
+    /// The text of `rel` inside the root, at most `limit` bytes of it, when it is a
+    /// regular file: a FIFO would block (it is opened O_NONBLOCK and refused), a device
+    /// could be endless. Files an image supplies (/etc/passwd, /etc/group) are read so.
+    pub fn read_regular(&self, rel: &Path, limit: u64) -> io::Result<String> {
+        use std::io::Read;
+        let file = std::fs::File::from(self.open_in(rel, libc::O_RDONLY | libc::O_NONBLOCK)?);
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let mut text = String::new();
+        file.take(limit).read_to_string(&mut text)?;
+        Ok(text)
+    }
+
     /// Opens `rel` (relative, no `..` needed but allowed) inside the root. `flags` are
     /// open flags; with `O_NOFOLLOW` a final symlink is not followed. /proc magic links
     /// (/proc/PID/fd/N, cwd, root, exe ...) are refused with ELOOP: they lead to

@@ -44,21 +44,9 @@ struct PasswdEntry {
 /// resolver: an image's symlink cannot make nook read a host file. Only a regular file
 /// is read (a FIFO would block), and at most 16 MiB of it; anything else reads as empty.
 fn read(root: &Path, file: &str) -> String {
-    use std::io::Read;
-    let open = || -> std::io::Result<std::fs::File> {
-        let root = nook_fs::at::Root::open_container(root)?;
-        let fd = root.open_in(Path::new(file), libc::O_RDONLY | libc::O_NONBLOCK)?;
-        let f = std::fs::File::from(fd);
-        if !f.metadata()?.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
-        Ok(f)
-    };
-    let mut text = String::new();
-    if let Ok(f) = open() {
-        let _ = f.take(16 << 20).read_to_string(&mut text);
-    }
-    text
+    nook_fs::at::Root::open_container(root)
+        .and_then(|root| root.read_regular(Path::new(file), 16 << 20))
+        .unwrap_or_default()
 }
 
 fn parse_passwd(line: &str) -> Option<PasswdEntry> {

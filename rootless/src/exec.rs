@@ -61,21 +61,9 @@ pub(crate) fn home_if_unset(process: &oci_spec::runtime::Process) -> Option<Stri
 }
 
 fn read_passwd() -> String {
-    use std::io::Read;
-    let open = || -> std::io::Result<std::fs::File> {
-        let root = nook_at::Root::open_container(Path::new("/"))?;
-        let fd = root.open_in(Path::new("/etc/passwd"), libc::O_RDONLY | libc::O_NONBLOCK)?;
-        let f = std::fs::File::from(fd);
-        if !f.metadata()?.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
-        Ok(f)
-    };
-    let mut text = String::new();
-    if let Ok(f) = open() {
-        let _ = f.take(16 << 20).read_to_string(&mut text);
-    }
-    text
+    nook_at::Root::open_container(Path::new("/"))
+        .and_then(|root| root.read_regular(Path::new("/etc/passwd"), 16 << 20))
+        .unwrap_or_default()
 }
 
 /// The home directory of `uid` in passwd(5) text; the first entry for it wins.

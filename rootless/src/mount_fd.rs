@@ -381,9 +381,12 @@ pub(crate) fn new_fs_onto(
 /// Flags of the mount `top` that a remount inside a user namespace must keep (they are
 /// locked when they come from a more privileged mount namespace).
 fn locked_flags(top: &Top) -> MsFlags {
-    let Ok(st) = fstatvfs(&top.0) else {
-        return MsFlags::empty();
-    };
+    fstatvfs(&top.0).map_or(MsFlags::empty(), |st| locked_ms_flags(&st))
+}
+
+/// The mount flags of a statvfs result that the kernel locks on a mount inherited from a
+/// more privileged mount namespace: a remount must repeat them.
+pub(crate) fn locked_ms_flags(st: &nix::sys::statvfs::Statvfs) -> MsFlags {
     let f = st.flags();
     let mut flags = MsFlags::empty();
     for (fs_flag, ms_flag) in [

@@ -31,7 +31,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::sys::statvfs::statvfs;
 use nook_at::{Make, Root};
 use oci_spec::runtime::{Mount, Spec};
 
@@ -246,25 +246,7 @@ impl MountOptions {
 
 /// Flags of the mount at `path` that a remount inside a user namespace must keep.
 fn locked_flags(path: &Path) -> MsFlags {
-    let Ok(st) = statvfs(path) else {
-        return MsFlags::empty();
-    };
-    let f = st.flags();
-    let mut flags = MsFlags::empty();
-    for (fs_flag, ms_flag) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
-    ] {
-        if f.contains(fs_flag) {
-            flags |= ms_flag;
-        }
-    }
-    flags
+    statvfs(path).map_or(MsFlags::empty(), |st| crate::mount_fd::locked_ms_flags(&st))
 }
 
 /// Steps 1 to 4: everything done with host paths, before pivot_root.

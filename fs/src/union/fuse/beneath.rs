@@ -48,25 +48,7 @@ pub(super) fn open_at(
     flags: libc::c_int,
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
-    loop {
-        // SAFETY: `name` is NUL-terminated; the descriptor returned is new and ours.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.as_ptr(),
-                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel just returned this descriptor to us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    nook_at::openat(dir, name, flags | libc::O_NOFOLLOW, mode)
 }
 
 /// The directory `name` in `dir`, opened for reading (so the xattr and getdents calls
