@@ -8,8 +8,8 @@ use crate::logging::LogLevel;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nook_engine::request::{
-    BpsThrottle, CgroupConf, CgroupsMode, CpuList, Cpus, IopsThrottle, LogDriver, PullPolicy,
-    RestartPolicy, SecurityOpt, Size, Swap, Userns,
+    BpsThrottle, CgroupConf, CgroupsMode, CpuList, Cpus, IdMap, IopsThrottle, LogDriver, PortSpec,
+    PullPolicy, RestartPolicy, SecurityOpt, Size, Swap, Userns,
 };
 
 /// A flag whose value is one of `names`, parsed into `T` (clap lists the names in
@@ -467,12 +467,12 @@ pub struct RunArgs {
 
     /// Map container IDs: CONTAINER-ID:HOST-ID:COUNT, HOST-ID counted as in podman
     /// rootless (0 is you, 1.. your /etc/subuid range); repeatable
-    #[arg(long, value_name = "TRIPLE")]
-    pub uidmap: Vec<String>,
+    #[arg(long, value_name = "TRIPLE", value_parser = crate::values::parse_typed::<IdMap>)]
+    pub uidmap: Vec<IdMap>,
 
     /// Map container group IDs, as --uidmap with /etc/subgid
-    #[arg(long, value_name = "TRIPLE")]
-    pub gidmap: Vec<String>,
+    #[arg(long, value_name = "TRIPLE", value_parser = crate::values::parse_typed::<IdMap>)]
+    pub gidmap: Vec<IdMap>,
 
     /// Network: nook[:allow_host_loopback=true,mtu=N,ipv6=false,dns=IP[:PORT]] (a private
     /// network with outbound access, userspace), none (loopback only) or host
@@ -487,8 +487,8 @@ pub struct RunArgs {
 
     /// Publish a container port on the host: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp], ranges
     /// as 8000-8010:8000-8010; without HOSTIP, on every IPv4 and IPv6 address
-    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = crate::values::parse_publish)]
-    pub publish: Vec<String>,
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = crate::values::parse_typed::<PortSpec>)]
+    pub publish: Vec<PortSpec>,
 
     /// Publish every port the image exposes, each on a free host port
     #[arg(short = 'P', long = "publish-all")]

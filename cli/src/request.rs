@@ -31,11 +31,12 @@ impl TryFrom<&RunArgs> for RunRequest {
     }
 }
 
-/// What a new request's values cannot say alone: limits that bound each other, and a
-/// seccomp profile that must read. Not for a migrated record (its profile file may be
+/// What a new request's values cannot say alone: limits that bound each other, ID maps
+/// given by halves or with keep-id, and a seccomp profile that must read. Not for a migrated record (its profile file may be
 /// gone since; its start says so).
 fn check(req: &RunRequest) -> Result<()> {
     nook_engine::resources::check(&req.resources).map_err(|e| anyhow!("{e}"))?;
+    nook_engine::run::userns_mode(req).map_err(|e| anyhow!("{e}"))?;
     for opt in &req.security_opt {
         if let SecurityOpt::Seccomp(Seccomp::Profile(path)) = opt {
             nook_engine::seccomp::check_profile(path).map_err(|e| anyhow!("{e}"))?;
@@ -382,6 +383,13 @@ mod tests {
             &["-m", "1g", "--memory-swap=512m", "host"],
             &["--cpus=1", "--cpu-quota=50000", "host"],
             &["--cpu-weight=0", "host"],
+            &["--uidmap=0:1:1", "host"],
+            &[
+                "--userns=keep-id",
+                "--uidmap=0:1:1",
+                "--gidmap=0:1:1",
+                "host",
+            ],
         ] {
             let args = run_args(bad).unwrap();
             let req = from_args(&args, &|_| None, Path::new("/"), &Config::default()).unwrap();

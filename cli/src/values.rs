@@ -75,14 +75,6 @@ pub fn parse_capability(name: &str) -> Result<String, String> {
     Err("use a capability name such as NET_RAW or SYS_ADMIN, or ALL".into())
 }
 
-/// `-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]`: checked now, kept as given (the engine
-/// binds what it says at each start).
-pub fn parse_publish(spec: &str) -> Result<String, String> {
-    nook_net::PortMapping::parse(spec)
-        .map(|_| spec.to_string())
-        .map_err(|e| e.to_string())
-}
-
 /// `--storage-driver`: overlay, fuse or copy (their aliases named as these), or auto
 /// (also when empty: the best this machine supports).
 pub fn parse_storage_driver(s: &str) -> Result<String, String> {

@@ -17,17 +17,18 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use crate::values::{
-    BpsThrottle, CgroupConf, CpuList, Cpus, IopsThrottle, Seccomp, SecurityOpt, Size, Swap,
+    BpsThrottle, CgroupConf, CpuList, Cpus, IdMap, IopsThrottle, PortSpec, Seccomp, SecurityOpt,
+    Size, Swap,
 };
 
 /// The request format this nook writes.
 pub const VERSION: u32 = 1;
 
 /// What was asked for one container. Built by the CLI from its flags (the only place
-/// flag strings are parsed): sizes, CPU values, device throttles, cgroup settings and
-/// security options are typed ([`crate::values`]); the strings still kept (port,
-/// capability and ID-map specs) were checked there and are parsed again,
-/// deterministically, where the engine uses them.
+/// flag strings are parsed): sizes, CPU values, device throttles, cgroup settings,
+/// security options, ID maps and published ports are typed ([`crate::values`]); the
+/// strings still kept (capabilities, user, network) were checked there and are parsed
+/// again, deterministically, where the engine uses them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default)]
 pub struct RunRequest {
@@ -78,12 +79,12 @@ pub struct RunRequest {
     pub name: Option<String>,
     pub userns: Userns,
     /// CONTAINER-ID:HOST-ID:COUNT triples.
-    pub uidmap: Vec<String>,
-    pub gidmap: Vec<String>,
+    pub uidmap: Vec<IdMap>,
+    pub gidmap: Vec<IdMap>,
     /// nook[:OPTIONS], none or host.
     pub network: String,
     /// [HOSTIP:]HOSTPORT:CTRPORT[/PROTO] each.
-    pub publish: Vec<String>,
+    pub publish: Vec<PortSpec>,
     pub publish_all: bool,
     /// overlay, fuse or copy (None: the best this machine supports).
     pub storage_driver: Option<String>,
@@ -392,6 +393,7 @@ mod tests {
         let v2 = r#"{
             "version": 1, "image": "host", "command": ["true"],
             "security_opt": ["no-new-privileges=false", "seccomp:unconfined"],
+            "uidmap": ["0:1:65536"], "gidmap": ["0:1:65536"], "publish": ["8080:80"],
             "resources": {
                 "memory": "512m", "memory_reservation": "64MiB", "memory_swap": "-1",
                 "cpus": "1.5", "cpu_quota": null, "cpu_period": null,
@@ -409,6 +411,8 @@ mod tests {
                 SecurityOpt::Seccomp(Seccomp::Unconfined)
             ]
         );
+        assert_eq!(req.uidmap[0].0.count, 65536);
+        assert_eq!(req.publish[0].mappings()[0].ctr_port, 80);
         let r = &req.resources;
         assert_eq!(r.memory.unwrap().bytes(), 512 << 20);
         assert_eq!(r.memory_reservation.unwrap().bytes(), 64 << 20);

@@ -381,6 +381,76 @@ impl From<SecurityOpt> for String {
     }
 }
 
+/// One `--uidmap`/`--gidmap` triple, CONTAINER-ID:HOST-ID:COUNT (HOST-ID counted as in
+/// podman rootless: 0 is the caller, 1.. its subordinate range); kept as that text.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdMap(pub nook_rootless::idmap::IdRange);
+
+impl FromStr for IdMap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IdMap, String> {
+        nook_rootless::idmap::parse_triple(s)
+            .map(IdMap)
+            .map_err(|_| "expected CONTAINER-ID:HOST-ID:COUNT with COUNT > 0".into())
+    }
+}
+
+impl TryFrom<String> for IdMap {
+    type Error = String;
+    fn try_from(s: String) -> Result<IdMap, String> {
+        s.parse()
+    }
+}
+
+impl From<IdMap> for String {
+    fn from(m: IdMap) -> String {
+        format!("{}:{}:{}", m.0.inside, m.0.outside, m.0.count)
+    }
+}
+
+/// One `-p [HOSTIP:]HOSTPORT:CTRPORT[/PROTO]` (a range maps port by port): the ports it
+/// publishes, and the text it was given as, which is what a record keeps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortSpec {
+    text: String,
+    mappings: Vec<nook_net::PortMapping>,
+}
+
+impl PortSpec {
+    pub fn mappings(&self) -> &[nook_net::PortMapping] {
+        &self.mappings
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl FromStr for PortSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PortSpec, String> {
+        Ok(PortSpec {
+            text: s.to_string(),
+            mappings: nook_net::PortMapping::parse(s).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+impl TryFrom<String> for PortSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<PortSpec, String> {
+        s.parse()
+    }
+}
+
+impl From<PortSpec> for String {
+    fn from(p: PortSpec) -> String {
+        p.text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +514,22 @@ mod tests {
         for bad in ["memory.high", "bogus.x=1", "../memory.high=1", "memory=1"] {
             assert!(bad.parse::<CgroupConf>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn id_maps_and_ports() {
+        let m: IdMap = "0:1:65536".parse().unwrap();
+        assert_eq!((m.0.inside, m.0.outside, m.0.count), (0, 1, 65536));
+        assert_eq!(String::from(m), "0:1:65536");
+        for bad in ["0:1", "0:1:0", "a:b:c", "0:1:2:3"] {
+            assert!(bad.parse::<IdMap>().is_err(), "{bad}");
+        }
+        let p: PortSpec = "8000-8001:80-81/udp".parse().unwrap();
+        assert_eq!(p.mappings().len(), 2);
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(text, r#""8000-8001:80-81/udp""#);
+        assert_eq!(serde_json::from_str::<PortSpec>(&text).unwrap(), p);
+        assert!("80:x".parse::<PortSpec>().is_err());
     }
 
     #[test]

@@ -976,7 +976,7 @@ fn bad_flag_values_fail_at_parse_time_with_the_accepted_values() {
     env.nook(&["create", "--tmpfs", "tmp", "host", "true"])
         .assert_error_line(125, &["--tmpfs", "'tmp'", "absolute"]);
     // Typed values (sizes, CPU values, device throttles, cgroup settings, security
-    // options): the flag, the value and what is accepted, for run and create alike.
+    // options, ID maps, ports): the flag, the value and what is accepted, for run and create alike.
     for (flag, value, accepted) in [
         ("--memory", "12x", "512m"),
         ("--memory-swap", "lots", "-1"),
@@ -996,6 +996,8 @@ fn bad_flag_values_fail_at_parse_time_with_the_accepted_values() {
             "no-new-privileges=maybe",
             "no-new-privileges",
         ),
+        ("--uidmap", "0:1", "CONTAINER-ID:HOST-ID:COUNT"),
+        ("--publish", "80:x", "HOSTPORT:CONTAINERPORT"),
     ] {
         for cmd in ["run", "create"] {
             let n = name();
@@ -1010,6 +1012,7 @@ fn bad_flag_values_fail_at_parse_time_with_the_accepted_values() {
         (&["--memory-swap", "1g"][..], "--memory-swap needs --memory"),
         (&["--cpus", "1", "--cpu-quota", "50000"], "--cpus"),
         (&["--security-opt", &seccomp], "cannot read the profile"),
+        (&["--uidmap", "0:1:1"], "--uidmap and --gidmap go together"),
     ] {
         for cmd in ["run", "create"] {
             let n = name();
