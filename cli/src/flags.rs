@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use crate::logging::LogLevel;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use nook_engine::request::{CgroupsMode, LogDriver, PullPolicy, RestartPolicy, Userns};
+use nook_engine::request::{
+    BpsThrottle, CgroupConf, CgroupsMode, CpuList, Cpus, IdMap, IopsThrottle, LogDriver, PortSpec,
+    PullPolicy, RestartPolicy, SecurityOpt, Size, Swap, Userns,
+};
 
 /// A flag whose value is one of `names`, parsed into `T` (clap lists the names in
 /// `--help` and in the error for any other value).
@@ -444,8 +447,8 @@ pub struct RunArgs {
     /// Security options: no-new-privileges[=true|false] (on by default);
     /// seccomp=unconfined (no seccomp filter) or seccomp=PROFILE.json (a profile in
     /// podman's JSON format instead of the default, podman's; see `nook info`)
-    #[arg(long = "security-opt", value_name = "OPT")]
-    pub security_opt: Vec<String>,
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = crate::values::parse_security_opt)]
+    pub security_opt: Vec<SecurityOpt>,
 
     /// Give the container every capability of its user namespace, no seccomp filter
     /// (unless seccomp=FILE), no masked or read-only /proc paths, a writable /sys and
@@ -464,12 +467,12 @@ pub struct RunArgs {
 
     /// Map container IDs: CONTAINER-ID:HOST-ID:COUNT, HOST-ID counted as in podman
     /// rootless (0 is you, 1.. your /etc/subuid range); repeatable
-    #[arg(long, value_name = "TRIPLE")]
-    pub uidmap: Vec<String>,
+    #[arg(long, value_name = "TRIPLE", value_parser = crate::values::parse_typed::<IdMap>)]
+    pub uidmap: Vec<IdMap>,
 
     /// Map container group IDs, as --uidmap with /etc/subgid
-    #[arg(long, value_name = "TRIPLE")]
-    pub gidmap: Vec<String>,
+    #[arg(long, value_name = "TRIPLE", value_parser = crate::values::parse_typed::<IdMap>)]
+    pub gidmap: Vec<IdMap>,
 
     /// Network: nook[:allow_host_loopback=true,mtu=N,ipv6=false,dns=IP[:PORT]] (a private
     /// network with outbound access, userspace), none (loopback only) or host
@@ -484,8 +487,8 @@ pub struct RunArgs {
 
     /// Publish a container port on the host: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp], ranges
     /// as 8000-8010:8000-8010; without HOSTIP, on every IPv4 and IPv6 address
-    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = crate::values::parse_publish)]
-    pub publish: Vec<String>,
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = crate::values::parse_typed::<PortSpec>)]
+    pub publish: Vec<PortSpec>,
 
     /// Publish every port the image exposes, each on a free host port
     #[arg(short = 'P', long = "publish-all")]
@@ -553,25 +556,26 @@ pub struct RunArgs {
 #[derive(Args, Debug, Default, Clone)]
 pub struct ResourceArgs {
     /// Memory limit: a size such as 512m or 2g (a process past it is OOM-killed)
-    #[arg(short = 'm', long, value_name = "SIZE", help_heading = "Resources")]
-    pub memory: Option<String>,
+    #[arg(short = 'm', long, value_name = "SIZE", help_heading = "Resources", value_parser = crate::values::parse_memory)]
+    pub memory: Option<Size>,
 
     /// Memory soft limit (memory.low: protected from reclaim up to this)
-    #[arg(long, value_name = "SIZE", help_heading = "Resources")]
-    pub memory_reservation: Option<String>,
+    #[arg(long, value_name = "SIZE", help_heading = "Resources", value_parser = crate::values::parse_memory)]
+    pub memory_reservation: Option<Size>,
 
     /// Memory plus swap limit (at least --memory; -1: unlimited swap)
     #[arg(
         long,
         value_name = "SIZE",
         allow_hyphen_values = true,
-        help_heading = "Resources"
+        help_heading = "Resources",
+        value_parser = crate::values::parse_typed::<Swap>
     )]
-    pub memory_swap: Option<String>,
+    pub memory_swap: Option<Swap>,
 
     /// Number of CPUs the container may use, e.g. 1.5 (a CFS quota per 100 ms period)
-    #[arg(long, value_name = "N", help_heading = "Resources")]
-    pub cpus: Option<String>,
+    #[arg(long, value_name = "N", help_heading = "Resources", value_parser = crate::values::parse_typed::<Cpus>)]
+    pub cpus: Option<Cpus>,
 
     /// CFS quota in microseconds per --cpu-period
     #[arg(long, value_name = "USEC", help_heading = "Resources")]
@@ -590,12 +594,12 @@ pub struct ResourceArgs {
     pub cpu_weight: Option<u64>,
 
     /// CPUs the container may run on, e.g. 0-3,6
-    #[arg(long, value_name = "LIST", help_heading = "Resources")]
-    pub cpuset_cpus: Option<String>,
+    #[arg(long, value_name = "LIST", help_heading = "Resources", value_parser = crate::values::parse_typed::<CpuList>)]
+    pub cpuset_cpus: Option<CpuList>,
 
     /// Memory nodes the container may allocate from, e.g. 0
-    #[arg(long, value_name = "LIST", help_heading = "Resources")]
-    pub cpuset_mems: Option<String>,
+    #[arg(long, value_name = "LIST", help_heading = "Resources", value_parser = crate::values::parse_typed::<CpuList>)]
+    pub cpuset_mems: Option<CpuList>,
 
     /// Most processes and threads the container may have (0 or -1: unlimited)
     #[arg(
@@ -611,24 +615,24 @@ pub struct ResourceArgs {
     pub blkio_weight: Option<u16>,
 
     /// Limit reads from a device: DEVICE:RATE, e.g. /dev/sda:10mb
-    #[arg(long, value_name = "DEVICE:RATE", help_heading = "Resources")]
-    pub device_read_bps: Vec<String>,
+    #[arg(long, value_name = "DEVICE:RATE", help_heading = "Resources", value_parser = crate::values::parse_bps_throttle)]
+    pub device_read_bps: Vec<BpsThrottle>,
 
     /// Limit writes to a device: DEVICE:RATE, e.g. /dev/sda:10mb
-    #[arg(long, value_name = "DEVICE:RATE", help_heading = "Resources")]
-    pub device_write_bps: Vec<String>,
+    #[arg(long, value_name = "DEVICE:RATE", help_heading = "Resources", value_parser = crate::values::parse_bps_throttle)]
+    pub device_write_bps: Vec<BpsThrottle>,
 
     /// Limit read operations per second on a device: DEVICE:IOPS
-    #[arg(long, value_name = "DEVICE:IOPS", help_heading = "Resources")]
-    pub device_read_iops: Vec<String>,
+    #[arg(long, value_name = "DEVICE:IOPS", help_heading = "Resources", value_parser = crate::values::parse_iops_throttle)]
+    pub device_read_iops: Vec<IopsThrottle>,
 
     /// Limit write operations per second on a device: DEVICE:IOPS
-    #[arg(long, value_name = "DEVICE:IOPS", help_heading = "Resources")]
-    pub device_write_iops: Vec<String>,
+    #[arg(long, value_name = "DEVICE:IOPS", help_heading = "Resources", value_parser = crate::values::parse_iops_throttle)]
+    pub device_write_iops: Vec<IopsThrottle>,
 
     /// A raw cgroup v2 setting: KEY=VALUE, e.g. memory.high=1g (repeatable)
-    #[arg(long, value_name = "KEY=VALUE", help_heading = "Resources")]
-    pub cgroup_conf: Vec<String>,
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Resources", value_parser = crate::values::parse_typed::<CgroupConf>)]
+    pub cgroup_conf: Vec<CgroupConf>,
 
     /// enabled: the container gets its own cgroup where the host delegates one;
     /// disabled: no cgroup (no limits, stats or pause)

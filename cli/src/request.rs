@@ -1,17 +1,20 @@
 //! `nook run`/`create` flags → [`RunRequest`]: the one place their strings are parsed.
 //!
-//! Enumerated values (pull, restart, log driver, cgroups, user namespace, storage
-//! driver, stop signal, network mode) are parsed by clap already (value parsers in
-//! flags.rs, so a bad one fails before anything runs, naming the accepted values);
-//! what is left here resolves what depends on the caller: `-e NAME` copies the caller's
-//! variable, `--env-file` is read now, config.toml's defaults fill what the flags leave
-//! out. The request keeps the result, never the caller's environment or `--creds`.
+//! Enumerated and typed values (pull, restart, log driver, cgroups, user namespace,
+//! storage driver, stop signal, network mode, sizes, CPU values, device throttles,
+//! cgroup settings, security options, mounts) are parsed by clap already (value parsers
+//! in flags.rs and values.rs, so a bad one fails before anything runs, naming the flag,
+//! the value and what is accepted); a new request is then checked as a whole (limits
+//! that bound each other, a seccomp profile that must read). What is left here resolves
+//! what depends on the caller: a relative seccomp profile is made absolute, `-e NAME`
+//! copies the caller's variable, `--env-file` is read now, config.toml's defaults fill
+//! what the flags leave out. The request keeps the result, never the caller's environment or `--creds`.
 
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches};
-use nook_engine::request::{LogDriver, Resources};
+use nook_engine::request::{LogDriver, Resources, Seccomp, SecurityOpt};
 use nook_engine::RunRequest;
 
 use crate::config::{self, Config};
@@ -22,8 +25,24 @@ impl TryFrom<&RunArgs> for RunRequest {
 
     fn try_from(args: &RunArgs) -> Result<RunRequest> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-        from_args(args, &|k| std::env::var(k).ok(), &cwd, config::current())
+        let req = from_args(args, &|k| std::env::var(k).ok(), &cwd, config::current())?;
+        check(&req)?;
+        Ok(req)
     }
+}
+
+/// What a new request's values cannot say alone: limits that bound each other, ID maps
+/// given by halves or with keep-id, and a seccomp profile that must read. Not for a migrated record (its profile file may be
+/// gone since; its start says so).
+fn check(req: &RunRequest) -> Result<()> {
+    nook_engine::resources::check(&req.resources).map_err(|e| anyhow!("{e}"))?;
+    nook_engine::run::userns_mode(req).map_err(|e| anyhow!("{e}"))?;
+    for opt in &req.security_opt {
+        if let SecurityOpt::Seccomp(Seccomp::Profile(path)) = opt {
+            nook_engine::seccomp::check_profile(path).map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The request `args` ask for: `lookup` resolves `-e NAME`, relative `--env-file`s are
@@ -70,7 +89,17 @@ fn from_args(
         init: args.init,
         cap_add: args.cap_add.clone(),
         cap_drop: args.cap_drop.clone(),
-        security_opt: args.security_opt.clone(),
+        // A profile's path as the caller meant it, wherever a later start runs.
+        security_opt: args
+            .security_opt
+            .iter()
+            .map(|opt| match opt {
+                SecurityOpt::Seccomp(Seccomp::Profile(p)) => {
+                    SecurityOpt::Seccomp(Seccomp::Profile(cwd.join(p)))
+                }
+                other => other.clone(),
+            })
+            .collect(),
         privileged: args.privileged,
         hostname: args.hostname.clone(),
         name: args.name.clone(),
@@ -97,10 +126,10 @@ fn from_args(
 
 pub(crate) fn resources(args: &ResourceArgs) -> Resources {
     Resources {
-        memory: args.memory.clone(),
-        memory_reservation: args.memory_reservation.clone(),
-        memory_swap: args.memory_swap.clone(),
-        cpus: args.cpus.clone(),
+        memory: args.memory,
+        memory_reservation: args.memory_reservation,
+        memory_swap: args.memory_swap,
+        cpus: args.cpus,
         cpu_quota: args.cpu_quota,
         cpu_period: args.cpu_period,
         cpu_shares: args.cpu_shares,
@@ -275,6 +304,97 @@ mod tests {
         assert!(run_args(&["--rm", "--restart=always", "host"])
             .map(|a| from_args(&a, &lookup, &dir, &Config::default()).is_err())
             .unwrap());
+    }
+
+    #[test]
+    fn bad_typed_values_fail_at_parse_time_naming_flag_value_and_accepted() {
+        for (flag, value, accepted) in [
+            ("--memory", "12x", "512m"),
+            ("--memory", "1k", "6m"),
+            ("--memory-reservation", "lots", "512m"),
+            ("--memory-swap", "-2", "-1"),
+            ("--cpus", "lots", "1.5"),
+            ("--cpus", "0.001", "0.01"),
+            ("--cpuset-cpus", "3-1", "0-3,6"),
+            ("--cpuset-mems", "x", "0-3,6"),
+            ("--device-read-bps", "nocolon", "DEVICE:RATE"),
+            ("--device-write-bps", "/dev/null:1m", "not a block device"),
+            ("--device-read-iops", "/dev/sda:1m", "whole number"),
+            ("--cgroup-conf", "memory.high", "KEY=VALUE"),
+            ("--cgroup-conf", "../x.y=1", "CONTROLLER.FILE"),
+            (
+                "--security-opt",
+                "apparmor=unconfined",
+                "seccomp=PROFILE.json",
+            ),
+            ("--security-opt", "seccomp=", "unconfined"),
+            (
+                "--security-opt",
+                "no-new-privileges=maybe",
+                "no-new-privileges",
+            ),
+        ] {
+            let e = run_args(&[&format!("{flag}={value}"), "host"]).unwrap_err();
+            let text = e.to_string();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{text}");
+            assert!(text.contains(flag), "{flag}: {text}");
+            assert!(text.contains(&format!("'{value}'")), "{flag}: {text}");
+            assert!(text.contains(accepted), "{flag}: {text}");
+        }
+    }
+
+    #[test]
+    fn typed_values_reach_the_request_and_a_whole_request_is_checked() {
+        let dir = std::env::temp_dir().join(format!("nook-req-typed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = run_args(&[
+            "-m",
+            "64m",
+            "--memory-swap=-1",
+            "--cpus=1.5",
+            "--cpuset-cpus=0-1",
+            "--cgroup-conf=memory.high=32m",
+            "--security-opt=seccomp=p.json",
+            "--security-opt=no-new-privileges=false",
+            "host",
+        ])
+        .unwrap();
+        let req = from_args(&args, &|_| None, &dir, &Config::default()).unwrap();
+        let r = &req.resources;
+        assert_eq!(r.memory.unwrap().bytes(), 64 << 20);
+        assert_eq!(r.memory_swap, Some(nook_engine::request::Swap::Unlimited));
+        assert_eq!(r.cpus.unwrap().quota_period(), (150_000, 100_000));
+        assert_eq!(r.cgroup_conf[0].key, "memory.high");
+        assert_eq!(
+            req.security_opt,
+            [
+                SecurityOpt::Seccomp(Seccomp::Profile(dir.join("p.json"))),
+                SecurityOpt::NoNewPrivileges(false)
+            ]
+        );
+        // The profile must read when the request is made.
+        assert!(check(&req).unwrap_err().to_string().contains("p.json"));
+        std::fs::write(dir.join("p.json"), r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+        check(&req).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Limits that bound each other: refused before anything is created.
+        for bad in [
+            &["--memory-swap=1g", "host"][..],
+            &["-m", "1g", "--memory-swap=512m", "host"],
+            &["--cpus=1", "--cpu-quota=50000", "host"],
+            &["--cpu-weight=0", "host"],
+            &["--uidmap=0:1:1", "host"],
+            &[
+                "--userns=keep-id",
+                "--uidmap=0:1:1",
+                "--gidmap=0:1:1",
+                "host",
+            ],
+        ] {
+            let args = run_args(bad).unwrap();
+            let req = from_args(&args, &|_| None, Path::new("/"), &Config::default()).unwrap();
+            assert!(check(&req).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! before anything runs, in one line that names the accepted values. Pure parsers,
 //! depending on nothing else of the CLI.
 
-use nook_engine::request::{Tmpfs, Volume};
+use nook_engine::request::{BpsThrottle, IopsThrottle, SecurityOpt, Size, Tmpfs, Volume};
 
 /// `--stop-signal`, `kill --signal`: a name (`TERM`, `SIGTERM`, any case) or a number.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
@@ -75,14 +75,6 @@ pub fn parse_capability(name: &str) -> Result<String, String> {
     Err("use a capability name such as NET_RAW or SYS_ADMIN, or ALL".into())
 }
 
-/// `-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]`: checked now, kept as given (the engine
-/// binds what it says at each start).
-pub fn parse_publish(spec: &str) -> Result<String, String> {
-    nook_net::PortMapping::parse(spec)
-        .map(|_| spec.to_string())
-        .map_err(|e| e.to_string())
-}
-
 /// `--storage-driver`: overlay, fuse or copy (their aliases named as these), or auto
 /// (also when empty: the best this machine supports).
 pub fn parse_storage_driver(s: &str) -> Result<String, String> {
@@ -109,4 +101,39 @@ pub fn parse_network(s: &str) -> Result<String, String> {
                 .to_string(),
         ),
     }
+}
+
+/// A typed request value, by its own parser (sizes, CPU counts and lists, cgroup
+/// settings): the message says what is accepted.
+pub fn parse_typed<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
+    s.parse()
+}
+
+/// `--memory`, `--memory-reservation`: a size of at least 6MB (podman's smallest).
+pub fn parse_memory(s: &str) -> Result<Size, String> {
+    let size: Size = s.parse()?;
+    if size.bytes() < nook_engine::resources::MIN_MEMORY {
+        return Err("below the smallest memory limit nook allows: use 6m or more".into());
+    }
+    Ok(size)
+}
+
+/// `--device-{read,write}-bps DEVICE:RATE`: the device must be a block device now.
+pub fn parse_bps_throttle(s: &str) -> Result<BpsThrottle, String> {
+    let t: BpsThrottle = s.parse()?;
+    nook_engine::resources::block_device(&t.0.device)?;
+    Ok(t)
+}
+
+/// `--device-{read,write}-iops DEVICE:IOPS`: the device must be a block device now.
+pub fn parse_iops_throttle(s: &str) -> Result<IopsThrottle, String> {
+    let t: IopsThrottle = s.parse()?;
+    nook_engine::resources::block_device(&t.0.device)?;
+    Ok(t)
+}
+
+/// `--security-opt`: what nook supports of podman's (a profile file is read when the
+/// request is made, relative to where it is made).
+pub fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
+    s.parse()
 }

@@ -27,6 +27,7 @@ pub mod stats;
 pub mod storage;
 pub mod store_helper;
 pub mod users;
+pub mod values;
 
 use std::path::PathBuf;
 use std::sync::Arc;

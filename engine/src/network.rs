@@ -56,7 +56,7 @@ pub fn choose(
     match &mut choice.nook {
         Some(cfg) => {
             for spec in &args.publish {
-                cfg.publish.extend(PortMapping::parse(spec)?);
+                cfg.publish.extend_from_slice(spec.mappings());
             }
         }
         None if choice.host => {

@@ -16,13 +16,19 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::values::{
+    BpsThrottle, CgroupConf, CpuList, Cpus, IdMap, IopsThrottle, PortSpec, Seccomp, SecurityOpt,
+    Size, Swap,
+};
+
 /// The request format this nook writes.
 pub const VERSION: u32 = 1;
 
 /// What was asked for one container. Built by the CLI from its flags (the only place
-/// flag strings are parsed); the strings kept here (mount, port, capability and
-/// resource specs) were checked there and are parsed again, deterministically, where
-/// the engine uses them.
+/// flag strings are parsed): sizes, CPU values, device throttles, cgroup settings,
+/// security options, ID maps and published ports are typed ([`crate::values`]); the
+/// strings still kept (capabilities, user, network) were checked there and are parsed
+/// again, deterministically, where the engine uses them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default)]
 pub struct RunRequest {
@@ -65,19 +71,20 @@ pub struct RunRequest {
     pub init: bool,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
-    pub security_opt: Vec<String>,
+    /// `--security-opt`, in order (a later one of a kind wins).
+    pub security_opt: Vec<SecurityOpt>,
     pub privileged: bool,
     pub hostname: Option<String>,
     /// The container's name (None: one is made up).
     pub name: Option<String>,
     pub userns: Userns,
     /// CONTAINER-ID:HOST-ID:COUNT triples.
-    pub uidmap: Vec<String>,
-    pub gidmap: Vec<String>,
+    pub uidmap: Vec<IdMap>,
+    pub gidmap: Vec<IdMap>,
     /// nook[:OPTIONS], none or host.
     pub network: String,
     /// [HOSTIP:]HOSTPORT:CTRPORT[/PROTO] each.
-    pub publish: Vec<String>,
+    pub publish: Vec<PortSpec>,
     pub publish_all: bool,
     /// overlay, fuse or copy (None: the best this machine supports).
     pub storage_driver: Option<String>,
@@ -166,23 +173,23 @@ pub struct Tmpfs {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(default)]
 pub struct Resources {
-    pub memory: Option<String>,
-    pub memory_reservation: Option<String>,
-    pub memory_swap: Option<String>,
-    pub cpus: Option<String>,
+    pub memory: Option<Size>,
+    pub memory_reservation: Option<Size>,
+    pub memory_swap: Option<Swap>,
+    pub cpus: Option<Cpus>,
     pub cpu_quota: Option<i64>,
     pub cpu_period: Option<u64>,
     pub cpu_shares: Option<u64>,
     pub cpu_weight: Option<u64>,
-    pub cpuset_cpus: Option<String>,
-    pub cpuset_mems: Option<String>,
+    pub cpuset_cpus: Option<CpuList>,
+    pub cpuset_mems: Option<CpuList>,
     pub pids_limit: Option<i64>,
     pub blkio_weight: Option<u16>,
-    pub device_read_bps: Vec<String>,
-    pub device_write_bps: Vec<String>,
-    pub device_read_iops: Vec<String>,
-    pub device_write_iops: Vec<String>,
-    pub cgroup_conf: Vec<String>,
+    pub device_read_bps: Vec<BpsThrottle>,
+    pub device_write_bps: Vec<BpsThrottle>,
+    pub device_read_iops: Vec<IopsThrottle>,
+    pub device_write_iops: Vec<IopsThrottle>,
+    pub cgroup_conf: Vec<CgroupConf>,
     pub cgroups: CgroupsMode,
 }
 
@@ -376,5 +383,50 @@ mod tests {
             serde_json::from_str(r#"{"version":1,"image":"x","future":true}"#).unwrap();
         assert_eq!(old.image, "x");
         assert_eq!(old.stop_timeout, 10);
+    }
+
+    /// A request as the record format 2 of early issue 16 wrote it: security options,
+    /// sizes, CPU values, throttles and cgroup settings as the flags' text. It reads,
+    /// typed, and is written back in the typed form, which reads again.
+    #[test]
+    fn a_request_with_the_flags_text_of_an_earlier_v2_record_reads_typed() {
+        let v2 = r#"{
+            "version": 1, "image": "host", "command": ["true"],
+            "security_opt": ["no-new-privileges=false", "seccomp:unconfined"],
+            "uidmap": ["0:1:65536"], "gidmap": ["0:1:65536"], "publish": ["8080:80"],
+            "resources": {
+                "memory": "512m", "memory_reservation": "64MiB", "memory_swap": "-1",
+                "cpus": "1.5", "cpu_quota": null, "cpu_period": null,
+                "cpuset_cpus": "0-3,6", "cpuset_mems": "",
+                "device_read_bps": ["/dev/sda:10mb"], "device_write_bps": [],
+                "device_read_iops": ["/dev/sda:1000"], "device_write_iops": [],
+                "cgroup_conf": ["memory.high=1G"], "cgroups": "enabled"
+            }
+        }"#;
+        let req: RunRequest = serde_json::from_str(v2).unwrap();
+        assert_eq!(
+            req.security_opt,
+            [
+                SecurityOpt::NoNewPrivileges(false),
+                SecurityOpt::Seccomp(Seccomp::Unconfined)
+            ]
+        );
+        assert_eq!(req.uidmap[0].0.count, 65536);
+        assert_eq!(req.publish[0].mappings()[0].ctr_port, 80);
+        let r = &req.resources;
+        assert_eq!(r.memory.unwrap().bytes(), 512 << 20);
+        assert_eq!(r.memory_reservation.unwrap().bytes(), 64 << 20);
+        assert_eq!(r.memory_swap, Some(Swap::Unlimited));
+        assert_eq!(r.cpus.unwrap().quota_period(), (150_000, 100_000));
+        assert_eq!(r.cpuset_cpus.as_ref().unwrap().as_str(), "0-3,6");
+        assert_eq!(r.device_read_bps[0].0.rate, 10 << 20);
+        assert_eq!(r.device_read_iops[0].0.rate, 1000);
+        assert_eq!(r.cgroup_conf[0].value, "1G");
+        let text = serde_json::to_string(&req).unwrap();
+        assert!(text.contains(r#""memory":536870912"#), "{text}");
+        assert_eq!(serde_json::from_str::<RunRequest>(&text).unwrap(), req);
+        // A value no nook accepted does not read (the record is listed as broken).
+        let bad = v2.replace(r#""cpus": "1.5""#, r#""cpus": "lots""#);
+        assert!(serde_json::from_str::<RunRequest>(&bad).is_err());
     }
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::bail;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 use nook_fs::manifest::RunConfig;
 use nook_rootless::fds::PassedFds;
 use nook_rootless::idmap::{self, HostIds, IdRange, Mapping, UsernsMode};
@@ -17,7 +17,7 @@ use nook_rootless::{RunOptions, StartedHook, StdinMode};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::request::{PullPolicy, Userns};
+use crate::request::{IdMap, PullPolicy, Userns};
 use crate::{Engine, Notify, RunRequest};
 
 use crate::container::record::{Container, Places, ProcessId, State, Status};
@@ -556,21 +556,19 @@ pub fn recorded_image(eng: &Engine, ctr: &Container) -> Result<ImageChoice> {
     Ok(ImageChoice::Stored(Box::new(image)))
 }
 
-fn userns_mode(req: &RunRequest) -> Result<UsernsMode> {
+/// The user namespace the request asks for; pure, so the CLI checks a new request with
+/// it before anything is created.
+pub fn userns_mode(req: &RunRequest) -> Result<UsernsMode> {
     let explicit = !req.uidmap.is_empty() || !req.gidmap.is_empty();
     match req.userns {
         Userns::Auto if explicit => {
-            let parse = |list: &[String]| -> Result<Vec<IdRange>> {
-                list.iter()
-                    .map(|t| idmap::parse_triple(t).map_err(Error::msg))
-                    .collect()
-            };
             if req.uidmap.is_empty() || req.gidmap.is_empty() {
                 bail!("--uidmap and --gidmap go together: give both");
             }
+            let ranges = |list: &[IdMap]| -> Vec<IdRange> { list.iter().map(|m| m.0).collect() };
             Ok(UsernsMode::Explicit {
-                uid: parse(&req.uidmap)?,
-                gid: parse(&req.gidmap)?,
+                uid: ranges(&req.uidmap),
+                gid: ranges(&req.gidmap),
             })
         }
         Userns::Auto => Ok(UsernsMode::Default),

@@ -17,7 +17,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::bail;
 use crate::error::{Context, Result};
 use crate::format_err;
 use oci_spec::runtime::LinuxSeccomp;
@@ -33,18 +32,19 @@ pub enum Choice {
     File(PathBuf),
 }
 
-impl Choice {
-    /// The value of `seccomp=VALUE`.
-    pub fn parse(value: &str) -> Result<Choice> {
-        Ok(match value {
-            "" => bail!(
-                "--security-opt seccomp= needs a value: unconfined, or the path of a profile \
-                 in podman's JSON format"
-            ),
-            "unconfined" => Choice::Unconfined,
-            path => Choice::File(PathBuf::from(path)),
-        })
-    }
+/// Whether the profile file at `path` reads and is one in podman's format: what the CLI
+/// checks when a request is made, so a bad file fails before anything is created. Each
+/// start loads it again (the file may change), fitted to the container's capabilities.
+pub fn check_profile(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "--security-opt seccomp={}: cannot read the profile",
+            path.display()
+        )
+    })?;
+    Profile::parse(&text)
+        .map_err(|why| format_err!("--security-opt seccomp={}: {why}", path.display()))?;
+    Ok(())
 }
 
 /// The record kept in the container's runtime directory.
@@ -182,12 +182,6 @@ mod tests {
 
     #[test]
     fn choices() {
-        assert_eq!(Choice::parse("unconfined").unwrap(), Choice::Unconfined);
-        assert_eq!(
-            Choice::parse("/x.json").unwrap(),
-            Choice::File("/x.json".into())
-        );
-        assert!(Choice::parse("").is_err());
         let (p, r) = for_container(&Choice::Default, true, &caps(), &crate::Quiet).unwrap();
         assert!(p.is_none());
         assert_eq!(r, Record::Unconfined);
@@ -216,6 +210,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("cannot read the profile"));
+        // The same, when the request is made.
+        let e = check_profile(&path).unwrap_err().to_string();
+        assert!(e.contains("p.json: syscalls[0].errnoRet 4294967295"), "{e}");
+        assert!(check_profile(&dir.join("missing.json")).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

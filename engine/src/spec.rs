@@ -28,7 +28,7 @@ use nook_fs::host_image;
 use nook_rootless::capabilities::DEFAULT_CAPABILITIES;
 use nook_rootless::idmap::{self, IdRange, Mapping};
 
-use crate::request::{Tmpfs, Volume};
+use crate::request::{Seccomp, SecurityOpt, Tmpfs, Volume};
 use crate::seccomp::{self, Choice};
 use crate::users::{self, Identity};
 use crate::RunRequest;
@@ -93,7 +93,7 @@ pub struct SpecInput<'a> {
 
 /// The spec, and the record of its seccomp profile (for `nook exec`, seccomp.rs).
 pub fn build(input: &SpecInput) -> Result<(Spec, seccomp::Record)> {
-    let security = security_opts(&input.req.security_opt)?;
+    let security = security_opts(&input.req.security_opt);
     let caps = capabilities(
         &input.req.cap_add,
         &input.req.cap_drop,
@@ -260,26 +260,22 @@ struct SecurityOpts {
     seccomp: Choice,
 }
 
-fn security_opts(options: &[String]) -> Result<SecurityOpts> {
+/// The `--security-opt`s folded: a later one of a kind wins.
+fn security_opts(options: &[SecurityOpt]) -> SecurityOpts {
     let mut opts = SecurityOpts {
         no_new_privileges: true,
         seccomp: Choice::Default,
     };
     for opt in options {
-        let (key, value) = opt
-            .split_once(['=', ':'])
-            .map_or((opt.as_str(), "true"), |(k, v)| (k, v));
-        match (key, value) {
-            ("no-new-privileges", "true") => opts.no_new_privileges = true,
-            ("no-new-privileges", "false") => opts.no_new_privileges = false,
-            ("seccomp", value) if opt.contains(['=', ':']) => opts.seccomp = Choice::parse(value)?,
-            _ => bail!(
-                "unsupported --security-opt {opt:?}: nook supports \
-                 no-new-privileges[=true|false], seccomp=unconfined and seccomp=PROFILE.json"
-            ),
+        match opt {
+            SecurityOpt::NoNewPrivileges(on) => opts.no_new_privileges = *on,
+            SecurityOpt::Seccomp(Seccomp::Unconfined) => opts.seccomp = Choice::Unconfined,
+            SecurityOpt::Seccomp(Seccomp::Profile(path)) => {
+                opts.seccomp = Choice::File(path.clone())
+            }
         }
     }
-    Ok(opts)
+    opts
 }
 
 fn build_mounts(input: &SpecInput) -> Result<Vec<Mount>> {
@@ -634,25 +630,22 @@ mod tests {
 
     #[test]
     fn security_options() {
-        let opts = |o: &[&str]| security_opts(&o.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let default = opts(&[]).unwrap();
+        let opts = |o: &[&str]| {
+            security_opts(
+                &o.iter()
+                    .map(|s| s.parse().unwrap())
+                    .collect::<Vec<SecurityOpt>>(),
+            )
+        };
+        let default = opts(&[]);
         assert!(default.no_new_privileges);
         assert_eq!(default.seccomp, Choice::Default);
-        assert!(
-            !opts(&["no-new-privileges=false"])
-                .unwrap()
-                .no_new_privileges
-        );
+        assert!(!opts(&["no-new-privileges=false"]).no_new_privileges);
+        assert_eq!(opts(&["seccomp=unconfined"]).seccomp, Choice::Unconfined);
         assert_eq!(
-            opts(&["seccomp=unconfined"]).unwrap().seccomp,
-            Choice::Unconfined
-        );
-        assert_eq!(
-            opts(&["seccomp=/p.json"]).unwrap().seccomp,
+            opts(&["seccomp=unconfined", "seccomp=/p.json"]).seccomp,
             Choice::File("/p.json".into())
         );
-        assert!(opts(&["seccomp"]).is_err());
-        assert!(opts(&["apparmor=unconfined"]).is_err());
     }
 
     #[test]

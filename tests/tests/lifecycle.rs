@@ -952,7 +952,7 @@ fn a_record_of_the_previous_format_is_migrated_and_starts() {
 }
 
 #[test]
-fn bad_enum_values_fail_at_parse_time_with_the_accepted_values() {
+fn bad_flag_values_fail_at_parse_time_with_the_accepted_values() {
     let env = Env::new();
     for (flag, accepted) in [
         ("--pull=bogus", "missing, always, never, newer"),
@@ -975,6 +975,55 @@ fn bad_enum_values_fail_at_parse_time_with_the_accepted_values() {
         .assert_error_line(125, &["--volume", "'relative:/x'", "absolute"]);
     env.nook(&["create", "--tmpfs", "tmp", "host", "true"])
         .assert_error_line(125, &["--tmpfs", "'tmp'", "absolute"]);
+    // Typed values (sizes, CPU values, device throttles, cgroup settings, security
+    // options, ID maps, ports): the flag, the value and what is accepted, for run and create alike.
+    for (flag, value, accepted) in [
+        ("--memory", "12x", "512m"),
+        ("--memory-swap", "lots", "-1"),
+        ("--cpus", "lots", "1.5"),
+        ("--cpuset-cpus", "3-1", "0-3,6"),
+        ("--cpuset-mems", "a", "0-3,6"),
+        ("--device-read-bps", "/dev/null:1m", "not a block device"),
+        ("--device-write-iops", "nocolon", "DEVICE:IOPS"),
+        ("--cgroup-conf", "nokey", "KEY=VALUE"),
+        (
+            "--security-opt",
+            "apparmor=unconfined",
+            "seccomp=PROFILE.json",
+        ),
+        (
+            "--security-opt",
+            "no-new-privileges=maybe",
+            "no-new-privileges",
+        ),
+        ("--uidmap", "0:1", "CONTAINER-ID:HOST-ID:COUNT"),
+        ("--publish", "80:x", "HOSTPORT:CONTAINERPORT"),
+    ] {
+        for cmd in ["run", "create"] {
+            let n = name();
+            env.nook(&[cmd, "--name", &n, flag, value, "host", "true"])
+                .assert_error_line(125, &[flag, &format!("'{value}'"), accepted]);
+        }
+    }
+    // What only the whole request or the host can say, before anything is created too.
+    let missing = env.root.path().join("no-such-profile.json");
+    let seccomp = format!("seccomp={}", missing.display());
+    for (args, says) in [
+        (&["--memory-swap", "1g"][..], "--memory-swap needs --memory"),
+        (&["--cpus", "1", "--cpu-quota", "50000"], "--cpus"),
+        (&["--security-opt", &seccomp], "cannot read the profile"),
+        (&["--uidmap", "0:1:1"], "--uidmap and --gidmap go together"),
+    ] {
+        for cmd in ["run", "create"] {
+            let n = name();
+            let argv: Vec<&str> = [cmd, "--name", &n]
+                .into_iter()
+                .chain(args.iter().copied())
+                .chain(["host", "true"])
+                .collect();
+            env.nook(&argv).assert_error_line(125, &[says]);
+        }
+    }
     // Nothing was created, no name taken.
     assert_eq!(env.nook(&["ps", "-aq"]).success().out(), "");
 }

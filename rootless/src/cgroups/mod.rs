@@ -130,7 +130,7 @@ pub(crate) fn plan(resources: &LinuxResources, has_bfq: bool) -> Result<Vec<Sett
 }
 
 /// The controller a raw cgroup v2 key belongs to (`cpu.weight` → cpu).
-fn unified_controller(key: &str) -> Result<&'static str> {
+pub fn unified_controller(key: &str) -> Result<&'static str> {
     let bad = || {
         Error::Cgroup(format!(
             "unsupported cgroup v2 setting {key:?}: expected CONTROLLER.FILE of one of {}",
