@@ -27,6 +27,7 @@ use oci_spec::runtime::{
 
 use crate::request::{CgroupsMode, Resources};
 use crate::values::{CpuList, Size, Swap, Throttle};
+pub use crate::values::parse_bytes;
 use crate::Notify;
 
 /// podman refuses memory limits below this ("minimum memory limit allowed is 6MB").
@@ -195,38 +196,6 @@ fn cpu_quota(args: &Resources) -> Option<(Option<i64>, u64)> {
     }
     let period = args.cpu_period.unwrap_or(cgroups::cpu::DEFAULT_PERIOD_US);
     Some((args.cpu_quota.filter(|&q| q > 0), period))
-}
-
-/// A size as podman and docker read it: a number (decimals allowed) and an optional
-/// binary unit b, k, m, g, t, p (case-insensitive, with an optional `b`/`ib`):
-/// "512m", "1.5G", "64MiB", "1048576".
-pub fn parse_bytes(text: &str) -> Result<i64> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format_err!("expected a size such as 512m, 1.5g or 1048576");
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(&unit);
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        "p" => 50,
-        _ => return Err(bad()),
-    };
-    let bytes = n * (1u64 << shift) as f64;
-    if !(0.0..9.0e18).contains(&bytes) {
-        return Err(bad());
-    }
-    Ok(bytes as i64)
 }
 
 fn block_io(args: &Resources) -> Result<Option<oci_spec::runtime::LinuxBlockIo>> {

@@ -17,6 +17,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
+use crate::format_err;
+
 /// A record's number, or the flag's text an earlier nook kept.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -56,7 +59,7 @@ impl Size {
 impl FromStr for Size {
     type Err = String;
     fn from_str(s: &str) -> Result<Size, String> {
-        crate::resources::parse_bytes(s)
+        parse_bytes(s)
             .map(|b| Size(b as u64))
             .map_err(|_| format!("expected {SIZE_WORDS}"))
     }
@@ -449,6 +452,38 @@ impl From<PortSpec> for String {
     fn from(p: PortSpec) -> String {
         p.text
     }
+}
+
+/// A size as podman and docker read it: a number (decimals allowed) and an optional
+/// binary unit b, k, m, g, t, p (case-insensitive, with an optional `b`/`ib`):
+/// "512m", "1.5G", "64MiB", "1048576".
+pub fn parse_bytes(text: &str) -> Result<i64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format_err!("expected a size such as 512m, 1.5g or 1048576");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return Err(bad()),
+    };
+    let bytes = n * (1u64 << shift) as f64;
+    if !(0.0..9.0e18).contains(&bytes) {
+        return Err(bad());
+    }
+    Ok(bytes as i64)
 }
 
 #[cfg(test)]
