@@ -26,8 +26,8 @@ use oci_spec::runtime::{
 };
 
 use crate::request::{CgroupsMode, Resources};
-use crate::values::{CpuList, Size, Swap, Throttle};
 pub use crate::values::parse_bytes;
+use crate::values::{CpuList, Size, Swap, Throttle};
 use crate::Notify;
 
 /// podman refuses memory limits below this ("minimum memory limit allowed is 6MB").
