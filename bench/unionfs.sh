@@ -116,12 +116,12 @@ has_case stat && for v in $VARIANTS; do
 done
 for v in $VARIANTS; do
     has_case write && args+=(--command-name "write/$v" --prepare "$(fresh "$v")" "$W/run $v $W/c-$v 'dd if=/dev/zero of=/big bs=1M count=$MIB conv=fsync 2>/dev/null'")
-    # The read case has a container of its own (r-), written once here: the untar and
-    # write cases start theirs (c-) afresh before every run.
-    if has_case read; then
-        "$W/run" "$v" "$W/r-$v" "dd if=/dev/zero of=/big bs=1M count=$MIB 2>/dev/null" >/dev/null
-        args+=(--command-name "read/$v" --prepare true "$W/run $v $W/r-$v 'dd if=/big of=/dev/null bs=1M 2>/dev/null'")
-    fi
+    # The read case has a container of its own (r-), written by its first prepare (so no
+    # other case runs while its gigabyte is being written back): the untar and write
+    # cases start theirs (c-) afresh before every run.
+    has_case read && args+=(--command-name "read/$v" \
+        --prepare "[ -e $W/r-$v.ready ] || { $W/run $v $W/r-$v 'dd if=/dev/zero of=/big bs=1M count=$MIB conv=fsync 2>/dev/null' && touch $W/r-$v.ready; }" \
+        "$W/run $v $W/r-$v 'dd if=/big of=/dev/null bs=1M 2>/dev/null'")
 done
 mkdir -p "$RESULTS_DIR"
 hyperfine --runs "$RUNS" --warmup 1 --export-json "$RESULTS_DIR/unionfs.json" "${args[@]}" >"$W/hyperfine.log" 2>&1 \
