@@ -91,7 +91,8 @@ pub fn spawn_with(
     if attach_first && passing.fds.count > 0 {
         bail!("a container started with `start -a` is passed no descriptors");
     }
-    let (read_end, write_end) = nix::unistd::pipe().context("pipe")?;
+    // Close-on-exec: the supervisor gets the write end as its stderr, never the read end.
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let mut cmd = crate::helpers::Supervise {
         dir: ctr.dir.clone(),
         // The store the record belongs to, whichever `--root` or NOOK_ROOT named it.

@@ -88,6 +88,26 @@ impl UnionFs {
         }
     }
 
+    /// A new non-directory entry `name` in the upper copy of `parent`, made by `make`
+    /// (given the parent's descriptor and the name), owned by the caller, recorded as a
+    /// node: the common steps of mknod and symlink.
+    fn new_entry(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        make: impl FnOnce(RawFd, &CString) -> io::Result<()>,
+    ) -> R<(u64, FileAttr)> {
+        let name = cname(name)?;
+        self.copy.copy_up_dir(&self.tree, parent)?;
+        let t = self.tree.read();
+        let (pfd, _) = self.ns().prepare_new(&t, parent, &name)?;
+        make(pfd.as_raw_fd(), &name).map_err(errno)?;
+        own(&pfd, &name, req)?;
+        let st = stat_at(pfd.as_raw_fd(), &name).map_err(errno)?;
+        self.ns().new_upper_entry(parent, &name, st, None)
+    }
+
     fn add_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().unwrap().insert(fh, h);
@@ -324,17 +344,9 @@ impl Filesystem for UnionFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let r = (|| -> R<(u64, FileAttr)> {
-            let name = cname(name)?;
-            self.copy.copy_up_dir(&self.tree, parent.0)?;
-            let t = self.tree.read();
-            let (pfd, _) = self.ns().prepare_new(&t, parent.0, &name)?;
-            at::mknodat(pfd.as_raw_fd(), &name, mode & !umask, rdev as libc::dev_t)
-                .map_err(errno)?;
-            own(&pfd, &name, req)?;
-            let st = stat_at(pfd.as_raw_fd(), &name).map_err(errno)?;
-            self.ns().new_upper_entry(parent.0, &name, st, None)
-        })();
+        let r = self.new_entry(req, parent.0, name, |pfd, name| {
+            at::mknodat(pfd, name, mode & !umask, rdev as libc::dev_t)
+        });
         match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
@@ -392,18 +404,14 @@ impl Filesystem for UnionFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = (|| -> R<(u64, FileAttr)> {
-            let name = cname(link_name)?;
-            let target = CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-            self.copy.copy_up_dir(&self.tree, parent.0)?;
-            let t = self.tree.read();
-            let (pfd, _) = self.ns().prepare_new(&t, parent.0, &name)?;
-            // The target is stored, never resolved here.
-            at::symlinkat(&target, pfd.as_raw_fd(), &name).map_err(errno)?;
-            own(&pfd, &name, req)?;
-            let st = stat_at(pfd.as_raw_fd(), &name).map_err(errno)?;
-            self.ns().new_upper_entry(parent.0, &name, st, None)
-        })();
+        let r = CString::new(target.as_os_str().as_bytes())
+            .map_err(|_| Errno::EINVAL)
+            .and_then(|target| {
+                // The target is stored, never resolved here.
+                self.new_entry(req, parent.0, link_name, |pfd, name| {
+                    at::symlinkat(&target, pfd, name)
+                })
+            });
         match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
